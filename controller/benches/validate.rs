@@ -1,0 +1,3 @@
+//! Render + validate figures on a large generated config (filled in with the validate gates).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The `switchback` command line.
+
+fn main() {}

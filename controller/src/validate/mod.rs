@@ -1,0 +1,10 @@
+//! Validation: the three gates a bundle passes before any proxy sees it (DESIGN §3.3).
+//! Parse and lint are pure; the `nginx -t` sandbox is the one edge here.
+
+pub mod ast;
+pub mod diagnostic;
+pub mod lint;
+pub mod parser;
+pub mod sandbox;
+
+pub use diagnostic::{Diagnostic, Severity};

@@ -1,0 +1,1 @@
+//! Support for Switchback's end-to-end tests: git fixtures, nginx harness, reference tools.
