@@ -1,8 +1,124 @@
 //! Render: a config directory plus values becomes a [`Bundle`] (DESIGN §3.1). Pure and
 //! deterministic: the same tree and values always give the same digest.
+//!
+//! Rules of the directory:
+//! - `values.yaml` holds the template values; it is input, not output, so it is not in the bundle;
+//! - a file ending `.j2` is a minijinja template, rendered to the same path without `.j2`;
+//! - a template whose file name starts with `_` (e.g. `_macros.j2`) is a partial: other templates
+//!   may `include`/`import` it, it produces no file of its own;
+//! - every other file is copied as is; symbolic links are followed only inside the directory.
+//!
+//! The commit is deliberately not a template value: two commits with the same config must render
+//! to the same digest (DESIGN §3.2).
 
 pub mod bundle;
+pub mod error;
+mod links;
+mod template;
 pub mod tree;
+pub mod values;
+
+use std::collections::BTreeMap;
 
 pub use bundle::{Bundle, Digest};
+pub use error::RenderError;
 pub use tree::{ConfigTree, TreeEntry};
+
+use template::Templates;
+
+/// The values file inside a config directory.
+pub const VALUES_FILE: &str = "values.yaml";
+
+/// Template file suffix.
+const TEMPLATE_SUFFIX: &str = ".j2";
+
+/// Renders a config directory. `overrides` is a mapping deep-merged over `values.yaml`
+/// (use `serde_json::Value::Null` or an empty object for none).
+pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle, RenderError> {
+    let mut values = match tree.get(VALUES_FILE) {
+        Some(_) => {
+            let bytes = links::resolve(tree, VALUES_FILE)?;
+            let text = utf8(VALUES_FILE, bytes)?;
+            values::parse_values(VALUES_FILE, text)?
+        }
+        None => serde_json::Value::Object(serde_json::Map::new()),
+    };
+    if !overrides.is_null() {
+        values::merge(&mut values, overrides);
+    }
+
+    let mut sources = BTreeMap::new();
+    let mut plain = BTreeMap::new();
+    for (path, _) in tree.iter() {
+        if path == VALUES_FILE {
+            continue;
+        }
+        let bytes = links::resolve(tree, path)?;
+        if path.ends_with(TEMPLATE_SUFFIX) {
+            sources.insert(path.to_string(), utf8(path, bytes)?.to_string());
+        } else {
+            plain.insert(path.to_string(), bytes.to_vec());
+        }
+    }
+
+    let templates = Templates::new(sources.clone())?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    for (path, bytes) in plain {
+        origin.insert(path.clone(), path.clone());
+        files.insert(path, bytes);
+    }
+    for name in sources.keys() {
+        if is_partial(name) {
+            continue;
+        }
+        let output = name
+            .strip_suffix(TEMPLATE_SUFFIX)
+            .unwrap_or(name)
+            .to_string();
+        if let Some(first) = origin.get(&output) {
+            return Err(RenderError::Collision {
+                path: output,
+                first: first.clone(),
+                second: name.clone(),
+            });
+        }
+        let text = templates.render(name, &values)?;
+        origin.insert(output.clone(), name.clone());
+        files.insert(output, text.into_bytes());
+    }
+    Ok(Bundle::new(files))
+}
+
+/// Checks that the bundle has its entry point, so a missing `nginx.conf` is reported as such and
+/// not as a confusing parse error later.
+pub fn require_entry(bundle: &Bundle, entry: &str) -> Result<(), RenderError> {
+    if bundle.get(entry).is_some() {
+        return Ok(());
+    }
+    Err(RenderError::MissingEntry {
+        entry: entry.to_string(),
+        files: bundle
+            .files()
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn is_partial(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with('_'))
+}
+
+fn utf8<'a>(path: &str, bytes: &'a [u8]) -> Result<&'a str, RenderError> {
+    std::str::from_utf8(bytes).map_err(|e| RenderError::NotUtf8 {
+        path: path.to_string(),
+        offset: e.valid_up_to(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+//! Why a config directory could not be rendered. Every variant names the file (and the line where
+//! one is known) so the person who pushed the commit can fix it without reading Switchback's code.
+
+/// A render failure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    /// `values.yaml` (or a values override) is not valid YAML or not a mapping.
+    #[error("{path}:{line}:{col}: invalid values: {message}")]
+    Values {
+        /// The values file.
+        path: String,
+        /// 1-based line, 0 when unknown.
+        line: u64,
+        /// 1-based column, 0 when unknown.
+        col: u64,
+        /// What the YAML parser said.
+        message: String,
+    },
+    /// A template failed: syntax error, undefined variable (rendering is strict), a failing filter.
+    #[error("{path}:{line}: template error: {message}")]
+    Template {
+        /// The template file (a `.j2` path inside the config directory).
+        path: String,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// What went wrong, naming the variable for undefined values.
+        message: String,
+    },
+    /// A symbolic link points outside the config directory (or is absolute).
+    #[error(
+        "{path}: symbolic link to {target:?} leaves the config directory; only links to files inside it are followed"
+    )]
+    SymlinkEscapes {
+        /// The link.
+        path: String,
+        /// Its target as stored.
+        target: String,
+    },
+    /// A symbolic link points at nothing in the directory, at a directory, or loops.
+    #[error("{path}: symbolic link to {target:?} {why}")]
+    SymlinkBroken {
+        /// The link.
+        path: String,
+        /// Its target as stored.
+        target: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A rendered template and a plain file would produce the same output path.
+    #[error("{path}: produced both by {first} and by {second}; rename one of them")]
+    Collision {
+        /// The output path.
+        path: String,
+        /// The first source file.
+        first: String,
+        /// The second source file.
+        second: String,
+    },
+    /// The entry point (e.g. `nginx.conf`) is not among the rendered files.
+    #[error("the entry point {entry:?} is not in the rendered config (files: {files})")]
+    MissingEntry {
+        /// The expected entry file.
+        entry: String,
+        /// The files that were produced, comma separated.
+        files: String,
+    },
+    /// A template is not UTF-8.
+    #[error("{path}: template is not valid UTF-8 (byte {offset})")]
+    NotUtf8 {
+        /// The template.
+        path: String,
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+}

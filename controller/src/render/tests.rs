@@ -1,0 +1,178 @@
+use serde_json::json;
+
+use super::*;
+
+fn tree(files: &[(&str, &str)]) -> ConfigTree {
+    let mut t = ConfigTree::new();
+    for (p, c) in files {
+        t.insert_file(*p, c.as_bytes());
+    }
+    t
+}
+
+fn text(bundle: &Bundle, path: &str) -> String {
+    String::from_utf8(bundle.get(path).expect(path).to_vec()).unwrap()
+}
+
+const NGINX_J2: &str = "events {}\nhttp {\n{% for u in upstreams %}\n  upstream {{ u.name }} {\n{% for s in u.servers %}\n    server {{ s }};\n{% endfor %}\n  }\n{% endfor %}\n}\n";
+
+#[test]
+fn renders_templates_copies_files_and_drops_values() {
+    let t = tree(&[
+        ("nginx.conf.j2", NGINX_J2),
+        ("mime.types", "types { text/html html; }\n"),
+        (
+            "values.yaml",
+            "upstreams:\n  - name: app\n    servers: [\"127.0.0.1:8081\", \"127.0.0.1:8082\"]\n",
+        ),
+    ]);
+    let b = render(&t, &serde_json::Value::Null).unwrap();
+    assert_eq!(
+        b.files().keys().collect::<Vec<_>>(),
+        vec!["mime.types", "nginx.conf"]
+    );
+    assert_eq!(
+        text(&b, "nginx.conf"),
+        "events {}\nhttp {\n  upstream app {\n    server 127.0.0.1:8081;\n    server 127.0.0.1:8082;\n  }\n}\n"
+    );
+    assert_eq!(text(&b, "mime.types"), "types { text/html html; }\n");
+}
+
+#[test]
+fn same_input_same_digest_and_overrides_change_it() {
+    let t = tree(&[
+        ("nginx.conf.j2", "listen {{ port }};\n"),
+        ("values.yaml", "port: 80\n"),
+    ]);
+    let a = render(&t, &serde_json::Value::Null).unwrap();
+    let b = render(&t, &serde_json::Value::Null).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    let c = render(&t, &json!({"port": 8080})).unwrap();
+    assert_ne!(a.digest(), c.digest());
+    assert_eq!(text(&c, "nginx.conf"), "listen 8080;\n");
+}
+
+#[test]
+fn undefined_value_names_template_line_and_variable() {
+    let t = tree(&[(
+        "conf.d/app.conf.j2",
+        "server {\n  listen 80;\n  proxy_pass http://{{ upstream_name }};\n}\n",
+    )]);
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    match &err {
+        RenderError::Template {
+            path,
+            line,
+            message,
+        } => {
+            assert_eq!(path, "conf.d/app.conf.j2");
+            assert_eq!(*line, 3);
+            assert!(message.contains("upstream_name"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        err.to_string().starts_with("conf.d/app.conf.j2:3:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn undefined_attribute_is_an_error_too() {
+    let t = tree(&[
+        ("nginx.conf.j2", "x {{ app.prot }};\n"),
+        ("values.yaml", "app:\n  port: 1\n"),
+    ]);
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    assert!(err.to_string().contains("app.prot"), "{err}");
+}
+
+#[test]
+fn syntax_error_names_template_and_line() {
+    let t = tree(&[("nginx.conf.j2", "a;\nb {{ oops ;\n")]);
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Template { path, line: 2, .. } if path == "nginx.conf.j2"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn partials_are_includable_but_not_output() {
+    let t = tree(&[
+        (
+            "_proxy.j2",
+            "proxy_set_header Host $host;\nproxy_pass http://{{ up }};\n",
+        ),
+        (
+            "nginx.conf.j2",
+            "location / {\n{% include \"_proxy.j2\" %}\n}\n",
+        ),
+        ("values.yaml", "up: app\n"),
+    ]);
+    let b = render(&t, &serde_json::Value::Null).unwrap();
+    assert_eq!(b.files().keys().collect::<Vec<_>>(), vec!["nginx.conf"]);
+    assert!(text(&b, "nginx.conf").contains("proxy_pass http://app;"));
+}
+
+#[test]
+fn no_html_escaping_in_config() {
+    let t = tree(&[
+        ("nginx.conf.j2", "return 200 \"{{ body }}\";\n"),
+        ("values.yaml", "body: \"<ok> & 'fine'\"\n"),
+    ]);
+    let b = render(&t, &serde_json::Value::Null).unwrap();
+    assert_eq!(text(&b, "nginx.conf"), "return 200 \"<ok> & 'fine'\";\n");
+}
+
+#[test]
+fn template_and_plain_file_colliding_is_an_error() {
+    let t = tree(&[("a.conf", "x;"), ("a.conf.j2", "y;")]);
+    assert!(matches!(
+        render(&t, &serde_json::Value::Null),
+        Err(RenderError::Collision { .. })
+    ));
+}
+
+#[test]
+fn symlink_leaving_the_directory_is_refused() {
+    let mut t = tree(&[("nginx.conf", "events {}")]);
+    t.insert("secret.conf", TreeEntry::Symlink("../../etc/shadow".into()));
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    assert!(matches!(err, RenderError::SymlinkEscapes { .. }), "{err:?}");
+}
+
+#[test]
+fn symlink_inside_is_followed() {
+    let mut t = tree(&[("shared/a.conf", "x;")]);
+    t.insert(
+        "conf.d/a.conf",
+        TreeEntry::Symlink("../shared/a.conf".into()),
+    );
+    let b = render(&t, &serde_json::Value::Null).unwrap();
+    assert_eq!(text(&b, "conf.d/a.conf"), "x;");
+}
+
+#[test]
+fn environment_is_not_reachable() {
+    // minijinja has no env access; make sure no global like `env` was added by accident.
+    let t = tree(&[("nginx.conf.j2", "{{ env.HOME }}")]);
+    assert!(render(&t, &serde_json::Value::Null).is_err());
+}
+
+#[test]
+fn runaway_template_is_stopped() {
+    let t = tree(&[(
+        "nginx.conf.j2",
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+    )]);
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    assert!(err.to_string().contains("too much work"), "{err}");
+}
+
+#[test]
+fn missing_entry_lists_files() {
+    let b = render(&tree(&[("other.conf", "x;")]), &serde_json::Value::Null).unwrap();
+    let err = require_entry(&b, "nginx.conf").unwrap_err();
+    assert!(err.to_string().contains("other.conf"));
+}
