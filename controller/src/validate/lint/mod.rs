@@ -1,10 +1,30 @@
-//! Lint rules: the mistakes behind proxy outages that can be known without running nginx.
+//! Lint rules: the mistakes behind proxy outages that can be known without running nginx, each with
+//! a stable id and a page under `docs/rules/`. Pure: a parsed bundle in, diagnostics out.
+
+mod address;
+mod contexts;
+mod index;
+mod placement;
+pub mod rules;
+mod servers;
+mod upstreams;
 
 use super::ast::Config;
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{self, Diagnostic};
 
-/// Runs every rule over a parsed bundle.
+pub use rules::{RULES, RuleInfo};
+
+/// Runs every rule over a parsed bundle; findings come back sorted by file and position.
 pub fn lint(config: &Config) -> Vec<Diagnostic> {
-    let _ = config;
-    Vec::new()
+    let index = index::Index::new(config);
+    let mut out = Vec::new();
+    upstreams::check(&index, &mut out);
+    servers::check(&index, &mut out);
+    placement::check(&index, &mut out);
+    diagnostic::sort(&mut out);
+    out.dedup();
+    out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! A flat, context-aware view of a parsed bundle with `include`s inlined where nginx inlines them,
+//! so each rule is a simple query ("every `server` line inside an `upstream` of the http context")
+//! instead of its own recursive walk that must remember to follow includes.
+
+use crate::validate::ast::{Config, Directive};
+
+/// Where a directive sits, in nginx's own terms (the `NGX_*_CONF` contexts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ctx {
+    /// Top level of the main file.
+    Main,
+    /// Inside `events {}`.
+    Events,
+    /// Inside `http {}`.
+    Http,
+    /// Inside `http { server {} }`.
+    Server,
+    /// Inside a `location {}` (at any depth).
+    Location,
+    /// Inside `if {}` in a server.
+    IfInServer,
+    /// Inside `if {}` in a location.
+    IfInLocation,
+    /// Inside `limit_except {}`.
+    LimitExcept,
+    /// Inside `http { upstream {} }`.
+    Upstream,
+    /// Inside `stream {}`.
+    Stream,
+    /// Inside `stream { server {} }`.
+    StreamServer,
+    /// Inside `stream { upstream {} }`.
+    StreamUpstream,
+    /// Inside `mail {}`.
+    Mail,
+    /// Inside `mail { server {} }`.
+    MailServer,
+    /// Inside a block whose body is data, not directives (`map`, `geo`, `types`, `split_clients`,
+    /// `charset_map`, `match`, Lua), or a block this table does not know: not checked.
+    Opaque,
+}
+
+impl Ctx {
+    /// The name nginx uses in "directive is not allowed here" terms, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ctx::Main => "the main context",
+            Ctx::Events => "events",
+            Ctx::Http => "http",
+            Ctx::Server => "server (http)",
+            Ctx::Location => "location",
+            Ctx::IfInServer => "if (in server)",
+            Ctx::IfInLocation => "if (in location)",
+            Ctx::LimitExcept => "limit_except",
+            Ctx::Upstream => "upstream (http)",
+            Ctx::Stream => "stream",
+            Ctx::StreamServer => "server (stream)",
+            Ctx::StreamUpstream => "upstream (stream)",
+            Ctx::Mail => "mail",
+            Ctx::MailServer => "server (mail)",
+            Ctx::Opaque => "a data block",
+        }
+    }
+
+    /// The context of the children of a block directive `name` opened in this context.
+    fn child(self, name: &str) -> Ctx {
+        match (self, name) {
+            (Ctx::Main, "events") => Ctx::Events,
+            (Ctx::Main, "http") => Ctx::Http,
+            (Ctx::Main, "stream") => Ctx::Stream,
+            (Ctx::Main, "mail") => Ctx::Mail,
+            (Ctx::Http, "server") => Ctx::Server,
+            (Ctx::Http, "upstream") => Ctx::Upstream,
+            (Ctx::Stream, "server") => Ctx::StreamServer,
+            (Ctx::Stream, "upstream") => Ctx::StreamUpstream,
+            (Ctx::Mail, "server") => Ctx::MailServer,
+            (Ctx::Server | Ctx::Location, "location") => Ctx::Location,
+            (Ctx::Server, "if") => Ctx::IfInServer,
+            (Ctx::Location, "if") => Ctx::IfInLocation,
+            (Ctx::Location, "limit_except") => Ctx::LimitExcept,
+            _ => Ctx::Opaque,
+        }
+    }
+}
+
+/// One directive with its file and context.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    /// Bundle path of the file the directive is written in.
+    pub file: &'a str,
+    /// The directive.
+    pub dir: &'a Directive,
+    /// The context it is in.
+    pub ctx: Ctx,
+    /// Index of the enclosing block directive's item, `None` at top level.
+    pub parent: Option<usize>,
+}
+
+/// Every directive of a bundle in document order, includes inlined.
+pub struct Index<'a> {
+    items: Vec<Item<'a>>,
+}
+
+/// Include nesting deeper than this is not followed (the parser already refuses cycles; this only
+/// bounds the work on hostile input).
+const MAX_INCLUDE_DEPTH: usize = 32;
+
+impl<'a> Index<'a> {
+    /// Builds the index from the entry file (`config.files[0]`).
+    pub fn new(config: &'a Config) -> Self {
+        let mut index = Index { items: Vec::new() };
+        if let Some(entry) = config.files.first() {
+            index.add(config, &entry.path, &entry.directives, Ctx::Main, None, 0);
+        }
+        index
+    }
+
+    fn add(
+        &mut self,
+        config: &'a Config,
+        file: &'a str,
+        directives: &'a [Directive],
+        ctx: Ctx,
+        parent: Option<usize>,
+        depth: usize,
+    ) {
+        for dir in directives {
+            let me = self.items.len();
+            self.items.push(Item {
+                file,
+                dir,
+                ctx,
+                parent,
+            });
+            if dir.name == "include" && depth < MAX_INCLUDE_DEPTH {
+                for &i in &dir.includes {
+                    if let Some(f) = config.files.get(i) {
+                        self.add(config, &f.path, &f.directives, ctx, parent, depth + 1);
+                    }
+                }
+            }
+            if let Some(block) = &dir.block {
+                let inner = if ctx == Ctx::Opaque {
+                    Ctx::Opaque
+                } else {
+                    ctx.child(&dir.name)
+                };
+                self.add(config, file, block, inner, Some(me), depth);
+            }
+        }
+    }
+
+    /// All items in document order.
+    pub fn items(&self) -> &[Item<'a>] {
+        &self.items
+    }
+
+    /// Items named `name` in context `ctx`.
+    pub fn named(&self, name: &'a str, ctx: Ctx) -> impl Iterator<Item = (usize, &Item<'a>)> {
+        self.items
+            .iter()
+            .enumerate()
+            .filter(move |(_, it)| it.ctx == ctx && it.dir.name == name)
+    }
+
+    /// Direct children of the block item `parent` (includes inlined), in order.
+    pub fn children(&self, parent: usize) -> impl Iterator<Item = &Item<'a>> {
+        self.items
+            .iter()
+            .skip(parent + 1)
+            .filter(move |it| it.parent == Some(parent))
+    }
+}
