@@ -1,1 +1,3 @@
 //! Support for Switchback's end-to-end tests: git fixtures, nginx harness, reference tools.
+
+pub mod git_fixture;

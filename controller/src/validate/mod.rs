@@ -2,6 +2,7 @@
 //! Parse and lint are pure; the `nginx -t` sandbox is the one edge here.
 
 pub mod ast;
+pub mod crossplane;
 pub mod diagnostic;
 pub mod lint;
 pub mod parser;
