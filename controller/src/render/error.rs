@@ -73,3 +73,46 @@ pub enum RenderError {
         offset: usize,
     },
 }
+
+impl RenderError {
+    /// The failure as an SB010 diagnostic, so a render problem is reported in the same
+    /// `path:line:col: error[rule]` shape as every other finding and scripts see one format.
+    pub fn to_diagnostic(&self) -> crate::validate::Diagnostic {
+        use crate::validate::Diagnostic;
+        let (path, line, col, message) = match self {
+            RenderError::Values {
+                path,
+                line,
+                col,
+                message,
+            } => (
+                path.clone(),
+                *line,
+                *col,
+                format!("invalid values: {message}"),
+            ),
+            RenderError::Template {
+                path,
+                line,
+                message,
+            } => (
+                path.clone(),
+                *line as u64,
+                0,
+                format!("template error: {message}"),
+            ),
+            RenderError::SymlinkEscapes { path, .. }
+            | RenderError::SymlinkBroken { path, .. }
+            | RenderError::Collision { path, .. }
+            | RenderError::NotUtf8 { path, .. } => (path.clone(), 0, 0, self.to_string()),
+            RenderError::MissingEntry { entry, .. } => (entry.clone(), 0, 0, self.to_string()),
+        };
+        let message = message
+            .strip_prefix(&format!("{path}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        let col = u32::try_from(col).unwrap_or(u32::MAX);
+        Diagnostic::error("SB010", path, line, col, message)
+    }
+}

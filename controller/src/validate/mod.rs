@@ -6,6 +6,8 @@ pub mod crossplane;
 pub mod diagnostic;
 pub mod lint;
 pub mod parser;
+pub mod pipeline;
 pub mod sandbox;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use pipeline::{DEFAULT_ENTRY, NginxGate, Report, check_static, validate};

@@ -3,6 +3,7 @@
 
 mod address;
 mod contexts;
+pub mod docs;
 mod index;
 mod placement;
 pub mod rules;

@@ -1,0 +1,61 @@
+# The one entry point for people and CI. `make validate-example` and `make test` install what they
+# need on a fresh Debian machine (nginx-light and the C build deps via apt, crossplane into a local
+# venv), so a clean clone needs nothing else but a Rust toolchain.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+VENV := .tools/venv
+CROSSPLANE_VERSION := 0.5.8
+APT_PACKAGES := nginx-light pkg-config libssl-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help tools tools-apt tools-crossplane build test lint validate-example bench fmt
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+tools: tools-apt tools-crossplane ## Install nginx-light, C build deps and crossplane (pinned) when missing
+
+tools-apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@/usr/sbin/nginx -v
+
+tools-crossplane: $(VENV)/bin/crossplane
+
+$(VENV)/bin/crossplane:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check crossplane==$(CROSSPLANE_VERSION)
+	@$(VENV)/bin/crossplane --version
+
+build: tools-apt ## Build the switchback binary (release)
+	$(CARGO) build --release --bin switchback
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: tools ## The whole suite, as CI runs it: fmt, clippy, every test (real nginx, real git, crossplane)
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+validate-example: build ## Validate examples/basic (passes) and examples/broken (the outage's mistake, rejected)
+	./target/release/switchback validate --require-nginx examples/basic
+	@echo
+	@echo '$$ switchback validate examples/broken   # the outage: a typo in an upstream server line'
+	@./target/release/switchback validate --require-nginx examples/broken; rc=$$?; \
+	  if [ $$rc -eq 1 ]; then echo "(rejected with exit code 1, as it should be)"; else echo "expected exit 1, got $$rc"; exit 1; fi
+
+bench: tools-apt ## Render + validate timings on a generated 5,000-line config
+	$(CARGO) bench -p switchback
+
+fmt: ## Format the code
+	$(CARGO) fmt --all

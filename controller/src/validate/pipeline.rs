@@ -1,0 +1,110 @@
+//! The gates in order (DESIGN §3.3): parse, lint, then the real `nginx -t`.
+//!
+//! The static gates are pure and always run. Lint runs only on a bundle that parsed: rules over a
+//! half-read tree report things that are not wrong (an upstream "undefined" because the file that
+//! defines it stopped at a syntax error), and a wrong finding at 3 a.m. costs more than a missing one
+//! that the syntax error already blocks. `nginx -t` runs only when the static gates found no error:
+//! it would only repeat them in nginx's words, and it costs a process.
+
+use serde::Serialize;
+
+use super::ast::Config;
+use super::diagnostic::{self, Diagnostic, Severity};
+use super::lint::lint;
+use super::parser::parse_bundle;
+use super::sandbox::{Nginx, SandboxError};
+use crate::render::{Bundle, Digest};
+
+/// The entry file nginx is started with unless a rollout names another.
+pub const DEFAULT_ENTRY: &str = "nginx.conf";
+
+/// What happened at the `nginx -t` gate, so a report says plainly when the strongest check did not
+/// run instead of letting silence read as a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum NginxGate {
+    /// `nginx -t` ran on the bundle.
+    Ran {
+        /// `nginx -v` of the binary used.
+        version: String,
+    },
+    /// Not run: the static gates already found errors.
+    NotRun,
+    /// Not run: no nginx binary was found (or the caller asked not to run it).
+    Unavailable,
+}
+
+/// The outcome of validating one bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The digest of the bundle that was checked.
+    pub digest: Digest,
+    /// The entry file.
+    pub entry: String,
+    /// Every finding, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Whether the real nginx checked it.
+    pub nginx: NginxGate,
+}
+
+impl Report {
+    /// Number of blocking findings.
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Number of warnings.
+    pub fn warnings(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count()
+    }
+
+    /// Whether the bundle may go to a proxy. Warnings block only when asked, so a team can adopt
+    /// the warning rules at its own pace.
+    pub fn passed(&self, warnings_as_errors: bool) -> bool {
+        self.errors() == 0 && (!warnings_as_errors || self.warnings() == 0)
+    }
+}
+
+/// Parse and lint: the pure gates. Returns the parse tree (for the sandbox and for `parse`) and the
+/// findings, sorted.
+pub fn check_static(bundle: &Bundle, entry: &str) -> (Config, Vec<Diagnostic>) {
+    let (config, mut diagnostics) = parse_bundle(bundle.files(), entry);
+    if !diagnostics.iter().any(Diagnostic::is_error) {
+        diagnostics.extend(lint(&config));
+    }
+    diagnostic::sort(&mut diagnostics);
+    diagnostics.dedup();
+    (config, diagnostics)
+}
+
+/// All three gates. `nginx` is `None` when no binary is available (or wanted); the report says so.
+#[tracing::instrument(skip_all, fields(digest = %bundle.digest().short(), entry))]
+pub fn validate(
+    bundle: &Bundle,
+    entry: &str,
+    nginx: Option<&Nginx>,
+) -> Result<Report, SandboxError> {
+    let (config, mut diagnostics) = check_static(bundle, entry);
+    let gate = if diagnostics.iter().any(Diagnostic::is_error) {
+        NginxGate::NotRun
+    } else if let Some(nginx) = nginx {
+        diagnostics.extend(nginx.test(bundle, entry, &config)?);
+        diagnostic::sort(&mut diagnostics);
+        diagnostics.dedup();
+        NginxGate::Ran {
+            version: nginx.version().to_string(),
+        }
+    } else {
+        NginxGate::Unavailable
+    };
+    tracing::debug!(findings = diagnostics.len(), nginx = ?gate, "validated");
+    Ok(Report {
+        digest: bundle.digest(),
+        entry: entry.to_string(),
+        diagnostics,
+        nginx: gate,
+    })
+}
