@@ -101,7 +101,10 @@ fn main() {
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .sum();
     let (_, findings) = check_static(&bundle, "nginx.conf");
-    assert!(findings.is_empty(), "the generated config must be clean: {findings:?}");
+    assert!(
+        findings.is_empty(),
+        "the generated config must be clean: {findings:?}"
+    );
     println!(
         "generated config: {lines} lines, {UPSTREAMS} upstreams, {} bytes in {} files",
         bundle.size(),

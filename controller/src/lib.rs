@@ -6,6 +6,8 @@
 //! clock), so they can be tested exhaustively; the edges (git, the `nginx -t` sandbox) are kept apart.
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod render;
+pub mod rollout;
 pub mod source;
 pub mod validate;

@@ -27,7 +27,11 @@ const EXIT_FINDINGS: u8 = 1;
 const EXIT_ENV: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "switchback", version, about = "GitOps for nginx: render, validate, canary, roll back.")]
+#[command(
+    name = "switchback",
+    version,
+    about = "GitOps for nginx: render, validate, canary, roll back."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -223,7 +227,10 @@ fn credentials(args: &SourceArgs) -> anyhow::Result<Credentials> {
     if let Some(token) = env("SWITCHBACK_GIT_TOKEN") {
         return Ok(Credentials::Token(token));
     }
-    match (env("SWITCHBACK_GIT_USERNAME"), env("SWITCHBACK_GIT_PASSWORD")) {
+    match (
+        env("SWITCHBACK_GIT_USERNAME"),
+        env("SWITCHBACK_GIT_PASSWORD"),
+    ) {
         (Some(username), Some(password)) => Ok(Credentials::Basic { username, password }),
         (None, None) => Ok(Credentials::None),
         _ => bail!("set both SWITCHBACK_GIT_USERNAME and SWITCHBACK_GIT_PASSWORD, or neither"),
@@ -248,7 +255,10 @@ fn overrides(args: &SourceArgs) -> anyhow::Result<Result<serde_json::Value, Rend
 }
 
 /// Renders; a render failure is a finding in the input (exit 1), not an environment error.
-fn render_loaded(loaded: &Loaded, args: &SourceArgs) -> anyhow::Result<Result<Bundle, RenderError>> {
+fn render_loaded(
+    loaded: &Loaded,
+    args: &SourceArgs,
+) -> anyhow::Result<Result<Bundle, RenderError>> {
     let overrides = match overrides(args)? {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
@@ -269,11 +279,16 @@ fn shown_path(loaded: &Loaded, path: &str) -> String {
 
 fn print_diagnostic(loaded: &Loaded, d: &Diagnostic) {
     let path = shown_path(loaded, &d.path);
-    println!("{path}:{}:{}: {}[{}]: {}", d.line, d.col, d.severity, d.rule, d.message);
+    println!(
+        "{path}:{}:{}: {}[{}]: {}",
+        d.line, d.col, d.severity, d.rule, d.message
+    );
 }
 
 fn revision_json(revision: &Option<Revision>) -> serde_json::Value {
-    revision.as_ref().map_or(serde_json::Value::Null, |r| json!(r))
+    revision
+        .as_ref()
+        .map_or(serde_json::Value::Null, |r| json!(r))
 }
 
 fn cmd_render(args: RenderArgs) -> anyhow::Result<ExitCode> {
@@ -287,8 +302,11 @@ fn cmd_render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     }
     match args.format {
         Format::Json => {
-            let files: BTreeMap<&str, usize> =
-                bundle.files().iter().map(|(p, b)| (p.as_str(), b.len())).collect();
+            let files: BTreeMap<&str, usize> = bundle
+                .files()
+                .iter()
+                .map(|(p, b)| (p.as_str(), b.len()))
+                .collect();
             print_json(&json!({
                 "source": source_label(&args.source),
                 "digest": bundle.digest().to_string(),
@@ -382,7 +400,9 @@ fn print_report(loaded: &Loaded, report: &Report, passed: bool, nginx_skipped_by
     let gate = match &report.nginx {
         NginxGate::Ran { version } => format!("nginx -t passed ({version})"),
         NginxGate::NotRun => "nginx -t not run (static errors)".to_string(),
-        NginxGate::Unavailable if nginx_skipped_by_flag => "nginx -t skipped (--no-nginx)".to_string(),
+        NginxGate::Unavailable if nginx_skipped_by_flag => {
+            "nginx -t skipped (--no-nginx)".to_string()
+        }
         NginxGate::Unavailable => {
             eprintln!(
                 "switchback: warning: no nginx binary found; the `nginx -t` gate was skipped \
@@ -422,10 +442,17 @@ fn cmd_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
             .and_then(|n| n.to_str())
             .context("the file name is not valid UTF-8")?
             .to_string();
-        let dir = args.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let dir = args
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (dir, name)
     };
-    let tree = local::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { &dir })?;
+    let tree = local::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    })?;
     let files: BTreeMap<String, Vec<u8>> = tree
         .iter()
         .filter_map(|(path, entry)| match entry {
@@ -457,7 +484,13 @@ fn cmd_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
 fn print_directives(directives: &[validate::ast::Directive], depth: usize) {
     for d in directives {
         let args: Vec<&str> = d.arg_values().collect();
-        let line = format!("{:indent$}{} {}", "", d.name, args.join(" "), indent = depth * 4);
+        let line = format!(
+            "{:indent$}{} {}",
+            "",
+            d.name,
+            args.join(" "),
+            indent = depth * 4
+        );
         match &d.block {
             Some(children) => {
                 println!("{} {{  # line {}", line.trim_end(), d.span.line);

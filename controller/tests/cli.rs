@@ -26,7 +26,11 @@ fn stdout(out: &Output) -> String {
 fn the_basic_example_validates_clean_without_nginx() {
     let out = switchback(&["validate", "--no-nginx", "examples/basic"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).starts_with("ok: 0 error(s), 0 warning(s)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("ok: 0 error(s), 0 warning(s)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -43,7 +47,13 @@ fn the_broken_example_is_rejected_naming_file_line_and_rule() {
 
 #[test]
 fn json_output_carries_the_diagnostics_for_scripts() {
-    let out = switchback(&["validate", "--no-nginx", "--format", "json", "examples/broken"]);
+    let out = switchback(&[
+        "validate",
+        "--no-nginx",
+        "--format",
+        "json",
+        "examples/broken",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["passed"], false);
@@ -75,7 +85,12 @@ fn set_overrides_values_and_changes_the_digest() {
         let mut args = vec!["render", "--format", "json", "examples/basic"];
         args.extend_from_slice(extra);
         let out = switchback(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         v["digest"].as_str().expect("digest").to_string()
     };

@@ -7,6 +7,10 @@ use super::ast::Config;
 use super::diagnostic::Diagnostic;
 
 /// Stub.
-pub fn to_crossplane(_config: &Config, _diagnostics: &[Diagnostic], _base: &str) -> serde_json::Value {
+pub fn to_crossplane(
+    _config: &Config,
+    _diagnostics: &[Diagnostic],
+    _base: &str,
+) -> serde_json::Value {
     serde_json::Value::Null
 }

@@ -14,7 +14,8 @@ macro_rules! pages {
 }
 
 pages!(
-"SB001", "SB002", "SB003", "SB010", "SB101", "SB102", "SB103", "SB104", "SB105", "SB106", "SB107", "SB108", "SB900", "SB901", 
+    "SB001", "SB002", "SB003", "SB010", "SB101", "SB102", "SB103", "SB104", "SB105", "SB106",
+    "SB107", "SB108", "SB900", "SB901",
 );
 
 #[cfg(test)]
@@ -50,7 +51,10 @@ mod tests {
                 continue;
             }
             assert!(RULES.iter().any(|r| r.id == id), "{name} is not a rule");
-            assert!(index.contains(&format!("({id}.md)")), "{id} missing from the index");
+            assert!(
+                index.contains(&format!("({id}.md)")),
+                "{id} missing from the index"
+            );
         }
     }
 }

@@ -1,0 +1,35 @@
+//! What analysis concludes about a canary, and the evidence a person reads in the incident report.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of analysing a canary over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The canary is no worse than the baseline, with enough evidence to say so.
+    Healthy,
+    /// The canary is worse: roll back.
+    Failing(Evidence),
+    /// Not enough traffic (or signal) to decide either way.
+    Inconclusive {
+        /// Why no decision could be made, for status and events.
+        reason: String,
+    },
+}
+
+/// Why a canary was judged failing, in numbers a person at 3 a.m. can check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Which method decided (`sequential`, `threshold`, `ceiling`).
+    pub method: String,
+    /// One line: what was seen, e.g. "canary 502 rate 85.0% (170/200) vs baseline 0.5% (4/800)".
+    pub summary: String,
+    /// Bad responses from the canary in the window.
+    pub canary_bad: u64,
+    /// All responses from the canary in the window.
+    pub canary_total: u64,
+    /// Bad responses from the baseline in the window.
+    pub baseline_bad: u64,
+    /// All responses from the baseline in the window.
+    pub baseline_total: u64,
+}
