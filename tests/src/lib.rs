@@ -1,3 +1,4 @@
 //! Support for Switchback's end-to-end tests: git fixtures, nginx harness, reference tools.
 
+pub mod bin;
 pub mod git_fixture;
