@@ -104,14 +104,19 @@ fn fetch_refs(repo: &Repository, source: &Inner, rev: &str) -> Result<(), GitErr
 
     // Anonymous: the URL is never written into the cache's config.
     let result = repo
-        .remote_anonymous(&source.url)
+        .remote_anonymous(&source.raw_url)
         .and_then(|mut remote| remote.fetch(&REFSPECS, Some(&mut options), Some(REFLOG)));
     drop(options);
     let Err(e) = result else {
         return Ok(());
     };
     let attempts = attempts.borrow();
-    let message = source.scrubber.scrub(e.message());
+    let message = if source.raw_url.starts_with('/') && !Path::new(&source.raw_url).exists() {
+        // libgit2 says "unsupported URL protocol" for a local path that does not exist.
+        "no such directory".to_string()
+    } else {
+        source.scrubber.scrub(e.message())
+    };
     let url = source.redacted.clone();
     let rev = rev.to_string();
     if e.code() == ErrorCode::Auth || attempts.rejected || attempts.refused {

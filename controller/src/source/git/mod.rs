@@ -217,7 +217,7 @@ pub struct GitSource {
 /// The shared state of a [`GitSource`].
 struct Inner {
     /// The URL as libgit2 gets it (local paths made absolute); may hold secrets, never shown.
-    url: String,
+    raw_url: String,
     /// The URL as shown in errors and spans.
     redacted: String,
     credentials: Credentials,
@@ -255,7 +255,7 @@ impl GitSource {
         Ok(GitSource {
             inner: Arc::new(Inner {
                 cache_path: cache_dir.join(key),
-                url,
+                raw_url: url,
                 redacted,
                 credentials,
                 scrubber,
@@ -305,6 +305,12 @@ impl GitSource {
     #[tracing::instrument(name = "git_read_tree", skip_all, fields(url = %self.inner.redacted, commit = %commit, path = %path))]
     pub fn read_tree_blocking(&self, commit: &str, path: &str) -> Result<ConfigTree, GitError> {
         let dir = tree::normalize(path)?;
+        if !self.inner.cache_path.exists() {
+            return Err(GitError::CommitNotFetched {
+                url: self.inner.redacted.clone(),
+                commit: commit.to_string(),
+            });
+        }
         let repo = fetch::open_existing(&self.inner)?;
         let commit = fetch::find_commit(&repo, &self.inner, commit.trim())?;
         let scrub = |m: &str| self.inner.scrubber.scrub(m);
@@ -370,6 +376,58 @@ mod tests {
         assert!(!format!("{a:?}").contains("tok1"));
         let key = a.cache_path().file_name().and_then(|n| n.to_str());
         assert_eq!(key.map(str::len), Some(64));
+    }
+
+    /// Everything the fmt subscriber writes, to search it for secrets.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn spans_and_logs_carry_the_redacted_url_only() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let cache = tempfile::tempdir();
+        let Ok(cache) = cache else {
+            panic!("temp dir");
+        };
+        let result = tracing::subscriber::with_default(subscriber, || {
+            let source = GitSource::new(
+                "https://user:url-s3cret@127.0.0.1:9/repo.git",
+                Credentials::Token("cred-s3cret".into()),
+                cache.path(),
+            )?;
+            source.fetch_blocking("main")
+        });
+        assert!(matches!(result, Err(GitError::Fetch { .. })), "{result:?}");
+        let logged = capture
+            .0
+            .lock()
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+            .unwrap_or_default();
+        assert!(
+            logged.contains("git_fetch")
+                && logged.contains("https://user:***@127.0.0.1:9/repo.git"),
+            "{logged}"
+        );
+        assert!(!logged.contains("s3cret"), "{logged}");
     }
 
     #[test]
