@@ -43,6 +43,20 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
             ));
             continue;
         }
+        // nginx checks the block shape before the arguments and stops at the first error, so a
+        // directive with the wrong shape gets that one finding.
+        let shape = match (spec.block, dir.block.is_some()) {
+            (true, false) => Some(format!("directive \"{}\" has no opening \"{{\"", dir.name)),
+            (false, true) => Some(format!(
+                "directive \"{}\" takes no block: it ends with \";\"",
+                dir.name
+            )),
+            _ => None,
+        };
+        if let Some(message) = shape {
+            out.push(Diagnostic::error("SB108", item.file, line, col, message));
+            continue;
+        }
         let n = dir.args.len();
         if n < usize::from(spec.min) || (spec.max != MANY && n > usize::from(spec.max)) {
             out.push(Diagnostic::error(
@@ -56,26 +70,6 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                     spec.describe_args()
                 ),
             ));
-        }
-        match (spec.block, dir.block.is_some()) {
-            (true, false) => out.push(Diagnostic::error(
-                "SB108",
-                item.file,
-                line,
-                col,
-                format!("directive \"{}\" has no opening \"{{\"", dir.name),
-            )),
-            (false, true) => out.push(Diagnostic::error(
-                "SB108",
-                item.file,
-                line,
-                col,
-                format!(
-                    "directive \"{}\" takes no block: it ends with \";\"",
-                    dir.name
-                ),
-            )),
-            _ => {}
         }
     }
 }

@@ -37,7 +37,7 @@ fn proxy_pass_to_an_undefined_upstream_is_sb101_with_a_suggestion() {
         "upstream app-backend { server 127.0.0.1:8081; }\nserver {\n  listen 80;\n  location / { proxy_pass http://app_backend; }\n}",
     );
     assert_eq!(rules(&d), vec![("SB101", 6)]);
-    assert_eq!(d[0].col, 29);
+    assert_eq!(d[0].col, 27);
     assert!(
         d[0].message.contains("did you mean \"app-backend\""),
         "{}",

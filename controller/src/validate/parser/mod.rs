@@ -1,21 +1,103 @@
 //! A hand-written nginx configuration parser (no maintained crate exists).
 //!
-//! STUB: being written on its own branch; the signatures below are the contract.
+//! The grammar is nginx's own (`ngx_conf_read_token` and `ngx_conf_parse` in ngx_conf_file.c); the
+//! tree and the spelling of values follow crossplane 0.5.8, the reference parser the output is
+//! compared with (`tests/tests/crossplane.rs`). The module notes in `lexer` list where the two
+//! differ and which one is followed. Pure: bytes in, tree and diagnostics out, no I/O.
+//!
+//! Diagnostics:
+//! - `SB001` a syntax error; it stops that file (as in nginx) but what was read before it is kept;
+//! - `SB002` an `include` of a file that is not in the bundle (an error), a glob matching nothing
+//!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever), or a
+//!   missing entry file (an error at line 0 of the entry's path);
+//! - `SB003` an `include` path that is absolute or climbs out of the bundle.
+
+mod include;
+mod lexer;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_include;
+#[cfg(test)]
+mod tests_props;
 
 use std::collections::BTreeMap;
 
 use super::ast::{Config, Directive};
 use super::diagnostic::Diagnostic;
 
+/// Blocks nested deeper than this are a syntax error. nginx has no such limit, but no real
+/// configuration comes near it and it bounds the work (and the stack of every later tree walk) on
+/// hostile input.
+pub const MAX_DEPTH: usize = 100;
+
+/// The message of the `SB002` diagnostic for an include cycle starts with this, so consumers that
+/// mirror crossplane (which silently parses each file once) can tell it apart.
+pub const INCLUDE_CYCLE: &str = "include cycle";
+
+/// A position in a file: 1-based line and column (in characters) and the byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column in characters.
+    pub col: u32,
+    /// Byte offset.
+    pub offset: usize,
+}
+
+/// Why a file is not valid nginx syntax. Messages are nginx's own where nginx has one, so a person
+/// who knows `nginx -t` recognises them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    /// A token where nginx does not accept it: `;` or `{` with no directive, a `}` that closes
+    /// nothing or interrupts a directive, a character glued to a closing quote.
+    #[error("unexpected \"{0}\"")]
+    Unexpected(String),
+    /// The file ends inside a directive (no `;` or `{` yet) or inside a quoted string.
+    #[error("unexpected end of file, expecting \";\" or \"}}\"")]
+    EofInDirective,
+    /// The file ends with a block still open; says which one, since nginx's own message does not.
+    #[error(
+        "unexpected end of file, expecting \"}}\" (the \"{name}\" block opened on line {line} is not closed)"
+    )]
+    EofInBlock {
+        /// The innermost open block.
+        name: String,
+        /// Its line.
+        line: u32,
+    },
+    /// The file ends inside a `*_by_lua_block` body.
+    #[error("unexpected end of file, expecting \"}}\" to close the Lua block")]
+    EofInLua,
+    /// A `*_by_lua_block` ended with `;`: its body must be a `{ ... }` block.
+    #[error("directive \"{0}\" has no opening \"{{\"")]
+    NoOpeningBrace(String),
+    /// Blocks nested deeper than [`MAX_DEPTH`].
+    #[error("blocks are nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
 /// Parses one file. On a syntax error returns the directives read before it and the error.
+///
+/// `path` only labels the diagnostic. Bytes that are not UTF-8 are read lossily.
 pub fn parse_file(path: &str, src: &[u8]) -> (Vec<Directive>, Option<Diagnostic>) {
-    let _ = (path, src);
-    (Vec::new(), None)
+    let (directives, error) = tree::build(src);
+    let diagnostic =
+        error.map(|(e, pos)| Diagnostic::error("SB001", path, pos.line, pos.col, e.to_string()));
+    (directives, diagnostic)
 }
 
 /// Parses `entry` and every file it includes (globs resolved inside `files`), each file once.
 /// Include problems (nothing matched, path leaves the bundle) come back as diagnostics.
+///
+/// `files` maps bundle-relative paths (`/`-separated, no `.` or `..`) to contents. Relative include
+/// paths are resolved against the directory of `entry`, as nginx resolves them against its
+/// configuration prefix. Files are listed in [`Config::files`] in the order crossplane lists them
+/// (the entry, then each newly included file in the order its `include` was read), and each
+/// `include` directive's [`Directive::includes`] holds their indexes, glob matches sorted by name.
 pub fn parse_bundle(files: &BTreeMap<String, Vec<u8>>, entry: &str) -> (Config, Vec<Diagnostic>) {
-    let _ = (files, entry);
-    (Config::default(), Vec::new())
+    include::parse_bundle(files, entry)
 }

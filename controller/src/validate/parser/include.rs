@@ -1,0 +1,335 @@
+//! Following `include` through a bundle: resolving paths and globs the way nginx does (relative to
+//! the configuration prefix, glob(3) sorted matches, a leading `.` only matched explicitly), parsing
+//! each file once in crossplane's order, and finding cycles, which nginx would follow forever.
+
+use std::collections::{BTreeMap, HashMap};
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use super::{INCLUDE_CYCLE, parse_file};
+use crate::validate::ast::{Config, Directive, ParsedFile, Span};
+use crate::validate::diagnostic::{self, Diagnostic};
+
+/// Why an include argument resolves to no file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Problem {
+    /// Absolute, or `..` climbs above the bundle root.
+    Outside,
+    /// A literal path that is not in the bundle.
+    Missing,
+    /// A glob that matches nothing.
+    NoMatch,
+}
+
+/// An `include` edge between two files, for cycle detection.
+struct Edge {
+    to: usize,
+    arg: String,
+    span: Span,
+}
+
+struct Resolver<'a> {
+    files: &'a BTreeMap<String, Vec<u8>>,
+    /// Directory of the entry file, as path components.
+    root: Vec<&'a str>,
+    /// Bundle paths in the order they were first reached.
+    order: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Results per normalized pattern, so a glob repeated in many files is matched once.
+    cache: HashMap<String, Result<Vec<String>, Problem>>,
+    edges: Vec<Vec<Edge>>,
+    diags: Vec<Diagnostic>,
+}
+
+pub(super) fn parse_bundle(
+    files: &BTreeMap<String, Vec<u8>>,
+    entry: &str,
+) -> (Config, Vec<Diagnostic>) {
+    let Some(entry_src) = files.get(entry) else {
+        let message = format!("entry file \"{entry}\" is not in the bundle");
+        return (
+            Config::default(),
+            vec![Diagnostic::error("SB002", entry, 0, 0, message)],
+        );
+    };
+    let mut root: Vec<&str> = entry.split('/').filter(|c| !c.is_empty()).collect();
+    root.pop();
+    let mut r = Resolver {
+        files,
+        root,
+        order: vec![entry.to_string()],
+        index: HashMap::from([(entry.to_string(), 0)]),
+        cache: HashMap::new(),
+        edges: Vec::new(),
+        diags: Vec::new(),
+    };
+    let mut parsed = Vec::new();
+    while parsed.len() < r.order.len() {
+        let i = parsed.len();
+        let path = r.order[i].clone();
+        let src = if i == 0 {
+            entry_src.as_slice()
+        } else {
+            files.get(&path).map_or(&[][..], Vec::as_slice)
+        };
+        let (mut directives, error) = parse_file(&path, src);
+        let ok = error.is_none();
+        r.diags.extend(error);
+        r.edges.push(Vec::new());
+        r.walk(i, &path, &mut directives);
+        parsed.push(ParsedFile {
+            path,
+            directives,
+            ok,
+        });
+    }
+    r.find_cycles();
+    let mut diags = r.diags;
+    diagnostic::sort(&mut diags);
+    (Config { files: parsed }, diags)
+}
+
+impl Resolver<'_> {
+    /// Resolves the includes of `directives` (in document order, blocks after their directive) and
+    /// queues newly reached files.
+    fn walk(&mut self, file: usize, path: &str, directives: &mut [Directive]) {
+        for dir in directives {
+            if dir.name == "include" && dir.args.len() == 1 && dir.block.is_none() {
+                let arg = &dir.args[0];
+                match self.resolve(&arg.value) {
+                    Ok(paths) => {
+                        for p in paths {
+                            let next = self.order.len();
+                            let to = *self.index.entry(p.clone()).or_insert(next);
+                            if to == next {
+                                self.order.push(p);
+                            }
+                            dir.includes.push(to);
+                            self.edges[file].push(Edge {
+                                to,
+                                arg: arg.value.clone(),
+                                span: arg.span,
+                            });
+                        }
+                    }
+                    Err(problem) => self.diags.push(report(problem, path, &arg.value, arg.span)),
+                }
+            }
+            if let Some(block) = dir.block.as_mut() {
+                self.walk(file, path, block);
+            }
+        }
+    }
+
+    /// The bundle paths an include argument names, sorted as glob(3) sorts them.
+    fn resolve(&mut self, arg: &str) -> Result<Vec<String>, Problem> {
+        if arg.starts_with('/') {
+            return Err(Problem::Outside);
+        }
+        let mut parts: Vec<&str> = self.root.clone();
+        for part in arg.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop().ok_or(Problem::Outside)?;
+                }
+                _ => parts.push(part),
+            }
+        }
+        let pattern = parts.join("/");
+        if let Some(hit) = self.cache.get(&pattern) {
+            return hit.clone();
+        }
+        let result = if has_magic(arg) {
+            let matchers: Vec<Component> = parts.iter().map(|p| Component::new(p)).collect();
+            let hits: Vec<String> = self
+                .files
+                .keys()
+                .filter(|k| matches_all(&matchers, k))
+                .cloned()
+                .collect();
+            if hits.is_empty() {
+                Err(Problem::NoMatch)
+            } else {
+                Ok(hits)
+            }
+        } else if self.files.contains_key(&pattern) {
+            Ok(vec![pattern.clone()])
+        } else {
+            Err(Problem::Missing)
+        };
+        self.cache.insert(pattern, result.clone());
+        result
+    }
+
+    /// Reports every include that closes a cycle (an edge back to a file on the current path).
+    fn find_cycles(&mut self) {
+        let n = self.order.len();
+        // 0 = not seen, 1 = on the current path, 2 = done.
+        let mut state = vec![0u8; n];
+        let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+        state[0] = 1;
+        while let Some(&(node, next)) = stack.last() {
+            let Some(edge) = self.edges[node].get(next) else {
+                state[node] = 2;
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            match state[edge.to] {
+                0 => {
+                    state[edge.to] = 1;
+                    stack.push((edge.to, 0));
+                }
+                1 => {
+                    let from = stack.iter().position(|&(f, _)| f == edge.to).unwrap_or(0);
+                    let mut chain: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&(f, _)| self.order[f].as_str())
+                        .collect();
+                    chain.push(&self.order[edge.to]);
+                    let message = format!(
+                        "{INCLUDE_CYCLE}: include \"{}\" comes back to \"{}\" ({}); nginx would include it forever",
+                        edge.arg,
+                        self.order[edge.to],
+                        chain.join(" -> ")
+                    );
+                    let span = edge.span;
+                    let path = self.order[node].clone();
+                    self.diags.push(Diagnostic::error(
+                        "SB002", path, span.line, span.col, message,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn report(problem: Problem, path: &str, arg: &str, span: Span) -> Diagnostic {
+    let (line, col) = (span.line, span.col);
+    match problem {
+        Problem::Outside => Diagnostic::error(
+            "SB003",
+            path,
+            line,
+            col,
+            format!("include \"{arg}\" leaves the bundle"),
+        ),
+        Problem::Missing => Diagnostic::error(
+            "SB002",
+            path,
+            line,
+            col,
+            format!("include \"{arg}\" matches no file in the bundle"),
+        ),
+        Problem::NoMatch => Diagnostic::warning(
+            "SB002",
+            path,
+            line,
+            col,
+            format!("include \"{arg}\" matches no file in the bundle"),
+        ),
+    }
+}
+
+/// nginx (and crossplane) glob an include only when it has one of these characters.
+fn has_magic(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// One component of a path pattern.
+enum Component {
+    Literal(String),
+    /// A glob component; `dot` when it starts with `.` and so may match hidden names.
+    Glob {
+        matcher: Option<GlobMatcher>,
+        dot: bool,
+    },
+}
+
+impl Component {
+    fn new(part: &str) -> Self {
+        if !has_magic(part) {
+            return Component::Literal(part.to_string());
+        }
+        let matcher = GlobBuilder::new(&glob3_syntax(part))
+            .literal_separator(true)
+            .backslash_escape(true)
+            .allow_unclosed_class(true)
+            .build()
+            .ok()
+            .map(|g| g.compile_matcher());
+        Component::Glob {
+            matcher,
+            dot: part.starts_with('.'),
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Component::Literal(l) => l == name,
+            Component::Glob { matcher, dot } => {
+                (*dot || !name.starts_with('.'))
+                    && matcher.as_ref().is_some_and(|m| m.is_match(name))
+            }
+        }
+    }
+}
+
+fn matches_all(components: &[Component], path: &str) -> bool {
+    let mut names = path.split('/');
+    components
+        .iter()
+        .all(|c| names.next().is_some_and(|n| c.matches(n)))
+        && names.next().is_none()
+}
+
+/// Rewrites a glob(3) pattern component for globset: braces are literal in glob(3) (no
+/// `GLOB_BRACE`), and a run of `*` is one `*`.
+fn glob3_syntax(part: &str) -> String {
+    let mut out = String::with_capacity(part.len() + 4);
+    let mut in_class = false;
+    let mut chars = part.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push('\\');
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A `]` (after an optional `!`) right after `[` is a member, not the end.
+                if chars.peek() == Some(&'!') {
+                    out.push('!');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(']');
+                    chars.next();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '{' | '}' if !in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            '*' if !in_class => {
+                out.push('*');
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
