@@ -31,6 +31,8 @@ pub struct Mapper<'a> {
     pub entry: String,
     /// Every `server_name` value with the places it is given, in document order.
     pub server_names: HashMap<String, Vec<(String, u32, u32)>>,
+    /// The first place each argument value appears, for messages that quote a value.
+    pub arg_places: HashMap<String, (String, u32, u32)>,
 }
 
 impl<'a> Mapper<'a> {
@@ -47,9 +49,9 @@ impl<'a> Mapper<'a> {
         for f in &config.files {
             first_columns(&f.path, &f.directives, &mut columns);
         }
-        let mut server_names = HashMap::new();
+        let mut places = Places::default();
         if let Some(f) = config.files.first() {
-            collect_server_names(config, &f.path, &f.directives, &mut server_names, 0);
+            places.collect(config, &f.path, &f.directives, 0);
         }
         Mapper {
             conf_prefix,
@@ -57,7 +59,8 @@ impl<'a> Mapper<'a> {
             rewrites,
             columns,
             entry: entry.to_string(),
-            server_names,
+            server_names: places.server_names,
+            arg_places: places.args,
         }
     }
 
@@ -122,12 +125,19 @@ impl<'a> Mapper<'a> {
             .iter()
             .filter(|r| text.contains(&r.replacement))
             .max_by_key(|r| r.replacement.len());
-        match hit {
-            Some(rw) => {
-                let text = text.replace(&rw.replacement, &rw.original);
-                (rw.file.clone(), rw.line, rw.col, self.replace(&text))
-            }
-            None => (self.entry.clone(), 0, 0, self.replace(text)),
+        if let Some(rw) = hit {
+            let text = text.replace(&rw.replacement, &rw.original);
+            return (rw.file.clone(), rw.line, rw.col, self.replace(&text));
+        }
+        let text = self.replace(text);
+        let quoted = text.split('"').skip(1).step_by(2);
+        let place = quoted
+            .filter_map(|q| self.arg_places.get(q))
+            .next()
+            .cloned();
+        match place {
+            Some((file, line, col)) => (file, line, col, text),
+            None => (self.entry.clone(), 0, 0, text),
         }
     }
 
@@ -166,29 +176,35 @@ fn first_columns(file: &str, dirs: &[Directive], out: &mut HashMap<(String, u32)
 /// Include nesting deeper than this is not followed.
 const MAX_DEPTH: usize = 32;
 
-fn collect_server_names(
-    config: &Config,
-    file: &str,
-    dirs: &[Directive],
-    out: &mut HashMap<String, Vec<(String, u32, u32)>>,
-    depth: usize,
-) {
-    for d in dirs {
-        if d.name == "server_name" {
+/// Where values are given, in document order (includes followed where nginx reads them).
+#[derive(Default)]
+struct Places {
+    server_names: HashMap<String, Vec<(String, u32, u32)>>,
+    args: HashMap<String, (String, u32, u32)>,
+}
+
+impl Places {
+    fn collect(&mut self, config: &Config, file: &str, dirs: &[Directive], depth: usize) {
+        for d in dirs {
+            let here = (file.to_string(), d.span.line, d.span.col);
             for a in &d.args {
-                out.entry(a.value.to_ascii_lowercase()).or_default().push((
-                    file.to_string(),
-                    d.span.line,
-                    d.span.col,
-                ));
+                if d.name == "server_name" {
+                    self.server_names
+                        .entry(a.value.to_ascii_lowercase())
+                        .or_default()
+                        .push(here.clone());
+                }
+                self.args
+                    .entry(a.value.clone())
+                    .or_insert_with(|| here.clone());
             }
-        }
-        if d.name == "include" && depth < MAX_DEPTH {
-            for f in d.includes.iter().filter_map(|&i| config.files.get(i)) {
-                collect_server_names(config, &f.path, &f.directives, out, depth + 1);
+            if d.name == "include" && depth < MAX_DEPTH {
+                for f in d.includes.iter().filter_map(|&i| config.files.get(i)) {
+                    self.collect(config, &f.path, &f.directives, depth + 1);
+                }
             }
+            self.collect(config, file, d.children(), depth);
         }
-        collect_server_names(config, file, d.children(), out, depth);
     }
 }
 

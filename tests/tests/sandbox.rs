@@ -1,0 +1,306 @@
+//! The `nginx -t` sandbox against the real nginx binary.
+//!
+//! These tests need nginx (`make test` installs nginx-light). Without it they fail, unless
+//! `SWITCHBACK_SKIP_NGINX=1` is set, in which case they say loudly that they skipped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use switchback::render::Bundle;
+use switchback::validate::Diagnostic;
+use switchback::validate::parser::parse_bundle;
+use switchback::validate::sandbox::{Nginx, SandboxError};
+
+/// The nginx under test, or `None` when it is absent and skipping was asked for.
+fn nginx() -> Option<Nginx> {
+    let skip = std::env::var("SWITCHBACK_SKIP_NGINX").is_ok_and(|v| v == "1");
+    match Nginx::find(None) {
+        Ok(Some(n)) => Some(n),
+        Ok(None) if skip => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPING an nginx sandbox test: no nginx found and \
+                 SWITCHBACK_SKIP_NGINX=1 !!!!!!!!\n"
+            );
+            None
+        }
+        Ok(None) => panic!(
+            "nginx not found (SWITCHBACK_NGINX, PATH, /usr/sbin/nginx): install nginx-light \
+             or set SWITCHBACK_SKIP_NGINX=1 to skip these tests"
+        ),
+        Err(e) => panic!("nginx found but unusable: {e}"),
+    }
+}
+
+fn bundle(files: &[(&str, &str)]) -> Bundle {
+    Bundle::new(
+        files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// Parses and runs `nginx -t` on `files` with `nginx.conf` as entry.
+fn check_with(nginx: &Nginx, files: &[(&str, &str)]) -> Vec<Diagnostic> {
+    let b = bundle(files);
+    let (config, _parse) = parse_bundle(b.files(), "nginx.conf");
+    match nginx.test(&b, "nginx.conf", &config) {
+        Ok(d) => d,
+        Err(e) => panic!("sandbox failed: {e}"),
+    }
+}
+
+fn check(files: &[(&str, &str)]) -> Option<Vec<Diagnostic>> {
+    nginx().map(|n| check_with(&n, files))
+}
+
+fn show(d: &[Diagnostic]) -> String {
+    d.iter().map(|d| format!("{d}\n")).collect()
+}
+
+const MAIN: &str = "events {}
+http {
+    include conf.d/*.conf;
+}
+";
+
+#[test]
+fn finds_nginx_and_its_version() {
+    let Some(n) = nginx() else { return };
+    assert!(n.version().starts_with("nginx/"), "{}", n.version());
+    assert!(n.path().exists());
+}
+
+#[test]
+fn an_explicit_path_that_does_not_run_is_an_error() {
+    let err = Nginx::find(Some(Path::new("/nonexistent/switchback/nginx")));
+    assert!(matches!(err, Err(SandboxError::Spawn { .. })), "{err:?}");
+    let not_nginx = Nginx::find(Some(Path::new("/bin/false")));
+    assert!(
+        matches!(not_nginx, Err(SandboxError::NotNginx { .. })),
+        "{not_nginx:?}"
+    );
+}
+
+#[test]
+fn a_valid_bundle_has_no_findings() {
+    let Some(d) = check(&[
+        ("nginx.conf", MAIN),
+        (
+            "conf.d/app.conf",
+            "upstream app { server 10.0.0.1:8080; server 10.0.0.2:8080 backup; }
+server {
+    listen 80;
+    server_name app.example;
+    location / { proxy_pass http://app; }
+    location /static/ { root /srv/www; }
+}
+",
+        ),
+    ]) else {
+        return;
+    };
+    assert!(d.is_empty(), "{}", show(&d));
+}
+
+#[test]
+fn an_unknown_directive_in_an_included_file_is_sb900_at_its_line() {
+    let Some(d) = check(&[
+        ("nginx.conf", MAIN),
+        (
+            "conf.d/x.conf",
+            "server {\n    listen 80;\n\n    proxy_bufferz 4 8k;\n}\n",
+        ),
+    ]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        d[0].to_string(),
+        "conf.d/x.conf:4:5: error[SB900]: unknown directive \"proxy_bufferz\""
+    );
+}
+
+#[test]
+fn a_bad_proxy_pass_is_sb900() {
+    let Some(d) = check(&[
+        ("nginx.conf", MAIN),
+        (
+            "conf.d/x.conf",
+            "server {\n    listen 80;\n    location / {\n        proxy_pass backend.example:8080;\n    }\n}\n",
+        ),
+    ]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    let d = &d[0];
+    assert_eq!((d.path.as_str(), d.line, d.rule.as_str()), ("conf.d/x.conf", 4, "SB900"));
+    assert_eq!(d.message, "invalid URL prefix");
+}
+
+#[test]
+fn a_duplicate_location_is_sb900_in_the_entry_file() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "events {}\nhttp {\n  server {\n    listen 8080;\n    location /a { }\n    location /a { }\n  }\n}\n",
+    )]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        d[0].to_string(),
+        "nginx.conf:6:5: error[SB900]: duplicate location \"/a\""
+    );
+}
+
+#[test]
+fn a_conflicting_server_name_is_an_sb901_warning() {
+    let Some(d) = check(&[
+        ("nginx.conf", MAIN),
+        ("conf.d/a.conf", "server { listen 80; server_name app.example; }\n"),
+        (
+            "conf.d/b.conf",
+            "server {\n    listen 80;\n    server_name app.example;\n}\n",
+        ),
+    ]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        d[0].to_string(),
+        "conf.d/b.conf:3:5: warning[SB901]: conflicting server name \"app.example\" on \
+         0.0.0.0:80, ignored"
+    );
+}
+
+#[test]
+fn a_duplicate_default_server_names_the_address_as_written() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "events {}\nhttp {\n  server { listen 443 default_server; }\n  server { listen *:443 default_server; }\n}\n",
+    )]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(d[0].line, 4, "{}", show(&d));
+    assert!(
+        d[0].message
+            .contains("a duplicate default server for *:443"),
+        "{}",
+        show(&d)
+    );
+}
+
+#[test]
+fn names_are_never_resolved() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "events { debug_connection client.invalid; }
+http {
+    resolver dns.invalid:53 valid=30s;
+    set_real_ip_from lb.invalid;
+    upstream backend { server backend.invalid:8080; server other.invalid; }
+    server {
+        listen web.invalid:8080;
+        listen 203.0.113.7:80;
+        listen [2001:db8::7]:443;
+        location / { proxy_pass http://backend; }
+        location /api/ { proxy_pass http://api.invalid:9000/v1/; }
+        location /php { fastcgi_pass php.invalid:9000; }
+        location /g { grpc_pass grpc://grpc.invalid:50051; }
+    }
+}
+",
+    )]) else {
+        return;
+    };
+    assert!(d.is_empty(), "{}", show(&d));
+}
+
+#[test]
+fn privileged_ports_and_system_paths_are_kept_inside_the_sandbox() {
+    // Paths unique to this test, so their absence afterwards proves nginx did not create them.
+    let tag = format!("switchback-sandbox-test-{}", std::process::id());
+    let conf = format!(
+        "user nonexistent-user-{tag};
+pid /run/{tag}.pid;
+error_log /var/log/{tag}/error.log warn;
+lock_file /var/lock/{tag}.lock;
+events {{}}
+http {{
+    access_log /var/log/{tag}/access.log;
+    proxy_cache_path /var/cache/{tag}/cache keys_zone=c:1m;
+    client_body_temp_path /var/lib/{tag}/body;
+    error_log syslog:server=logs.invalid:514,tag=nginx;
+    server {{
+        listen 80;
+        listen 443 ssl;
+        ssl_certificate /etc/ssl/{tag}/site.pem;
+        ssl_certificate_key /etc/ssl/{tag}/site.key;
+        location / {{ proxy_pass http://127.0.0.1:8080; proxy_cache c; }}
+    }}
+}}
+"
+    );
+    let Some(n) = nginx() else { return };
+    let d = check_with(&n, &[("nginx.conf", &conf)]);
+    // Only the two TLS files the bundle does not carry are reported, as warnings.
+    assert_eq!(d.len(), 2, "{}", show(&d));
+    assert!(d.iter().all(|d| d.rule == "SB901" && d.line == 14 || d.line == 15));
+    assert!(d[0].message.contains(&format!("/etc/ssl/{tag}/site.pem")), "{}", show(&d));
+    for p in [
+        format!("/run/{tag}.pid"),
+        format!("/var/log/{tag}"),
+        format!("/var/lock/{tag}.lock"),
+        format!("/var/cache/{tag}"),
+        format!("/var/lib/{tag}"),
+        format!("/etc/ssl/{tag}"),
+    ] {
+        assert!(!Path::new(&p).exists(), "nginx -t created {p}");
+    }
+    let quiet = check_with(&n.clone().report_external_files(false), &[("nginx.conf", &conf)]);
+    assert!(quiet.is_empty(), "{}", show(&quiet));
+}
+
+#[test]
+fn tls_files_in_the_bundle_are_really_checked() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    ssl_certificate certs/site.pem;\n    ssl_certificate_key certs/site.key;\n  }\n}\n",
+    ), ("certs/site.pem", "not a certificate\n"), ("certs/site.key", "not a key\n")])
+    else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    let d = &d[0];
+    assert_eq!((d.line, d.rule.as_str()), (5, "SB900"), "{d}");
+    assert!(d.message.contains("cannot load certificate \"certs/site.pem\""), "{d}");
+}
+
+#[test]
+fn includes_outside_the_bundle_are_not_read() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "events {}\nhttp {\n    include /etc/nginx/mime.types;\n}\n",
+    )]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!((d[0].line, d[0].rule.as_str()), (3, "SB900"));
+    assert!(
+        d[0].message
+            .starts_with("open() \"/etc/nginx/mime.types\" failed (2: No such file or directory)"),
+        "{}",
+        show(&d)
+    );
+}
+
+#[test]
+fn a_bundle_the_parse_tree_does_not_describe_is_refused() {
+    let Some(n) = nginx() else { return };
+    let b = bundle(&[("nginx.conf", "events {}\n")]);
+    let err = n.test(&b, "nginx.conf", &Default::default());
+    assert!(matches!(err, Err(SandboxError::ConfigMismatch(_))), "{err:?}");
+    let err = n.test(&b, "other.conf", &Default::default());
+    assert!(matches!(err, Err(SandboxError::NoEntry(_))), "{err:?}");
+}
