@@ -45,7 +45,11 @@ fn check_with(nginx: &Nginx, files: &[(&str, &str)]) -> Vec<Diagnostic> {
     let b = bundle(files);
     let (config, _parse) = parse_bundle(b.files(), "nginx.conf");
     match nginx.test(&b, "nginx.conf", &config) {
-        Ok(d) => d,
+        Ok(d) => {
+            // Shown by the harness when a test fails.
+            eprint!("{}", show(&d));
+            d
+        }
         Err(e) => panic!("sandbox failed: {e}"),
     }
 }
@@ -134,7 +138,10 @@ fn a_bad_proxy_pass_is_sb900() {
     };
     assert_eq!(d.len(), 1, "{}", show(&d));
     let d = &d[0];
-    assert_eq!((d.path.as_str(), d.line, d.rule.as_str()), ("conf.d/x.conf", 4, "SB900"));
+    assert_eq!(
+        (d.path.as_str(), d.line, d.rule.as_str()),
+        ("conf.d/x.conf", 4, "SB900")
+    );
     assert_eq!(d.message, "invalid URL prefix");
 }
 
@@ -157,7 +164,10 @@ fn a_duplicate_location_is_sb900_in_the_entry_file() {
 fn a_conflicting_server_name_is_an_sb901_warning() {
     let Some(d) = check(&[
         ("nginx.conf", MAIN),
-        ("conf.d/a.conf", "server { listen 80; server_name app.example; }\n"),
+        (
+            "conf.d/a.conf",
+            "server { listen 80; server_name app.example; }\n",
+        ),
         (
             "conf.d/b.conf",
             "server {\n    listen 80;\n    server_name app.example;\n}\n",
@@ -246,8 +256,15 @@ http {{
     let d = check_with(&n, &[("nginx.conf", &conf)]);
     // Only the two TLS files the bundle does not carry are reported, as warnings.
     assert_eq!(d.len(), 2, "{}", show(&d));
-    assert!(d.iter().all(|d| d.rule == "SB901" && d.line == 14 || d.line == 15));
-    assert!(d[0].message.contains(&format!("/etc/ssl/{tag}/site.pem")), "{}", show(&d));
+    assert!(
+        d.iter()
+            .all(|d| d.rule == "SB901" && d.line == 14 || d.line == 15)
+    );
+    assert!(
+        d[0].message.contains(&format!("/etc/ssl/{tag}/site.pem")),
+        "{}",
+        show(&d)
+    );
     for p in [
         format!("/run/{tag}.pid"),
         format!("/var/log/{tag}"),
@@ -258,23 +275,33 @@ http {{
     ] {
         assert!(!Path::new(&p).exists(), "nginx -t created {p}");
     }
-    let quiet = check_with(&n.clone().report_external_files(false), &[("nginx.conf", &conf)]);
+    let quiet = check_with(
+        &n.clone().report_external_files(false),
+        &[("nginx.conf", &conf)],
+    );
     assert!(quiet.is_empty(), "{}", show(&quiet));
 }
 
 #[test]
 fn tls_files_in_the_bundle_are_really_checked() {
-    let Some(d) = check(&[(
-        "nginx.conf",
-        "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    ssl_certificate certs/site.pem;\n    ssl_certificate_key certs/site.key;\n  }\n}\n",
-    ), ("certs/site.pem", "not a certificate\n"), ("certs/site.key", "not a key\n")])
-    else {
+    let Some(d) = check(&[
+        (
+            "nginx.conf",
+            "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    ssl_certificate certs/site.pem;\n    ssl_certificate_key certs/site.key;\n  }\n}\n",
+        ),
+        ("certs/site.pem", "not a certificate\n"),
+        ("certs/site.key", "not a key\n"),
+    ]) else {
         return;
     };
     assert_eq!(d.len(), 1, "{}", show(&d));
     let d = &d[0];
     assert_eq!((d.line, d.rule.as_str()), (5, "SB900"), "{d}");
-    assert!(d.message.contains("cannot load certificate \"certs/site.pem\""), "{d}");
+    assert!(
+        d.message
+            .contains("cannot load certificate \"certs/site.pem\""),
+        "{d}"
+    );
 }
 
 #[test]
@@ -300,7 +327,75 @@ fn a_bundle_the_parse_tree_does_not_describe_is_refused() {
     let Some(n) = nginx() else { return };
     let b = bundle(&[("nginx.conf", "events {}\n")]);
     let err = n.test(&b, "nginx.conf", &Default::default());
-    assert!(matches!(err, Err(SandboxError::ConfigMismatch(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(SandboxError::ConfigMismatch(_))),
+        "{err:?}"
+    );
     let err = n.test(&b, "other.conf", &Default::default());
     assert!(matches!(err, Err(SandboxError::NoEntry(_))), "{err:?}");
+}
+
+/// A stand-in `nginx` script: answers `-V` like nginx, and runs `body` for `-t`. No real nginx.
+fn fake_nginx(dir: &Path, body: &str) -> Nginx {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("nginx");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = -V ]; then\n  echo 'nginx version: nginx/0.0.0-fake' >&2\n  \
+         echo 'configure arguments: --prefix=/nonexistent' >&2\n  exit 0\nfi\n{body}\n"
+    );
+    std::fs::write(&path, script).expect("write fake nginx");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Another test thread forking while the script was open for writing makes exec fail with
+    // ETXTBSY (26) until that child has exec'd; that is momentary, so try again.
+    for _ in 0..1000 {
+        match Nginx::find(Some(&path)) {
+            Err(SandboxError::Spawn { source, .. }) if source.raw_os_error() == Some(26) => {}
+            Ok(Some(n)) => return n,
+            other => panic!("fake nginx unusable: {other:?}"),
+        }
+    }
+    panic!("fake nginx stayed busy");
+}
+
+fn one_file_run(n: &Nginx) -> Result<Vec<Diagnostic>, SandboxError> {
+    let b = bundle(&[("nginx.conf", "events {}\n")]);
+    let (config, _) = parse_bundle(b.files(), "nginx.conf");
+    n.test(&b, "nginx.conf", &config)
+}
+
+#[test]
+fn a_run_past_the_timeout_is_killed_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = fake_nginx(dir.path(), "exec /usr/bin/tail -f /dev/null")
+        .with_timeout(std::time::Duration::from_millis(300));
+    assert_eq!(n.version(), "nginx/0.0.0-fake");
+    let err = one_file_run(&n);
+    assert!(matches!(err, Err(SandboxError::Timeout(_))), "{err:?}");
+}
+
+#[test]
+fn a_failure_without_an_error_line_is_still_sb900() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = fake_nginx(dir.path(), "echo 'Segmentation fault' >&2\nexit 3");
+    let d = one_file_run(&n).expect("run");
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(d[0].rule, "SB900");
+    assert!(d[0].message.contains("Segmentation fault"), "{}", d[0]);
+}
+
+#[test]
+fn load_module_only_loads_from_the_nginx_module_directory() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "load_module /opt/untrusted/ngx_switchback_nope_module.so;\nevents {}\n",
+    )]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        (d[0].line, d[0].rule.as_str()),
+        (1, "SB900"),
+        "{}",
+        show(&d)
+    );
 }

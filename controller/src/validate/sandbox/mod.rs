@@ -15,15 +15,16 @@
 //! reports are the bundle's lines.
 
 mod address;
+mod edit;
 mod output;
 mod placeholder;
+mod process;
 mod rewrite;
 
-use std::io::Read;
+use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::render::Bundle;
@@ -111,20 +112,12 @@ impl Nginx {
     /// else `nginx` on `PATH`, else `/usr/sbin/nginx`. `Ok(None)` when there is none, so callers
     /// can decide whether running without the nginx gate is acceptable.
     pub fn find(explicit: Option<&Path>) -> Result<Option<Nginx>, SandboxError> {
-        if let Some(path) = explicit {
-            return Nginx::at(path).map(Some);
-        }
-        if let Some(path) = std::env::var_os(NGINX_ENV).filter(|v| !v.is_empty()) {
-            return Nginx::at(Path::new(&path)).map(Some);
-        }
-        let on_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|dir| dir.join("nginx"))
-            .chain(std::iter::once(PathBuf::from(FALLBACK_PATH)))
-            .find(|p| is_executable(p));
-        on_path.map(|p| Nginx::at(&p)).transpose()
+        locate(
+            explicit,
+            std::env::var_os(NGINX_ENV),
+            std::env::var_os("PATH"),
+            Path::new(FALLBACK_PATH),
+        )
     }
 
     /// Uses the binary at `path`, asking it for its version and build options (`nginx -V`).
@@ -149,7 +142,7 @@ impl Nginx {
                 output: text,
             });
         };
-        let build = BuildInfo::parse(&text);
+        let build = process::BuildInfo::parse(&text);
         Ok(Nginx {
             path: path.to_path_buf(),
             version,
@@ -248,14 +241,12 @@ impl Nginx {
             .arg("stderr");
         if !plan.has_pid {
             let pid = layout.defaults().join("nginx.pid");
-            cmd.arg("-g").arg(format!(
-                "pid {};",
-                rewrite::token(&pid.display().to_string())
-            ));
+            cmd.arg("-g")
+                .arg(format!("pid {};", edit::token(&pid.display().to_string())));
         }
         // No inherited `NGINX` variable (listening sockets of a binary upgrade), no proxy settings.
         cmd.env_clear().current_dir(root);
-        let (status, stderr) = run(cmd, &self.path, self.timeout)?;
+        let (status, stderr) = process::run(cmd, &self.path, self.timeout)?;
 
         let mut replacements = vec![
             (
@@ -322,43 +313,27 @@ impl Nginx {
     }
 }
 
-/// What `nginx -V` says about the build that matters to the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BuildInfo {
-    /// `--modules-path`, the only directory `load_module` may load from.
-    modules: PathBuf,
-    /// The `*_temp_path` directives the build has (their defaults are created at `-t`).
-    temp_paths: Vec<String>,
-}
-
-impl BuildInfo {
-    fn parse(v_output: &str) -> BuildInfo {
-        let args: Vec<&str> = v_output
-            .lines()
-            .find_map(|l| l.strip_prefix("configure arguments:"))
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let value = |key: &str| args.iter().find_map(|a| a.strip_prefix(key));
-        let prefix = value("--prefix=").unwrap_or("/usr/local/nginx");
-        let modules = value("--modules-path=")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(prefix).join("modules"));
-        let without = |m: &str| args.contains(&format!("--without-{m}").as_str());
-        let mut temp_paths = Vec::new();
-        if !without("http") {
-            temp_paths.push("client_body_temp_path".to_string());
-            for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
-                if !without(&format!("http_{m}_module")) {
-                    temp_paths.push(format!("{m}_temp_path"));
-                }
-            }
-        }
-        BuildInfo {
-            modules,
-            temp_paths,
-        }
+/// [`Nginx::find`] with its inputs passed in, so every branch can be tested.
+fn locate(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    path_var: Option<OsString>,
+    fallback: &Path,
+) -> Result<Option<Nginx>, SandboxError> {
+    if let Some(path) = explicit {
+        return Nginx::at(path).map(Some);
     }
+    if let Some(path) = env.filter(|v| !v.is_empty()) {
+        return Nginx::at(Path::new(&path)).map(Some);
+    }
+    let found = path_var
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("nginx"))
+        .chain(std::iter::once(fallback.to_path_buf()))
+        .find(|p| is_executable(p));
+    found.map(|p| Nginx::at(&p)).transpose()
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -419,7 +394,7 @@ fn write_sandbox(
             mkdir(parent)?;
         }
         match plan.edits.get(path) {
-            Some(edits) => write(&dest, &rewrite::apply(bytes, edits))?,
+            Some(edits) => write(&dest, &edit::apply(bytes, edits))?,
             None => write(&dest, bytes)?,
         }
     }
@@ -442,74 +417,36 @@ fn write_sandbox(
     Ok(())
 }
 
-/// Runs the command, collecting stderr, and kills it after `timeout`. A watchdog thread owns the
-/// child and waits on a channel, so no polling and no sleeping is involved.
-fn run(
-    mut cmd: Command,
-    path: &Path,
-    timeout: Duration,
-) -> Result<(ExitStatus, String), SandboxError> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SandboxError::Spawn {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let stderr = child.stderr.take();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let timed_out = matches!(
-            done_rx.recv_timeout(timeout),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        if timed_out {
-            let _ = child.kill();
-        }
-        (child.wait(), timed_out)
-    });
-    let mut text = Vec::new();
-    if let Some(mut s) = stderr {
-        // Ends when nginx exits or is killed; a read error leaves what was read.
-        let _ = s.read_to_end(&mut text);
-    }
-    let _ = done_tx.send(());
-    let (status, timed_out) = watchdog
-        .join()
-        .map_err(|_| SandboxError::Plan("the nginx watchdog thread panicked".to_string()))?;
-    if timed_out {
-        return Err(SandboxError::Timeout(timeout));
-    }
-    let status = status.map_err(|source| SandboxError::Spawn {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok((status, String::from_utf8_lossy(&text).into_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn build_info_reads_debian_options() {
-        let v = "nginx version: nginx/1.22.1\nconfigure arguments: --prefix=/usr/share/nginx \
-                 --modules-path=/usr/lib/nginx/modules --without-http_uwsgi_module\n";
-        let b = BuildInfo::parse(v);
-        assert_eq!(b.modules, PathBuf::from("/usr/lib/nginx/modules"));
-        assert_eq!(
-            b.temp_paths,
-            [
-                "client_body_temp_path",
-                "proxy_temp_path",
-                "fastcgi_temp_path",
-                "scgi_temp_path"
-            ]
+    fn no_nginx_anywhere_is_none() {
+        let Ok(empty) = tempfile::tempdir() else {
+            panic!("no temp dir");
+        };
+        let found = locate(
+            None,
+            Some(OsString::new()),
+            Some(empty.path().as_os_str().to_owned()),
+            Path::new("/nonexistent/sbin/nginx"),
         );
-        let plain = BuildInfo::parse("nginx version: nginx/1.25.0\nconfigure arguments:\n");
-        assert_eq!(plain.modules, PathBuf::from("/usr/local/nginx/modules"));
+        assert!(matches!(found, Ok(None)), "{found:?}");
+    }
+
+    #[test]
+    fn a_named_binary_that_is_missing_is_an_error_not_none() {
+        let found = locate(
+            None,
+            Some("/nonexistent/nginx".into()),
+            None,
+            Path::new("/nonexistent/sbin/nginx"),
+        );
+        assert!(
+            matches!(found, Err(SandboxError::Spawn { .. })),
+            "{found:?}"
+        );
     }
 
     #[test]

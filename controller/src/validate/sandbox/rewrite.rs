@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::address;
+use super::edit::{Edit, find_brace, token};
 use crate::validate::ast::{Arg, Config, Directive};
 
 /// Include nesting deeper than this is not followed (the parser refuses cycles; this only bounds
@@ -109,17 +110,6 @@ impl Layout {
     pub fn defaults(&self) -> PathBuf {
         self.mirror.join("_default")
     }
-}
-
-/// Replace bytes `start..end` of a file with `text`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
-    /// First byte replaced.
-    pub start: usize,
-    /// One past the last byte replaced (equal to `start` for an insertion).
-    pub end: usize,
-    /// The new text (never contains a newline).
-    pub text: String,
 }
 
 /// One rewritten token, kept so nginx's messages can be translated back to what the user wrote.
@@ -313,8 +303,14 @@ impl<'a> Planner<'a> {
             "include" => self.include(file, d, first),
             "load_module" => {
                 let base = first.value.rsplit('/').next().unwrap_or_default();
-                let new = self.opts.layout.modules.join(base);
-                self.set(file, d, first, new.display().to_string());
+                let new = self.opts.layout.modules.join(base).display().to_string();
+                self.set(file, d, first, new.clone());
+                // Messages keep the real path: it is the one nginx tried, not the one written.
+                if let Some(rw) = self.plan.rewrites.last_mut()
+                    && rw.replacement == new
+                {
+                    rw.original = new;
+                }
             }
             "user" if self.opts.as_root => {
                 for a in &d.args {
@@ -538,100 +534,9 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The byte after which a block's `{` sits: skips blanks and `#` comments from `from`.
-fn find_brace(src: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(&b) = src.get(i) {
-        match b {
-            b'{' => return Some(i),
-            b'#' => {
-                while src.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
-                }
-            }
-            b if b.is_ascii_whitespace() => i += 1,
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// A value as an nginx token: bare when it is plain, else double-quoted with `"` and `\` escaped.
-pub fn token(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:[]=,@+~%$*".contains(c));
-    if plain {
-        return value.to_string();
-    }
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// Applies edits to a file. Each replaced range keeps its newlines (appended after the new text),
-/// so every following token stays on its line. Overlapping edits after the first are dropped.
-pub fn apply(src: &[u8], edits: &[Edit]) -> Vec<u8> {
-    let mut sorted: Vec<&Edit> = edits.iter().collect();
-    sorted.sort_by_key(|e| (e.start, e.end));
-    let mut out = Vec::with_capacity(src.len() + 256);
-    let mut pos = 0;
-    for e in sorted {
-        if e.start < pos || e.end > src.len() || e.start > e.end {
-            continue;
-        }
-        out.extend_from_slice(&src[pos..e.start]);
-        out.extend_from_slice(e.text.as_bytes());
-        let newlines = src[e.start..e.end].iter().filter(|&&b| b == b'\n').count();
-        out.extend(std::iter::repeat_n(b'\n', newlines));
-        pos = e.end;
-    }
-    out.extend_from_slice(&src[pos..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edits_keep_line_numbers() {
-        let src = b"a \"x\ny\" b;\nc;";
-        let edits = [Edit {
-            start: 2,
-            end: 7,
-            text: "z".into(),
-        }];
-        let out = apply(src, &edits);
-        assert_eq!(out, b"a z\n b;\nc;");
-        let ins = [Edit {
-            start: 1,
-            end: 1,
-            text: " q;".into(),
-        }];
-        assert_eq!(apply(b"{\n}", &ins), b"{ q;\n}");
-    }
-
-    #[test]
-    fn tokens_are_quoted_only_when_needed() {
-        assert_eq!(token("/tmp/x/a.log"), "/tmp/x/a.log");
-        assert_eq!(token("/tmp/a b"), "\"/tmp/a b\"");
-        assert_eq!(token("a\"b"), "\"a\\\"b\"");
-    }
-
-    #[test]
-    fn brace_is_found_past_comments() {
-        assert_eq!(find_brace(b"http # {x\n  {", 4), Some(12));
-        assert_eq!(find_brace(b"http x {", 4), None);
-    }
 
     #[test]
     fn tls_directives_have_kinds() {
