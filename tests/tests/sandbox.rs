@@ -203,9 +203,10 @@ fn a_duplicate_default_server_names_the_address_as_written() {
 
 #[test]
 fn names_are_never_resolved() {
-    let Some(d) = check(&[(
-        "nginx.conf",
-        "events { debug_connection client.invalid; }
+    let Some(d) = check(&[
+        (
+            "nginx.conf",
+            "events { debug_connection client.invalid; }
 http {
     resolver dns.invalid:53 valid=30s;
     set_real_ip_from lb.invalid;
@@ -219,9 +220,16 @@ http {
         location /php { fastcgi_pass php.invalid:9000; }
         location /g { grpc_pass grpc://grpc.invalid:50051; }
     }
+    include conf.d/*.conf;
 }
 ",
-    )]) else {
+        ),
+        (
+            "conf.d/more.conf",
+            "upstream more { server more.invalid:80 max_fails=2; }\n\
+         server { listen more.invalid:8081; location / { proxy_pass http://more; } }\n",
+        ),
+    ]) else {
         return;
     };
     assert!(d.is_empty(), "{}", show(&d));
@@ -333,6 +341,11 @@ fn a_bundle_the_parse_tree_does_not_describe_is_refused() {
     );
     let err = n.test(&b, "other.conf", &Default::default());
     assert!(matches!(err, Err(SandboxError::NoEntry(_))), "{err:?}");
+    // The parser stops at a syntax error; what follows it was never rewritten.
+    let broken = bundle(&[("nginx.conf", "events {}\nhttp { server { listen 80 }\n")]);
+    let (config, _) = parse_bundle(broken.files(), "nginx.conf");
+    let err = n.test(&broken, "nginx.conf", &config);
+    assert!(matches!(err, Err(SandboxError::Unparsed(_))), "{err:?}");
 }
 
 /// A stand-in `nginx` script: answers `-V` like nginx, and runs `body` for `-t`. No real nginx.

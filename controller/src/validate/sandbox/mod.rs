@@ -88,6 +88,11 @@ pub enum SandboxError {
     /// nginx on the unrewritten files could resolve names and write outside the sandbox.
     #[error("the parsed config does not match the bundle: {0}")]
     ConfigMismatch(String),
+    /// A file of the bundle has a syntax error. nginx would stop there too, but the rewrite only
+    /// covers what the parser read, so nginx is not run on text nobody has looked at; the parser's
+    /// SB001 already rejects the bundle.
+    #[error("{0} has a syntax error (SB001); nginx -t is not run on it")]
+    Unparsed(String),
     /// The sandbox could not be laid out safely.
     #[error("cannot build the sandbox copy: {0}")]
     Plan(String),
@@ -363,6 +368,9 @@ fn check_inputs(bundle: &Bundle, entry: &str, config: &Config) -> Result<(), San
                 "it has no files (was the bundle parsed?)".to_string(),
             ));
         }
+    }
+    if let Some(f) = config.files.iter().find(|f| !f.ok) {
+        return Err(SandboxError::Unparsed(f.path.clone()));
     }
     if let Some(f) = config.files.iter().find(|f| bundle.get(&f.path).is_none()) {
         return Err(SandboxError::ConfigMismatch(format!(
