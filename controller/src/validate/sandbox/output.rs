@@ -25,7 +25,8 @@ pub struct Mapper<'a> {
     pub replacements: Vec<(String, String)>,
     /// The rewritten tokens.
     pub rewrites: &'a [Rewrite],
-    /// Column of the first directive on each `(file, line)`.
+    /// Column of the first directive on each `(file, line)`; a line with none gets column 0,
+    /// "unknown", as [`Diagnostic`] defines it.
     pub columns: HashMap<(String, u32), u32>,
     /// The entry file, for messages that name no place.
     pub entry: String,
@@ -95,7 +96,7 @@ impl<'a> Mapper<'a> {
                     .columns
                     .get(&(path.clone(), line_no))
                     .copied()
-                    .unwrap_or(1);
+                    .unwrap_or(0);
                 (path, line_no, col, self.replace(&text))
             }
             None => self.place_from_text(text),
@@ -303,7 +304,7 @@ mod tests {
         assert_eq!(d.len(), 3);
         assert_eq!(
             d[0].to_string(),
-            "conf.d/a.conf:7:1: error[SB900]: duplicate location \"/\""
+            "conf.d/a.conf:7:0: error[SB900]: duplicate location \"/\""
         );
         assert_eq!(
             d[1].to_string(),
