@@ -412,3 +412,23 @@ fn load_module_only_loads_from_the_nginx_module_directory() {
         show(&d)
     );
 }
+
+#[test]
+fn an_entry_in_a_subdirectory_resolves_includes_like_nginx() {
+    let Some(n) = nginx() else { return };
+    let b = bundle(&[
+        ("etc/nginx.conf", MAIN),
+        (
+            "etc/conf.d/x.conf",
+            "server {\n  listen 80;\n  bogus on;\n}\n",
+        ),
+    ]);
+    let (config, parse) = parse_bundle(b.files(), "etc/nginx.conf");
+    assert!(parse.is_empty(), "{}", show(&parse));
+    let d = n.test(&b, "etc/nginx.conf", &config).expect("run");
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        d[0].to_string(),
+        "etc/conf.d/x.conf:3:3: error[SB900]: unknown directive \"bogus\""
+    );
+}

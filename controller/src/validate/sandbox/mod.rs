@@ -20,6 +20,8 @@ mod output;
 mod placeholder;
 mod process;
 mod rewrite;
+#[cfg(test)]
+mod tests_rewrite;
 
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
