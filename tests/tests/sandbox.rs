@@ -432,3 +432,73 @@ fn an_entry_in_a_subdirectory_resolves_includes_like_nginx() {
         "etc/conf.d/x.conf:3:3: error[SB900]: unknown directive \"bogus\""
     );
 }
+
+/// A corpus config (tests/corpus/NAME) as a bundle.
+fn corpus(name: &str) -> Bundle {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let entries = std::fs::read_dir(dir).expect("corpus dir");
+        for e in entries {
+            let p = e.expect("corpus entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                let bytes = std::fs::read(&p).expect("corpus file");
+                out.insert(rel.to_string_lossy().into_owned(), bytes);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(name);
+    let mut files = BTreeMap::new();
+    walk(&root, &root, &mut files);
+    Bundle::new(files)
+}
+
+#[test]
+fn the_corpus_configs_pass_nginx_t_on_any_machine() {
+    let Some(n) = nginx() else { return };
+    // Realistic configs: upstreams with internal host names, system log paths, TLS from /etc.
+    // (`lua` and `stream` need modules nginx-light does not load; the err-* ones are broken.)
+    for name in [
+        "basic",
+        "comments-crlf",
+        "if-rewrite",
+        "maps-geo-split",
+        "multi-file",
+        "quoting",
+        "regex-locations",
+        "reverse-proxy",
+        "types-charset",
+    ] {
+        let b = corpus(name);
+        let (config, parse) = parse_bundle(b.files(), "nginx.conf");
+        assert!(parse.is_empty(), "{name}: {}", show(&parse));
+        let d = n.test(&b, "nginx.conf", &config).expect("run");
+        let errors: Vec<Diagnostic> = d.into_iter().filter(|d| d.is_error()).collect();
+        assert!(errors.is_empty(), "{name}: {}", show(&errors));
+    }
+}
+
+#[test]
+fn an_include_cycle_is_refused_rather_than_crashing_nginx() {
+    let Some(n) = nginx() else { return };
+    let b = corpus("include-cycle");
+    let (config, _) = parse_bundle(b.files(), "nginx.conf");
+    let err = n.test(&b, "nginx.conf", &config);
+    assert!(matches!(err, Err(SandboxError::IncludeCycle(_))), "{err:?}");
+}
+
+#[test]
+fn a_missing_include_is_reported_by_nginx_too() {
+    let Some(n) = nginx() else { return };
+    let b = corpus("err-missing-include");
+    let (config, _) = parse_bundle(b.files(), "nginx.conf");
+    let d = n.test(&b, "nginx.conf", &config).expect("run");
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        d[0].to_string(),
+        "nginx.conf:9:9: error[SB900]: open() \"snippets/ssl-params.conf\" failed \
+         (2: No such file or directory)"
+    );
+}

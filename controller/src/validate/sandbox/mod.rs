@@ -95,6 +95,10 @@ pub enum SandboxError {
     /// SB001 already rejects the bundle.
     #[error("{0} has a syntax error (SB001); nginx -t is not run on it")]
     Unparsed(String),
+    /// An include leads back to a file that is being included; nginx would recurse until it
+    /// crashes, and the parser's SB002 already rejects the bundle.
+    #[error("{0} includes itself through an include cycle (SB002); nginx -t is not run on it")]
+    IncludeCycle(String),
     /// The sandbox could not be laid out safely.
     #[error("cannot build the sandbox copy: {0}")]
     Plan(String),
@@ -234,7 +238,10 @@ impl Nginx {
                 temp_paths: &self.temp_paths,
             },
         )
-        .map_err(|e| SandboxError::Plan(e.0))?;
+        .map_err(|e| match e {
+            rewrite::PlanError::Cycle(path) => SandboxError::IncludeCycle(path),
+            rewrite::PlanError::Other(why) => SandboxError::Plan(why),
+        })?;
         write_sandbox(bundle, &layout, &plan)?;
 
         let mut cmd = Command::new(&self.path);
@@ -280,15 +287,19 @@ impl Nginx {
         let mut out = mapper.diagnostics(&stderr);
         if !status.success() && !out.iter().any(Diagnostic::is_error) {
             let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let said = match tail.is_empty() {
+                true => "and printed nothing".to_string(),
+                false => format!(
+                    "without an error line: {}",
+                    mapper.replace_all(&tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
+                ),
+            };
             out.push(Diagnostic::error(
                 RULE_ERROR,
                 entry,
                 0,
                 0,
-                format!(
-                    "nginx -t failed ({status}) without an error line: {}",
-                    mapper.replace_all(&tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
-                ),
+                format!("nginx -t failed ({status}) {said}"),
             ));
         }
         if self.report_external {

@@ -178,7 +178,12 @@ pub struct Options<'a> {
 
 /// Why the sandbox copy could not be planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanError(pub String);
+pub enum PlanError {
+    /// An include leads back to a file being included (nginx would recurse until it crashes).
+    Cycle(String),
+    /// Anything else, described.
+    Other(String),
+}
 
 /// Works out every rewrite for `config` (whose first file must be the entry).
 pub fn plan(config: &Config, opts: &Options<'_>) -> Result<Plan, PlanError> {
@@ -190,8 +195,10 @@ pub fn plan(config: &Config, opts: &Options<'_>) -> Result<Plan, PlanError> {
         seen: HashSet::new(),
         sockets: HashMap::new(),
         external_seen: HashSet::new(),
+        stack: Vec::new(),
     };
     if let Some(entry) = config.files.first() {
+        planner.stack.push(&entry.path);
         planner.walk(&entry.path, &entry.directives, None, 0)?;
     }
     Ok(planner.plan)
@@ -224,6 +231,8 @@ struct Planner<'a> {
     seen: HashSet<(String, usize)>,
     sockets: HashMap<String, String>,
     external_seen: HashSet<String>,
+    /// Files being walked, outermost first, to catch include cycles.
+    stack: Vec<&'a str>,
 }
 
 impl<'a> Planner<'a> {
@@ -239,7 +248,12 @@ impl<'a> Planner<'a> {
             if d.name == "include" && depth < MAX_DEPTH {
                 for &i in &d.includes {
                     if let Some(f) = self.config.files.get(i) {
+                        if self.stack.contains(&f.path.as_str()) {
+                            return Err(PlanError::Cycle(f.path.clone()));
+                        }
+                        self.stack.push(&f.path);
                         self.walk(&f.path, &f.directives, parent, depth + 1)?;
+                        self.stack.pop();
                     }
                 }
             }
@@ -441,7 +455,7 @@ impl<'a> Planner<'a> {
             .map(|a| a.span.end)
             .unwrap_or(http.span.end);
         let Some(brace) = find_brace(src, after) else {
-            return Err(PlanError(format!(
+            return Err(PlanError::Other(format!(
                 "cannot find the `{{` of `http` at {file}:{}",
                 http.span.line
             )));
