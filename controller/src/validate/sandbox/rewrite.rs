@@ -25,6 +25,11 @@ const OPAQUE_BLOCKS: &[&str] = &[
     "match",
 ];
 
+/// Whether a block's children are data rather than directives.
+fn is_opaque(name: &str) -> bool {
+    OPAQUE_BLOCKS.contains(&name)
+}
+
 /// Directives that name a file or directory nginx creates or opens for writing at `-t` time.
 const WRITE_DIRS: &[&str] = &[
     "client_body_temp_path",
@@ -258,13 +263,18 @@ impl<'a> Planner<'a> {
                 }
             }
             if let Some(block) = &d.block {
-                if OPAQUE_BLOCKS.contains(&d.name.as_str()) || d.name.ends_with("_by_lua_block") {
+                if d.name.ends_with("_by_lua_block") {
                     continue;
                 }
                 if d.name == "http" && parent.is_none() {
                     self.pin_http_defaults(file, d)?;
                 }
-                self.walk(file, block, Some(&d.name), depth)?;
+                // Inside a data block everything stays data, however deep.
+                let inner = match parent {
+                    Some(p) if is_opaque(p) => parent,
+                    _ => Some(d.name.as_str()),
+                };
+                self.walk(file, block, inner, depth)?;
             }
         }
         Ok(())
@@ -275,6 +285,10 @@ impl<'a> Planner<'a> {
         let Some(first) = d.args.first() else {
             return;
         };
+        // In `types`, `map` or `geo` only `include` is a directive (nginx reads it there too).
+        if parent.is_some_and(is_opaque) && name != "include" {
+            return;
+        }
         match name {
             "listen" if parent == Some("server") => self.listen(file, d, first),
             "server" if parent == Some("upstream") && d.block.is_none() => {

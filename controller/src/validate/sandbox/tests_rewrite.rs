@@ -70,6 +70,16 @@ fn the_sandbox_copy_keeps_every_line_and_rewrites_what_nginx_would_touch() {
 }
 
 #[test]
+fn includes_inside_data_blocks_are_still_kept_in_the_bundle() {
+    let src =
+        "http {\n  types {\n    include /etc/nginx/mime.types;\n    text/x-pid pid;\n  }\n}\n";
+    let (out, _) = rewritten(src, false);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[2], "    include /T/root/etc/nginx/mime.types;");
+    assert_eq!(lines[3], "    text/x-pid pid;");
+}
+
+#[test]
 fn without_root_user_stays_and_set_defaults_are_not_pinned_twice() {
     let src = "user www-data;\nevents {}\nhttp {\n  client_body_temp_path /var/tmp/body;\n  access_log off;\n}\n";
     let (out, plan) = rewritten(src, false);
