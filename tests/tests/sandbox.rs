@@ -397,6 +397,29 @@ fn a_failure_without_an_error_line_is_still_sb900() {
 }
 
 #[test]
+fn modules_that_run_code_are_never_loaded() {
+    let Some(d) = check(&[(
+        "nginx.conf",
+        "load_module modules/ngx_http_perl_module.so;\nevents {}\n\
+         http { perl_set $x 'sub { BEGIN { system(\"touch /tmp/pwned\") } 1 }'; }\n",
+    )]) else {
+        return;
+    };
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        (d[0].line, d[0].rule.as_str()),
+        (1, "SB900"),
+        "{}",
+        show(&d)
+    );
+    assert!(
+        d[0].message.contains("does not load modules that run code"),
+        "{}",
+        show(&d)
+    );
+}
+
+#[test]
 fn load_module_only_loads_from_the_nginx_module_directory() {
     let Some(d) = check(&[(
         "nginx.conf",

@@ -242,6 +242,26 @@ impl Nginx {
             rewrite::PlanError::Cycle(path) => SandboxError::IncludeCycle(path),
             rewrite::PlanError::Other(why) => SandboxError::Plan(why),
         })?;
+        if !plan.refused.is_empty() {
+            let out: Vec<Diagnostic> = plan.refused.iter().map(|r| {
+                Diagnostic::error(
+                    RULE_ERROR,
+                    &r.file,
+                    r.line,
+                    r.col,
+                    format!(
+                        "`load_module {}`: the sandbox does not load modules that run code while \
+                         nginx reads the config (perl, lua), so nginx -t was not run",
+                        r.path
+                    ),
+                )
+            }).collect();
+            tracing::warn!(
+                refused = out.len(),
+                "nginx -t not run: code-running modules"
+            );
+            return Ok(out);
+        }
         write_sandbox(bundle, &layout, &plan)?;
 
         let mut cmd = Command::new(&self.path);

@@ -25,6 +25,15 @@ const OPAQUE_BLOCKS: &[&str] = &[
     "match",
 ];
 
+/// Modules (by file name prefix) that run code from the config while nginx reads it: Perl's
+/// `BEGIN` blocks and `perl_require`, Lua's `init_by_lua*`. A bundle must not run code on the
+/// validating machine, so the sandbox never loads them.
+const CODE_MODULES: &[&str] = &[
+    "ngx_http_perl_module",
+    "ngx_http_lua_module",
+    "ngx_stream_lua_module",
+];
+
 /// Whether a block's children are data rather than directives.
 fn is_opaque(name: &str) -> bool {
     OPAQUE_BLOCKS.contains(&name)
@@ -164,6 +173,8 @@ pub struct Plan {
     pub external: Vec<External>,
     /// Whether the config sets `pid` itself (then `-g pid` would be a duplicate).
     pub has_pid: bool,
+    /// `load_module` lines naming a module that runs code while nginx reads the config.
+    pub refused: Vec<External>,
 }
 
 /// The inputs of [`plan`] besides the parse tree.
@@ -331,6 +342,16 @@ impl<'a> Planner<'a> {
             "include" => self.include(file, d, first),
             "load_module" => {
                 let base = first.value.rsplit('/').next().unwrap_or_default();
+                if CODE_MODULES.iter().any(|m| base.starts_with(m)) {
+                    self.plan.refused.push(External {
+                        file: file.to_string(),
+                        line: d.span.line,
+                        col: d.span.col,
+                        directive: d.name.clone(),
+                        path: first.value.clone(),
+                    });
+                    return;
+                }
                 let new = self.opts.layout.modules.join(base).display().to_string();
                 self.set(file, d, first, new.clone());
                 // Messages keep the real path: it is the one nginx tried, not the one written.
