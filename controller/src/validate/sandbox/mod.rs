@@ -243,24 +243,11 @@ impl Nginx {
             rewrite::PlanError::Other(why) => SandboxError::Plan(why),
         })?;
         if !plan.refused.is_empty() {
-            let out: Vec<Diagnostic> = plan.refused.iter().map(|r| {
-                Diagnostic::error(
-                    RULE_ERROR,
-                    &r.file,
-                    r.line,
-                    r.col,
-                    format!(
-                        "`load_module {}`: the sandbox does not load modules that run code while \
-                         nginx reads the config (perl, lua), so nginx -t was not run",
-                        r.path
-                    ),
-                )
-            }).collect();
             tracing::warn!(
-                refused = out.len(),
+                refused = plan.refused.len(),
                 "nginx -t not run: code-running modules"
             );
-            return Ok(out);
+            return Ok(plan.refused.iter().map(refused_module).collect());
         }
         write_sandbox(bundle, &layout, &plan)?;
 
@@ -307,12 +294,14 @@ impl Nginx {
         let mut out = mapper.diagnostics(&stderr);
         if !status.success() && !out.iter().any(Diagnostic::is_error) {
             let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-            let said = match tail.is_empty() {
-                true => "and printed nothing".to_string(),
-                false => format!(
+            let said = if tail.is_empty() {
+                "and printed nothing".to_string()
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
                     "without an error line: {}",
-                    mapper.replace_all(&tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
-                ),
+                    mapper.replace_all(&tail.join(" / "))
+                )
             };
             out.push(Diagnostic::error(
                 RULE_ERROR,
@@ -349,6 +338,16 @@ impl Nginx {
         );
         Ok(out)
     }
+}
+
+/// The finding for a `load_module` of a module that would run the bundle's code.
+fn refused_module(r: &rewrite::External) -> Diagnostic {
+    let message = format!(
+        "`load_module {}`: the sandbox does not load modules that run code while nginx reads \
+         the config (perl, lua), so nginx -t was not run",
+        r.path
+    );
+    Diagnostic::error(RULE_ERROR, &r.file, r.line, r.col, message)
 }
 
 /// [`Nginx::find`] with its inputs passed in, so every branch can be tested.
