@@ -260,10 +260,17 @@ impl Nginx {
             .arg(entry)
             .arg("-e")
             .arg("stderr");
+        let mut globals = Vec::new();
         if !plan.has_pid {
             let pid = layout.defaults().join("nginx.pid");
-            cmd.arg("-g")
-                .arg(format!("pid {};", edit::token(&pid.display().to_string())));
+            globals.push(format!("pid {};", edit::token(&pid.display().to_string())));
+        }
+        if as_root && !plan.has_user {
+            // Else nginx looks up its compiled-in default user, which this machine may lack.
+            globals.push("user root;".to_string());
+        }
+        if !globals.is_empty() {
+            cmd.arg("-g").arg(globals.join(" "));
         }
         // No inherited `NGINX` variable (listening sockets of a binary upgrade), no proxy settings.
         cmd.env_clear().current_dir(root);

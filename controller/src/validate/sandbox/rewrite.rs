@@ -173,6 +173,8 @@ pub struct Plan {
     pub external: Vec<External>,
     /// Whether the config sets `pid` itself (then `-g pid` would be a duplicate).
     pub has_pid: bool,
+    /// Whether the config sets `user` (recorded only when running as root).
+    pub has_user: bool,
     /// `load_module` lines naming a module that runs code while nginx reads the config.
     pub refused: Vec<External>,
 }
@@ -362,6 +364,7 @@ impl<'a> Planner<'a> {
                 }
             }
             "user" if self.opts.as_root => {
+                self.plan.has_user = true;
                 for a in &d.args {
                     self.set(file, d, a, "root".to_string());
                 }
