@@ -1,0 +1,504 @@
+//! `nginx -t` with the real nginx binary in a throw-away prefix: the last gate, because only nginx
+//! itself knows every module's rules (DESIGN §3.3). It must give the same answer on any machine,
+//! so the sandbox copy of a bundle is rewritten first (see `docs/validation-sandbox.md`):
+//!
+//! - host names nginx would resolve while reading the config (upstream `server`, literal hosts in
+//!   `*_pass`, `resolver`, `set_real_ip_from`, syslog targets…) become `127.0.0.1`, ports kept:
+//!   the validating machine's DNS is never consulted;
+//! - every `listen` address becomes a unix socket inside the sandbox: no port is bound;
+//! - every file nginx writes at `-t` time (pid, logs, temp and cache directories, including the
+//!   compiled-in defaults) is pointed inside the sandbox, and includes that leave the bundle point
+//!   at nothing;
+//! - TLS files the bundle names but does not carry get stand-ins and are reported (SB901).
+//!
+//! Tokens are rewritten in place by their byte spans with their newlines kept, so the lines nginx
+//! reports are the bundle's lines.
+
+mod address;
+mod edit;
+mod output;
+mod placeholder;
+mod process;
+mod rewrite;
+#[cfg(test)]
+mod tests_rewrite;
+
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::render::Bundle;
+use crate::validate::ast::Config;
+use crate::validate::diagnostic::{self, Diagnostic};
+
+pub use output::{RULE_ERROR, RULE_WARNING};
+
+/// Environment variable naming the nginx binary when none is given explicitly.
+pub const NGINX_ENV: &str = "SWITCHBACK_NGINX";
+
+/// Where Debian and most distributions install nginx, tried after `PATH`.
+const FALLBACK_PATH: &str = "/usr/sbin/nginx";
+
+/// Default bound on one `nginx -t` run; it has no reason to take more than a second or two once
+/// names are not resolved, so this only stops a wedged process from hanging a validation.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Unix socket paths longer than this do not fit `sun_path` (108 bytes with the terminator).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Why nginx could not be found, run, or given a sandbox. A bundle nginx rejects is not an error
+/// here: that comes back as diagnostics.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The binary could not be started.
+    #[error("cannot run nginx at {path}: {source}")]
+    Spawn {
+        /// The binary.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary ran but `-V` did not answer like nginx.
+    #[error("{path} does not look like nginx: `-V` gave {status}: {output}")]
+    NotNginx {
+        /// The binary.
+        path: PathBuf,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed.
+        output: String,
+    },
+    /// Preparing the sandbox directory failed.
+    #[error("cannot prepare the nginx sandbox at {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bundle path that cannot be written inside the sandbox (absolute, `..`, empty part).
+    #[error("bundle path {0:?} is not a plain relative path")]
+    BadPath(String),
+    /// The entry file is not in the bundle.
+    #[error("entry {0:?} is not a file of the bundle")]
+    NoEntry(String),
+    /// The parse tree does not describe this bundle, so it cannot guide the rewrite; running
+    /// nginx on the unrewritten files could resolve names and write outside the sandbox.
+    #[error("the parsed config does not match the bundle: {0}")]
+    ConfigMismatch(String),
+    /// A file of the bundle has a syntax error. nginx would stop there too, but the rewrite only
+    /// covers what the parser read, so nginx is not run on text nobody has looked at; the parser's
+    /// SB001 already rejects the bundle.
+    #[error("{0} has a syntax error (SB001); nginx -t is not run on it")]
+    Unparsed(String),
+    /// An include leads back to a file that is being included; nginx would recurse until it
+    /// crashes, and the parser's SB002 already rejects the bundle.
+    #[error("{0} includes itself through an include cycle (SB002); nginx -t is not run on it")]
+    IncludeCycle(String),
+    /// The sandbox could not be laid out safely.
+    #[error("cannot build the sandbox copy: {0}")]
+    Plan(String),
+    /// nginx did not finish in time and was killed.
+    #[error("nginx -t did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A usable nginx binary: its path, its version and what its build needs pinned in a sandbox.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    path: PathBuf,
+    version: String,
+    modules: PathBuf,
+    temp_paths: Vec<String>,
+    timeout: Duration,
+    report_external: bool,
+}
+
+impl Nginx {
+    /// Finds nginx: `explicit` (an error if it cannot be run), else `$SWITCHBACK_NGINX` (same),
+    /// else `nginx` on `PATH`, else `/usr/sbin/nginx`. `Ok(None)` when there is none, so callers
+    /// can decide whether running without the nginx gate is acceptable.
+    pub fn find(explicit: Option<&Path>) -> Result<Option<Nginx>, SandboxError> {
+        locate(
+            explicit,
+            std::env::var_os(NGINX_ENV),
+            std::env::var_os("PATH"),
+            Path::new(FALLBACK_PATH),
+        )
+    }
+
+    /// Uses the binary at `path`, asking it for its version and build options (`nginx -V`).
+    pub fn at(path: &Path) -> Result<Nginx, SandboxError> {
+        let out = Command::new(path)
+            .arg("-V")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| SandboxError::Spawn {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nginx version: "))
+            .map(str::to_string);
+        let (true, Some(version)) = (out.status.success(), version) else {
+            return Err(SandboxError::NotNginx {
+                path: path.to_path_buf(),
+                status: out.status,
+                output: text,
+            });
+        };
+        let build = process::BuildInfo::parse(&text);
+        Ok(Nginx {
+            path: path.to_path_buf(),
+            version,
+            modules: build.modules,
+            temp_paths: build.temp_paths,
+            timeout: DEFAULT_TIMEOUT,
+            report_external: true,
+        })
+    }
+
+    /// The binary, as found.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What `nginx -v` reports, e.g. `nginx/1.22.1`: recorded with every verdict, since another
+    /// nginx version can judge the same bundle differently.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Bounds each run (default 60 s); a run past it is killed and reported as an error.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether TLS files that the bundle names but does not carry are reported as SB901 warnings
+    /// (default: yes). They are checked with stand-ins either way; turn this off where such
+    /// files are provisioned on the proxies by design and the warnings are only noise.
+    pub fn report_external_files(mut self, report: bool) -> Self {
+        self.report_external = report;
+        self
+    }
+
+    /// Runs `nginx -t` on `bundle` with `entry` as the main file, in a fresh temporary prefix that
+    /// is removed afterwards. `config` is the bundle's parse tree (entry first); it says which
+    /// tokens to rewrite. Blocking: call it from `spawn_blocking` in async code.
+    ///
+    /// Returns nginx's errors as SB900 and warnings as SB901, at bundle paths and lines.
+    pub fn test(
+        &self,
+        bundle: &Bundle,
+        entry: &str,
+        config: &Config,
+    ) -> Result<Vec<Diagnostic>, SandboxError> {
+        let span = tracing::info_span!(
+            "nginx_test",
+            nginx = %self.path.display(),
+            version = %self.version,
+            entry,
+            digest = %bundle.digest().short(),
+        );
+        let _guard = span.enter();
+        let started = Instant::now();
+        check_inputs(bundle, entry, config)?;
+
+        let dir = tempfile::Builder::new()
+            .prefix("sb-nginx-")
+            .tempdir()
+            .map_err(|source| io_err(std::env::temp_dir(), source))?;
+        let root = dir.path();
+        let as_root = root
+            .metadata()
+            .map_err(|e| io_err(root.to_path_buf(), e))?
+            .uid()
+            == 0;
+        let layout = rewrite::Layout::new(root, self.modules.clone());
+        if layout.sockets.join("syslog").as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(SandboxError::Plan(format!(
+                "the temporary directory {} is too long for unix socket paths; set TMPDIR shorter",
+                root.display()
+            )));
+        }
+        let plan = rewrite::plan(
+            config,
+            &rewrite::Options {
+                layout: &layout,
+                entry,
+                files: bundle.files(),
+                as_root,
+                temp_paths: &self.temp_paths,
+            },
+        )
+        .map_err(|e| match e {
+            rewrite::PlanError::Cycle(path) => SandboxError::IncludeCycle(path),
+            rewrite::PlanError::Other(why) => SandboxError::Plan(why),
+        })?;
+        if !plan.refused.is_empty() {
+            tracing::warn!(
+                refused = plan.refused.len(),
+                "nginx -t not run: code-running modules"
+            );
+            return Ok(plan.refused.iter().map(refused_module).collect());
+        }
+        write_sandbox(bundle, &layout, &plan)?;
+
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("-t")
+            .arg("-q")
+            .arg("-p")
+            .arg(format!("{}/", layout.conf.display()))
+            .arg("-c")
+            .arg(entry)
+            .arg("-e")
+            .arg("stderr");
+        let mut globals = Vec::new();
+        if !plan.has_pid {
+            let pid = layout.defaults().join("nginx.pid");
+            globals.push(format!("pid {};", edit::token(&pid.display().to_string())));
+        }
+        if as_root && !plan.has_user {
+            // Else nginx looks up its compiled-in default user, which this machine may lack.
+            globals.push("user root;".to_string());
+        }
+        if !globals.is_empty() {
+            cmd.arg("-g").arg(globals.join(" "));
+        }
+        // No inherited `NGINX` variable (listening sockets of a binary upgrade), no proxy settings.
+        cmd.env_clear().current_dir(root);
+        let (status, stderr) = process::run(cmd, &self.path, self.timeout)?;
+
+        let mut replacements = vec![
+            (
+                format!("{}/_prefix/", layout.mirror.display()),
+                String::new(),
+            ),
+            (format!("{}/_conf/", layout.mirror.display()), String::new()),
+            (
+                format!("{}/", layout.defaults().display()),
+                "<nginx default>/".to_string(),
+            ),
+            (layout.mirror.display().to_string(), String::new()),
+            (format!("{}/", layout.conf.display()), String::new()),
+            (root.display().to_string(), "<sandbox>".to_string()),
+        ];
+        replacements.extend(plan.sockets.iter().cloned());
+        let mapper = output::Mapper::new(
+            format!("{}/", layout.conf.display()),
+            replacements,
+            &plan.rewrites,
+            config,
+            entry,
+        );
+        let mut out = mapper.diagnostics(&stderr);
+        if !status.success() && !out.iter().any(Diagnostic::is_error) {
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let said = if tail.is_empty() {
+                "and printed nothing".to_string()
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "without an error line: {}",
+                    mapper.replace_all(&tail.join(" / "))
+                )
+            };
+            out.push(Diagnostic::error(
+                RULE_ERROR,
+                entry,
+                0,
+                0,
+                format!("nginx -t failed ({status}) {said}"),
+            ));
+        }
+        if self.report_external {
+            out.extend(plan.external.iter().map(|e| {
+                Diagnostic::warning(
+                    RULE_WARNING,
+                    &e.file,
+                    e.line,
+                    e.col,
+                    format!(
+                        "`{}` names {:?}, which is not in the bundle: nginx -t checked the \
+                         config with a placeholder, the file itself is only checked on the proxy",
+                        e.directive, e.path
+                    ),
+                )
+            }));
+        }
+        diagnostic::sort(&mut out);
+        out.dedup();
+        let errors = out.iter().filter(|d| d.is_error()).count();
+        tracing::info!(
+            errors,
+            warnings = out.len() - errors,
+            exit = %status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "nginx -t finished"
+        );
+        Ok(out)
+    }
+}
+
+/// The finding for a `load_module` of a module that would run the bundle's code.
+fn refused_module(r: &rewrite::External) -> Diagnostic {
+    let message = format!(
+        "`load_module {}`: the sandbox does not load modules that run code while nginx reads \
+         the config (perl, lua), so nginx -t was not run",
+        r.path
+    );
+    Diagnostic::error(RULE_ERROR, &r.file, r.line, r.col, message)
+}
+
+/// [`Nginx::find`] with its inputs passed in, so every branch can be tested.
+fn locate(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    path_var: Option<OsString>,
+    fallback: &Path,
+) -> Result<Option<Nginx>, SandboxError> {
+    if let Some(path) = explicit {
+        return Nginx::at(path).map(Some);
+    }
+    if let Some(path) = env.filter(|v| !v.is_empty()) {
+        return Nginx::at(Path::new(&path)).map(Some);
+    }
+    let found = path_var
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("nginx"))
+        .chain(std::iter::once(fallback.to_path_buf()))
+        .find(|p| is_executable(p));
+    found.map(|p| Nginx::at(&p)).transpose()
+}
+
+fn is_executable(p: &Path) -> bool {
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn io_err(path: PathBuf, source: std::io::Error) -> SandboxError {
+    SandboxError::Io { path, source }
+}
+
+/// Refuses inputs the rewrite cannot vouch for (see [`SandboxError::ConfigMismatch`]).
+fn check_inputs(bundle: &Bundle, entry: &str, config: &Config) -> Result<(), SandboxError> {
+    if bundle.get(entry).is_none() {
+        return Err(SandboxError::NoEntry(entry.to_string()));
+    }
+    match config.files.first() {
+        Some(f) if f.path == entry => {}
+        Some(f) => {
+            return Err(SandboxError::ConfigMismatch(format!(
+                "its first file is {:?}, the entry is {entry:?}",
+                f.path
+            )));
+        }
+        None => {
+            return Err(SandboxError::ConfigMismatch(
+                "it has no files (was the bundle parsed?)".to_string(),
+            ));
+        }
+    }
+    if let Some(f) = config.files.iter().find(|f| !f.ok) {
+        return Err(SandboxError::Unparsed(f.path.clone()));
+    }
+    if let Some(f) = config.files.iter().find(|f| bundle.get(&f.path).is_none()) {
+        return Err(SandboxError::ConfigMismatch(format!(
+            "{:?} is parsed but not in the bundle",
+            f.path
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the rewritten bundle, the directories nginx expects and the stand-in files.
+fn write_sandbox(
+    bundle: &Bundle,
+    layout: &rewrite::Layout,
+    plan: &rewrite::Plan,
+) -> Result<(), SandboxError> {
+    let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| io_err(p.to_path_buf(), e));
+    let write =
+        |p: &Path, bytes: &[u8]| std::fs::write(p, bytes).map_err(|e| io_err(p.to_path_buf(), e));
+    mkdir(&layout.conf)?;
+    mkdir(&layout.sockets)?;
+    for (path, bytes) in bundle.files() {
+        let rel = Path::new(path);
+        if path.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(SandboxError::BadPath(path.clone()));
+        }
+        let dest = layout.conf.join(rel);
+        if let Some(parent) = dest.parent() {
+            mkdir(parent)?;
+        }
+        match plan.edits.get(path) {
+            Some(edits) => write(&dest, &edit::apply(bytes, edits))?,
+            None => write(&dest, bytes)?,
+        }
+    }
+    for d in &plan.dirs {
+        mkdir(d)?;
+    }
+    for (path, kind) in &plan.placeholders {
+        if let Some(parent) = path.parent() {
+            mkdir(parent)?;
+        }
+        let bytes: &[u8] = match kind {
+            rewrite::Placeholder::CertAndKey => placeholder::CERT_AND_KEY.as_bytes(),
+            rewrite::Placeholder::Crl => placeholder::CRL.as_bytes(),
+            rewrite::Placeholder::DhParams => placeholder::DH_PARAMS.as_bytes(),
+            rewrite::Placeholder::Password => placeholder::PASSWORD.as_bytes(),
+            rewrite::Placeholder::TicketKey => &placeholder::TICKET_KEY,
+        };
+        write(path, bytes)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_nginx_anywhere_is_none() {
+        let Ok(empty) = tempfile::tempdir() else {
+            panic!("no temp dir");
+        };
+        let found = locate(
+            None,
+            Some(OsString::new()),
+            Some(empty.path().as_os_str().to_owned()),
+            Path::new("/nonexistent/sbin/nginx"),
+        );
+        assert!(matches!(found, Ok(None)), "{found:?}");
+    }
+
+    #[test]
+    fn a_named_binary_that_is_missing_is_an_error_not_none() {
+        let found = locate(
+            None,
+            Some("/nonexistent/nginx".into()),
+            None,
+            Path::new("/nonexistent/sbin/nginx"),
+        );
+        assert!(
+            matches!(found, Err(SandboxError::Spawn { .. })),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_binary_is_an_error() {
+        let err = Nginx::find(Some(Path::new("/nonexistent/nginx"))).unwrap_err();
+        assert!(matches!(err, SandboxError::Spawn { .. }), "{err}");
+    }
+}

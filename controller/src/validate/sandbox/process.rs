@@ -1,0 +1,120 @@
+//! Talking to the nginx binary: what its build needs, and one bounded run of it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::SandboxError;
+
+/// What `nginx -V` says about the build that matters to the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// `--modules-path`, the only directory `load_module` may load from.
+    pub modules: PathBuf,
+    /// The `*_temp_path` directives the build has (their defaults are created at `-t`).
+    pub temp_paths: Vec<String>,
+}
+
+impl BuildInfo {
+    /// Reads the `configure arguments:` line of `nginx -V`.
+    pub fn parse(v_output: &str) -> BuildInfo {
+        let args: Vec<&str> = v_output
+            .lines()
+            .find_map(|l| l.strip_prefix("configure arguments:"))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let value = |key: &str| args.iter().find_map(|a| a.strip_prefix(key));
+        let prefix = value("--prefix=").unwrap_or("/usr/local/nginx");
+        let modules = value("--modules-path=")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(prefix).join("modules"));
+        let without = |m: &str| args.contains(&format!("--without-{m}").as_str());
+        let mut temp_paths = Vec::new();
+        if !without("http") {
+            temp_paths.push("client_body_temp_path".to_string());
+            for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+                if !without(&format!("http_{m}_module")) {
+                    temp_paths.push(format!("{m}_temp_path"));
+                }
+            }
+        }
+        BuildInfo {
+            modules,
+            temp_paths,
+        }
+    }
+}
+
+/// Runs the command, collecting stderr, and kills it after `timeout`. A watchdog thread owns the
+/// child and waits on a channel, so no polling and no sleeping is involved.
+pub fn run(
+    mut cmd: Command,
+    path: &Path,
+    timeout: Duration,
+) -> Result<(ExitStatus, String), SandboxError> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SandboxError::Spawn {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let stderr = child.stderr.take();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = matches!(
+            done_rx.recv_timeout(timeout),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        if timed_out {
+            let _ = child.kill();
+        }
+        (child.wait(), timed_out)
+    });
+    let mut text = Vec::new();
+    if let Some(mut s) = stderr {
+        // Ends when nginx exits or is killed; a read error leaves what was read.
+        let _ = s.read_to_end(&mut text);
+    }
+    let _ = done_tx.send(());
+    let (status, timed_out) = watchdog
+        .join()
+        .map_err(|_| SandboxError::Plan("the nginx watchdog thread panicked".to_string()))?;
+    if timed_out {
+        return Err(SandboxError::Timeout(timeout));
+    }
+    let status = status.map_err(|source| SandboxError::Spawn {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_reads_debian_options() {
+        let v = "nginx version: nginx/1.22.1\nconfigure arguments: --prefix=/usr/share/nginx \
+                 --modules-path=/usr/lib/nginx/modules --without-http_uwsgi_module\n";
+        let b = BuildInfo::parse(v);
+        assert_eq!(b.modules, PathBuf::from("/usr/lib/nginx/modules"));
+        assert_eq!(
+            b.temp_paths,
+            [
+                "client_body_temp_path",
+                "proxy_temp_path",
+                "fastcgi_temp_path",
+                "scgi_temp_path"
+            ]
+        );
+        let plain = BuildInfo::parse("nginx version: nginx/1.25.0\nconfigure arguments:\n");
+        assert_eq!(plain.modules, PathBuf::from("/usr/local/nginx/modules"));
+    }
+}
