@@ -138,3 +138,56 @@ fn rules_lists_every_rule_and_prints_a_page() {
     assert!(stdout(&page).starts_with("# SB103 bad-upstream-server"));
     assert_eq!(switchback(&["rules", "SB999"]).status.code(), Some(2));
 }
+
+/// Tests that need the real nginx fail without it (`make test` installs nginx-light), unless
+/// `SWITCHBACK_SKIP_NGINX=1` says to skip them, loudly.
+fn nginx_available() -> bool {
+    let present = switchback(&["version", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&present.stdout).expect("json");
+    if !v["nginx"].is_null() {
+        return true;
+    }
+    if std::env::var("SWITCHBACK_SKIP_NGINX").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: no nginx binary and SWITCHBACK_SKIP_NGINX=1");
+        return false;
+    }
+    panic!("no nginx binary: run `make tools` (or set SWITCHBACK_SKIP_NGINX=1 to skip)");
+}
+
+#[test]
+fn the_basic_example_passes_the_real_nginx_t() {
+    if !nginx_available() {
+        return;
+    }
+    let out = switchback(&["validate", "--require-nginx", "examples/basic"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("nginx -t passed"), "{}", stdout(&out));
+}
+
+#[test]
+fn what_only_nginx_knows_is_reported_as_sb900_at_the_bundle_line() {
+    if !nginx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        "events {}\nhttp {\n    include conf.d/*.conf;\n}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("conf.d/site.conf"),
+        "upstream app { server 127.0.0.1:9001; }\nserver {\n    listen 8080;\n    location ~ ^/v1/ {\n        proxy_pass http://app/v2/;\n    }\n}\n",
+    )
+    .expect("write");
+    let path = dir.path().to_str().expect("utf8");
+    let out = switchback(&["validate", "--require-nginx", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{path}/conf.d/site.conf:5:9: error[SB900]:")),
+        "{text}"
+    );
+    assert!(text.contains("URI part"), "{text}");
+}
