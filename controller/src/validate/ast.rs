@@ -43,6 +43,11 @@ pub struct Directive {
     pub block: Option<Vec<Directive>>,
     /// For `include`: indexes into [`Config::files`] of the files it pulled in, in nginx's order.
     pub includes: Vec<usize>,
+    /// Comments written between the name and the `;` or `{` (the text after `#`, as crossplane
+    /// spells it). nginx ignores them; they are kept only because crossplane 0.5.8 prints them as
+    /// `#` entries after the directive even without `--include-comments`, and the crossplane JSON
+    /// must match it.
+    pub comments: Vec<String>,
 }
 
 impl Directive {

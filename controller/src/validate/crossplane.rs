@@ -5,6 +5,9 @@
 //! The shape, keys in crossplane's order:
 //! `{"status", "errors": [{"file", "error", "line"}], "config": [{"file", "status", "errors":
 //! [{"error", "line"}], "parsed": [{"directive", "line", "args", "includes"?, "block"?}]}]}`.
+//! Like crossplane 0.5.8 without `--include-comments`, a comment written inside a directive (between
+//! its name and its `;` or `{`) still comes out, as `{"directive": "#", "line", "args": [],
+//! "comment"}` right after that directive, on the directive's line.
 //!
 //! What is reported as a crossplane error, and how:
 //! - `SB001` (syntax): `"<message> in <file>:<line>"`, nginx's message as crossplane words it; the
@@ -105,7 +108,16 @@ pub fn to_crossplane(config: &Config, diagnostics: &[Diagnostic], base: &str) ->
 }
 
 fn directives(dirs: &[Directive]) -> Vec<Value> {
-    dirs.iter().map(directive).collect()
+    let mut out = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        out.push(directive(d));
+        // crossplane 0.5.8 prints comments met inside a directive's arguments after it, on the
+        // directive's line, whatever `--include-comments` says.
+        for c in &d.comments {
+            out.push(json!({"directive": "#", "line": d.span.line, "args": [], "comment": c}));
+        }
+    }
+    out
 }
 
 fn directive(d: &Directive) -> Value {

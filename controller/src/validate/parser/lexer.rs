@@ -2,14 +2,24 @@
 //! bytes, with argument values spelled the way crossplane 0.5.8 reports them.
 //!
 //! Where the two disagree on *structure* this follows nginx, because nginx is what finally loads
-//! the bundle:
-//! - only space, tab, CR and LF separate words (crossplane uses Python's `isspace`);
+//! the bundle (the corpus compared with crossplane avoids these cases):
+//! - only space, tab, CR and LF separate words (crossplane uses Python's `isspace`), and only LF
+//!   ends a line (crossplane reads with universal newlines, so a lone CR ends one too);
 //! - a `}` or `#` inside an unquoted word is part of the word (crossplane splits at `}`);
-//! - a closing quote must be followed by a space, `;`, `{` or `)` (crossplane starts a new word).
+//! - `{` right after `$` stays in the word and the word still ends at a space, `;` or `{`
+//!   (crossplane reads `${...` up to the `}` or a space);
+//! - a closing quote must be followed by a space, `;`, `{` or `)` (crossplane starts a new word);
+//! - `;` or `{` with no directive, a `}` in the middle of a directive, and the end of the file in
+//!   a directive or a quoted string are errors with a position (crossplane takes `;` as a name,
+//!   ends the directive at the `}`, drops an unterminated string, or reports an empty message
+//!   with no line);
+//! - every `*_by_lua_block` is Lua, even when `{` follows without a space or after a comment, as
+//!   in OpenResty (crossplane knows a fixed list and wants whitespace and then `{`).
 //!
 //! Where they agree on structure, values follow crossplane (the parse tree is compared with it):
 //! escapes are kept verbatim (`\n` stays two characters) except that inside a quoted string an
-//! escaped quote of the same kind loses its backslash.
+//! escaped quote of the same kind loses its backslash. Comments inside a directive are kept with
+//! it, because crossplane 0.5.8 prints those even when asked not to print comments.
 
 use super::{Pos, SyntaxError};
 use crate::validate::ast::Span;
@@ -25,6 +35,8 @@ pub(super) enum Tok {
     Open(Span),
     /// `}`
     Close(Span),
+    /// A `#` comment ended by a newline, with its text as crossplane reports it.
+    Comment(String),
     /// The end of the input.
     Eof(Pos),
 }
@@ -45,6 +57,24 @@ pub(super) type LexResult<T> = Result<T, (SyntaxError, Pos)>;
 
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A comment's text as crossplane reports it: crossplane reads the file with universal newlines
+/// (so a CR before the LF is gone) and pairs a backslash with the next character, so a backslash
+/// right before the newline ends the comment and is not part of it.
+fn crossplane_comment(text: &[u8]) -> String {
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let mut end = 0;
+    while end < text.len() {
+        if text[end] == b'\\' {
+            if end + 1 == text.len() {
+                break;
+            }
+            end += 1;
+        }
+        end += 1;
+    }
+    String::from_utf8_lossy(&text[..end.min(text.len())]).into_owned()
 }
 
 /// Reads tokens from one file's bytes.
@@ -122,7 +152,7 @@ impl<'a> Lexer<'a> {
         span
     }
 
-    /// The next token, skipping whitespace and comments.
+    /// The next token, skipping whitespace and comments that crossplane would not report.
     pub(super) fn next_token(&mut self) -> LexResult<Tok> {
         loop {
             while self.peek().is_some_and(is_space) {
@@ -137,11 +167,14 @@ impl<'a> Lexer<'a> {
                     while self.peek().is_some_and(|c| c != b'\n') {
                         self.bump();
                     }
-                    if self.peek().is_some() {
-                        self.bump();
-                        self.after_last = self.pos();
+                    if self.peek().is_none() {
+                        // crossplane drops a comment that the end of the file cuts off.
+                        continue;
                     }
-                    continue;
+                    self.bump();
+                    self.after_last = self.pos();
+                    let text = &self.src[start.offset + 1..self.at - 1];
+                    Tok::Comment(crossplane_comment(text))
                 }
                 b';' => Tok::Semi(self.single(start)),
                 b'{' => Tok::Open(self.single(start)),

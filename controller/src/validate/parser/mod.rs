@@ -11,6 +11,11 @@
 //!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever), or a
 //!   missing entry file (an error at line 0 of the entry's path);
 //! - `SB003` an `include` path that is absolute or climbs out of the bundle.
+//!
+//! Includes differ from crossplane's on purpose in three ways: paths are normalized (crossplane
+//! keys files by the joined string, so `./a.conf` and `a.conf` are two files to it), a path that
+//! leaves the bundle is reported instead of read from the machine's disk, and a glob only matches
+//! files of the bundle (crossplane also lists directories, then fails to read them).
 
 mod include;
 mod lexer;
@@ -37,15 +42,13 @@ pub const MAX_DEPTH: usize = 100;
 /// mirror crossplane (which silently parses each file once) can tell it apart.
 pub const INCLUDE_CYCLE: &str = "include cycle";
 
-/// A position in a file: 1-based line and column (in characters) and the byte offset.
+/// A position in a file: 1-based line and column (in characters) and the byte offset; where a
+/// syntax error is reported and where tokens start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pos {
-    /// 1-based line.
-    pub line: u32,
-    /// 1-based column in characters.
-    pub col: u32,
-    /// Byte offset.
-    pub offset: usize,
+struct Pos {
+    line: u32,
+    col: u32,
+    offset: usize,
 }
 
 /// Why a file is not valid nginx syntax. Messages are nginx's own where nginx has one, so a person

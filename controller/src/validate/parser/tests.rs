@@ -125,6 +125,13 @@ fn comments_are_skipped() {
 }
 
 #[test]
+fn comments_inside_a_directive_are_kept_for_crossplane() {
+    let dirs = ok("a b # one\r\n c # two\\\n { x; # not inside\n}\n# top\n");
+    assert_eq!(dirs[0].comments, vec![" one", " two"]);
+    assert_eq!(dirs[0].children()[0].comments, Vec::<String>::new());
+}
+
+#[test]
 fn if_conditions_lose_their_parentheses() {
     assert_eq!(
         tree("if ($a = b) { return 404; }"),

@@ -210,6 +210,7 @@ fn render_gen(dirs: &[Gen]) -> String {
                 .collect(),
             block: g.block.as_ref().map(|b| b.iter().map(to_dir).collect()),
             includes: Vec::new(),
+            comments: Vec::new(),
         }
     }
     render(&dirs.iter().map(to_dir).collect::<Vec<_>>())

@@ -38,6 +38,7 @@ fn read(lexer: &mut Lexer<'_>, top: &mut Vec<Directive>, stack: &mut Vec<Frame>)
     loop {
         match lexer.next_token()? {
             Tok::Word(name) => directive(lexer, name, top, stack)?,
+            Tok::Comment(_) => {}
             Tok::Semi(span) => return Err(unexpected(";", span)),
             Tok::Open(span) => return Err(unexpected("{", span)),
             Tok::Close(span) => {
@@ -77,6 +78,7 @@ fn directive(
         args: Vec::new(),
         block: None,
         includes: Vec::new(),
+        comments: Vec::new(),
     };
     loop {
         match lexer.next_token()? {
@@ -85,6 +87,7 @@ fn directive(
                 quote: w.quote,
                 span: w.span,
             }),
+            Tok::Comment(text) => dir.comments.push(text),
             Tok::Semi(_) if is_lua_block(&dir.name) => {
                 return Err((SyntaxError::NoOpeningBrace(dir.name), start(dir.span)));
             }
