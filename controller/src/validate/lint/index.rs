@@ -99,7 +99,14 @@ pub struct Item<'a> {
 /// Every directive of a bundle in document order, includes inlined.
 pub struct Index<'a> {
     items: Vec<Item<'a>>,
+    /// The include that pushed the expansion past [`MAX_ITEMS`], when one did.
+    overflow: Option<(&'a str, &'a Directive)>,
 }
+
+/// Most directives the inlined view may hold. A file included twice is inlined twice, as nginx
+/// does, so a chain of files each including the next twice grows exponentially; past this the
+/// bundle is refused instead of linted for minutes.
+pub const MAX_ITEMS: usize = 200_000;
 
 /// Include nesting deeper than this is not followed (the parser already refuses cycles; this only
 /// bounds the work on hostile input).
@@ -108,7 +115,10 @@ const MAX_INCLUDE_DEPTH: usize = 32;
 impl<'a> Index<'a> {
     /// Builds the index from the entry file (`config.files[0]`).
     pub fn new(config: &'a Config) -> Self {
-        let mut index = Index { items: Vec::new() };
+        let mut index = Index {
+            items: Vec::new(),
+            overflow: None,
+        };
         if let Some(entry) = config.files.first() {
             index.add(config, &entry.path, &entry.directives, Ctx::Main, None, 0);
         }
@@ -132,6 +142,10 @@ impl<'a> Index<'a> {
                 ctx,
                 parent,
             });
+            if self.items.len() >= MAX_ITEMS {
+                self.overflow.get_or_insert((file, dir));
+                return;
+            }
             if dir.name == "include" && depth < MAX_INCLUDE_DEPTH {
                 for &i in &dir.includes {
                     if let Some(f) = config.files.get(i) {
@@ -148,6 +162,11 @@ impl<'a> Index<'a> {
                 self.add(config, file, block, inner, Some(me), depth);
             }
         }
+    }
+
+    /// Where the expansion stopped at [`MAX_ITEMS`]: the file and directive, so it can be reported.
+    pub fn overflow(&self) -> Option<(&'a str, &'a Directive)> {
+        self.overflow
     }
 
     /// All items in document order.

@@ -19,6 +19,19 @@ pub use rules::{RULES, RuleInfo};
 pub fn lint(config: &Config) -> Vec<Diagnostic> {
     let index = index::Index::new(config);
     let mut out = Vec::new();
+    if let Some((file, dir)) = index.overflow() {
+        out.push(Diagnostic::error(
+            "SB002",
+            file,
+            dir.span.line,
+            dir.span.col,
+            format!(
+                "includes expand to more than {} directives (is a file included over and over?); not linted",
+                index::MAX_ITEMS
+            ),
+        ));
+        return out;
+    }
     upstreams::check(&index, &mut out);
     servers::check(&index, &mut out);
     placement::check(&index, &mut out);

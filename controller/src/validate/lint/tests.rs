@@ -193,3 +193,27 @@ fn map_and_types_bodies_are_not_linted_as_directives() {
     );
     assert_eq!(d, vec![]);
 }
+
+#[test]
+fn includes_that_double_at_every_level_are_refused_quickly() {
+    let mut files = vec![(
+        "nginx.conf".to_string(),
+        "events {}\nhttp { include f0.conf; }\n".to_string(),
+    )];
+    for i in 0..30 {
+        let next = format!("f{}.conf", i + 1);
+        files.push((
+            format!("f{i}.conf"),
+            format!("include {next};\ninclude {next};\n"),
+        ));
+    }
+    files.push(("f30.conf".to_string(), "server_tokens off;\n".to_string()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let d = lint_files(&refs);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].rule, "SB002");
+    assert!(d[0].message.contains("more than"), "{}", d[0]);
+}
