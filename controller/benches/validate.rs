@@ -84,10 +84,12 @@ fn render_parse_and_lint(bencher: divan::Bencher) {
 }
 
 #[divan::bench(sample_count = 10, sample_size = 1)]
-fn nginx_t(bencher: divan::Bencher) {
+fn parse_lint_and_nginx_t(bencher: divan::Bencher) {
     let bundle = bundle();
     let Some(nginx) = Nginx::find(None).ok().flatten() else {
-        eprintln!("nginx_t: no nginx binary found; skipped (make tools installs nginx-light)");
+        eprintln!(
+            "parse_lint_and_nginx_t: no nginx binary found; skipped (make tools installs nginx-light)"
+        );
         return;
     };
     bencher.bench(|| validate::validate(&bundle, "nginx.conf", Some(&nginx)));
