@@ -246,3 +246,33 @@ fn the_parser_agrees_with_crossplane_on_the_corpus() -> Result<()> {
     );
     Ok(())
 }
+
+/// The command a user runs prints what the comparison above checked, for a file and for its
+/// directory alike.
+#[test]
+fn switchback_parse_prints_the_compared_json() -> Result<()> {
+    let corpus = workspace_root().join("tests/corpus");
+    for case in ["reverse-proxy", "multi-file", "err-extra-brace"] {
+        let dir = corpus.join(case);
+        let files = read_bundle(&dir)?;
+        let (config, diags) = parse_bundle(&files, "nginx.conf");
+        let expected = to_crossplane(&config, &diags, &dir.to_string_lossy());
+        for arg in [dir.join("nginx.conf"), dir.clone()] {
+            let out = std::process::Command::new(switchback_tests::bin::switchback_bin())
+                .args(["parse", "--format", "json"])
+                .arg(&arg)
+                .output()?;
+            let printed: Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("parse {}: not JSON", arg.display()))?;
+            ensure!(printed == expected, "{}: {printed:#}", arg.display());
+            let want_code = if case.starts_with("err-") { 1 } else { 0 };
+            ensure!(
+                out.status.code() == Some(want_code),
+                "{}: {:?}",
+                arg.display(),
+                out.status
+            );
+        }
+    }
+    Ok(())
+}
