@@ -108,6 +108,13 @@ mod tests {
         assert_eq!(w.push(&c, 10_000, 0), None);
         // A late failure is not diluted by the 10,000 good requests before it.
         assert_eq!(w.push(&c, 30, 30), Some((30, 30)));
-        assert!(Ceiling { max_bad_share: 1.0, ..c }.validate().is_err());
+        assert!(
+            Ceiling {
+                max_bad_share: 1.0,
+                ..c
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -192,7 +192,10 @@ mod tests {
         let c = sample();
         assert_eq!(c.total(), 98);
         assert_eq!(c.latency.total(), 98);
-        assert_eq!((c.status_5xx, c.status_502, c.status_503, c.status_504), (5, 2, 1, 1));
+        assert_eq!(
+            (c.status_5xx, c.status_502, c.status_503, c.status_504),
+            (5, 2, 1, 1)
+        );
         assert_eq!((c.status_1xx, c.status_3xx, c.status_4xx), (1, 1, 1));
     }
 
@@ -221,7 +224,11 @@ mod tests {
         assert_eq!(b.delta_since(&a), a);
         let restarted = Counters::default();
         assert_eq!(restarted.delta_since(&a), Counters::default());
-        assert_eq!(a.delta_since(&b), a, "went down: a restart, all of `a` is new");
+        assert_eq!(
+            a.delta_since(&b),
+            a,
+            "went down: a restart, all of `a` is new"
+        );
     }
 
     #[test]

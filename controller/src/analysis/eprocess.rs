@@ -99,11 +99,8 @@ impl RateComparison {
     /// is more than `margin` above the upper bound of the baseline's, each bound at `alpha / 2`.
     /// If the true difference is at most `margin`, this is ever true with probability ≤ `alpha`.
     pub(crate) fn worse_by_absolute_margin(&self, margin: f64, alpha: f64) -> bool {
-        let baseline_upper = super::math::rate_upper(
-            self.baseline_events,
-            self.baseline_total,
-            alpha / 2.0,
-        );
+        let baseline_upper =
+            super::math::rate_upper(self.baseline_events, self.baseline_total, alpha / 2.0);
         let floor = baseline_upper + margin;
         floor < 1.0
             && rate_excludes(

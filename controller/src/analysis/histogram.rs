@@ -185,8 +185,8 @@ mod tests {
         assert_eq!(LatencyHistogram::bucket_of(1e9), BUCKETS - 1);
         assert_eq!(LatencyHistogram::bucket_of(f64::NAN), 0);
         for i in 1..BUCKETS - 1 {
-            let mid = (LatencyHistogram::lower_bound_ms(i) * LatencyHistogram::upper_bound_ms(i))
-                .sqrt();
+            let mid =
+                (LatencyHistogram::lower_bound_ms(i) * LatencyHistogram::upper_bound_ms(i)).sqrt();
             assert_eq!(LatencyHistogram::bucket_of(mid), i, "bucket {i}");
         }
     }
@@ -234,7 +234,10 @@ mod tests {
         h.record_ms(400.0);
         h.record_ms(520.0);
         h.record_ms(5000.0);
-        assert_eq!(LatencyHistogram::lower_bound_ms(LatencyHistogram::boundary_index(500.0)), 512.0);
+        assert_eq!(
+            LatencyHistogram::lower_bound_ms(LatencyHistogram::boundary_index(500.0)),
+            512.0
+        );
         assert_eq!(h.count_at_or_above(500.0), 2);
     }
 }

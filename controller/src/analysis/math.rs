@@ -188,7 +188,14 @@ mod tests {
     #[test]
     fn bounds_sit_where_the_bayes_factor_crosses() {
         let limit = (1.0f64 / 0.001).ln();
-        for (k, n) in [(1, 10), (3, 1000), (500, 1000), (999, 1000), (40, 4000), (7, 9)] {
+        for (k, n) in [
+            (1, 10),
+            (3, 1000),
+            (500, 1000),
+            (999, 1000),
+            (40, 4000),
+            (7, 9),
+        ] {
             let (lo, hi) = rate_bounds(k, n, 0.001);
             for q in [lo, hi] {
                 if q > 0.0 && q < 1.0 {

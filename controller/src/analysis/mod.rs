@@ -28,6 +28,8 @@ pub mod verdict;
 mod proptests;
 #[cfg(test)]
 mod purity_test;
+#[cfg(test)]
+mod tests;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -80,7 +80,12 @@ impl SequentialConfig {
     /// Checks every setting against the range the maths allows.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let unit = "a probability strictly between 0 and 1";
-        ConfigError::check(self.alpha > 0.0 && self.alpha < 1.0, "alpha", self.alpha, unit)?;
+        ConfigError::check(
+            self.alpha > 0.0 && self.alpha < 1.0,
+            "alpha",
+            self.alpha,
+            unit,
+        )?;
         ConfigError::check(
             self.healthy_alpha > 0.0 && self.healthy_alpha < 1.0,
             "healthy_alpha",
@@ -175,31 +180,16 @@ impl Sequential {
         self.errors.test.log_e_value()
     }
 
-    /// Takes one window's counts; returns the failing evidence if this window decided.
+    /// Takes one window's counts; returns the failing evidence if this window decided. When the
+    /// test and the ceiling decide on the same window the test's evidence is reported: it says
+    /// more (the baseline's rate, the e-value).
     fn step(&mut self, canary: &Counters, baseline: &Counters, elapsed: f64) -> Option<Evidence> {
         let (nc, nb) = (canary.total(), baseline.total());
         let (bc, bb) = (canary.bad(&self.config.bad), baseline.bad(&self.config.bad));
-        if let Some(ceiling) = &self.config.ceiling {
-            if let Some((bad, total)) = self.ceiling.push(ceiling, nc, bc) {
-                let share = ratio(bad, total);
-                return Some(Evidence {
-                    method: "ceiling".into(),
-                    summary: format!(
-                        "canary bad share {:.1}% ({bad}/{total} recent requests) is over the \
-                         ceiling of {:.1}%",
-                        share * 100.0,
-                        ceiling.max_bad_share * 100.0
-                    ),
-                    canary_bad: bad,
-                    canary_total: total,
-                    signal: "errors".into(),
-                    statistic: share,
-                    bound: ceiling.max_bad_share,
-                    elapsed_secs: elapsed,
-                    ..Evidence::default()
-                });
-            }
-        }
+        let ceiling = self
+            .config
+            .ceiling
+            .and_then(|c| self.ceiling.push(&c, nc, bc).map(|hit| (c, hit)));
         self.errors.test.update(bc, nc, bb, nb);
         if let (Some(l), Some(sig)) = (&self.config.latency, &mut self.latency) {
             sig.test
@@ -209,11 +199,32 @@ impl Sequential {
         let alpha = self.alpha_each;
         for sig in std::iter::once(&self.errors).chain(self.latency.as_ref()) {
             let log_e = sig.test.log_e_value();
-            if log_e >= limit && sig.test.worse_by_absolute_margin(sig.absolute_margin, alpha) {
+            if log_e >= limit
+                && sig
+                    .test
+                    .worse_by_absolute_margin(sig.absolute_margin, alpha)
+            {
                 return Some(self.failing(sig, log_e, elapsed));
             }
         }
-        None
+        let (ceiling, (bad, total)) = ceiling?;
+        let share = ratio(bad, total);
+        Some(Evidence {
+            method: "ceiling".into(),
+            summary: format!(
+                "canary bad share {:.1}% ({bad}/{total} recent requests) is over the ceiling of \
+                 {:.1}%",
+                share * 100.0,
+                ceiling.max_bad_share * 100.0
+            ),
+            canary_bad: bad,
+            canary_total: total,
+            signal: "errors".into(),
+            statistic: share,
+            bound: ceiling.max_bad_share,
+            elapsed_secs: elapsed,
+            ..Evidence::default()
+        })
     }
 
     fn failing(&self, sig: &Signal, log_e: f64, elapsed: f64) -> Evidence {

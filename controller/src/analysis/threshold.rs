@@ -89,7 +89,12 @@ impl ThresholdConfig {
             self.interval_secs,
             "at least 1 second (Flagger itself raises anything under 10 s to 10 s)",
         )?;
-        ConfigError::check(self.threshold >= 1, "threshold", self.threshold, "at least 1")?;
+        ConfigError::check(
+            self.threshold >= 1,
+            "threshold",
+            self.threshold,
+            "at least 1",
+        )?;
         ConfigError::check(
             (0.0..100.0).contains(&self.max_error_rate_percent),
             "max_error_rate_percent",
@@ -103,7 +108,12 @@ impl ThresholdConfig {
             "at least 1 second",
         )?;
         if let Some(p) = self.max_p99_ms {
-            ConfigError::check(p > 0.0, "max_p99_ms", p, "a positive number of milliseconds")?;
+            ConfigError::check(
+                p > 0.0,
+                "max_p99_ms",
+                p,
+                "a positive number of milliseconds",
+            )?;
         }
         if let Some(c) = &self.ceiling {
             c.validate()?;
@@ -153,7 +163,8 @@ impl Threshold {
 
     /// One check over the metric window ending at `sample`: `Ok(summary)` or `Err(why)`.
     fn check(&self, sample: &Sample) -> (Result<String, String>, Counters, Counters) {
-        let window_start = sample.at - SignedDuration::from_secs(secs(self.config.metric_window_secs));
+        let window_start =
+            sample.at - SignedDuration::from_secs(secs(self.config.metric_window_secs));
         // The latest sample at or before the window start; the first sample if none is that old.
         let from = self
             .history
@@ -215,7 +226,10 @@ impl Analysis for Threshold {
         let next = *self.next_check.get_or_insert(start + interval);
         if let (Some(ceiling), Some(prev)) = (&self.config.ceiling, &self.previous) {
             let d = sample.canary.delta_since(&prev.canary);
-            if let Some((bad, total)) = self.ceiling.push(ceiling, d.total(), d.bad(&self.config.bad)) {
+            if let Some((bad, total)) =
+                self.ceiling
+                    .push(ceiling, d.total(), d.bad(&self.config.bad))
+            {
                 let ev = Evidence {
                     method: "ceiling".into(),
                     summary: format!(
@@ -245,7 +259,7 @@ impl Analysis for Threshold {
         if sample.at >= next {
             let mut n = next;
             while n <= sample.at {
-                n = n + interval;
+                n += interval;
             }
             self.next_check = Some(n);
             self.checks += 1;
@@ -267,7 +281,12 @@ impl Analysis for Threshold {
                     canary_total: canary.total(),
                     baseline_bad: baseline.bad(&self.config.bad),
                     baseline_total: baseline.total(),
-                    signal: if why.contains("p99") { "latency" } else { "errors" }.into(),
+                    signal: if why.contains("p99") {
+                        "latency"
+                    } else {
+                        "errors"
+                    }
+                    .into(),
                     statistic: f64::from(self.failed_checks),
                     bound: f64::from(self.config.threshold),
                     elapsed_secs: elapsed,
@@ -279,10 +298,7 @@ impl Analysis for Threshold {
         }
         match &self.last {
             None => Verdict::Inconclusive {
-                reason: format!(
-                    "first check at {} s",
-                    self.config.interval_secs
-                ),
+                reason: format!("first check at {} s", self.config.interval_secs),
             },
             Some(Ok(_)) => Verdict::Healthy,
             Some(Err(why)) => Verdict::Inconclusive {

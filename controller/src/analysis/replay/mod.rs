@@ -8,8 +8,8 @@
 //! requests), every pod at the same request rate, counters sampled every second for at most
 //! [`HORIZON_S`] seconds. Figures for failing traces are medians over the seeded runs.
 
-mod rng;
-mod traces;
+pub(crate) mod rng;
+pub(crate) mod traces;
 
 use std::fmt::Write as _;
 
@@ -17,9 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use self::rng::{Rng, derive_seed};
 use self::traces::{Fault, Group, Tables, Trace, Traffic, traffic_factor};
-use super::{
-    Analysis, Sample, Sequential, SequentialConfig, Threshold, ThresholdConfig, Verdict,
-};
+use super::{Analysis, Sample, Sequential, SequentialConfig, Threshold, ThresholdConfig, Verdict};
 
 /// Simulated seconds per run: ten minutes, long enough for Flagger's `interval: 1m` with
 /// `threshold: 10` to decide, and a typical bake.
@@ -47,7 +45,12 @@ fn traces(healthy_runs: usize, failing_runs: usize) -> Vec<Trace> {
     };
     vec![
         t("hard-502", Fault::Gateway502(1.0), steady, failing_runs),
-        t("seed-85%-502", Fault::Gateway502(0.85), steady, failing_runs),
+        t(
+            "seed-85%-502",
+            Fault::Gateway502(0.85),
+            steady,
+            failing_runs,
+        ),
         t("partial-10%", Fault::Gateway502(0.10), steady, failing_runs),
         t("partial-2%", Fault::Gateway502(0.02), steady, failing_runs),
         t(
@@ -59,7 +62,12 @@ fn traces(healthy_runs: usize, failing_runs: usize) -> Vec<Trace> {
             steady,
             failing_runs,
         ),
-        t("bursty-85%-502", Fault::Gateway502(0.85), bursty, failing_runs),
+        t(
+            "bursty-85%-502",
+            Fault::Gateway502(0.85),
+            bursty,
+            failing_runs,
+        ),
         t("healthy-1%-5xx", Fault::None, steady, healthy_runs),
         t("healthy-bursty", Fault::None, bursty, healthy_runs / 5),
     ]
@@ -199,7 +207,11 @@ pub(crate) fn rows(seed: u64, healthy_runs: usize, failing_runs: usize) -> Vec<R
                 }
             }
             for (m, outcomes) in per_method.into_iter().enumerate() {
-                let hits: Vec<Outcome> = outcomes.iter().copied().filter(|o| o.detected_at.is_some()).collect();
+                let hits: Vec<Outcome> = outcomes
+                    .iter()
+                    .copied()
+                    .filter(|o| o.detected_at.is_some())
+                    .collect();
                 out.push(Row {
                     trace: trace.name,
                     healthy: trace.healthy(),
@@ -256,7 +268,8 @@ pub(crate) fn render(rows: &[Row], seed: u64) -> String {
             (dash(), dash())
         } else {
             (
-                r.median_time.map_or_else(|| format!(">{HORIZON_S}"), |t| t.to_string()),
+                r.median_time
+                    .map_or_else(|| format!(">{HORIZON_S}"), |t| t.to_string()),
                 r.median_harmed.map_or_else(dash, |h| h.to_string()),
             )
         };
@@ -303,7 +316,11 @@ fn goals(rows: &[Row]) -> String {
                 _ => 0.0,
             };
             all &= ratio >= 20.0;
-            parts.push(format!("{rate} rps: {} vs {} = {ratio:.0}x", fmt_opt(seq), fmt_opt(thr)));
+            parts.push(format!(
+                "{rate} rps: {} vs {} = {ratio:.0}x",
+                fmt_opt(seq),
+                fmt_opt(thr)
+            ));
         }
         let _ = writeln!(
             s,
@@ -348,7 +365,8 @@ mod tests {
         assert_eq!(hard.detected, 2);
         assert!(hard.median_time.is_some_and(|t| t <= 2));
         // Flagger's defaults decide at the first check, a minute in.
-        let flagger = find(&a, "hard-502", 100.0, "threshold 60s x1 (Flagger defaults)").expect("row");
+        let flagger =
+            find(&a, "hard-502", 100.0, "threshold 60s x1 (Flagger defaults)").expect("row");
         assert_eq!(flagger.median_time, Some(60));
     }
 }
