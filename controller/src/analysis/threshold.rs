@@ -54,8 +54,8 @@ impl Default for ThresholdConfig {
 
 impl ThresholdConfig {
     /// Flagger with everything left at its defaults: interval 60 s, threshold 1, 1-minute
-    /// metric window, plus the docs' example metric ranges (success ≥ 99%, p99 ≤ 500 ms), which
-    /// Flagger needs spelled out.
+    /// metric window, plus the docs' example metric ranges (success ≥ 99%, p99 ≤ 500 ms), since
+    /// Flagger has no default range for a metric.
     pub fn flagger_defaults() -> Self {
         ThresholdConfig {
             interval_secs: 60,
