@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, Evidence};
 
 /// Fail when the canary's bad share over its most recent `min_requests` (or more) requests is
 /// above `max_bad_share`.
@@ -50,6 +50,33 @@ impl Ceiling {
             self.min_requests,
             "at least 1",
         )
+    }
+}
+
+impl Ceiling {
+    /// The evidence for a breach of `bad` of `total` recent requests, `elapsed_secs` in.
+    pub(crate) fn evidence(&self, bad: u64, total: u64, elapsed_secs: f64) -> Evidence {
+        let share = if total == 0 {
+            0.0
+        } else {
+            bad as f64 / total as f64
+        };
+        Evidence {
+            method: "ceiling".into(),
+            summary: format!(
+                "canary bad share {:.1}% ({bad}/{total} recent requests) is over the ceiling of \
+                 {:.1}%",
+                share * 100.0,
+                self.max_bad_share * 100.0
+            ),
+            canary_bad: bad,
+            canary_total: total,
+            signal: "errors".into(),
+            statistic: share,
+            bound: self.max_bad_share,
+            elapsed_secs,
+            ..Evidence::default()
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ceiling::{Ceiling, CeilingWatch};
 use super::counters::{BadDefinition, Counters};
-use super::eprocess::{RateComparison, ratio};
+use super::eprocess::RateComparison;
 use super::{Analysis, ConfigError, Evidence, Sample, Verdict};
 
 /// Settings of the sequential test. Defaults are argued in `docs/analysis.md`.
@@ -208,23 +208,7 @@ impl Sequential {
             }
         }
         let (ceiling, (bad, total)) = ceiling?;
-        let share = ratio(bad, total);
-        Some(Evidence {
-            method: "ceiling".into(),
-            summary: format!(
-                "canary bad share {:.1}% ({bad}/{total} recent requests) is over the ceiling of \
-                 {:.1}%",
-                share * 100.0,
-                ceiling.max_bad_share * 100.0
-            ),
-            canary_bad: bad,
-            canary_total: total,
-            signal: "errors".into(),
-            statistic: share,
-            bound: ceiling.max_bad_share,
-            elapsed_secs: elapsed,
-            ..Evidence::default()
-        })
+        Some(ceiling.evidence(bad, total, elapsed))
     }
 
     fn failing(&self, sig: &Signal, log_e: f64, elapsed: f64) -> Evidence {

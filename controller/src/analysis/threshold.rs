@@ -128,14 +128,25 @@ pub struct Threshold {
     config: ThresholdConfig,
     start: Option<Timestamp>,
     next_check: Option<Timestamp>,
-    /// Samples back to one metric window before the latest, to cut windows from.
+    /// Samples back to one metric window before the latest (the latest at the back), to cut
+    /// windows from.
     history: VecDeque<Sample>,
-    previous: Option<Sample>,
     failed_checks: u32,
-    checks: u32,
+    /// Outcome of the latest check: `Ok(summary)` or `Err(why it failed)`.
     last: Option<Result<String, String>>,
     ceiling: CeilingWatch,
     decided: Option<Evidence>,
+}
+
+/// What one check found.
+struct Check {
+    /// `Ok(summary)` when it passed, `Err(why)` when it failed.
+    result: Result<String, String>,
+    /// Which signal failed it (`errors` also for an empty window).
+    signal: &'static str,
+    /// The canary's and the baseline's traffic in the metric window.
+    canary: Counters,
+    baseline: Counters,
 }
 
 impl Threshold {
@@ -147,9 +158,7 @@ impl Threshold {
             start: None,
             next_check: None,
             history: VecDeque::new(),
-            previous: None,
             failed_checks: 0,
-            checks: 0,
             last: None,
             ceiling: CeilingWatch::default(),
             decided: None,
@@ -161,8 +170,8 @@ impl Threshold {
         self.failed_checks
     }
 
-    /// One check over the metric window ending at `sample`: `Ok(summary)` or `Err(why)`.
-    fn check(&self, sample: &Sample) -> (Result<String, String>, Counters, Counters) {
+    /// One check over the metric window ending at `sample` (already at the back of `history`).
+    fn check(&self, sample: &Sample) -> Check {
         let window_start =
             sample.at - SignedDuration::from_secs(secs(self.config.metric_window_secs));
         // The latest sample at or before the window start; the first sample if none is that old.
@@ -176,33 +185,39 @@ impl Threshold {
         let canary = sample.canary.delta_since(&from.canary);
         let baseline = sample.baseline.delta_since(&from.baseline);
         let n = canary.total();
-        let result = if n == 0 {
+        let bad = canary.bad(&self.config.bad);
+        let rate = 100.0 * ratio(bad, n);
+        let p99 = canary.latency.quantile_ms(0.99);
+        let max_rate = self.config.max_error_rate_percent;
+        let (result, signal) = if n == 0 {
             let msg = "no canary requests in the metric window".to_string();
-            if self.config.empty_window_fails {
+            let result = if self.config.empty_window_fails {
                 Err(msg)
             } else {
                 Ok(msg)
-            }
+            };
+            (result, "errors")
+        } else if rate > max_rate {
+            let why = format!("canary error rate {rate:.2}% ({bad}/{n}) > {max_rate}%");
+            (Err(why), "errors")
         } else {
-            let bad = canary.bad(&self.config.bad);
-            let rate = 100.0 * ratio(bad, n);
-            let p99 = canary.latency.quantile_ms(0.99);
-            if rate > self.config.max_error_rate_percent {
-                Err(format!(
-                    "canary error rate {rate:.2}% ({bad}/{n}) > {}%",
-                    self.config.max_error_rate_percent
-                ))
-            } else if let (Some(max), Some(p)) = (self.config.max_p99_ms, p99) {
-                if p > max {
-                    Err(format!("canary p99 {p:.0} ms > {max} ms"))
-                } else {
-                    Ok(format!("canary error rate {rate:.2}%, p99 {p:.0} ms"))
+            match (self.config.max_p99_ms, p99) {
+                (Some(max), Some(p)) if p > max => {
+                    (Err(format!("canary p99 {p:.0} ms > {max} ms")), "latency")
                 }
-            } else {
-                Ok(format!("canary error rate {rate:.2}%"))
+                (_, Some(p)) => (
+                    Ok(format!("canary error rate {rate:.2}%, p99 {p:.0} ms")),
+                    "errors",
+                ),
+                (_, None) => (Ok(format!("canary error rate {rate:.2}%")), "errors"),
             }
         };
-        (result, canary, baseline)
+        Check {
+            result,
+            signal,
+            canary,
+            baseline,
+        }
     }
 }
 
@@ -224,69 +239,46 @@ impl Analysis for Threshold {
         let elapsed = sample.at.duration_since(start).as_secs_f64();
         let interval = SignedDuration::from_secs(secs(self.config.interval_secs));
         let next = *self.next_check.get_or_insert(start + interval);
-        if let (Some(ceiling), Some(prev)) = (&self.config.ceiling, &self.previous) {
+        if let (Some(ceiling), Some(prev)) = (&self.config.ceiling, self.history.back()) {
             let d = sample.canary.delta_since(&prev.canary);
-            if let Some((bad, total)) =
-                self.ceiling
-                    .push(ceiling, d.total(), d.bad(&self.config.bad))
-            {
-                let ev = Evidence {
-                    method: "ceiling".into(),
-                    summary: format!(
-                        "canary bad share {:.1}% ({bad}/{total} recent requests) is over the \
-                         ceiling of {:.1}%",
-                        100.0 * ratio(bad, total),
-                        ceiling.max_bad_share * 100.0
-                    ),
-                    canary_bad: bad,
-                    canary_total: total,
-                    signal: "errors".into(),
-                    statistic: ratio(bad, total),
-                    bound: ceiling.max_bad_share,
-                    elapsed_secs: elapsed,
-                    ..Evidence::default()
-                };
+            let breach = self
+                .ceiling
+                .push(ceiling, d.total(), d.bad(&self.config.bad));
+            if let Some((bad, total)) = breach {
+                let ev = ceiling.evidence(bad, total, elapsed);
                 self.decided = Some(ev.clone());
                 return Verdict::Failing(ev);
             }
         }
-        self.previous = Some(sample.clone());
         self.history.push_back(sample.clone());
         let keep_from = sample.at - SignedDuration::from_secs(secs(self.config.metric_window_secs));
         while self.history.len() > 1 && self.history.get(1).is_some_and(|s| s.at <= keep_from) {
             self.history.pop_front();
         }
         if sample.at >= next {
+            // Flagger's ticker: one check per tick; ticks missed between samples are skipped.
             let mut n = next;
             while n <= sample.at {
                 n += interval;
             }
             self.next_check = Some(n);
-            self.checks += 1;
-            let (result, canary, baseline) = self.check(sample);
-            if result.is_err() {
+            let check = self.check(sample);
+            if check.result.is_err() {
                 self.failed_checks += 1;
             }
             if self.failed_checks >= self.config.threshold {
-                let why = match &result {
-                    Err(w) | Ok(w) => w.clone(),
-                };
+                let (Err(why) | Ok(why)) = &check.result;
                 let ev = Evidence {
                     method: "threshold".into(),
                     summary: format!(
                         "{why}; failed checks {}/{} (interval {} s)",
                         self.failed_checks, self.config.threshold, self.config.interval_secs
                     ),
-                    canary_bad: canary.bad(&self.config.bad),
-                    canary_total: canary.total(),
-                    baseline_bad: baseline.bad(&self.config.bad),
-                    baseline_total: baseline.total(),
-                    signal: if why.contains("p99") {
-                        "latency"
-                    } else {
-                        "errors"
-                    }
-                    .into(),
+                    canary_bad: check.canary.bad(&self.config.bad),
+                    canary_total: check.canary.total(),
+                    baseline_bad: check.baseline.bad(&self.config.bad),
+                    baseline_total: check.baseline.total(),
+                    signal: check.signal.into(),
                     statistic: f64::from(self.failed_checks),
                     bound: f64::from(self.config.threshold),
                     elapsed_secs: elapsed,
@@ -294,7 +286,7 @@ impl Analysis for Threshold {
                 self.decided = Some(ev.clone());
                 return Verdict::Failing(ev);
             }
-            self.last = Some(result);
+            self.last = Some(check.result);
         }
         match &self.last {
             None => Verdict::Inconclusive {
