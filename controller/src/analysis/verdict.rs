@@ -18,7 +18,11 @@ pub enum Verdict {
 }
 
 /// Why a canary was judged failing, in numbers a person at 3 a.m. can check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The counts cover the window the method judged: the whole analysis so far for `sequential`, the
+/// last metric window for `threshold`, the last requests for `ceiling`. `Default` exists so
+/// callers building evidence by hand (tests, other methods) can fill only what they know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Which method decided (`sequential`, `threshold`, `ceiling`).
     pub method: String,
@@ -32,4 +36,18 @@ pub struct Evidence {
     pub baseline_bad: u64,
     /// All responses from the baseline in the window.
     pub baseline_total: u64,
+    /// Which signal decided: `errors` (bad responses) or `latency` (slow responses). For
+    /// `latency`, the four counts above are slow responses rather than bad ones.
+    #[serde(default)]
+    pub signal: String,
+    /// The method's statistic when it decided: the e-value (sequential), failed checks
+    /// (threshold), the bad share (ceiling). Lets the report show how far past the bound it was.
+    #[serde(default)]
+    pub statistic: f64,
+    /// The value `statistic` had to reach: `1/alpha`, the failed-checks threshold, the ceiling.
+    #[serde(default)]
+    pub bound: f64,
+    /// Seconds from the first sample to the decision.
+    #[serde(default)]
+    pub elapsed_secs: f64,
 }
