@@ -6,6 +6,7 @@
 //! clock), so they can be tested exhaustively; the edges (git, the `nginx -t` sandbox) are kept apart.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod analysis;
 pub mod render;
 pub mod rollout;
