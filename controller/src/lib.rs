@@ -8,7 +8,9 @@
 
 pub mod agent;
 pub mod analysis;
+pub mod demo;
 pub mod render;
+pub mod report;
 pub mod rollout;
 pub mod source;
 pub mod validate;
