@@ -1,0 +1,68 @@
+//! The edge's view of the proxy pods (DESIGN §3.6): list them, tell one a bundle, read what it
+//! applied and its health counters. The runner drives the rollout engine through this trait only,
+//! so the same engine runs on local nginx processes (`switchback demo`, `local`, the tests) and on
+//! Kubernetes pods.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::Counters;
+use crate::render::{Bundle, Digest};
+
+/// Why a pod could not be reached or told.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The pod's agent did not answer.
+    #[error("pod {pod}: agent unreachable: {message}")]
+    Unreachable {
+        /// The pod.
+        pod: String,
+        /// What the transport said.
+        message: String,
+    },
+    /// No such pod.
+    #[error("no pod {0}")]
+    NoSuchPod(String),
+}
+
+/// What telling a pod a bundle came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// The pod serves the digest now.
+    Applied,
+    /// The pod refused or failed; it still serves what it served before.
+    Failed(String),
+}
+
+/// One pod as its agent reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodObservation {
+    /// The digest nginx serves, when any.
+    pub applied: Option<Digest>,
+    /// Cumulative user-traffic counters per digest served.
+    pub traffic: BTreeMap<Digest, Counters>,
+    /// Cumulative active-probe counters per digest, kept apart from user traffic.
+    pub probes: BTreeMap<Digest, Counters>,
+}
+
+/// The pods of one rollout.
+pub trait Fleet: Send + Sync + 'static {
+    /// Pod names, sorted.
+    fn pods(&self) -> impl Future<Output = Vec<String>> + Send;
+
+    /// Tells `pod` to serve `bundle`; resolves when the pod applied it or failed.
+    fn apply(
+        &self,
+        pod: &str,
+        bundle: &Bundle,
+        commit: &str,
+    ) -> impl Future<Output = Result<ApplyResult, FleetError>> + Send;
+
+    /// Reads what `pod` serves and its counters.
+    fn observe(&self, pod: &str)
+    -> impl Future<Output = Result<PodObservation, FleetError>> + Send;
+}

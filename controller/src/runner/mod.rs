@@ -1,0 +1,435 @@
+//! The runner: the edge that drives one [`Rollout`] machine. It feeds the machine events (new
+//! revisions, validation results, pods applying, analysis verdicts, clock ticks) and carries out
+//! the commands it answers with (validate, tell pods, open analysis windows, record incidents),
+//! against any [`Fleet`]. The machine decides; the runner only does I/O and keeps time.
+//!
+//! One loop, one task: events are handled one at a time in arrival order, so the machine never
+//! sees two events at once; slow work (validation, applies) runs in spawned tasks that report
+//! back as events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::analysis::{Analysis, AnalysisConfig, Counters, Sample, Verdict};
+use crate::fleet::{ApplyResult, Fleet};
+use crate::render::{Bundle, Digest};
+use crate::rollout::{
+    Command, ConfigError, Event, Incident, ListedPod, Release, Rollout, RolloutConfig, Status,
+    ValidationOutcome, Verb,
+};
+use crate::validate::{self, sandbox::Nginx};
+
+/// How the runner runs a rollout.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Steps, bakes and limits of the rollout.
+    pub rollout: RolloutConfig,
+    /// How canaries are judged.
+    pub analysis: AnalysisConfig,
+    /// How often pods are read and the analysis fed. Detection can be no faster than this.
+    pub poll_every: Duration,
+    /// The bundle's entry file.
+    pub entry: String,
+    /// The nginx for the `nginx -t` gate (the agents run their own before every reload).
+    pub nginx: Option<Nginx>,
+    /// Count active-probe results as canary and baseline evidence alongside user traffic, so a
+    /// quiet site still gives the analysis something to judge.
+    pub count_probes: bool,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            rollout: RolloutConfig::default(),
+            analysis: AnalysisConfig::default(),
+            poll_every: Duration::from_millis(250),
+            entry: validate::DEFAULT_ENTRY.to_string(),
+            nginx: None,
+            count_probes: true,
+        }
+    }
+}
+
+/// Why the runner could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The rollout settings are invalid.
+    #[error("rollout settings: {0}")]
+    Rollout(#[from] ConfigError),
+    /// The analysis settings are invalid.
+    #[error("analysis settings: {0}")]
+    Analysis(#[from] crate::analysis::ConfigError),
+    /// The condition waited for did not come in time.
+    #[error("gave up after {0:?} waiting for the rollout to {1}")]
+    Deadline(Duration, String),
+}
+
+/// What the runner reports as it goes: every command the machine gave, every poll of the pods and
+/// every verdict, with the time. Progress displays, `--events json` and tests read these.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Note {
+    /// The machine asked for this.
+    Command {
+        /// When.
+        at: Timestamp,
+        /// What.
+        command: Command,
+    },
+    /// What each pod serves, after a poll.
+    Pods {
+        /// When.
+        at: Timestamp,
+        /// Pod name and the digest it serves.
+        pods: Vec<(String, Option<Digest>)>,
+    },
+    /// An analysis window's verdict changed.
+    Verdict {
+        /// When.
+        at: Timestamp,
+        /// The canary digest judged.
+        digest: Digest,
+        /// The verdict.
+        verdict: Verdict,
+    },
+}
+
+/// One open analysis window.
+struct WindowRun {
+    canary: Digest,
+    baseline: Digest,
+    analysis: Box<dyn Analysis + Send>,
+    last: Option<Verdict>,
+}
+
+/// Drives one rollout against a fleet.
+pub struct Runner<F: Fleet> {
+    rollout: Rollout,
+    fleet: Arc<F>,
+    config: RunnerConfig,
+    bundles: HashMap<Digest, Bundle>,
+    windows: BTreeMap<u64, WindowRun>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    notes: mpsc::UnboundedSender<Note>,
+    incidents: BTreeMap<u64, Incident>,
+    status: Option<Status>,
+    next_poll: Instant,
+}
+
+impl<F: Fleet> Runner<F> {
+    /// A runner whose pods already serve `stable` (or nothing). Returns the stream of notes.
+    pub fn new(
+        config: RunnerConfig,
+        fleet: Arc<F>,
+        stable: Option<(Release, Bundle)>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Note>), RunnerError> {
+        config.analysis.build()?;
+        let mut bundles = HashMap::new();
+        let stable = stable.map(|(release, bundle)| {
+            bundles.insert(release.digest, bundle);
+            release
+        });
+        let rollout = Rollout::new(config.rollout.clone(), stable)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (notes, notes_rx) = mpsc::unbounded_channel();
+        Ok((
+            Runner {
+                rollout,
+                fleet,
+                config,
+                bundles,
+                windows: BTreeMap::new(),
+                events_tx,
+                events_rx,
+                notes,
+                incidents: BTreeMap::new(),
+                status: None,
+                next_poll: Instant::now(),
+            },
+            notes_rx,
+        ))
+    }
+
+    /// The machine, for its state, ledger and status.
+    pub fn rollout(&self) -> &Rollout {
+        &self.rollout
+    }
+
+    /// Incidents recorded so far, by id.
+    pub fn incidents(&self) -> &BTreeMap<u64, Incident> {
+        &self.incidents
+    }
+
+    /// The last status the machine asked to write.
+    pub fn status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+
+    /// A bundle the runner knows by digest (stable, targets, quarantined).
+    pub fn bundle(&self, digest: &Digest) -> Option<&Bundle> {
+        self.bundles.get(digest)
+    }
+
+    /// A new head of the source: its commit and the rendered bundle.
+    pub fn submit(&mut self, release: Release, bundle: Bundle) {
+        self.bundles.insert(release.digest, bundle);
+        let event = Event::RevisionSeen {
+            digest: release.digest,
+            revision: release.revision,
+        };
+        self.handle(event);
+    }
+
+    /// A person's verb (pause, promote, abort, rollback-to, retry).
+    pub fn manual(&mut self, verb: Verb, by: &str) {
+        let request = format!("{verb:?}");
+        self.handle(Event::Manual {
+            verb,
+            by: by.to_string(),
+            request,
+        });
+    }
+
+    /// Runs until `done` holds for the machine, or fails after `limit`.
+    pub async fn run_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&Rollout) -> bool,
+    ) -> Result<(), RunnerError> {
+        let deadline = Instant::now() + limit;
+        while !done(&self.rollout) {
+            if Instant::now() >= deadline {
+                return Err(RunnerError::Deadline(limit, what.to_string()));
+            }
+            self.step(deadline).await;
+        }
+        Ok(())
+    }
+
+    /// Handles the next event, or polls the pods when it is time; returns at `deadline` at the
+    /// latest.
+    async fn step(&mut self, deadline: Instant) {
+        let wake = self.next_poll.min(deadline);
+        tokio::select! {
+            Some(event) = self.events_rx.recv() => self.handle(event),
+            () = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= self.next_poll {
+                    self.next_poll = Instant::now() + self.config.poll_every;
+                    self.poll().await;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = Timestamp::now();
+        let commands = self.rollout.handle(event, now);
+        for command in commands {
+            let _ = self.notes.send(Note::Command {
+                at: now,
+                command: command.clone(),
+            });
+            self.execute(command);
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Validate { digest, commit } => self.validate(digest, commit),
+            Command::Tell { digest, commit, pods } => self.tell(digest, commit, pods),
+            Command::StartAnalysis {
+                window,
+                canary,
+                baseline,
+            } => match self.config.analysis.build() {
+                Ok(analysis) => {
+                    self.windows.insert(
+                        window,
+                        WindowRun {
+                            canary: canary.digest,
+                            baseline: baseline.digest,
+                            analysis,
+                            last: None,
+                        },
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "analysis settings were checked at start"),
+            },
+            Command::StopAnalysis { window } => {
+                self.windows.remove(&window);
+            }
+            Command::RecordIncident(incident) => {
+                self.incidents.insert(incident.id, *incident);
+            }
+            Command::Emit(notice) => {
+                tracing::info!(reason = ?notice.reason, "{}", notice.message);
+            }
+            Command::UpdateStatus(status) => self.status = Some(*status),
+        }
+    }
+
+    fn validate(&self, digest: Digest, commit: String) {
+        let tx = self.events_tx.clone();
+        let Some(bundle) = self.bundles.get(&digest).cloned() else {
+            let _ = tx.send(Event::ValidationFinished {
+                digest,
+                outcome: ValidationOutcome::Failed {
+                    summary: format!("bundle {digest} of {commit} is not known to this runner"),
+                },
+            });
+            return;
+        };
+        let entry = self.config.entry.clone();
+        let nginx = self.config.nginx.clone();
+        tokio::spawn(async move {
+            let report = tokio::task::spawn_blocking(move || {
+                validate::validate(&bundle, &entry, nginx.as_ref())
+            })
+            .await;
+            let outcome = match report {
+                Ok(Ok(report)) if report.passed(false) => ValidationOutcome::Passed,
+                Ok(Ok(report)) => ValidationOutcome::Failed {
+                    summary: report
+                        .diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .take(5)
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                },
+                Ok(Err(e)) => ValidationOutcome::Failed {
+                    summary: format!("nginx -t could not run: {e}"),
+                },
+                Err(e) => ValidationOutcome::Failed {
+                    summary: format!("validation task failed: {e}"),
+                },
+            };
+            let _ = tx.send(Event::ValidationFinished { digest, outcome });
+        });
+    }
+
+    fn tell(&self, digest: Digest, commit: String, pods: Vec<String>) {
+        let Some(bundle) = self.bundles.get(&digest).cloned() else {
+            for pod in pods {
+                let _ = self.events_tx.send(Event::PodApplyFailed {
+                    pod,
+                    digest,
+                    message: format!("bundle {digest} is not known to this runner"),
+                });
+            }
+            return;
+        };
+        let bundle = Arc::new(bundle);
+        for pod in pods {
+            let (fleet, tx, bundle, commit) = (
+                Arc::clone(&self.fleet),
+                self.events_tx.clone(),
+                Arc::clone(&bundle),
+                commit.clone(),
+            );
+            tokio::spawn(async move {
+                let event = match fleet.apply(&pod, &bundle, &commit).await {
+                    Ok(ApplyResult::Applied) => Event::PodApplied { pod, digest },
+                    Ok(ApplyResult::Failed(message)) => Event::PodApplyFailed {
+                        pod,
+                        digest,
+                        message,
+                    },
+                    Err(e) => Event::PodApplyFailed {
+                        pod,
+                        digest,
+                        message: e.to_string(),
+                    },
+                };
+                let _ = tx.send(event);
+            });
+        }
+    }
+
+    /// Reads every pod, feeds the machine what they serve, feeds each open analysis window a
+    /// sample, then ticks the clock.
+    async fn poll(&mut self) {
+        let names = self.fleet.pods().await;
+        let mut reads = tokio::task::JoinSet::new();
+        for name in names {
+            let fleet = Arc::clone(&self.fleet);
+            reads.spawn(async move {
+                let seen = fleet.observe(&name).await;
+                (name, seen)
+            });
+        }
+        let mut observed = Vec::new();
+        while let Some(joined) = reads.join_next().await {
+            match joined {
+                Ok((name, Ok(obs))) => observed.push((name, obs)),
+                Ok((name, Err(e))) => tracing::debug!(pod = %name, error = %e, "pod not read"),
+                Err(e) => tracing::warn!(error = %e, "pod read task failed"),
+            }
+        }
+        observed.sort_by(|a, b| a.0.cmp(&b.0));
+        let now = Timestamp::now();
+        let _ = self.notes.send(Note::Pods {
+            at: now,
+            pods: observed.iter().map(|(n, o)| (n.clone(), o.applied)).collect(),
+        });
+        self.handle(Event::PodsListed {
+            pods: observed
+                .iter()
+                .map(|(name, obs)| ListedPod {
+                    name: name.clone(),
+                    applied: obs.applied,
+                })
+                .collect(),
+        });
+
+        let sum = |digest: &Digest| {
+            let mut total = Counters::default();
+            for (_, obs) in &observed {
+                if let Some(c) = obs.traffic.get(digest) {
+                    total.merge(c);
+                }
+                if self.config.count_probes
+                    && let Some(c) = obs.probes.get(digest)
+                {
+                    total.merge(c);
+                }
+            }
+            total
+        };
+        let mut verdicts = Vec::new();
+        for (&window, run) in &mut self.windows {
+            let sample = Sample {
+                at: now,
+                canary: sum(&run.canary),
+                baseline: sum(&run.baseline),
+            };
+            let verdict = run.analysis.observe(&sample);
+            if run.last.as_ref() != Some(&verdict) {
+                run.last = Some(verdict.clone());
+                let _ = self.notes.send(Note::Verdict {
+                    at: now,
+                    digest: run.canary,
+                    verdict: verdict.clone(),
+                });
+            }
+            verdicts.push(Event::Verdict {
+                window,
+                digest: run.canary,
+                verdict,
+            });
+        }
+        for event in verdicts {
+            self.handle(event);
+        }
+        self.handle(Event::Tick);
+    }
+}
