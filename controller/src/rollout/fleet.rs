@@ -1,0 +1,221 @@
+//! The machine's view of the pods: what each was told, what it reports, whether it failed. The
+//! edge's `Fleet` is the source of these facts; this view is what lets the machine count pods per
+//! revision, respect the surge limit and notice a pod that never answers.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::command::Command;
+use super::revision::RevisionId;
+use crate::render::Digest;
+
+/// One pod as the machine sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodView {
+    /// The digest it was last told (`None`: never told anything).
+    pub desired: Option<Digest>,
+    /// When it was last told.
+    pub told_at: Option<Timestamp>,
+    /// The digest its agent last reported serving.
+    pub applied: Option<Digest>,
+    /// Why it could not apply `desired`, until it is told again.
+    pub error: Option<String>,
+    /// Appeared during a canary: it gets stable and is not chosen for the target until promotion.
+    pub late: bool,
+}
+
+impl PodView {
+    /// Told something it has not applied yet and not failed on: its config is changing.
+    pub fn in_flight(&self) -> bool {
+        self.desired.is_some() && self.applied != self.desired && self.error.is_none()
+    }
+
+    /// Told `digest` and serving it.
+    pub fn settled_on(&self, digest: Digest) -> bool {
+        self.desired == Some(digest) && self.applied == Some(digest)
+    }
+
+    /// Told something at least `timeout` ago.
+    pub(crate) fn told_before(&self, now: Timestamp, timeout: SignedDuration) -> bool {
+        self.told_at
+            .is_some_and(|t| now.duration_since(t) >= timeout)
+    }
+}
+
+/// All pods of one rollout, by name (sorted, so every choice the machine makes is deterministic).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pods: BTreeMap<String, PodView>,
+}
+
+/// How [`Fleet::converge`] may move pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Converge {
+    /// At most this many pods changing config at once.
+    Surge(usize),
+    /// All at once (rollbacks).
+    Unlimited,
+    /// Only pods never told anything (while paused: new pods get the stable config, nobody else moves).
+    NewOnly,
+}
+
+impl Fleet {
+    /// Number of pods.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// No pods.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    /// One pod.
+    pub fn get(&self, pod: &str) -> Option<&PodView> {
+        self.pods.get(pod)
+    }
+
+    /// Every pod, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PodView)> {
+        self.pods.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Pods told `digest`.
+    pub fn count_desired(&self, digest: Digest) -> usize {
+        self.pods
+            .values()
+            .filter(|p| p.desired == Some(digest))
+            .count()
+    }
+
+    /// Pods serving `digest`.
+    pub fn count_applied(&self, digest: Digest) -> usize {
+        self.pods
+            .values()
+            .filter(|p| p.applied == Some(digest))
+            .count()
+    }
+
+    /// Pods whose config is changing.
+    pub fn in_flight(&self) -> usize {
+        self.pods.values().filter(|p| p.in_flight()).count()
+    }
+
+    /// Records a pod; a pod already known only learns what it runs.
+    pub(crate) fn appear(&mut self, pod: String, applied: Option<Digest>, late: bool) {
+        match self.pods.get_mut(&pod) {
+            Some(p) => {
+                if applied.is_some() {
+                    p.applied = applied;
+                }
+            }
+            None => {
+                self.pods.insert(
+                    pod,
+                    PodView {
+                        desired: None,
+                        told_at: None,
+                        applied,
+                        error: None,
+                        late,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets a pod.
+    pub(crate) fn remove(&mut self, pod: &str) {
+        self.pods.remove(pod);
+    }
+
+    /// Records what a pod serves; a success for what it was told clears its error.
+    pub(crate) fn applied(&mut self, pod: &str, digest: Digest) {
+        if let Some(p) = self.pods.get_mut(pod) {
+            p.applied = Some(digest);
+            if p.desired == Some(digest) {
+                p.error = None;
+            }
+        }
+    }
+
+    /// Records a failure to apply what the pod was told; a failure for anything else is stale.
+    pub(crate) fn failed(&mut self, pod: &str, digest: Digest, message: String) {
+        if let Some(p) = self.pods.get_mut(pod)
+            && p.desired == Some(digest)
+            && p.applied != Some(digest)
+        {
+            p.error = Some(message);
+        }
+    }
+
+    /// Forgets which pods appeared mid-canary (a new canary, or promotion).
+    pub(crate) fn clear_late(&mut self) {
+        for p in self.pods.values_mut() {
+            p.late = false;
+        }
+    }
+
+    /// Tells `pods` the revision and emits the one command that does it.
+    pub(crate) fn tell(
+        &mut self,
+        mut pods: Vec<String>,
+        to: &RevisionId,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) {
+        if pods.is_empty() {
+            return;
+        }
+        pods.sort();
+        pods.dedup();
+        for name in &pods {
+            if let Some(p) = self.pods.get_mut(name) {
+                p.desired = Some(to.digest);
+                p.told_at = Some(now);
+                p.error = None;
+            }
+        }
+        out.push(Command::Tell {
+            digest: to.digest,
+            commit: to.commit.clone(),
+            pods,
+        });
+    }
+
+    /// Brings pods to `to`: pods that already serve it are told for free, others as `mode`
+    /// allows, and pods told `to` that have not applied it within `timeout` are told again.
+    pub(crate) fn converge(
+        &mut self,
+        to: &RevisionId,
+        mode: Converge,
+        timeout: SignedDuration,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) {
+        let d = to.digest;
+        let mut free = Vec::new();
+        let mut changing = Vec::new();
+        for (name, p) in &self.pods {
+            if p.desired != Some(d) {
+                if mode == Converge::NewOnly && p.desired.is_some() {
+                    continue;
+                }
+                if p.applied == Some(d) {
+                    free.push(name.clone());
+                } else {
+                    changing.push(name.clone());
+                }
+            } else if p.applied != Some(d) && p.told_before(now, timeout) {
+                free.push(name.clone());
+            }
+        }
+        if let Converge::Surge(limit) = mode {
+            changing.truncate(limit.saturating_sub(self.in_flight()));
+        }
+        free.extend(changing);
+        self.tell(free, to, now, out);
+    }
+}

@@ -1,0 +1,6 @@
+//! Tests of the rollout machine: examples a person can follow, the purity guard, and property
+//! tests of the invariants against a model fleet.
+
+mod examples;
+mod purity;
+mod support;
