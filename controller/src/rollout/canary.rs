@@ -162,134 +162,200 @@ fn step(
     paused: bool,
     out: &mut Vec<Command>,
 ) -> Next {
+    let placed = match place(c, fleet, cfg, now, paused, out) {
+        Ok(placed) => placed,
+        Err(reason) => return Next::RollBack(reason),
+    };
+    if paused {
+        return Next::Stay;
+    }
+    if c.bake.is_none() {
+        if placed.moving || (placed.on < cfg.allowed(c.step, fleet.len()) && placed.could_join) {
+            return Next::Stay;
+        }
+        if placed.on == 0 && !c.excluded.is_empty() {
+            return Next::RollBack(RollbackReason::ApplyFailed {
+                pods: c.excluded.iter().cloned().collect(),
+                message: "no pod could apply the target".to_string(),
+            });
+        }
+        open_window(c, cfg, ledger, placed.on, now, out);
+    }
+    judge(c, cfg, now, out)
+}
+
+/// Where the pods stand after one placement pass.
+struct Placed {
+    /// Pods told the target.
+    on: usize,
+    /// Some of them have not applied it yet.
+    moving: bool,
+    /// Cohort pods that may still take the target once they settle on stable.
+    could_join: bool,
+}
+
+/// Moves pods: failed ones and those above the step back to stable, new ones to stable, then
+/// settled stable pods of the cohort to the target up to the step and the surge limit. One
+/// survey of the fleet, then the tells. Paused: only the moves towards stable.
+fn place(
+    c: &mut Canary,
+    fleet: &mut Fleet,
+    cfg: &RolloutConfig,
+    now: Timestamp,
+    paused: bool,
+    out: &mut Vec<Command>,
+) -> Result<Placed, RollbackReason> {
     let target = c.target.id();
     let stable = c.stable.id();
-    let (t, s) = (target.digest, stable.digest);
+    let (t, s) = (Some(target.digest), Some(stable.digest));
     let n = fleet.len();
-
     // The cohort is gone and only pods that joined mid-canary remain: they become the cohort,
     // or the canary could never finish.
-    if n > 0 && fleet.iter().all(|(_, p)| p.late) {
+    if fleet.iter().all(|(_, p)| p.late) {
         fleet.clear_late();
     }
 
-    // Pods that failed to apply the target, or did not within the timeout, leave the canary.
     let mut first_error = None;
-    let failed: Vec<(String, String)> = fleet
-        .iter()
-        .filter(|(name, p)| {
-            p.desired == Some(t) && p.applied != Some(t) && !c.excluded.contains(*name)
-        })
-        .filter_map(|(name, p)| {
-            let why = p.error.clone().or_else(|| {
-                p.told_before(now, cfg.apply_timeout)
-                    .then(|| format!("not applied within {}", cfg.apply_timeout))
-            })?;
-            Some((name.to_string(), why))
-        })
-        .collect();
-    for (name, why) in failed {
-        out.push(Command::Emit(Notice::warning(
-            Reason::ApplyFailed,
-            format!("pod {name} could not apply {target}: {why}"),
-        )));
-        c.excluded.insert(name);
-        first_error.get_or_insert(why);
+    let mut on_target = Vec::new(); // (applied, Reverse(name)) of cohort pods told the target
+    let mut to_stable = Vec::new();
+    let mut eligible = Vec::new();
+    let mut unsettled = Vec::new(); // eligible pods serving stable without having been told it
+    let mut could_join = false;
+    for (name, p) in fleet.iter() {
+        let excluded = !c.excluded.is_empty() && c.excluded.contains(name);
+        if p.desired == t {
+            if excluded {
+                to_stable.push(name.to_string());
+                continue;
+            }
+            if p.applied != t {
+                let why = p.error.clone().or_else(|| {
+                    p.told_before(now, cfg.apply_timeout)
+                        .then(|| format!("not applied within {}", cfg.apply_timeout))
+                });
+                if let Some(why) = why {
+                    out.push(Command::Emit(Notice::warning(
+                        Reason::ApplyFailed,
+                        format!("pod {name} could not apply {target}: {why}"),
+                    )));
+                    c.excluded.insert(name.to_string());
+                    to_stable.push(name.to_string());
+                    first_error.get_or_insert(why);
+                    continue;
+                }
+            }
+            on_target.push((p.applied == t, Reverse(name)));
+        } else if p.desired != s {
+            // Never told either revision (a new pod): stable first, unless it already serves
+            // stable, in which case it is as good as settled and may take the target at once.
+            if p.applied == s && !p.late && !excluded {
+                eligible.push(name);
+                unsettled.push(name);
+            } else {
+                to_stable.push(name.to_string());
+                could_join |= !p.late && !excluded;
+            }
+        } else if p.applied == s {
+            if !p.late && !excluded && p.error.is_none() {
+                eligible.push(name);
+            }
+        } else if p.told_before(now, cfg.apply_timeout) {
+            to_stable.push(name.to_string());
+            could_join |= !p.late && !excluded;
+        } else {
+            could_join |= !p.late && !excluded && p.error.is_none();
+        }
     }
-    let failures = || c.excluded.iter().cloned().collect::<Vec<_>>();
     if c.excluded.len() > cfg.max_apply_failures as usize {
-        return Next::RollBack(RollbackReason::ApplyFailed {
-            pods: failures(),
+        return Err(RollbackReason::ApplyFailed {
+            pods: c.excluded.iter().cloned().collect(),
             message: first_error.unwrap_or_else(|| "earlier apply failures".to_string()),
         });
     }
 
-    // Towards stable, never throttled: pods told neither revision (new pods), pods that failed
-    // the target, pods above the step's ceiling (the fleet shrank), and stable tells not applied
-    // within the timeout.
+    // Above the step (the fleet shrank): the least settled pods go back first.
     let allowed = cfg.allowed(c.step, n);
-    let mut on_target: Vec<(bool, Reverse<&str>)> = fleet
-        .iter()
-        .filter(|(_, p)| p.desired == Some(t))
-        .map(|(name, p)| (p.applied == Some(t), Reverse(name)))
-        .collect();
     on_target.sort();
     let excess = on_target.len().saturating_sub(allowed);
-    let mut to_stable: Vec<String> = on_target[..excess]
-        .iter()
-        .map(|(_, Reverse(name))| name.to_string())
-        .collect();
     to_stable.extend(
-        fleet
+        on_target[..excess]
             .iter()
-            .filter(|(name, p)| {
-                (p.desired != Some(t) && p.desired != Some(s))
-                    || (p.desired == Some(t) && c.excluded.contains(*name))
-                    || (p.desired == Some(s)
-                        && p.applied != Some(s)
-                        && p.told_before(now, cfg.apply_timeout))
-            })
-            .map(|(name, _)| name.to_string()),
+            .map(|(_, Reverse(name))| name.to_string()),
     );
-    fleet.tell(to_stable, &stable, now, out);
-
-    if paused {
-        return Next::Stay;
-    }
-
-    // Towards the target: settled stable pods of the cohort, up to the step and the surge limit.
-    let cohort = |name: &str, p: &super::fleet::PodView| {
-        !p.late && !c.excluded.contains(name) && p.error.is_none()
+    let kept = &on_target[excess..];
+    let mut placed = Placed {
+        on: kept.len(),
+        moving: kept.iter().any(|(applied, _)| !applied),
+        could_join: could_join || !eligible.is_empty(),
     };
-    let need = allowed.saturating_sub(fleet.count_desired(t));
+    let eligible: Vec<String> = eligible.into_iter().map(str::to_string).collect();
+    let unsettled: Vec<String> = unsettled.into_iter().map(str::to_string).collect();
+    fleet.tell(to_stable, &stable, now, out);
+    // Telling a pod what it already serves changes nothing on it, so the surge room is the same
+    // before and after these.
     let room = cfg.surge(n).saturating_sub(fleet.in_flight());
-    let chosen: Vec<String> = fleet
-        .iter()
-        .filter(|(name, p)| cohort(name, p) && p.settled_on(s))
-        .take(need.min(room))
-        .map(|(name, _)| name.to_string())
+    let take = if paused {
+        0
+    } else {
+        allowed
+            .saturating_sub(placed.on)
+            .min(room)
+            .min(eligible.len())
+    };
+    let (chosen, rest) = eligible.split_at(take);
+    let unchosen = unsettled
+        .into_iter()
+        .filter(|u| rest.binary_search(u).is_ok())
         .collect();
-    fleet.tell(chosen, &target, now, out);
-    let on = fleet.count_desired(t);
-    c.peak_pods = c.peak_pods.max(on);
-
-    if c.bake.is_none() {
-        let any =
-            |f: &dyn Fn(&str, &super::fleet::PodView) -> bool| fleet.iter().any(|(n, p)| f(n, p));
-        let target_moving = any(&|_, p| p.desired == Some(t) && p.applied != Some(t));
-        let could_join = any(&|name, p| cohort(name, p) && p.desired == Some(s));
-        if target_moving || (on < allowed && could_join) {
-            return Next::Stay;
-        }
-        if on == 0 && !c.excluded.is_empty() {
-            return Next::RollBack(RollbackReason::ApplyFailed {
-                pods: failures(),
-                message: "no pod could apply the target".to_string(),
-            });
-        }
-        let window = ledger.new_window();
-        c.bake = Some(Bake {
-            window,
-            since: now,
-            verdict: None,
-            stalled: false,
-        });
-        out.push(Command::StartAnalysis {
-            window,
-            canary: target.clone(),
-            baseline: stable.clone(),
-        });
-        out.push(Command::Emit(Notice::normal(
-            Reason::AnalysisStarted,
-            format!(
-                "step {}/{}: {on} pod(s) serve {target}; baking {} against {stable}",
-                c.step + 1,
-                cfg.steps.len(),
-                cfg.bake
-            ),
-        )));
+    fleet.tell(unchosen, &stable, now, out);
+    if paused {
+        return Ok(placed);
     }
+    placed.could_join = could_join || !rest.is_empty();
+    placed.on += take;
+    placed.moving |= take > 0;
+    fleet.tell(chosen.to_vec(), &target, now, out);
+    c.peak_pods = c.peak_pods.max(placed.on);
+    Ok(placed)
+}
 
+/// Every pod of the step serves the target: open the analysis window and start the bake.
+fn open_window(
+    c: &mut Canary,
+    cfg: &RolloutConfig,
+    ledger: &mut Ledger,
+    on: usize,
+    now: Timestamp,
+    out: &mut Vec<Command>,
+) {
+    let window = ledger.new_window();
+    c.bake = Some(Bake {
+        window,
+        since: now,
+        verdict: None,
+        stalled: false,
+    });
+    out.push(Command::StartAnalysis {
+        window,
+        canary: c.target.id(),
+        baseline: c.stable.id(),
+    });
+    out.push(Command::Emit(Notice::normal(
+        Reason::AnalysisStarted,
+        format!(
+            "step {}/{}: {on} pod(s) serve {}; baking {} against {}",
+            c.step + 1,
+            cfg.steps.len(),
+            c.target,
+            cfg.bake,
+            c.stable
+        ),
+    )));
+}
+
+/// Once the bake time has passed: healthy moves on; inconclusive (or no verdict) follows the
+/// policy once `max_bake` has passed too.
+fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Command>) -> Next {
     let Some(b) = c.bake.as_mut() else {
         return Next::Stay;
     };
@@ -324,8 +390,9 @@ fn step(
         out.push(Command::Emit(Notice::warning(
             Reason::AnalysisStalled,
             format!(
-                "{target} has baked {baked} at step {} without a conclusive verdict ({reason}); \
+                "{} has baked {baked} at step {} without a conclusive verdict ({reason}); \
                  holding: `promote` or `abort`, or wait for traffic",
+                c.target,
                 c.step + 1
             ),
         )));

@@ -66,12 +66,16 @@ pub enum Event {
     },
     /// Time passed; bakes and apply timeouts are checked against `now`.
     Tick,
-    /// A person's command (CLI, kubectl plugin, annotation).
+    /// A person's command (CLI, kubectl plugin). The edge may deliver it on every reconcile until
+    /// it clears the request (it lives in an annotation), so it carries an id and is carried out
+    /// once per id.
     Manual {
         /// What they asked for.
         verb: Verb,
         /// Who, for events and the incident report.
         by: String,
+        /// Unique per request (e.g. a UUID the CLI writes with the verb).
+        request: String,
     },
 }
 

@@ -2,8 +2,6 @@
 //! edge's `Fleet` is the source of these facts; this view is what lets the machine count pods per
 //! revision, respect the surge limit and notice a pod that never answers.
 
-use std::collections::BTreeMap;
-
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +12,8 @@ use crate::render::Digest;
 /// One pod as the machine sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodView {
+    /// Pod name.
+    pub name: String,
     /// The digest it was last told (`None`: never told anything).
     pub desired: Option<Digest>,
     /// When it was last told.
@@ -44,10 +44,12 @@ impl PodView {
     }
 }
 
-/// All pods of one rollout, by name (sorted, so every choice the machine makes is deterministic).
+/// All pods of one rollout, sorted by name so every choice the machine makes is deterministic.
+/// A sorted `Vec` rather than a map: every decision scans the whole fleet, and a flat scan is
+/// what keeps a 1,000-pod reconcile cheap.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fleet {
-    pods: BTreeMap<String, PodView>,
+    pods: Vec<PodView>,
 }
 
 /// How [`Fleet::converge`] may move pods.
@@ -72,20 +74,29 @@ impl Fleet {
         self.pods.is_empty()
     }
 
+    fn find(&self, pod: &str) -> Result<usize, usize> {
+        self.pods.binary_search_by(|p| p.name.as_str().cmp(pod))
+    }
+
+    fn get_mut(&mut self, pod: &str) -> Option<&mut PodView> {
+        let i = self.find(pod).ok()?;
+        self.pods.get_mut(i)
+    }
+
     /// One pod.
     pub fn get(&self, pod: &str) -> Option<&PodView> {
-        self.pods.get(pod)
+        self.pods.get(self.find(pod).ok()?)
     }
 
     /// Every pod, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &PodView)> {
-        self.pods.iter().map(|(k, v)| (k.as_str(), v))
+        self.pods.iter().map(|p| (p.name.as_str(), p))
     }
 
     /// Pods told `digest`.
     pub fn count_desired(&self, digest: Digest) -> usize {
         self.pods
-            .values()
+            .iter()
             .filter(|p| p.desired == Some(digest))
             .count()
     }
@@ -93,47 +104,48 @@ impl Fleet {
     /// Pods serving `digest`.
     pub fn count_applied(&self, digest: Digest) -> usize {
         self.pods
-            .values()
+            .iter()
             .filter(|p| p.applied == Some(digest))
             .count()
     }
 
     /// Pods whose config is changing.
     pub fn in_flight(&self) -> usize {
-        self.pods.values().filter(|p| p.in_flight()).count()
+        self.pods.iter().filter(|p| p.in_flight()).count()
     }
 
     /// Records a pod; a pod already known only learns what it runs.
     pub(crate) fn appear(&mut self, pod: String, applied: Option<Digest>, late: bool) {
-        match self.pods.get_mut(&pod) {
-            Some(p) => {
+        match self.find(&pod) {
+            Ok(i) => {
                 if applied.is_some() {
-                    p.applied = applied;
+                    self.pods[i].applied = applied;
                 }
             }
-            None => {
-                self.pods.insert(
-                    pod,
-                    PodView {
-                        desired: None,
-                        told_at: None,
-                        applied,
-                        error: None,
-                        late,
-                    },
-                );
-            }
+            Err(i) => self.pods.insert(
+                i,
+                PodView {
+                    name: pod,
+                    desired: None,
+                    told_at: None,
+                    applied,
+                    error: None,
+                    late,
+                },
+            ),
         }
     }
 
     /// Forgets a pod.
     pub(crate) fn remove(&mut self, pod: &str) {
-        self.pods.remove(pod);
+        if let Ok(i) = self.find(pod) {
+            self.pods.remove(i);
+        }
     }
 
     /// Records what a pod serves; a success for what it was told clears its error.
     pub(crate) fn applied(&mut self, pod: &str, digest: Digest) {
-        if let Some(p) = self.pods.get_mut(pod) {
+        if let Some(p) = self.get_mut(pod) {
             p.applied = Some(digest);
             if p.desired == Some(digest) {
                 p.error = None;
@@ -143,7 +155,7 @@ impl Fleet {
 
     /// Records a failure to apply what the pod was told; a failure for anything else is stale.
     pub(crate) fn failed(&mut self, pod: &str, digest: Digest, message: String) {
-        if let Some(p) = self.pods.get_mut(pod)
+        if let Some(p) = self.get_mut(pod)
             && p.desired == Some(digest)
             && p.applied != Some(digest)
         {
@@ -153,7 +165,7 @@ impl Fleet {
 
     /// Forgets which pods appeared mid-canary (a new canary, or promotion).
     pub(crate) fn clear_late(&mut self) {
-        for p in self.pods.values_mut() {
+        for p in &mut self.pods {
             p.late = false;
         }
     }
@@ -172,7 +184,7 @@ impl Fleet {
         pods.sort();
         pods.dedup();
         for name in &pods {
-            if let Some(p) = self.pods.get_mut(name) {
+            if let Some(p) = self.get_mut(name) {
                 p.desired = Some(to.digest);
                 p.told_at = Some(now);
                 p.error = None;
@@ -185,8 +197,10 @@ impl Fleet {
         });
     }
 
-    /// Brings pods to `to`: pods that already serve it are told for free, others as `mode`
-    /// allows, and pods told `to` that have not applied it within `timeout` are told again.
+    /// Brings pods to `to`: pods that already serve it are told for free, pods told `to` that
+    /// have not applied it within `timeout` are told again, and the others as `mode` allows.
+    /// The surge room is counted after the free tells (a pod that was changing towards something
+    /// else and already serves `to` stops changing), so a second call finds nothing more to do.
     pub(crate) fn converge(
         &mut self,
         to: &RevisionId,
@@ -195,27 +209,36 @@ impl Fleet {
         now: Timestamp,
         out: &mut Vec<Command>,
     ) {
-        let d = to.digest;
-        let mut free = Vec::new();
-        let mut changing = Vec::new();
-        for (name, p) in &self.pods {
-            if p.desired != Some(d) {
-                if mode == Converge::NewOnly && p.desired.is_some() {
-                    continue;
-                }
-                if p.applied == Some(d) {
-                    free.push(name.clone());
+        let d = Some(to.digest);
+        let movable = |p: &PodView| mode != Converge::NewOnly || p.desired.is_none();
+        let free: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|p| {
+                if p.desired != d {
+                    movable(p) && p.applied == d
                 } else {
-                    changing.push(name.clone());
+                    p.applied != d && p.told_before(now, timeout)
                 }
-            } else if p.applied != Some(d) && p.told_before(now, timeout) {
-                free.push(name.clone());
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        self.tell(free, to, now, out);
+
+        let mut room = match mode {
+            Converge::Surge(limit) => limit.saturating_sub(self.in_flight()),
+            Converge::Unlimited | Converge::NewOnly => usize::MAX,
+        };
+        let mut changing = Vec::new();
+        for p in self.pods.iter().filter(|p| p.desired != d && movable(p)) {
+            // A pod already changing (towards something else) is already counted.
+            if p.in_flight() {
+                changing.push(p.name.clone());
+            } else if room > 0 {
+                room -= 1;
+                changing.push(p.name.clone());
             }
         }
-        if let Converge::Surge(limit) = mode {
-            changing.truncate(limit.saturating_sub(self.in_flight()));
-        }
-        free.extend(changing);
-        self.tell(free, to, now, out);
+        self.tell(changing, to, now, out);
     }
 }

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::command::Incident;
 use super::revision::{Release, RevisionId};
 
+/// Manual request ids remembered. A request is re-delivered until the edge clears it, which takes
+/// one reconcile, so a handful would do; 32 leaves room for a burst of CLI calls.
+const REQUESTS_KEPT: usize = 32;
+
 /// A revision that is not rolled out again by itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
@@ -60,6 +64,10 @@ pub struct Ledger {
     /// Newest last, bounded by `historyLimit`.
     pub(crate) history: Vec<HistoryEntry>,
     pub(crate) last_incident: Option<Incident>,
+    /// Ids of the latest manual requests carried out, newest last, so a re-delivered verb is
+    /// not carried out twice (an abort repeated after the rollback finished would otherwise drop
+    /// the next revision).
+    pub(crate) requests: Vec<String>,
     pub(crate) next_window: u64,
     pub(crate) next_incident: u64,
 }
@@ -146,6 +154,16 @@ impl Ledger {
             at,
         });
         trim(&mut self.history, limit);
+    }
+
+    /// Records a manual request id; false when it was seen before.
+    pub(crate) fn first_time(&mut self, request: String) -> bool {
+        if self.requests.contains(&request) {
+            return false;
+        }
+        self.requests.push(request);
+        trim(&mut self.requests, REQUESTS_KEPT);
+        true
     }
 
     pub(crate) fn new_window(&mut self) -> u64 {

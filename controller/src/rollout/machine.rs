@@ -125,7 +125,11 @@ impl Rollout {
                 verdict,
             } => self.verdict(window, digest, verdict, now, out),
             Event::Tick => {}
-            Event::Manual { verb, by } => self.manual(verb, by, now, out),
+            Event::Manual { verb, by, request } => {
+                if self.ledger.first_time(request) {
+                    self.manual(verb, by, now, out);
+                }
+            }
         }
     }
 

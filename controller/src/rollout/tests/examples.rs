@@ -538,6 +538,7 @@ fn resuming_from_serialised_state_mid_canary_gives_the_same_result() {
         r: restored,
         now: h.now,
         log: Vec::new(),
+        requests: h.requests,
     };
     for h in [&mut h, &mut h2] {
         h.log.clear();

@@ -56,6 +56,7 @@ pub struct Harness {
     pub r: Rollout,
     pub now: Timestamp,
     pub log: Vec<Command>,
+    pub requests: u64,
 }
 
 impl Harness {
@@ -66,6 +67,7 @@ impl Harness {
             r,
             now: t0(),
             log: Vec::new(),
+            requests: 0,
         };
         for i in 0..pods {
             h.send(Event::PodAppeared {
@@ -110,9 +112,11 @@ impl Harness {
     }
 
     pub fn verb(&mut self, verb: Verb) -> Vec<Command> {
+        self.requests += 1;
         self.send(Event::Manual {
             verb,
             by: "alice".to_string(),
+            request: format!("req-{}", self.requests),
         })
     }
 
