@@ -2,5 +2,7 @@
 //! tests of the invariants against a model fleet.
 
 mod examples;
+mod model;
+mod props;
 mod purity;
 mod support;
