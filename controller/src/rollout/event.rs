@@ -39,6 +39,13 @@ pub enum Event {
         /// Pod name.
         pod: String,
     },
+    /// Every pod there is, with what each serves: the edge's periodic relist (and its first list
+    /// after a start). Pods not listed are gone; a listed pod's digest counts as its report.
+    /// One event instead of one per pod, so a resync of a large fleet costs one reconcile.
+    PodsListed {
+        /// The pods.
+        pods: Vec<ListedPod>,
+    },
     /// A pod's agent reports it serves this digest.
     PodApplied {
         /// Pod name.
@@ -77,6 +84,15 @@ pub enum Event {
         /// Unique per request (e.g. a UUID the CLI writes with the verb).
         request: String,
     },
+}
+
+/// One pod in a [`Event::PodsListed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedPod {
+    /// Pod name.
+    pub name: String,
+    /// What it serves, when its agent has said (`None` keeps what the machine knew).
+    pub applied: Option<Digest>,
 }
 
 /// The outcome of the validation gates for one bundle.

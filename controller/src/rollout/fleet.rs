@@ -6,6 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::command::Command;
+use super::event::ListedPod;
 use super::revision::RevisionId;
 use crate::render::Digest;
 
@@ -133,6 +134,48 @@ impl Fleet {
                     late,
                 },
             ),
+        }
+    }
+
+    /// Replaces the membership with `listed`: unlisted pods are forgotten, new ones recorded,
+    /// known ones learn what they serve. Updates in place (a relist of an unchanged fleet moves
+    /// nothing), so a relist of a large fleet is one pass.
+    pub(crate) fn resync(&mut self, mut listed: Vec<ListedPod>, late: bool) {
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        listed.dedup_by(|a, b| a.name == b.name);
+        let mut keep = vec![false; self.pods.len()];
+        let mut added = Vec::new();
+        let mut i = 0;
+        for ListedPod { name, applied } in listed {
+            while self.pods.get(i).is_some_and(|p| p.name < name) {
+                i += 1;
+            }
+            match self.pods.get_mut(i).filter(|p| p.name == name) {
+                Some(p) => {
+                    keep[i] = true;
+                    i += 1;
+                    if let Some(d) = applied {
+                        p.applied = Some(d);
+                        if p.desired == Some(d) {
+                            p.error = None;
+                        }
+                    }
+                }
+                None => added.push(PodView {
+                    name,
+                    desired: None,
+                    told_at: None,
+                    applied,
+                    error: None,
+                    late,
+                }),
+            }
+        }
+        let mut kept = keep.into_iter();
+        self.pods.retain(|_| kept.next().unwrap_or(false));
+        if !added.is_empty() {
+            self.pods.extend(added);
+            self.pods.sort_by(|a, b| a.name.cmp(&b.name));
         }
     }
 

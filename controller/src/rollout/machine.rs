@@ -39,6 +39,7 @@ impl Rollout {
             ledger,
             pending: None,
             last_seen: None,
+            published: None,
         })
     }
 
@@ -70,7 +71,6 @@ impl Rollout {
     /// Handles one event at time `now` and returns what the edge must do, in order. Status is
     /// included only when it changed, so an idle controller does not rewrite it.
     pub fn handle(&mut self, event: Event, now: Timestamp) -> Vec<Command> {
-        let before = self.status();
         let mut out = Vec::new();
         self.observe(event, now, &mut out);
         for _ in 0..MAX_PASSES {
@@ -78,9 +78,10 @@ impl Rollout {
                 break;
             }
         }
-        let after = self.status();
-        if after != before {
-            out.push(Command::UpdateStatus(Box::new(after)));
+        let status = self.status();
+        if self.published.as_ref() != Some(&status) {
+            out.push(Command::UpdateStatus(Box::new(status.clone())));
+            self.published = Some(status);
         }
         out
     }
@@ -105,14 +106,14 @@ impl Rollout {
             Event::PodGone { pod } => {
                 self.fleet.remove(&pod);
             }
+            Event::PodsListed { pods } => {
+                let late = matches!(self.state.active(), State::Canary(_));
+                self.fleet.resync(pods, late);
+                self.note_first_applied(now);
+            }
             Event::PodApplied { pod, digest } => {
                 self.fleet.applied(&pod, digest);
-                if let State::Canary(c) = self.state.active_mut()
-                    && c.target.digest == digest
-                    && c.timeline.first_applied.is_none()
-                {
-                    c.timeline.first_applied = Some(now);
-                }
+                self.note_first_applied(now);
             }
             Event::PodApplyFailed {
                 pod,
@@ -340,6 +341,16 @@ impl Rollout {
                     false
                 }
             },
+        }
+    }
+
+    /// The incident timeline's "first applied": the first time any pod serves the target.
+    fn note_first_applied(&mut self, now: Timestamp) {
+        if let State::Canary(c) = self.state.active_mut()
+            && c.timeline.first_applied.is_none()
+            && self.fleet.count_applied(c.target.digest) > 0
+        {
+            c.timeline.first_applied = Some(now);
         }
     }
 

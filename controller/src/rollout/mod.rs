@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Incident, Notice, NoticeKind, Reason};
 pub use config::{Amount, AmountError, ConfigError, InconclusivePolicy, RolloutConfig};
-pub use event::{Event, ValidationOutcome, Verb};
+pub use event::{Event, ListedPod, ValidationOutcome, Verb};
 pub use fleet::{Fleet, PodView};
 pub use ledger::{HistoryEntry, Ledger, Outcome, QuarantineEntry};
 pub use revision::{Release, RevisionId};
@@ -55,4 +55,7 @@ pub struct Rollout {
     pending: Option<Release>,
     /// The last head the source reported, so a poll that sees the same head does nothing.
     last_seen: Option<RevisionId>,
+    /// The status last handed to the edge: status is written again only when it differs
+    /// (STYLE rule 6), and a restored machine knows what status already says.
+    published: Option<Status>,
 }

@@ -11,8 +11,12 @@ use super::support::{digest, release, t0};
 use crate::analysis::Verdict;
 use crate::render::Digest;
 use crate::rollout::{
-    Command, Event, Phase, Reason, Release, Rollout, RolloutConfig, State, ValidationOutcome, Verb,
+    Command, Event, ListedPod, Phase, Reason, Release, Rollout, RolloutConfig, State,
+    ValidationOutcome, Verb,
 };
+
+/// Fleets larger than this report through relists in the calm drive.
+const BATCH_ABOVE: usize = 32;
 
 /// One step of a random run; indices are taken modulo whatever they index.
 #[derive(Debug, Clone)]
@@ -21,6 +25,8 @@ pub enum Op {
     Deliver { pick: usize, fail: bool },
     /// Up to 16 pods apply what they were told.
     DeliverMany,
+    /// The edge relists every pod.
+    Relist,
     /// A new pod: 0 no config, 1 on stable, 2 on some other config.
     Appear { kind: u8, other: usize },
     /// A pod goes away.
@@ -115,18 +121,50 @@ impl Model {
             twice: false,
             steps: 0,
         };
+        let on_stable = Some(digest(1));
         for _ in 0..pods {
-            m.appear(Some(digest(1)));
+            let pod = format!("p{:04}", m.next_pod);
+            m.next_pod += 1;
+            m.pods.insert(
+                pod,
+                Pod {
+                    told: None,
+                    applied: on_stable,
+                },
+            );
         }
+        m.relist();
         m
+    }
+
+    /// The edge's relist: every pod with what it serves, in one event.
+    fn relist(&mut self) {
+        let pods = self
+            .pods
+            .iter()
+            .map(|(name, p)| ListedPod {
+                name: name.clone(),
+                applied: p.applied,
+            })
+            .collect();
+        self.handle(Event::PodsListed { pods });
     }
 
     /// Turns an op into an event (if it applies now) and handles it.
     pub fn apply(&mut self, op: &Op) {
         let event = match op {
             Op::Deliver { pick, fail } => {
-                let pending = self.pending();
-                let Some((pod, d)) = pick_from(&pending, *pick).cloned() else {
+                let pending = || {
+                    self.pods.iter().filter_map(|(name, p)| {
+                        Some((name, p.told?)).filter(|_| p.applied != p.told)
+                    })
+                };
+                let count = pending().count();
+                let Some((pod, d)) = (count > 0)
+                    .then(|| pending().nth(pick % count))
+                    .flatten()
+                    .map(|(name, d)| (name.clone(), d))
+                else {
                     return;
                 };
                 if *fail {
@@ -146,6 +184,7 @@ impl Model {
                 }
                 return;
             }
+            Op::Relist => return self.relist(),
             Op::Appear { kind, other } => {
                 let applied = match kind % 3 {
                     0 => None,
@@ -268,15 +307,25 @@ impl Model {
             .collect()
     }
 
-    /// Every pod applies what it was told, as often as it is told something new.
+    /// Every pod applies what it was told, as often as it is told something new. Small fleets
+    /// report pod by pod; large ones through relists, which keeps a 500-pod calm drive linear.
     pub fn deliver_all(&mut self) {
         for _ in 0..=4 * self.pods.len() + 4 {
             let pending = self.pending();
             if pending.is_empty() {
                 return;
             }
-            for (pod, d) in pending {
-                self.handle(Event::PodApplied { pod, digest: d });
+            if self.pods.len() > BATCH_ABOVE {
+                for (pod, d) in pending {
+                    if let Some(p) = self.pods.get_mut(&pod) {
+                        p.applied = Some(d);
+                    }
+                }
+                self.relist();
+            } else {
+                for (pod, d) in pending {
+                    self.handle(Event::PodApplied { pod, digest: d });
+                }
             }
         }
         panic!("pods never settled");
