@@ -73,12 +73,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The entry that blocks a revision: same commit, or same config under another commit
-    /// (DESIGN §3.2: same digest, same config, same outage).
+    /// The entry that blocks a revision: one with the same config. Quarantine is by digest
+    /// (DESIGN §3.2: same digest, same config, same outage), so the bad config stays out under
+    /// any commit that renders to it, while the same commit rendered with changed values (a new
+    /// config a person chose) is not blocked.
     pub fn blocking(&self, id: &RevisionId) -> Option<&QuarantineEntry> {
         self.quarantine
             .iter()
-            .find(|q| q.release.revision.commit == id.commit || q.release.digest == id.digest)
+            .find(|q| q.release.digest == id.digest)
     }
 
     /// Quarantined revisions, oldest first.
@@ -105,7 +107,7 @@ impl Ledger {
         if self
             .quarantine
             .iter()
-            .any(|q| q.release.commit() == release.commit())
+            .any(|q| q.release.digest == release.digest)
         {
             return;
         }
@@ -116,17 +118,16 @@ impl Ledger {
         });
     }
 
-    /// Takes a commit out of quarantine, with every entry sharing its config (otherwise the
-    /// retried commit would still be blocked by its twin). Returns the revision to roll out.
+    /// Takes a commit out of quarantine (its newest entry: the config it was last quarantined
+    /// with). Returns the revision to roll out.
     pub(crate) fn release(&mut self, commit: &str) -> Option<Release> {
         let entry = self
             .quarantine
             .iter()
-            .find(|q| q.release.commit() == commit)?
+            .rfind(|q| q.release.commit() == commit)?
             .release
             .clone();
-        self.quarantine
-            .retain(|q| q.release.commit() != commit && q.release.digest != entry.digest);
+        self.quarantine.retain(|q| q.release.digest != entry.digest);
         Some(entry)
     }
 

@@ -1,7 +1,5 @@
 //! Example runs a person can follow: the happy path, the outage and its rollback, apply failures,
-//! and every manual verb.
-
-use jiff::SignedDuration;
+//! supersede, adoption, inconclusive bakes, fleet changes, resume after a restart.
 
 use super::support::*;
 use crate::analysis::Verdict;
@@ -9,18 +7,6 @@ use crate::rollout::{
     Command, Event, InconclusivePolicy, Outcome, Phase, Reason, RollbackReason, Rollout,
     RolloutConfig, State, Verb,
 };
-
-fn mins(m: i64) -> SignedDuration {
-    SignedDuration::from_mins(m)
-}
-
-/// Validates and starts a canary of `rel` on an 8-pod fleet.
-fn canary_of(rel: &crate::rollout::Release) -> Harness {
-    let mut h = Harness::new(RolloutConfig::default(), 8);
-    h.seen(rel);
-    h.validation(rel, true);
-    h
-}
 
 #[test]
 fn happy_path_ends_idle_with_target_stable_on_every_pod() {
@@ -180,160 +166,6 @@ fn tolerated_apply_failures_send_the_pod_back_and_choose_another() {
         message: "disk full".to_string(),
     });
     assert_eq!(h.r.state().phase(), Phase::RollingBack);
-}
-
-#[test]
-fn pause_stops_progress_resume_continues_and_failure_still_rolls_back() {
-    let t = release(2, 2);
-    let mut h = canary_of(&t);
-    h.apply_all();
-    h.verb(Verb::Pause);
-    assert!(h.r.state().is_paused());
-    h.verdict(Verdict::Healthy);
-    let out = h.tick(mins(10));
-    assert!(tells(&out).is_empty(), "paused: no step taken");
-    assert_eq!(h.r.state().canary().map(|c| c.step), Some(0));
-    // Pausing again is a no-op, not an error.
-    assert!(!emits(&h.verb(Verb::Pause), Reason::VerbRejected));
-
-    let out = h.verb(Verb::Resume);
-    assert!(!h.r.state().is_paused());
-    assert_eq!(
-        h.r.state().canary().map(|c| c.step),
-        Some(1),
-        "the bake had passed"
-    );
-    assert_eq!(tells(&out), vec![(t.digest, vec![pod(1)])]);
-
-    h.verb(Verb::Pause);
-    h.apply_all();
-    h.send(Event::Verdict {
-        window: 99,
-        digest: t.digest,
-        verdict: failing(),
-    });
-    assert_eq!(
-        h.r.state().phase(),
-        Phase::RollingBack,
-        "automatic rollback stays armed"
-    );
-}
-
-#[test]
-fn promote_skips_the_remaining_steps() {
-    let t = release(2, 2);
-    let mut h = canary_of(&t);
-    h.apply_all();
-    let out = h.verb(Verb::Promote);
-    assert!(h.is_idle_on(t.digest));
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, Command::StopAnalysis { .. }))
-    );
-    // The rest follow, 25% of 8 = 2 at a time.
-    assert_eq!(tells(&out), vec![(t.digest, vec![pod(1), pod(2)])]);
-    h.apply_all();
-    assert_eq!(h.on(t.digest), 8);
-    assert!(
-        emits(&h.verb(Verb::Promote), Reason::VerbRejected),
-        "nothing left to promote"
-    );
-}
-
-#[test]
-fn promote_never_skips_validation() {
-    let t = release(2, 2);
-    let mut h = Harness::new(RolloutConfig::default(), 4);
-    h.seen(&t);
-    assert!(emits(&h.verb(Verb::Promote), Reason::VerbRejected));
-    assert_eq!(h.r.state().phase(), Phase::Validating);
-}
-
-#[test]
-fn rollback_to_a_known_good_commit_quarantines_what_it_replaces() {
-    let (s, t) = (release(1, 1), release(2, 2));
-    let mut h = canary_of(&t);
-    h.verb(Verb::Promote);
-    h.apply_all();
-    assert!(h.is_idle_on(t.digest));
-
-    let out = h.verb(Verb::RollbackTo {
-        commit: "f".repeat(40),
-    });
-    assert!(
-        emits(&out, Reason::VerbRejected),
-        "unknown commits are refused"
-    );
-
-    let out = h.verb(Verb::RollbackTo {
-        commit: s.commit().to_string(),
-    });
-    assert!(matches!(h.r.state(), State::RollingBack(r) if r.to.digest == s.digest));
-    assert!(
-        tells(&out)
-            .iter()
-            .any(|(d, pods)| *d == s.digest && pods.len() == 8),
-        "all at once"
-    );
-    h.apply_all();
-    assert!(h.is_idle_on(s.digest));
-    assert!(h.r.ledger().blocking(&t.id()).is_some());
-    assert!(h.r.ledger().last_incident().is_some());
-
-    // t is quarantined, so rolling "back" to it is refused until it is retried.
-    let out = h.verb(Verb::RollbackTo {
-        commit: t.commit().to_string(),
-    });
-    assert!(emits(&out, Reason::VerbRejected));
-}
-
-#[test]
-fn abort_rolls_back_and_abort_during_validation_drops_the_revision() {
-    let t = release(2, 2);
-    let mut h = canary_of(&t);
-    h.apply_all();
-    h.verb(Verb::Abort);
-    assert!(
-        matches!(h.r.state(), State::RollingBack(r) if matches!(r.reason, RollbackReason::Aborted { .. }))
-    );
-    h.apply_all();
-    assert!(h.is_idle_on(digest(1)));
-
-    let u = release(3, 3);
-    h.seen(&u);
-    h.verb(Verb::Abort);
-    assert!(h.is_idle_on(digest(1)));
-    assert!(h.r.ledger().blocking(&u.id()).is_some());
-    assert!(
-        tells(&h.validation(&u, true)).is_empty(),
-        "a late pass changes nothing"
-    );
-}
-
-#[test]
-fn retry_takes_a_commit_out_of_quarantine() {
-    let t = release(2, 2);
-    let mut h = Harness::new(RolloutConfig::default(), 4);
-    h.seen(&t);
-    h.validation(&t, false);
-    assert!(h.is_idle_on(digest(1)));
-    assert!(h.r.ledger().blocking(&t.id()).is_some());
-    assert!(
-        tells(&h.log).iter().all(|(d, _)| *d == digest(1)),
-        "never told"
-    );
-
-    let out = h.verb(Verb::Retry {
-        commit: t.commit().to_string(),
-    });
-    assert!(emits(&out, Reason::Retried));
-    assert_eq!(h.r.state().phase(), Phase::Validating);
-    assert!(emits(
-        &h.verb(Verb::Retry {
-            commit: t.commit().to_string()
-        }),
-        Reason::VerbRejected
-    ));
 }
 
 #[test]
@@ -564,4 +396,21 @@ fn the_same_event_twice_is_harmless() {
     let state = h.r.clone();
     assert!(h.send(applied).is_empty());
     assert_eq!(h.r, state);
+}
+
+#[test]
+fn quarantine_is_by_config_not_by_commit() {
+    let bad = release(2, 2);
+    let mut h = canary_of(&bad);
+    h.apply_all();
+    h.verdict(failing());
+    h.apply_all();
+    // The same commit rendered with changed values is a different config: it may roll out.
+    let mut revalued = release(2, 3);
+    revalued.revision.message = "values changed".to_string();
+    h.seen(&revalued);
+    assert_eq!(h.r.state().phase(), Phase::Validating);
+    // Another commit rendering to the bad config is blocked.
+    h.validation(&revalued, false);
+    assert!(emits(&h.seen(&release(5, 2)), Reason::QuarantineBlocked));
 }

@@ -344,17 +344,22 @@ impl Model {
         {
             self.validated.insert(*d);
         }
+        // A retry the machine accepts releases the config the commit was quarantined with.
         if let Event::Manual {
             verb: Verb::Retry { commit },
+            request,
             ..
         } = &event
-            && let Some(d) = self
-                .pool
+            && !self.r.ledger().requests.contains(request)
+            && let Some(q) = self
+                .r
+                .ledger()
+                .quarantined()
                 .iter()
-                .find(|r| r.commit() == commit)
-                .map(|r| r.digest)
+                .rfind(|q| q.release.commit() == commit)
         {
-            self.quarantined.retain(|(c, qd)| c != commit && *qd != d);
+            let d = q.release.digest;
+            self.quarantined.retain(|(_, qd)| *qd != d);
         }
         if let Event::PodApplied { pod, digest: d } = &event
             && let Some(p) = self.pods.get_mut(pod)
@@ -414,10 +419,7 @@ impl Model {
                 }
                 Command::Validate { digest: d, commit } => {
                     assert!(
-                        !self
-                            .quarantined
-                            .iter()
-                            .any(|(c, qd)| c == commit || qd == d),
+                        !quarantined_digests.contains(d),
                         "validating quarantined {commit}"
                     );
                     self.outstanding.push(*d);

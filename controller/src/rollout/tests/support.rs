@@ -46,6 +46,19 @@ pub fn failing() -> Verdict {
     })
 }
 
+/// Minutes, for the clock.
+pub fn mins(m: i64) -> SignedDuration {
+    SignedDuration::from_mins(m)
+}
+
+/// A canary of `rel` started on an 8-pod fleet with the default strategy.
+pub fn canary_of(rel: &Release) -> Harness {
+    let mut h = Harness::new(RolloutConfig::default(), 8);
+    h.seen(rel);
+    h.validation(rel, true);
+    h
+}
+
 /// Pod names in sorted order.
 pub fn pod(i: usize) -> String {
     format!("pod-{i:03}")
