@@ -137,7 +137,10 @@ impl Rollout {
         self.ledger.remember_good(&c.target, limit);
         self.ledger
             .record(c.target.id(), Outcome::Promoted, now, limit);
-        let rest = self.fleet.len() - self.fleet.count_applied(c.target.digest);
+        let rest = self
+            .fleet
+            .len()
+            .saturating_sub(self.fleet.count_applied(c.target.digest));
         out.push(Command::Emit(Notice::normal(
             Reason::Promoted,
             format!(

@@ -173,7 +173,7 @@ impl Rollout {
             },
             State::Validating { target, stable, .. } => {
                 if target.digest == release.digest {
-                    *target = release;
+                    same_config(target, release, out);
                 } else if let Some(s) = stable.as_mut().filter(|s| s.digest == release.digest) {
                     self.ledger
                         .record(target.id(), Outcome::Superseded, now, limit);
@@ -193,7 +193,7 @@ impl Rollout {
             }
             State::Canary(c) => {
                 if c.target.digest == release.digest {
-                    c.target = release;
+                    same_config(&mut c.target, release, out);
                 } else {
                     self.pending = Some(release);
                     self.begin_rollback(RollbackReason::Superseded { by: id }, None, now, out);
@@ -388,4 +388,16 @@ fn relabel(
     *stable = release;
     ledger.remember_good(stable, limit);
     ledger.record(stable.id(), Outcome::Relabelled, now, limit);
+}
+
+/// A new commit with the config being validated or rolled out: it carries on under the newer
+/// name (the head), nothing restarts.
+fn same_config(target: &mut Release, release: Release, out: &mut Vec<Command>) {
+    if target.commit() != release.commit() {
+        out.push(Command::Emit(Notice::normal(
+            Reason::NoConfigChange,
+            format!("{release} renders to the same config as {target}, which carries on"),
+        )));
+        *target = release;
+    }
 }
