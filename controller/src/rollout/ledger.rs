@@ -118,6 +118,20 @@ impl Ledger {
         });
     }
 
+    /// A revision judged bad (failed validation, dropped, rolled back): quarantined, and its
+    /// outcome written to history, the two things every such end records.
+    pub(crate) fn reject(
+        &mut self,
+        release: &Release,
+        reason: String,
+        outcome: Outcome,
+        at: Timestamp,
+        limit: usize,
+    ) {
+        self.quarantine(release, reason, at);
+        self.record(release.id(), outcome, at, limit);
+    }
+
     /// Takes a commit out of quarantine (its newest entry: the config it was last quarantined
     /// with). Returns the revision to roll out.
     pub(crate) fn release(&mut self, commit: &str) -> Option<Release> {

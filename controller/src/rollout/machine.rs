@@ -247,10 +247,13 @@ impl Rollout {
         let limit = self.config.history_limit;
         match (outcome, stable) {
             (ValidationOutcome::Failed { summary }, stable) => {
-                self.ledger
-                    .quarantine(&target, format!("validation failed: {summary}"), now);
-                self.ledger
-                    .record(target.id(), Outcome::Rejected, now, limit);
+                self.ledger.reject(
+                    &target,
+                    format!("validation failed: {summary}"),
+                    Outcome::Rejected,
+                    now,
+                    limit,
+                );
                 out.push(Command::Emit(Notice::warning(
                     Reason::ValidationFailed,
                     format!("{target} failed validation and is quarantined: {summary}"),

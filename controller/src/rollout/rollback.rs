@@ -46,7 +46,8 @@ impl Rollout {
         let mut incident = None;
         if reason.is_incident() {
             let why = format!("rolled back: {}", reason.summary());
-            self.ledger.quarantine(&from, why.clone(), now);
+            self.ledger
+                .reject(&from, why.clone(), Outcome::RolledBack, now, limit);
             // Rolling back past the stable revision says it is bad too; leaving it unquarantined
             // would let the next poll of its commit roll it out again.
             if stable.digest != to.digest && stable.digest != from.digest {
@@ -63,8 +64,6 @@ impl Rollout {
             incident = Some(record.id);
             out.push(Command::RecordIncident(Box::new(record.clone())));
             self.ledger.last_incident = Some(record);
-            self.ledger
-                .record(from.id(), Outcome::RolledBack, now, limit);
             out.push(Command::Emit(Notice::warning(
                 Reason::RollingBack,
                 format!(

@@ -229,10 +229,13 @@ impl Rollout {
             }
         };
         let limit = self.config.history_limit;
-        self.ledger
-            .quarantine(&target, format!("aborted by {by} during validation"), now);
-        self.ledger
-            .record(target.id(), Outcome::Aborted, now, limit);
+        self.ledger.reject(
+            &target,
+            format!("aborted by {by} during validation"),
+            Outcome::Aborted,
+            now,
+            limit,
+        );
         out.push(Command::Emit(Notice::normal(
             Reason::Aborted,
             format!("{target} dropped by {by} before reaching any pod; it is quarantined"),
