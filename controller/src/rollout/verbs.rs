@@ -174,10 +174,18 @@ impl Rollout {
                     Reason::Resumed,
                     format!("resumed by {by}"),
                 )));
+                let paused_target = match &self.state {
+                    State::Validating { target, .. } => Some(target.digest),
+                    _ => None,
+                };
                 if let Some(p) = self.pending.take() {
                     self.offer(p, now, out);
-                } else if let State::Validating { target, .. } = &self.state {
-                    // Results that came in during the pause were ignored: ask again.
+                }
+                // Results that came in during the pause were ignored: ask again, unless a newer
+                // revision took over (its validation has just been asked for).
+                if let State::Validating { target, .. } = &self.state
+                    && Some(target.digest) == paused_target
+                {
                     out.push(Command::Validate {
                         commit: target.commit().to_string(),
                         digest: target.digest,

@@ -157,3 +157,25 @@ fn retry_takes_a_commit_out_of_quarantine() {
         Reason::VerbRejected
     ));
 }
+
+#[test]
+fn resume_asks_again_for_a_validation_answered_during_the_pause() {
+    let t = release(2, 2);
+    let mut h = Harness::new(RolloutConfig::default(), 4);
+    h.seen(&t);
+    h.verb(Verb::Pause);
+    assert!(
+        tells(&h.validation(&t, true)).is_empty(),
+        "ignored while paused"
+    );
+    // A newer commit with the same config arrives during the pause.
+    h.seen(&release(3, 2));
+    let out = h.verb(Verb::Resume);
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::Validate { digest, .. } if *digest == t.digest)),
+        "{out:?}"
+    );
+    h.validation(&t, true);
+    assert_eq!(h.r.state().phase(), Phase::Canary);
+}

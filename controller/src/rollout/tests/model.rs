@@ -516,9 +516,13 @@ impl Model {
                     return true;
                 }
             }
-            if let State::Validating { target, .. } = state {
-                let e = self.validation(target.digest);
-                self.handle(e);
+            // Like the edge, answer the validations that were asked for, and only those: a machine
+            // validating something nobody was asked to validate would wait for ever.
+            if matches!(state, State::Validating { .. }) && !self.outstanding.is_empty() {
+                for d in std::mem::take(&mut self.outstanding) {
+                    let e = self.validation(d);
+                    self.handle(e);
+                }
                 continue;
             }
             if let Some(c) = state.canary()
