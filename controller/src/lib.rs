@@ -9,8 +9,10 @@
 pub mod agent;
 pub mod analysis;
 pub mod demo;
+pub mod fleet;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod runner;
 pub mod source;
 pub mod validate;

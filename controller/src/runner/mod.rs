@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::analysis::{Analysis, AnalysisConfig, Counters, Sample, Verdict};
 use crate::fleet::{ApplyResult, Fleet};
