@@ -244,7 +244,11 @@ impl<F: Fleet> Runner<F> {
     fn execute(&mut self, command: Command) {
         match command {
             Command::Validate { digest, commit } => self.validate(digest, commit),
-            Command::Tell { digest, commit, pods } => self.tell(digest, commit, pods),
+            Command::Tell {
+                digest,
+                commit,
+                pods,
+            } => self.tell(digest, commit, pods),
             Command::StartAnalysis {
                 window,
                 canary,
@@ -379,7 +383,10 @@ impl<F: Fleet> Runner<F> {
         let now = Timestamp::now();
         let _ = self.notes.send(Note::Pods {
             at: now,
-            pods: observed.iter().map(|(n, o)| (n.clone(), o.applied)).collect(),
+            pods: observed
+                .iter()
+                .map(|(n, o)| (n.clone(), o.applied))
+                .collect(),
         });
         self.handle(Event::PodsListed {
             pods: observed

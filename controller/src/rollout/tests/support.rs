@@ -43,6 +43,7 @@ pub fn failing() -> Verdict {
         canary_total: 200,
         baseline_bad: 4,
         baseline_total: 800,
+        ..Evidence::default()
     })
 }
 
