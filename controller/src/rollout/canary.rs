@@ -370,7 +370,7 @@ fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Comm
         Some(Verdict::Healthy) => return Next::Advance,
         Some(Verdict::Failing(evidence)) => {
             return Next::RollBack(RollbackReason::AnalysisFailed {
-                evidence: evidence.clone(),
+                evidence: Box::new(evidence.clone()),
             });
         }
         Some(Verdict::Inconclusive { reason }) => {

@@ -298,7 +298,14 @@ impl Rollout {
         }
         match verdict {
             Verdict::Failing(evidence) => {
-                self.begin_rollback(RollbackReason::AnalysisFailed { evidence }, None, now, out);
+                self.begin_rollback(
+                    RollbackReason::AnalysisFailed {
+                        evidence: Box::new(evidence),
+                    },
+                    None,
+                    now,
+                    out,
+                );
             }
             other => {
                 if let State::Canary(c) = self.state.active_mut()

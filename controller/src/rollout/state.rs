@@ -99,7 +99,7 @@ pub enum RollbackReason {
     /// Analysis judged the canary worse than the baseline.
     AnalysisFailed {
         /// The numbers.
-        evidence: Evidence,
+        evidence: Box<Evidence>,
     },
     /// Pods could not apply the target (or did not in time).
     ApplyFailed {
