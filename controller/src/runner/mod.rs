@@ -440,3 +440,6 @@ impl<F: Fleet> Runner<F> {
         self.handle(Event::Tick);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! The runner against an in-memory fleet whose pods serve traffic instantly: a good revision is
+//! promoted everywhere; a revision whose canary 502s is rolled back on every pod and quarantined;
+//! a revision that fails validation never reaches a pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::fleet::{FleetError, PodObservation};
+use crate::rollout::{Amount, InconclusivePolicy, Phase, State};
+use crate::source::git::Revision;
+
+/// Pods that apply at once and serve 50 requests per read: 85% 502 on a bad digest.
+struct FakeFleet {
+    pods: Mutex<BTreeMap<String, PodObservation>>,
+    bad: BTreeSet<Digest>,
+    told: Mutex<Vec<(String, Digest)>>,
+}
+
+impl FakeFleet {
+    fn new(n: usize, stable: Digest, bad: BTreeSet<Digest>) -> Self {
+        let pods = (0..n)
+            .map(|i| {
+                let obs = PodObservation {
+                    applied: Some(stable),
+                    ..PodObservation::default()
+                };
+                (format!("pod-{i}"), obs)
+            })
+            .collect();
+        FakeFleet {
+            pods: Mutex::new(pods),
+            bad,
+            told: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn applied(&self) -> Vec<Option<Digest>> {
+        let pods = self.pods.lock().expect("lock");
+        pods.values().map(|p| p.applied).collect()
+    }
+}
+
+impl Fleet for FakeFleet {
+    async fn pods(&self) -> Vec<String> {
+        self.pods.lock().expect("lock").keys().cloned().collect()
+    }
+
+    async fn apply(
+        &self,
+        pod: &str,
+        bundle: &Bundle,
+        _commit: &str,
+    ) -> Result<ApplyResult, FleetError> {
+        let digest = bundle.digest();
+        self.told
+            .lock()
+            .expect("lock")
+            .push((pod.to_string(), digest));
+        let mut pods = self.pods.lock().expect("lock");
+        let obs = pods
+            .get_mut(pod)
+            .ok_or_else(|| FleetError::NoSuchPod(pod.to_string()))?;
+        obs.applied = Some(digest);
+        Ok(ApplyResult::Applied)
+    }
+
+    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
+        let mut pods = self.pods.lock().expect("lock");
+        let obs = pods
+            .get_mut(pod)
+            .ok_or_else(|| FleetError::NoSuchPod(pod.to_string()))?;
+        if let Some(digest) = obs.applied {
+            let counters = obs.traffic.entry(digest).or_default();
+            for i in 0..50 {
+                let status = if self.bad.contains(&digest) && i % 20 < 17 {
+                    502
+                } else {
+                    200
+                };
+                counters.record(status, 5.0);
+            }
+        }
+        Ok(obs.clone())
+    }
+}
+
+fn release(n: u8, body: &str) -> (Release, Bundle) {
+    let bundle = Bundle::new(
+        [(
+            "nginx.conf".to_string(),
+            format!(
+                "events {{}}\nhttp {{\n    server {{ listen 8080; return 200 \"{body}\"; }}\n}}\n"
+            )
+            .into_bytes(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let revision = Revision {
+        commit: format!("{n:0>40}"),
+        committed_at: Timestamp::UNIX_EPOCH,
+        author: "Test <test@example.test>".to_string(),
+        message: format!("commit {n}"),
+    };
+    (
+        Release {
+            revision,
+            digest: bundle.digest(),
+        },
+        bundle,
+    )
+}
+
+fn config() -> RunnerConfig {
+    let mut config = RunnerConfig {
+        poll_every: Duration::from_millis(10),
+        ..RunnerConfig::default()
+    };
+    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(100)];
+    config.rollout.bake = SignedDuration::from_millis(200);
+    config.rollout.on_inconclusive = InconclusivePolicy::Promote;
+    config
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn idle_on(digest: Digest) -> impl FnMut(&Rollout) -> bool {
+    move |r: &Rollout| {
+        matches!(r.state(), State::Idle { stable: Some(s) } if s.digest == digest)
+            && r.state().phase() == Phase::Idle
+    }
+}
+
+#[tokio::test]
+async fn a_good_revision_is_promoted_and_a_502ing_one_rolled_back_everywhere() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let (r2, b2) = release(2, "v2 with a broken upstream");
+    let fleet = Arc::new(FakeFleet::new(5, r0.digest, BTreeSet::from([r2.digest])));
+    let (mut runner, _notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0, b0))).expect("runner");
+
+    runner.submit(r1.clone(), b1);
+    runner
+        .run_until("promote commit 1", LIMIT, idle_on(r1.digest))
+        .await
+        .expect("commit 1 promoted");
+    runner
+        .run_until("bring every pod to commit 1", LIMIT, |_| {
+            fleet.applied().iter().all(|d| *d == Some(r1.digest))
+        })
+        .await
+        .expect("all pods on commit 1");
+
+    runner.submit(r2.clone(), b2);
+    runner
+        .run_until("roll back commit 2", LIMIT, |r| {
+            !r.ledger().quarantined().is_empty() && r.state().phase() == Phase::Idle
+        })
+        .await
+        .expect("commit 2 rolled back");
+    runner
+        .run_until("restore every pod", LIMIT, |_| {
+            fleet.applied().iter().all(|d| *d == Some(r1.digest))
+        })
+        .await
+        .expect("all pods back on commit 1");
+    assert!(
+        runner
+            .incidents()
+            .values()
+            .any(|i| i.revision.digest == r2.digest)
+    );
+    let told_bad = fleet
+        .told
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, d)| *d == r2.digest)
+        .count();
+    assert_eq!(
+        told_bad, 1,
+        "only the canary pod may ever get the bad digest"
+    );
+}
+
+#[tokio::test]
+async fn a_revision_that_fails_validation_never_reaches_a_pod() {
+    let (r0, b0) = release(0, "v0");
+    let (bad, _) = release(3, "x");
+    let broken = Bundle::new(
+        [(
+            "nginx.conf".to_string(),
+            b"events {}\nhttp { upstream app { } server { location / { proxy_pass http://app; } } }\n"
+                .to_vec(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let bad = Release {
+        digest: broken.digest(),
+        ..bad
+    };
+    let fleet = Arc::new(FakeFleet::new(3, r0.digest, BTreeSet::new()));
+    let (mut runner, _notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0, b0))).expect("runner");
+    runner.submit(bad.clone(), broken);
+    runner
+        .run_until("reject the broken revision", LIMIT, |r| {
+            !r.ledger().quarantined().is_empty()
+        })
+        .await
+        .expect("rejected");
+    let told = fleet.told.lock().expect("lock").clone();
+    assert!(told.iter().all(|(_, d)| *d != bad.digest), "{told:?}");
+}
