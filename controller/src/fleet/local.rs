@@ -1,1 +1,247 @@
-//! Local fleet: N real nginx + agent pairs on loopback. STUB until the agent lands.
+//! A local fleet: N "pods", each a real nginx supervised by a real agent, each on its own
+//! loopback address (127.x.y.z, same ports, like pod IPs). Used by `switchback demo`, `switchback
+//! local` and the end-to-end tests. The agents run in this process (one task each) and talk to
+//! the runner over their real HTTP API, exactly as in a cluster.
+//!
+//! Pods on one machine share one network namespace, so each agent pins the bundle's `listen`
+//! directives to its pod's address in its own copy (the digest is of the bundle as sent): five
+//! nginx processes can all "listen 8080" as five pods would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{ApplyResult, Fleet, FleetError, PodObservation};
+use crate::agent::{self, AgentArgs, AgentClient, AgentError, ApplyOutcome, ProbeSpec};
+use crate::render::Bundle;
+
+/// How to lay out a local fleet.
+#[derive(Debug, Clone)]
+pub struct LocalFleetOptions {
+    /// Number of pods.
+    pub pods: usize,
+    /// Where each pod's state directory goes (`<dir>/<pod>`).
+    pub dir: PathBuf,
+    /// The first two octets after 127 of the pods' addresses: pod i is `127.a.b.(10 + i)`.
+    /// Tests pick different ones so fleets never collide.
+    pub subnet: [u8; 2],
+    /// The port nginx listens on in every pod (what the bundle's `listen` says).
+    pub http_port: u16,
+    /// The port of every agent's API.
+    pub api_port: u16,
+    /// The nginx binary.
+    pub nginx: Option<PathBuf>,
+    /// Active health checks every agent runs through its nginx.
+    pub probes: Vec<ProbeSpec>,
+    /// The bundle's entry file.
+    pub entry: String,
+}
+
+impl LocalFleetOptions {
+    /// Five pods on 127.0.1.10-14, nginx on 8080, agents on 9180.
+    pub fn new(dir: PathBuf) -> Self {
+        LocalFleetOptions {
+            pods: 5,
+            dir,
+            subnet: [0, 1],
+            http_port: 8080,
+            api_port: 9180,
+            nginx: None,
+            probes: Vec::new(),
+            entry: crate::validate::DEFAULT_ENTRY.to_string(),
+        }
+    }
+}
+
+/// One running pod.
+struct LocalPod {
+    name: String,
+    address: IpAddr,
+    client: AgentClient,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+/// N nginx + agent pairs on loopback.
+pub struct LocalFleet {
+    pods: Vec<LocalPod>,
+    http_port: u16,
+    entry: String,
+}
+
+/// Why a local fleet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalFleetError {
+    /// Too many pods for one /24.
+    #[error("at most 200 local pods, not {0}")]
+    TooMany(usize),
+    /// An agent could not be reached after it started.
+    #[error("pod {pod}: agent did not come up: {message}")]
+    AgentDown {
+        /// The pod.
+        pod: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl LocalFleet {
+    /// Starts every pod's agent (each starts its nginx) and waits until all answer.
+    pub async fn start(options: LocalFleetOptions) -> Result<LocalFleet, LocalFleetError> {
+        if options.pods > 200 {
+            return Err(LocalFleetError::TooMany(options.pods));
+        }
+        let mut pods = Vec::new();
+        for i in 0..options.pods {
+            let name = format!("pod-{i}");
+            let octet = u8::try_from(10 + i).map_err(|_| LocalFleetError::TooMany(options.pods))?;
+            let ip = IpAddr::V4(Ipv4Addr::new(
+                127,
+                options.subnet[0],
+                options.subnet[1],
+                octet,
+            ));
+            let api = SocketAddr::new(ip, options.api_port);
+            let args = AgentArgs {
+                state_dir: options.dir.join(&name),
+                listen: api,
+                nginx_listen: Some(SocketAddr::new(ip, options.http_port)),
+                nginx: options.nginx.clone(),
+                keep_versions: agent::config::DEFAULT_KEEP_VERSIONS,
+                probes: options.probes.clone(),
+                initial_bundle: None,
+                entry: options.entry.clone(),
+                external_nginx: false,
+                pin_listen: Some(ip),
+            };
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(agent::run(args, async move {
+                let _ = stopped.await;
+            }));
+            let client = AgentClient::new(api).map_err(|e| LocalFleetError::AgentDown {
+                pod: name.clone(),
+                message: e.to_string(),
+            })?;
+            pods.push(LocalPod {
+                name,
+                address: ip,
+                client,
+                stop: Some(stop),
+                task,
+            });
+        }
+        let fleet = LocalFleet {
+            pods,
+            http_port: options.http_port,
+            entry: options.entry,
+        };
+        for pod in &fleet.pods {
+            fleet.wait_up(pod).await?;
+        }
+        Ok(fleet)
+    }
+
+    async fn wait_up(&self, pod: &LocalPod) -> Result<(), LocalFleetError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match pod.client.healthz().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline || pod.task.is_finished() => {
+                    return Err(LocalFleetError::AgentDown {
+                        pod: pod.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Where traffic goes: each pod's nginx address, in pod order.
+    pub fn http_addresses(&self) -> Vec<SocketAddr> {
+        self.pods
+            .iter()
+            .map(|p| SocketAddr::new(p.address, self.http_port))
+            .collect()
+    }
+
+    /// Pod names in order.
+    pub fn names(&self) -> Vec<String> {
+        self.pods.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Stops every agent (each stops its nginx) and waits for them; returns the errors agents
+    /// ended with, by pod.
+    pub async fn shutdown(mut self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for pod in &mut self.pods {
+            if let Some(stop) = pod.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for pod in self.pods.drain(..) {
+            match pod.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push((pod.name, e.to_string())),
+                Err(e) => errors.push((pod.name, e.to_string())),
+            }
+        }
+        errors
+    }
+
+    fn pod(&self, name: &str) -> Result<&LocalPod, FleetError> {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| FleetError::NoSuchPod(name.to_string()))
+    }
+}
+
+impl Fleet for LocalFleet {
+    async fn pods(&self) -> Vec<String> {
+        self.names()
+    }
+
+    async fn apply(
+        &self,
+        pod: &str,
+        bundle: &Bundle,
+        commit: &str,
+    ) -> Result<ApplyResult, FleetError> {
+        let target = self.pod(pod)?;
+        match target.client.apply(bundle, commit, &self.entry).await {
+            Ok(ApplyOutcome::Applied { .. }) => Ok(ApplyResult::Applied),
+            Ok(ApplyOutcome::ApplyFailed { step, reason, .. }) => {
+                Ok(ApplyResult::Failed(format!("{step:?}: {reason}")))
+            }
+            Err(e) => Err(FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
+        let target = self.pod(pod)?;
+        let state = target
+            .client
+            .state()
+            .await
+            .map_err(|e| FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut obs = PodObservation {
+            applied: state.applied.map(|r| r.digest),
+            ..PodObservation::default()
+        };
+        for c in state.counters {
+            obs.traffic.insert(c.digest, c.traffic);
+            obs.probes.insert(c.digest, c.probes);
+        }
+        Ok(obs)
+    }
+}
