@@ -1,3 +1,11 @@
 //! `switchback demo`: the outage replayed on one machine with real nginx, real git and real HTTP.
 //!
-//! STUB: parts being written on their own branches.
+//! The parts here are the demo's own props, kept out of the pipeline modules because nothing in
+//! production needs them: [`upstreams`] are the application servers behind the proxies, [`traffic`]
+//! is the load balancer's worth of users hitting the proxy pods, and [`figures`] turns what was
+//! measured into the comparison with the seed outage. Every address they touch is in 127.0.0.0/8,
+//! checked in code, so the demo can never send traffic anywhere but this machine.
+
+pub mod figures;
+pub mod traffic;
+pub mod upstreams;
