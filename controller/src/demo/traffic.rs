@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::figures::secs;
-use super::upstreams::is_demo_loopback;
+use super::is_demo_loopback;
 
 pub use super::figures::{EndReason, ErrorKind, Outcome, ResponseRecord, Tally, TrafficRecord};
 
