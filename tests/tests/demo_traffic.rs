@@ -256,6 +256,15 @@ fn non_loopback_targets_and_unbounded_settings_are_refused() {
         "duration"
     );
     assert_eq!(field(|c| c.max_in_flight = 0), "max_in_flight");
+    let too_many = |c: &mut TrafficConfig| {
+        c.rate_per_sec = 5_000;
+        c.duration = Duration::from_secs(3_600);
+    };
+    assert_eq!(field(too_many), "max_requests");
+    let mut capped = base.clone();
+    too_many(&mut capped);
+    capped.max_requests = Some(1_000);
+    assert_eq!(capped.request_cap(), 1_000);
     assert_eq!(
         field(|c| c.request_timeout = Duration::ZERO),
         "request_timeout"

@@ -9,3 +9,15 @@
 pub mod figures;
 pub mod traffic;
 pub mod upstreams;
+
+use std::net::SocketAddr;
+
+/// Whether `addr` is in 127.0.0.0/8, the only range the demo binds to or sends traffic to.
+///
+/// IPv6 `::1` is refused on purpose: the rule is "127.0.0.0/8", stated once and checked one way.
+pub fn is_demo_loopback(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(v4) => v4.ip().is_loopback(),
+        SocketAddr::V6(_) => false,
+    }
+}

@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::figures::secs;
-use super::upstreams::is_demo_loopback;
+use super::is_demo_loopback;
 
 pub use super::figures::{EndReason, ErrorKind, Outcome, ResponseRecord, Tally, TrafficRecord};
 
@@ -42,6 +42,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_RATE: u32 = 5_000;
 /// Longest run accepted, so a typo cannot start a day-long load loop.
 pub const MAX_DURATION: Duration = Duration::from_secs(3_600);
+/// Most requests one run may send: every one is kept in memory for the record (about 50 bytes).
+pub const MAX_REQUESTS: u64 = 1_000_000;
 /// The hard request cap is this factor above rate × duration.
 const CAP_SLACK: f64 = 1.1;
 /// How far behind schedule sending may fall and still catch up; beyond it the backlog is dropped.
@@ -334,6 +336,10 @@ impl Plan {
         }
         if d.is_zero() || d > MAX_DURATION {
             return Err(invalid("duration", d, "above 0, at most 1 h"));
+        }
+        if config.request_cap() > MAX_REQUESTS {
+            let expected = "rate × duration × 1.1 (or max_requests) at most 1,000,000";
+            return Err(invalid("max_requests", config.request_cap(), expected));
         }
         if !(1..=10_000).contains(&fl) {
             return Err(invalid("max_in_flight", fl, "1 to 10000"));

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::is_demo_loopback;
+
 /// How long [`Upstreams::stop`] waits by default for in-flight requests before aborting a server:
 /// longer than any latency the demo configures, short enough that a stuck client cannot hang it.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -78,16 +80,6 @@ pub enum UpstreamError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Whether `addr` is in 127.0.0.0/8, the only range the demo binds to or sends traffic to.
-///
-/// IPv6 `::1` is refused on purpose: the rule is "127.0.0.0/8", stated once and checked one way.
-pub fn is_demo_loopback(addr: &SocketAddr) -> bool {
-    match addr {
-        SocketAddr::V4(v4) => v4.ip().is_loopback(),
-        SocketAddr::V6(_) => false,
-    }
 }
 
 /// What one server has served so far.
