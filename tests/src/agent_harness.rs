@@ -131,14 +131,14 @@ impl Drop for NginxReaper {
 
 /// A test's state directory and addresses.
 pub struct Site {
+    /// Cleans up after a failure; first, so it runs while the pid file still exists.
+    _reaper: NginxReaper,
     /// Holds the directory.
     pub dir: tempfile::TempDir,
     /// `dir/state`.
     pub state: PathBuf,
     /// Where nginx listens.
     pub nginx: SocketAddr,
-    /// Cleans up after a failure.
-    _reaper: NginxReaper,
 }
 
 impl Site {

@@ -62,17 +62,17 @@ async fn a_good_bundle_is_served_and_its_requests_counted() {
     let statuses = traffic(site_.nginx, "/version", 9).await;
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 
-    let s = eventually("10 requests counted under v1", || async {
+    let s = eventually("11 requests counted under v1", || async {
         let s = agent.client.state().await.ok()?;
         let c = s.counters.iter().find(|c| c.digest == v1.digest())?;
-        (c.traffic.status_2xx == 10).then_some(s)
+        (c.traffic.status_2xx == 11).then_some(s)
     })
     .await;
     assert_eq!(s.applied.as_ref().map(|a| a.digest), Some(v1.digest()));
     assert_eq!(s.applied.as_ref().map(|a| a.commit.as_str()), Some("c1"));
     assert_eq!(s.nginx.generation, 1);
     assert!(s.nginx.managed);
-    assert_eq!(s.counters[0].traffic.latency.total(), 10);
+    assert_eq!(s.counters[0].traffic.latency.total(), 11);
     let current = std::fs::read_link(site_.state.join("current")).expect("current");
     assert_eq!(current, std::path::Path::new("versions").join(v1.digest().to_hex()));
 
@@ -84,7 +84,7 @@ async fn a_good_bundle_is_served_and_its_requests_counted() {
 
     let metrics = agent.client.metrics().await.expect("metrics");
     let line = format!(
-        "switchback_agent_requests_total{{digest=\"{}\",class=\"2xx\",source=\"traffic\"}} 10",
+        "switchback_agent_requests_total{{digest=\"{}\",class=\"2xx\",source=\"traffic\"}} 11",
         v1.digest().short()
     );
     assert!(metrics.contains(&line), "{metrics}");

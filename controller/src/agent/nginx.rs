@@ -206,8 +206,12 @@ impl Launcher {
                 return Err(format!("nginx master {pid} exited during the reload"));
             }
             let now = children_of(pid);
-            if now.iter().any(|p| !before.contains(p)) {
-                return Ok(now.into_iter().filter(|p| !before.contains(p)).collect());
+            // New workers prove the config was accepted; old ones that are gone or titled
+            // "shutting down" have closed their listening sockets, so from here on every new
+            // connection meets the new config.
+            let new: Vec<i32> = now.iter().copied().filter(|p| !before.contains(p)).collect();
+            if !new.is_empty() && before.iter().all(|&p| !accepting(p)) {
+                return Ok(new);
             }
             if Instant::now() >= deadline {
                 return Err(format!("no new worker generation within {timeout:?}"));
@@ -335,6 +339,14 @@ fn stat(pid: i32) -> Option<(char, i32, i32)> {
 /// Whether `pid` runs (a zombie does not).
 pub fn alive(pid: i32) -> bool {
     stat(pid).is_some_and(|(state, _, _)| state != 'Z' && state != 'X')
+}
+
+/// Whether an old worker may still accept connections: alive and not yet titled
+/// `nginx: worker process is shutting down`.
+fn accepting(pid: i32) -> bool {
+    alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|t| !String::from_utf8_lossy(&t).contains("shutting down"))
 }
 
 /// The live children of `pid`, found by scanning `/proc` (not every kernel has
