@@ -24,10 +24,12 @@ impl Upstream {
         let addr = listener.local_addr().expect("bound address");
         let hits = Arc::new(AtomicU64::new(0));
         let app = Router::new()
-            .fallback(|State((hits, body)): State<(Arc<AtomicU64>, &'static str)>| async move {
-                hits.fetch_add(1, Ordering::Relaxed);
-                body
-            })
+            .fallback(
+                |State((hits, body)): State<(Arc<AtomicU64>, &'static str)>| async move {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    body
+                },
+            )
             .with_state((Arc::clone(&hits), body));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -51,9 +51,16 @@ async fn a_good_bundle_is_served_and_its_requests_counted() {
     assert_eq!(s.nginx.pid, None, "no config, no nginx");
 
     let v1 = site(site_.nginx, app.addr(), "v1");
-    let out = agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(applied(&out), "{out:?}");
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
     assert_eq!(
         get(site_.nginx, "/anything").await,
         Some((200, "hello from the app\n".into()))
@@ -74,11 +81,21 @@ async fn a_good_bundle_is_served_and_its_requests_counted() {
     assert!(s.nginx.managed);
     assert_eq!(s.counters[0].traffic.latency.total(), 11);
     let current = std::fs::read_link(site_.state.join("current")).expect("current");
-    assert_eq!(current, std::path::Path::new("versions").join(v1.digest().to_hex()));
+    assert_eq!(
+        current,
+        std::path::Path::new("versions").join(v1.digest().to_hex())
+    );
 
     // The same digest again: nothing to do, no reload.
-    let again = agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply");
-    assert!(matches!(again, ApplyOutcome::Applied { noop: true, .. }), "{again:?}");
+    let again = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
+    assert!(
+        matches!(again, ApplyOutcome::Applied { noop: true, .. }),
+        "{again:?}"
+    );
     let s = agent.client.state().await.expect("state");
     assert_eq!(s.nginx.generation, 1);
 
@@ -101,23 +118,42 @@ async fn refused_bundles_leave_nginx_on_the_previous_config() {
     let site_ = Site::new();
     let agent = InProcess::start(site_.config(free_addr(), vec![])).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
-    assert!(applied(&agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply")));
+    assert!(applied(
+        &agent
+            .client
+            .apply(&v1, "c1", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
 
     // nginx -t refuses it: an unknown directive on line 3.
     let bad = bundle(&format!(
         "events {{}}\nhttp {{\n  no_such_directive on;\n  server {{ listen {}; }}\n}}\n",
         site_.nginx
     ));
-    let out = agent.client.apply(&bad, "c2", "nginx.conf").await.expect("apply");
-    let ApplyOutcome::ApplyFailed { step, reason, digest } = &out else {
+    let out = agent
+        .client
+        .apply(&bad, "c2", "nginx.conf")
+        .await
+        .expect("apply");
+    let ApplyOutcome::ApplyFailed {
+        step,
+        reason,
+        digest,
+    } = &out
+    else {
         panic!("accepted: {out:?}");
     };
     assert_eq!((*step, *digest), (ApplyStep::NginxTest, bad.digest()));
     assert!(
-        reason.contains("unknown directive \"no_such_directive\"") && reason.contains("nginx.conf:3"),
+        reason.contains("unknown directive \"no_such_directive\"")
+            && reason.contains("nginx.conf:3"),
         "{reason}"
     );
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
 
     // nginx -t accepts it, the reload does not: its port is taken by someone else.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -126,20 +162,33 @@ async fn refused_bundles_leave_nginx_on_the_previous_config() {
         "events {{}}\nhttp {{\n  server {{ listen {}; location / {{ return 200 \"v3\\n\"; }} }}\n  server {{ listen {taken}; }}\n}}\n",
         site_.nginx
     ));
-    let out = agent.client.apply(&clash, "c3", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&clash, "c3", "nginx.conf")
+        .await
+        .expect("apply");
     let ApplyOutcome::ApplyFailed { step, reason, .. } = &out else {
         panic!("accepted: {out:?}");
     };
     assert_eq!(*step, ApplyStep::Reload, "{reason}");
     assert!(reason.contains("Address already in use"), "{reason}");
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
 
     // A request whose files do not match its digest is refused before anything is written.
     let mut forged = apply_request(&v1, "c4", "nginx.conf");
     forged.digest = bad.digest();
     let out = agent.client.apply_raw(&forged).await.expect("apply");
     assert!(
-        matches!(out, ApplyOutcome::ApplyFailed { step: ApplyStep::Verify, .. }),
+        matches!(
+            out,
+            ApplyOutcome::ApplyFailed {
+                step: ApplyStep::Verify,
+                ..
+            }
+        ),
         "{out:?}"
     );
 
@@ -157,7 +206,11 @@ async fn refused_bundles_leave_nginx_on_the_previous_config() {
         .expect("versions")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
         .collect();
-    assert_eq!(versions, [v1.digest().to_hex()], "refused versions are removed");
+    assert_eq!(
+        versions,
+        [v1.digest().to_hex()],
+        "refused versions are removed"
+    );
     drop(squatter);
     shutdown_leaves_nothing(agent).await;
 }
@@ -171,21 +224,36 @@ async fn a_dead_upstream_shows_as_502s_and_connect_errors_under_its_digest() {
     let site_ = Site::new();
     let agent = InProcess::start(site_.config(free_addr(), vec![])).await;
     let good = site(site_.nginx, app.addr(), "good");
-    assert!(applied(&agent.client.apply(&good, "c1", "nginx.conf").await.expect("apply")));
+    assert!(applied(
+        &agent
+            .client
+            .apply(&good, "c1", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
     traffic(site_.nginx, "/x", 5).await;
 
     // The outage's mistake: the upstream points at a port nothing listens on.
     let closed = free_addr();
     let broken = site(site_.nginx, closed, "broken");
-    assert!(applied(&agent.client.apply(&broken, "c2", "nginx.conf").await.expect("apply")));
+    assert!(applied(
+        &agent
+            .client
+            .apply(&broken, "c2", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
     let statuses = traffic(site_.nginx, "/x", 20).await;
     assert!(statuses.iter().all(|&s| s == 502), "{statuses:?}");
 
-    let s = eventually("20 502s and their connect errors under the broken digest", || async {
-        let s = agent.client.state().await.ok()?;
-        let c = s.counters.iter().find(|c| c.digest == broken.digest())?;
-        (c.traffic.status_502 == 20 && c.traffic.upstream_connect_errors >= 20).then_some(s)
-    })
+    let s = eventually(
+        "20 502s and their connect errors under the broken digest",
+        || async {
+            let s = agent.client.state().await.ok()?;
+            let c = s.counters.iter().find(|c| c.digest == broken.digest())?;
+            (c.traffic.status_502 == 20 && c.traffic.upstream_connect_errors >= 20).then_some(s)
+        },
+    )
     .await;
     let by = |d: Digest| s.counters.iter().find(|c| c.digest == d).expect("counted");
     let b = by(broken.digest());
@@ -212,7 +280,13 @@ async fn probes_are_counted_apart_from_user_traffic() {
         .expect("probe");
     let agent = InProcess::start(site_.config(free_addr(), vec![probe, wrong])).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
-    assert!(applied(&agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply")));
+    assert!(applied(
+        &agent
+            .client
+            .apply(&v1, "c1", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
     traffic(site_.nginx, "/version", 7).await;
 
     let s = eventually("probe requests in the log and in the prober", || async {
@@ -256,7 +330,10 @@ async fn concurrent_applies_are_serialised() {
     let app = Upstream::start("app\n").await;
     let site_ = Site::new();
     let agent = InProcess::start(site_.config(free_addr(), vec![])).await;
-    let (a, b) = (site(site_.nginx, app.addr(), "a"), site(site_.nginx, app.addr(), "b"));
+    let (a, b) = (
+        site(site_.nginx, app.addr(), "a"),
+        site(site_.nginx, app.addr(), "b"),
+    );
     let (ra, rb) = tokio::join!(
         agent.client.apply(&a, "a", "nginx.conf"),
         agent.client.apply(&b, "b", "nginx.conf")
@@ -266,7 +343,11 @@ async fn concurrent_applies_are_serialised() {
     assert_eq!(s.nginx.generation, 2, "one start, one confirmed reload");
     let winner = s.applied.expect("applied");
     let body = get(site_.nginx, "/version").await.expect("answer").1;
-    assert_eq!(body.trim(), winner.commit, "nginx serves what the state says");
+    assert_eq!(
+        body.trim(),
+        winner.commit,
+        "nginx serves what the state says"
+    );
     shutdown_leaves_nothing(agent).await;
 }
 
@@ -279,17 +360,37 @@ async fn a_restarted_agent_serves_its_last_good_digest_and_restarts_a_dead_nginx
     let site_ = Site::new();
     let first = InProcess::start(site_.config(free_addr(), vec![])).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
-    assert!(applied(&first.client.apply(&v1, "c1", "nginx.conf").await.expect("apply")));
+    assert!(applied(
+        &first
+            .client
+            .apply(&v1, "c1", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
     let bad = bundle("events {}\nhttp { nope; }\n");
-    let out = first.client.apply(&bad, "c2", "nginx.conf").await.expect("apply");
+    let out = first
+        .client
+        .apply(&bad, "c2", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(!out.is_applied());
     shutdown_leaves_nothing(first).await;
-    assert_eq!(get(site_.nginx, "/version").await, None, "nginx stopped with its agent");
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        None,
+        "nginx stopped with its agent"
+    );
 
     let second = InProcess::start(site_.config(free_addr(), vec![])).await;
     let s = ready(&second.client, true).await;
-    assert_eq!(s.applied.map(|a| (a.digest, a.commit)), Some((v1.digest(), "c1".into())));
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert_eq!(
+        s.applied.map(|a| (a.digest, a.commit)),
+        Some((v1.digest(), "c1".into()))
+    );
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
 
     // nginx dies hard (master and workers): the agent starts it again on the same config.
     let old = s.nginx.pid.expect("master");
@@ -304,7 +405,10 @@ async fn a_restarted_agent_serves_its_last_good_digest_and_restarts_a_dead_nginx
     })
     .await;
     assert!(!alive(old));
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
     assert_eq!(s.applied.map(|a| a.digest), Some(v1.digest()));
     shutdown_leaves_nothing(second).await;
 }
@@ -341,12 +445,23 @@ async fn sigkill_at_any_stage_of_an_apply_leaves_a_complete_config() {
         // An agent applies v1, then dies: its nginx lives on, orphaned.
         let first = Process::spawn(bin, &site_, free_addr(), &[]);
         ready(&first.client, false).await;
-        assert!(applied(&first.client.apply(&v1, "c1", "nginx.conf").await.expect("apply")));
+        assert!(applied(
+            &first
+                .client
+                .apply(&v1, "c1", "nginx.conf")
+                .await
+                .expect("apply")
+        ));
         let master = pid_file(&site_.state).expect("nginx pid");
         drop(first);
 
         // The next agent adopts that nginx and is killed by SIGKILL in the middle of v2.
-        let second = Process::spawn(bin, &site_, free_addr(), &[("SWITCHBACK_AGENT_CRASH_AT", stage)]);
+        let second = Process::spawn(
+            bin,
+            &site_,
+            free_addr(),
+            &[("SWITCHBACK_AGENT_CRASH_AT", stage)],
+        );
         ready(&second.client, true).await;
         let r = second.client.apply(&v2, "c2", "nginx.conf").await;
         assert!(r.is_err(), "{stage}: the agent answered {r:?}");
@@ -358,12 +473,27 @@ async fn sigkill_at_any_stage_of_an_apply_leaves_a_complete_config() {
         // A restarted agent puts nginx on the last confirmed config, complete.
         let third = Process::spawn(bin, &site_, free_addr(), &[]);
         let s = ready(&third.client, true).await;
-        let (want, body) = if new_wins { (&v2, "v2\n") } else { (&v1, "v1\n") };
+        let (want, body) = if new_wins {
+            (&v2, "v2\n")
+        } else {
+            (&v1, "v1\n")
+        };
         assert_eq!(s.applied.map(|a| a.digest), Some(want.digest()), "{stage}");
-        assert_eq!(s.nginx.pid, Some(master), "{stage}: the running nginx was adopted");
-        assert_eq!(get(site_.nginx, "/version").await, Some((200, body.into())), "{stage}");
+        assert_eq!(
+            s.nginx.pid,
+            Some(master),
+            "{stage}: the running nginx was adopted"
+        );
+        assert_eq!(
+            get(site_.nginx, "/version").await,
+            Some((200, body.into())),
+            "{stage}"
+        );
         let current = std::fs::read_link(site_.state.join("current")).expect("current");
-        assert!(current.ends_with(want.digest().to_hex()), "{stage}: {current:?}");
+        assert!(
+            current.ends_with(want.digest().to_hex()),
+            "{stage}: {current:?}"
+        );
         let stale = std::fs::read_dir(site_.state.join("versions"))
             .expect("versions")
             .filter_map(|e| e.ok())

@@ -40,7 +40,10 @@ pub fn decode(req: &ApplyRequest) -> StepResult<Bundle> {
     }
     checked_rel(&req.entry).map_err(|e| fail(format!("entry: {e}")))?;
     if bundle.get(&req.entry).is_none() {
-        return Err(fail(format!("entry {:?} is not a file of the bundle", req.entry)));
+        return Err(fail(format!(
+            "entry {:?} is not a file of the bundle",
+            req.entry
+        )));
     }
     Ok(bundle)
 }
@@ -129,7 +132,9 @@ async fn steps(
     let running = core.master.as_mut().is_some_and(Master::is_alive);
     let applied = lock(&shared.status).applied.clone();
     if running
-        && applied.as_ref().is_some_and(|a| a.digest == digest && a.entry == entry)
+        && applied
+            .as_ref()
+            .is_some_and(|a| a.digest == digest && a.entry == entry)
         && layout.read_current() == Some(digest)
     {
         return Ok(true);
@@ -219,7 +224,9 @@ async fn steps(
     let mut protect = vec![digest];
     protect.extend(old.map(|o| o.digest));
     match layout.prune(shared.cfg.keep_versions, &protect) {
-        Ok(removed) if !removed.is_empty() => tracing::info!(removed = removed.len(), "pruned old versions"),
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(removed = removed.len(), "pruned old versions")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "pruning old versions failed"),
     }

@@ -94,11 +94,18 @@ impl FromStr for ProbeSpec {
                             format!("probe rate {v:?} is not in (0, {MAX_PROBE_RATE}] per second")
                         })?;
                 }
-                _ => return Err(format!("unknown probe key {k:?} (host, path, status, rate)")),
+                _ => {
+                    return Err(format!(
+                        "unknown probe key {k:?} (host, path, status, rate)"
+                    ));
+                }
             }
         }
         if !spec.path.starts_with('/') || spec.path.chars().any(|c| c.is_whitespace()) {
-            return Err(format!("probe path {:?} must start with / and have no blanks", spec.path));
+            return Err(format!(
+                "probe path {:?} must start with / and have no blanks",
+                spec.path
+            ));
         }
         if spec.host.is_empty() || spec.host.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(format!("probe host {:?} is not a host name", spec.host));
@@ -206,7 +213,9 @@ mod tests {
 
     #[test]
     fn probe_specs_parse_with_defaults_and_bounds() {
-        let p: ProbeSpec = "host=example.test,path=/healthz,status=204,rate=5".parse().unwrap();
+        let p: ProbeSpec = "host=example.test,path=/healthz,status=204,rate=5"
+            .parse()
+            .unwrap();
         assert_eq!(
             p,
             ProbeSpec {
@@ -218,7 +227,15 @@ mod tests {
         );
         let d: ProbeSpec = "path=/x".parse().unwrap();
         assert_eq!((d.host.as_str(), d.status, d.rate), ("localhost", 200, 1.0));
-        for bad in ["rate=0", "rate=1000", "status=99", "path=x", "colour=red", "host", "rate=nan"] {
+        for bad in [
+            "rate=0",
+            "rate=1000",
+            "status=99",
+            "path=x",
+            "colour=red",
+            "host",
+            "rate=nan",
+        ] {
             assert!(bad.parse::<ProbeSpec>().is_err(), "{bad}");
         }
     }
@@ -237,8 +254,19 @@ mod tests {
             AgentConfig::from_args(Cli::try_parse_from(argv).unwrap().agent)
         };
         assert!(parse(&["--nginx-listen", "10.0.0.1:80", "--probe", "path=/"]).is_err());
-        assert!(parse(&["--probe", "path=/"]).is_err(), "probe without target");
-        let ok = parse(&["--nginx-listen", "127.0.0.2:8080", "--probe", "path=/", "--probe", "path=/b"]).unwrap();
+        assert!(
+            parse(&["--probe", "path=/"]).is_err(),
+            "probe without target"
+        );
+        let ok = parse(&[
+            "--nginx-listen",
+            "127.0.0.2:8080",
+            "--probe",
+            "path=/",
+            "--probe",
+            "path=/b",
+        ])
+        .unwrap();
         assert_eq!(ok.probes.len(), 2);
         assert!(ok.manage_nginx);
     }

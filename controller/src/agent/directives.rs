@@ -37,8 +37,7 @@ pub const PROBE_HEADER: &str = "x-switchback-probe";
 /// The access-log line: status, request time, probe marker, then upstream details for people.
 /// Tabs separate fields; nginx escapes control bytes in variables as `\xHH`, so a header value
 /// can never forge a field.
-const LOG_FORMAT_BODY: &str =
-    r#""$status\t$request_time\t$http_x_switchback_probe\t$upstream_status\t$upstream_connect_time\t$upstream_addr""#;
+const LOG_FORMAT_BODY: &str = r#""$status\t$request_time\t$http_x_switchback_probe\t$upstream_status\t$upstream_connect_time\t$upstream_addr""#;
 
 /// Syslog tag prefix of access-log lines.
 pub const ACCESS_TAG: &str = "sba";
@@ -196,8 +195,13 @@ impl<'c> Planner<'c> {
                 }
             }
         }
-        let logs: Vec<_> = level.iter().filter(|(_, x)| x.name == "access_log").collect();
-        let off = logs.iter().any(|(_, x)| x.arg_values().next() == Some("off"));
+        let logs: Vec<_> = level
+            .iter()
+            .filter(|(_, x)| x.name == "access_log")
+            .collect();
+        let off = logs
+            .iter()
+            .any(|(_, x)| x.arg_values().next() == Some("off"));
         match logs.first() {
             None if http => at_brace.push_str(&access),
             Some((f, first)) if !off => {
@@ -260,12 +264,14 @@ impl<'c> Planner<'c> {
 
     /// Offset of the `;` ending a simple directive.
     fn terminator(&self, file: &str, dir: &Directive) -> Result<usize, PrepareError> {
-        skip_to(self.src(file), Self::last_token_end(dir), b';').ok_or_else(|| Self::shape(file, dir))
+        skip_to(self.src(file), Self::last_token_end(dir), b';')
+            .ok_or_else(|| Self::shape(file, dir))
     }
 
     /// Offset of the `{` opening a block directive.
     fn brace(&self, file: &str, dir: &Directive) -> Result<usize, PrepareError> {
-        skip_to(self.src(file), Self::last_token_end(dir), b'{').ok_or_else(|| Self::shape(file, dir))
+        skip_to(self.src(file), Self::last_token_end(dir), b'{')
+            .ok_or_else(|| Self::shape(file, dir))
     }
 
     fn insert(&mut self, file: &str, at: usize, text: String) {

@@ -15,7 +15,10 @@ fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
-    let temp = ["client_body_temp_path".to_string(), "proxy_temp_path".to_string()];
+    let temp = [
+        "client_body_temp_path".to_string(),
+        "proxy_temp_path".to_string(),
+    ];
     let d = AgentDirectives {
         log_socket: Path::new("/state/log.sock"),
         short: SHORT,
@@ -72,7 +75,9 @@ fn http_gets_format_log_and_temp_paths_on_its_own_line() {
     let s = shape(&out);
     let user: Vec<_> = s
         .iter()
-        .filter(|x| !x.3.starts_with("syslog:") && !x.1.ends_with("temp_path") && x.1 != "log_format")
+        .filter(|x| {
+            !x.3.starts_with("syslog:") && !x.1.ends_with("temp_path") && x.1 != "log_format"
+        })
         .map(|x| (x.1.as_str(), x.2))
         .collect();
     assert_eq!(
@@ -106,9 +111,17 @@ fn levels_with_their_own_logs_get_ours_too_unless_off() {
         .filter(|x| x.2 == ACCESS)
         .map(|x| x.1)
         .collect();
-    assert_eq!(ours, [3, 5], "after http's and server's access_log, not in the off location");
+    assert_eq!(
+        ours,
+        [3, 5],
+        "after http's and server's access_log, not in the off location"
+    );
     let errs: Vec<u32> = lines_of(&s, "error_log").into_iter().map(|x| x.1).collect();
-    assert_eq!(errs, [1, 6, 6], "main, then the server's own error_log and ours");
+    assert_eq!(
+        errs,
+        [1, 6, 6],
+        "main, then the server's own error_log and ours"
+    );
 }
 
 #[test]
@@ -117,11 +130,20 @@ fn agent_owned_main_directives_are_blanked_and_user_added_for_root() {
     let out = prep(&[("nginx.conf", src)], true);
     let s = shape(&out);
     let names: Vec<&str> = s.iter().map(|x| x.1.as_str()).collect();
-    assert!(!names.contains(&"pid") && !names.contains(&"daemon"), "{names:?}");
+    assert!(
+        !names.contains(&"pid") && !names.contains(&"daemon"),
+        "{names:?}"
+    );
     assert_eq!(lines_of(&s, "worker_processes")[0].1, 2);
-    assert_eq!(lines_of(&s, "user"), [("nginx.conf".to_string(), 1, "root".to_string())]);
+    assert_eq!(
+        lines_of(&s, "user"),
+        [("nginx.conf".to_string(), 1, "root".to_string())]
+    );
 
-    let with_user = prep(&[("nginx.conf", "user nobody;\nevents {}\nhttp {}\n")], true);
+    let with_user = prep(
+        &[("nginx.conf", "user nobody;\nevents {}\nhttp {}\n")],
+        true,
+    );
     let users = lines_of(&shape(&with_user), "user");
     assert_eq!(users, [("nginx.conf".to_string(), 1, "nobody".to_string())]);
 }

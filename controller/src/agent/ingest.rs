@@ -219,11 +219,7 @@ impl Tally {
                 version
             }
         };
-        let Some(entry) = self
-            .known
-            .get(&version)
-            .and_then(|d| self.per.get_mut(d))
-        else {
+        let Some(entry) = self.known.get(&version).and_then(|d| self.per.get_mut(d)) else {
             self.status.unattributed_lines += 1;
             return;
         };
@@ -316,7 +312,10 @@ mod tests {
                 connect_error: true
             })
         );
-        let other = format!("<187>Nov 25 14:29:40 sbe{}: [error] open() failed", d.short());
+        let other = format!(
+            "<187>Nov 25 14:29:40 sbe{}: [error] open() failed",
+            d.short()
+        );
         assert!(matches!(
             parse(other.as_bytes(), b""),
             Some(Line::Error {
@@ -359,7 +358,11 @@ mod tests {
         assert_eq!(counters[0].probes.status_2xx, 1);
         assert_eq!(counters[1].traffic.status_2xx, 1);
         assert_eq!(
-            (status.access_lines, status.malformed_lines, status.unattributed_lines),
+            (
+                status.access_lines,
+                status.malformed_lines,
+                status.unattributed_lines
+            ),
             (4, 1, 1)
         );
         t.register(digest(3));

@@ -167,9 +167,9 @@ impl Layout {
         hook: &dyn Fn(&str),
     ) -> Result<PathBuf, WriteError> {
         let digest = bundle.digest();
-        let stage = self
-            .versions()
-            .join(format!(".stage-{}-{}", digest.short(), std::process::id()));
+        let stage =
+            self.versions()
+                .join(format!(".stage-{}-{}", digest.short(), std::process::id()));
         if stage.exists() {
             fs::remove_dir_all(&stage).map_err(fs_err("remove old stage", &stage))?;
         }
@@ -275,14 +275,17 @@ impl Layout {
         let mut found = Vec::new();
         for entry in fs::read_dir(&dir).map_err(fs_err("list", &dir))? {
             let entry = entry.map_err(fs_err("list", &dir))?;
-            let Some(d) = entry.file_name().to_str().and_then(|n| n.parse::<Digest>().ok())
+            let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Digest>().ok())
             else {
                 continue;
             };
             let mtime = entry.metadata().and_then(|m| m.modified()).ok();
             found.push((mtime, d));
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut removed = Vec::new();
         for (i, (_, d)) in found.into_iter().enumerate() {
             if i >= keep && !protect.contains(&d) {

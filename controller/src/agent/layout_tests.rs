@@ -72,7 +72,11 @@ fn current_swaps_and_applied_round_trips() {
     l.write_applied(&rec).unwrap();
     assert_eq!(l.read_applied(), Some(rec));
     l.remove_version(&b.digest()).unwrap();
-    assert_eq!(l.read_applied(), None, "a record without its directory is no record");
+    assert_eq!(
+        l.read_applied(),
+        None,
+        "a record without its directory is no record"
+    );
     assert_eq!(l.read_current(), None);
 }
 
@@ -86,7 +90,9 @@ fn prune_keeps_the_newest_and_the_protected() {
         l.write_version(b, b.files(), &|_| {}).unwrap();
         // Distinct modification times, whatever the filesystem's granularity.
         let t = std::time::SystemTime::UNIX_EPOCH
-            + std::time::Duration::from_secs(1_000 + bundles.iter().position(|x| x == b).unwrap() as u64);
+            + std::time::Duration::from_secs(
+                1_000 + bundles.iter().position(|x| x == b).unwrap() as u64,
+            );
         File::open(l.version(&b.digest()))
             .unwrap()
             .set_modified(t)

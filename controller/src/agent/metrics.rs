@@ -68,7 +68,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                 ];
                 add(&requests, labels, n);
             }
-            for (status, n) in [("502", c.status_502), ("503", c.status_503), ("504", c.status_504)] {
+            for (status, n) in [
+                ("502", c.status_502),
+                ("503", c.status_503),
+                ("504", c.status_504),
+            ] {
                 let labels = vec![
                     ("digest", digest.clone()),
                     ("status", status.to_string()),
@@ -77,7 +81,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                 add(&gateway, labels, n);
             }
         }
-        add(&connect, vec![("digest", digest)], dc.traffic.upstream_connect_errors);
+        add(
+            &connect,
+            vec![("digest", digest)],
+            dc.traffic.upstream_connect_errors,
+        );
     }
 
     let applies = counter_family(&mut reg, "switchback_agent_applies", "Applies by result");
@@ -117,7 +125,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
     let up = Gauge::<i64>::default();
     up.set(i64::from(state.nginx.pid.is_some()));
-    reg.register("switchback_agent_nginx_up", "Whether an nginx master runs", up);
+    reg.register(
+        "switchback_agent_nginx_up",
+        "Whether an nginx master runs",
+        up,
+    );
     let probes = counter_family(
         &mut reg,
         "switchback_agent_probe_requests",

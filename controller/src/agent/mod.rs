@@ -107,10 +107,7 @@ pub async fn run_with(
     run_inner(cfg, shutdown).instrument(span).await
 }
 
-async fn run_inner(
-    cfg: AgentConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), AgentError> {
+async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let layout = Layout::new(cfg.state_dir.clone()).map_err(AgentError::Config)?;
     let explicit = cfg.nginx.clone();
     let binary = tokio::task::spawn_blocking(move || {
@@ -171,7 +168,13 @@ async fn run_inner(
             .build()
             .map_err(|e| AgentError::Config(format!("probe client: {e}")))?;
         for i in 0..shared.cfg.probes.len() {
-            let p = probe::run(Arc::clone(&shared), i, target, client.clone(), stop_rx.clone());
+            let p = probe::run(
+                Arc::clone(&shared),
+                i,
+                target,
+                client.clone(),
+                stop_rx.clone(),
+            );
             tasks.spawn(p);
         }
     }
@@ -180,10 +183,11 @@ async fn run_inner(
     }
 
     let mut api_stop = stop_rx.clone();
-    let server = axum::serve(listener, api::router(Arc::clone(&shared)))
-        .with_graceful_shutdown(async move {
+    let server = axum::serve(listener, api::router(Arc::clone(&shared))).with_graceful_shutdown(
+        async move {
             let _ = api_stop.changed().await;
-        });
+        },
+    );
     let mut server = tokio::spawn(async move { server.await });
     let served = tokio::select! {
         _ = shutdown => None,
@@ -196,9 +200,11 @@ async fn run_inner(
         Some(r) => Some(r),
         None => tokio::time::timeout(TASK_GRACE, &mut server).await.ok(),
     };
-    if tokio::time::timeout(TASK_GRACE, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(TASK_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         tasks.abort_all();
     }
@@ -221,8 +227,8 @@ async fn initial_apply(
         reason,
     };
     let tree = crate::source::local::read_dir(dir).map_err(|e| fail(e.to_string()))?;
-    let bundle = crate::render::render(&tree, &serde_json::Value::Null)
-        .map_err(|e| fail(e.to_string()))?;
+    let bundle =
+        crate::render::render(&tree, &serde_json::Value::Null).map_err(|e| fail(e.to_string()))?;
     let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
     if applied == Some(bundle.digest()) {
         return Ok(());

@@ -52,7 +52,10 @@ impl Binary {
             .lines()
             .find_map(|l| l.strip_prefix("configure arguments:"))
             .unwrap_or("");
-        let without = |m: &str| args.split_whitespace().any(|a| a == format!("--without-{m}"));
+        let without = |m: &str| {
+            args.split_whitespace()
+                .any(|a| a == format!("--without-{m}"))
+        };
         let mut temp_paths = Vec::new();
         if !without("http") {
             temp_paths.push("client_body_temp_path".to_string());
@@ -117,7 +120,12 @@ impl Launcher {
 
     /// Runs the real `nginx -t` on `versions/<hex>/<entry>`. `Err` carries nginx's messages with
     /// the version directory stripped, so they read `nginx.conf:3` like the bundle.
-    pub async fn test(&self, version_dir: &Path, entry: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn test(
+        &self,
+        version_dir: &Path,
+        entry: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let rel = version_dir
             .strip_prefix(self.layout.root())
             .unwrap_or(version_dir)
@@ -177,7 +185,9 @@ impl Launcher {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let why = self.emerg_since(offset).unwrap_or_default();
-                return Err(format!("nginx exited ({status}) at start {why}").trim().to_string());
+                return Err(format!("nginx exited ({status}) at start {why}")
+                    .trim()
+                    .to_string());
             }
             if !children_of(pid).is_empty() {
                 return Ok(Master::Child { child, pid });
@@ -209,7 +219,11 @@ impl Launcher {
             // New workers prove the config was accepted; old ones that are gone or titled
             // "shutting down" have closed their listening sockets, so from here on every new
             // connection meets the new config.
-            let new: Vec<i32> = now.iter().copied().filter(|p| !before.contains(p)).collect();
+            let new: Vec<i32> = now
+                .iter()
+                .copied()
+                .filter(|p| !before.contains(p))
+                .collect();
             if !new.is_empty() && before.iter().all(|&p| !accepting(p)) {
                 return Ok(new);
             }
@@ -283,7 +297,10 @@ impl Master {
         let steps: &[(Signal, Duration)] = if fast {
             &[(Signal::SIGTERM, Duration::from_secs(3))]
         } else {
-            &[(Signal::SIGQUIT, grace), (Signal::SIGTERM, Duration::from_secs(3))]
+            &[
+                (Signal::SIGQUIT, grace),
+                (Signal::SIGTERM, Duration::from_secs(3)),
+            ]
         };
         let mut gone = false;
         for (sig, wait) in steps {

@@ -47,7 +47,11 @@ pub async fn run(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let url = format!("http://{target}{}", spec.path);
-    let timeout = shared.cfg.timeouts.probe.min(period.max(Duration::from_millis(200)));
+    let timeout = shared
+        .cfg
+        .timeouts
+        .probe
+        .min(period.max(Duration::from_millis(200)));
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,

@@ -63,7 +63,10 @@ pub async fn recover(shared: &Arc<Shared>) {
             }
         }
         (Some(mut master), None) if shared.cfg.manage_nginx => {
-            tracing::info!(pid = master.pid(), "stopping an nginx with no applied config");
+            tracing::info!(
+                pid = master.pid(),
+                "stopping an nginx with no applied config"
+            );
             master.stop(shared.cfg.timeouts.stop_grace, false).await;
         }
         (Some(master), None) => core.master = Some(master),
