@@ -506,3 +506,70 @@ async fn sigkill_at_any_stage_of_an_apply_leaves_a_complete_config() {
         assert!(!alive(master), "{stage}: nginx stopped with the agent");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_mode_reloads_an_nginx_it_did_not_start_and_leaves_it_running() {
+    use std::os::unix::process::CommandExt;
+    use switchback::agent::layout::Layout;
+    use switchback::agent::nginx::nginx_args;
+    if !nginx_available() {
+        return;
+    }
+    let app = Upstream::start("app\n").await;
+    let site_ = Site::new();
+    let local = InProcess::start(site_.config(free_addr(), vec![])).await;
+    let v1 = site(site_.nginx, app.addr(), "v1");
+    assert!(applied(
+        &local
+            .client
+            .apply(&v1, "c1", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
+    shutdown_leaves_nothing(local).await;
+
+    // The pod's container runs nginx itself, with the documented arguments.
+    let layout = Layout::new(site_.state.clone()).expect("layout");
+    let binary = switchback::validate::sandbox::Nginx::find(None)
+        .expect("nginx")
+        .expect("nginx");
+    let mut pod = std::process::Command::new(binary.path())
+        .args(nginx_args(&layout, "current/nginx.conf"))
+        .process_group(0)
+        .spawn()
+        .expect("start the pod's nginx");
+    let pod_pid = i32::try_from(pod.id()).expect("pid");
+    let mut cfg = site_.config(free_addr(), vec![]);
+    cfg.manage_nginx = false;
+    let agent = InProcess::start(cfg).await;
+    let s = ready(&agent.client, true).await;
+    assert_eq!((s.nginx.pid, s.nginx.managed), (Some(pod_pid), false));
+
+    let v2 = site(site_.nginx, app.addr(), "v2");
+    assert!(applied(
+        &agent
+            .client
+            .apply(&v2, "c2", "nginx.conf")
+            .await
+            .expect("apply")
+    ));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v2\n".into()))
+    );
+    traffic(site_.nginx, "/version", 2).await;
+    eventually("the pod's requests counted under v2", || async {
+        let s = agent.client.state().await.ok()?;
+        let c = s.counters.iter().find(|c| c.digest == v2.digest())?;
+        (c.traffic.status_2xx == 3).then_some(())
+    })
+    .await;
+    agent.shutdown().await;
+    assert!(alive(pod_pid), "the pod's nginx is not the agent's to stop");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pod_pid),
+        nix::sys::signal::Signal::SIGQUIT,
+    )
+    .expect("stop the pod's nginx");
+    let _ = pod.wait();
+}

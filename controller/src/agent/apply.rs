@@ -280,11 +280,13 @@ async fn restore(shared: &Shared, core: &mut Core, previous: Option<Digest>, ref
     }
 }
 
-/// Deletes a refused version, unless `current` or `applied` still need it.
+/// Deletes a refused version and its (empty) counters, unless `current` or `applied` still need
+/// them.
 fn discard(shared: &Shared, digest: &Digest) {
     let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
     if shared.layout.read_current() != Some(*digest) && applied != Some(*digest) {
         let _ = shared.layout.remove_version(digest);
+        lock(&shared.tally).forget(digest);
     }
 }
 

@@ -199,6 +199,14 @@ impl Tally {
         }
     }
 
+    /// Forgets a digest registered for an apply that was refused before nginx ever served it,
+    /// so the state does not list counters for a config that never ran.
+    pub fn forget(&mut self, digest: &Digest) {
+        self.order.retain(|d| d != digest);
+        self.known.remove(&short_id(digest));
+        self.per.remove(digest);
+    }
+
     /// Parses and counts one datagram.
     pub fn ingest(&mut self, datagram: &[u8], probe_token: &[u8]) {
         match parse(datagram, probe_token) {

@@ -88,29 +88,9 @@ impl Launcher {
         Launcher { binary, layout }
     }
 
-    /// The global directives the agent owns.
-    pub fn globals(&self) -> String {
-        format!(
-            "daemon off; master_process on; pid {}; error_log {} notice;",
-            self.layout.pid_file().display(),
-            self.layout.error_log().display()
-        )
-    }
-
     /// Arguments for config file `conf` (relative to the state directory).
     pub fn args(&self, conf: &str) -> Vec<OsString> {
-        let mut prefix = self.layout.root().as_os_str().to_owned();
-        prefix.push("/");
-        vec![
-            "-p".into(),
-            prefix,
-            "-e".into(),
-            self.layout.error_log().into_os_string(),
-            "-c".into(),
-            conf.into(),
-            "-g".into(),
-            self.globals().into(),
-        ]
+        nginx_args(&self.layout, conf)
     }
 
     /// The config path nginx is started with for `entry`.
@@ -248,6 +228,33 @@ impl Launcher {
         let root = format!("{}/", self.layout.root().display());
         Some(msg.replace(&root, ""))
     }
+}
+
+/// The global directives the agent owns: they must be the same for every run and every test.
+pub fn globals(layout: &Layout) -> String {
+    format!(
+        "daemon off; master_process on; pid {}; error_log {} notice;",
+        layout.pid_file().display(),
+        layout.error_log().display()
+    )
+}
+
+/// nginx's arguments for config file `conf` (relative to the state directory). In pod mode the
+/// container runs `nginx` with `nginx_args(layout, "current/<entry>")`, so that the agent can
+/// find, test against and reload it exactly as it would its own.
+pub fn nginx_args(layout: &Layout, conf: &str) -> Vec<OsString> {
+    let mut prefix = layout.root().as_os_str().to_owned();
+    prefix.push("/");
+    vec![
+        "-p".into(),
+        prefix,
+        "-e".into(),
+        layout.error_log().into_os_string(),
+        "-c".into(),
+        conf.into(),
+        "-g".into(),
+        globals(layout).into(),
+    ]
 }
 
 /// A running nginx master.

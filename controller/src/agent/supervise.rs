@@ -129,14 +129,22 @@ pub async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
             core.master = None;
             shared.note_stopped();
         }
+        let applied = lock(&shared.status).applied.clone();
         if !shared.cfg.manage_nginx {
             if let Some(m) = nginx::find_master(&shared.layout) {
-                lock(&shared.status).nginx.pid = Some(m.pid());
+                let pid = m.pid();
+                tracing::info!(pid, "found the pod's nginx master");
                 core.master = Some(m);
+                lock(&shared.status).nginx.pid = Some(pid);
+                // A reload makes its workers connect to this agent's log socket.
+                if let Some(rec) = &applied {
+                    if let Err(why) = switch(&shared, &mut core, &rec.entry).await {
+                        tracing::warn!(%why, "the pod's nginx could not be reloaded");
+                    }
+                }
             }
             continue;
         }
-        let applied = lock(&shared.status).applied.clone();
         let Some(rec) = applied else {
             continue;
         };
