@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,11 +41,16 @@ async fn state(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// 200 with `applied`; 400 with `apply_failed` when the request itself is wrong (step
-/// `verify`); 422 with `apply_failed` for every other refusal.
+/// `verify`); 422 with `apply_failed` for every other refusal; 400 with a plain-text reason when
+/// the body is not the documented JSON at all (there is no digest to report then).
 async fn apply_handler(
     State(shared): State<Arc<Shared>>,
-    Json(req): Json<ApplyRequest>,
+    body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Response {
+    let req = match body {
+        Ok(Json(req)) => req,
+        Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
+    };
     let outcome = apply::apply(&shared, req).await;
     let code = match &outcome {
         ApplyOutcome::Applied { .. } => StatusCode::OK,

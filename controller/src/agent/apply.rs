@@ -298,3 +298,58 @@ fn crash_hook(shared: &Shared, stage: &str) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::client::apply_request;
+
+    fn bundle() -> Bundle {
+        let mut files = BTreeMap::new();
+        files.insert("nginx.conf".to_string(), b"events {}\n".to_vec());
+        files.insert("conf.d/a.conf".to_string(), vec![0xff, 0x00, b'\n']);
+        Bundle::new(files)
+    }
+
+    fn refused(req: &ApplyRequest) -> String {
+        match decode(req) {
+            Err((ApplyStep::Verify, why)) => why,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_faithful_request_decodes_to_the_same_bundle() {
+        let b = bundle();
+        let got = decode(&apply_request(&b, "c", "nginx.conf")).unwrap();
+        assert_eq!(got, b);
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_written() {
+        let b = bundle();
+        let mut wrong_digest = apply_request(&b, "c", "nginx.conf");
+        wrong_digest.digest = Bundle::new(BTreeMap::new()).digest();
+        assert!(refused(&wrong_digest).contains("the files have digest"));
+
+        let mut tampered = apply_request(&b, "c", "nginx.conf");
+        tampered.files.insert(
+            "nginx.conf".into(),
+            crate::agent::base64::encode(b"events { }\n"),
+        );
+        assert!(refused(&tampered).contains("not the"));
+
+        let mut bad_b64 = apply_request(&b, "c", "nginx.conf");
+        bad_b64
+            .files
+            .insert("nginx.conf".into(), "not base64!".into());
+        assert!(refused(&bad_b64).starts_with("nginx.conf:"));
+
+        let mut climbing = apply_request(&b, "c", "nginx.conf");
+        climbing.files.insert("../etc/x".into(), String::new());
+        assert!(refused(&climbing).contains("plain relative path"));
+
+        let no_entry = apply_request(&b, "c", "main.conf");
+        assert!(refused(&no_entry).contains("entry \"main.conf\""));
+    }
+}

@@ -159,9 +159,9 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tasks.spawn(ingest_loop(sock, Arc::clone(&shared), stop_rx.clone()));
+    tasks.spawn(ingest_loop(sock, Arc::clone(&shared), stop_rx.clone()).in_current_span());
     supervise::recover(&shared).await;
-    tasks.spawn(supervise::supervise(Arc::clone(&shared), stop_rx.clone()));
+    tasks.spawn(supervise::supervise(Arc::clone(&shared), stop_rx.clone()).in_current_span());
     if let Some(target) = shared.cfg.nginx_listen {
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -175,7 +175,7 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
                 client.clone(),
                 stop_rx.clone(),
             );
-            tasks.spawn(p);
+            tasks.spawn(p.in_current_span());
         }
     }
     if let Some((dir, entry)) = shared.cfg.initial_bundle.clone() {
@@ -188,7 +188,7 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
             let _ = api_stop.changed().await;
         },
     );
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(async move { server.await }.in_current_span());
     let served = tokio::select! {
         _ = shutdown => None,
         r = &mut server => Some(r),
