@@ -392,9 +392,11 @@ async fn a_restarted_agent_serves_its_last_good_digest_and_restarts_a_dead_nginx
         Some((200, "v1\n".into()))
     );
 
-    // nginx dies hard (master and workers): the agent starts it again on the same config.
+    // The master dies hard; its workers live on, orphaned, holding the port. The agent clears
+    // them and starts nginx again on the same config.
     let old = s.nginx.pid.expect("master");
-    nix::sys::signal::killpg(
+    let orphans = s.nginx.workers.clone();
+    nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old),
         nix::sys::signal::Signal::SIGKILL,
     )
@@ -405,6 +407,10 @@ async fn a_restarted_agent_serves_its_last_good_digest_and_restarts_a_dead_nginx
     })
     .await;
     assert!(!alive(old));
+    assert!(
+        orphans.iter().all(|&p| !alive(p)),
+        "orphaned workers cleared"
+    );
     assert_eq!(
         get(site_.nginx, "/version").await,
         Some((200, "v1\n".into()))

@@ -297,10 +297,6 @@ impl Master {
     /// to the whole process group. With `fast`, starts at `SIGTERM`.
     pub async fn stop(&mut self, grace: Duration, fast: bool) {
         let pid = self.pid();
-        let own_group = match self {
-            Master::Child { .. } => true,
-            Master::Adopted { own_group, .. } => *own_group,
-        };
         let steps: &[(Signal, Duration)] = if fast {
             &[(Signal::SIGTERM, Duration::from_secs(3))]
         } else {
@@ -325,10 +321,20 @@ impl Master {
             let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             self.wait_gone(Duration::from_secs(3)).await;
         }
+        // Workers of a master that died hard keep running and keep the port; the group holds
+        // only processes of this nginx. ESRCH (nothing left) is the normal case.
+        self.kill_orphans();
+    }
+
+    /// After the master died: kills what is left of its process group (workers keep serving, and
+    /// keep the port, after their master is gone), when the group is this agent's.
+    pub fn kill_orphans(&self) {
+        let own_group = match self {
+            Master::Child { .. } => true,
+            Master::Adopted { own_group, .. } => *own_group,
+        };
         if own_group {
-            // Workers of a master that died hard keep running and keep the port; the group
-            // holds only processes of this nginx. ESRCH (nothing left) is the normal case.
-            let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = signal::killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
         }
     }
 

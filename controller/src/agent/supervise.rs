@@ -126,6 +126,9 @@ pub async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
                 continue;
             }
             tracing::warn!(pid = master.pid(), "nginx master exited");
+            if shared.cfg.manage_nginx {
+                master.kill_orphans();
+            }
             core.master = None;
             shared.note_stopped();
         }
