@@ -383,6 +383,11 @@ async fn a_restarted_agent_serves_its_last_good_digest_and_restarts_a_dead_nginx
 
     let second = InProcess::start(site_.config(free_addr(), vec![])).await;
     let s = ready(&second.client, true).await;
+    let intruder = switchback::agent::run_with(site_.config(free_addr(), vec![]), async {}).await;
+    assert!(
+        matches!(&intruder, Err(switchback::agent::AgentError::Config(m)) if m.contains("another agent")),
+        "{intruder:?}"
+    );
     assert_eq!(
         s.applied.map(|a| (a.digest, a.commit)),
         Some((v1.digest(), "c1".into()))

@@ -33,6 +33,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use sha2::Digest as _;
 use tokio::net::UnixDatagram;
 use tokio::sync::watch;
@@ -118,7 +119,18 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
     .await
     .map_err(|e| AgentError::Nginx(e.to_string()))?
     .map_err(AgentError::Nginx)?;
+    // Locked before `prepare`, which clears stages another agent could be writing.
+    let _lock = lock_state(&layout)?;
     layout.prepare()?;
+    // Everything that can fail on bad flags fails here, before any process or task starts.
+    let initial = match &cfg.initial_bundle {
+        Some((dir, entry)) => Some((load_bundle(dir)?, entry.clone())),
+        None => None,
+    };
+    let probe_client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| AgentError::Config(format!("probe client: {e}")))?;
 
     let sock_path = layout.log_socket();
     let _ = std::fs::remove_file(&sock_path);
@@ -163,23 +175,18 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
     supervise::recover(&shared).await;
     tasks.spawn(supervise::supervise(Arc::clone(&shared), stop_rx.clone()).in_current_span());
     if let Some(target) = shared.cfg.nginx_listen {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| AgentError::Config(format!("probe client: {e}")))?;
         for i in 0..shared.cfg.probes.len() {
-            let p = probe::run(
-                Arc::clone(&shared),
-                i,
-                target,
-                client.clone(),
-                stop_rx.clone(),
-            );
+            let client = probe_client.clone();
+            let p = probe::run(Arc::clone(&shared), i, target, client, stop_rx.clone());
             tasks.spawn(p.in_current_span());
         }
     }
-    if let Some((dir, entry)) = shared.cfg.initial_bundle.clone() {
-        initial_apply(&shared, &dir, &entry).await?;
+    if let Some((bundle, entry)) = initial {
+        let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
+        if applied != Some(bundle.digest()) {
+            let outcome = apply::apply_bundle(&shared, bundle, "", &entry).await;
+            tracing::info!(?outcome, "initial bundle");
+        }
     }
 
     let mut api_stop = stop_rx.clone();
@@ -216,26 +223,43 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
 }
 
-/// Applies the `--initial-bundle` directory unless its digest is already applied.
-async fn initial_apply(
-    shared: &Arc<Shared>,
-    dir: &std::path::Path,
-    entry: &str,
-) -> Result<(), AgentError> {
+/// Reads and renders the `--initial-bundle` directory.
+fn load_bundle(dir: &std::path::Path) -> Result<crate::render::Bundle, AgentError> {
     let fail = |reason: String| AgentError::InitialBundle {
         path: dir.display().to_string(),
         reason,
     };
     let tree = crate::source::local::read_dir(dir).map_err(|e| fail(e.to_string()))?;
-    let bundle =
-        crate::render::render(&tree, &serde_json::Value::Null).map_err(|e| fail(e.to_string()))?;
-    let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
-    if applied == Some(bundle.digest()) {
-        return Ok(());
-    }
-    let outcome = apply::apply_bundle(shared, bundle, "", entry).await;
-    tracing::info!(?outcome, "initial bundle");
-    Ok(())
+    crate::render::render(&tree, &serde_json::Value::Null).map_err(|e| fail(e.to_string()))
+}
+
+/// Takes `STATE/agent.lock` for as long as the agent runs: two agents on one state directory
+/// would steal each other's log socket and fight over `current`. The kernel drops the lock when
+/// the process dies, however it dies, and nginx does not inherit it (files are opened
+/// close-on-exec).
+fn lock_state(layout: &Layout) -> Result<Flock<std::fs::File>, AgentError> {
+    let path = layout.root().join("agent.lock");
+    std::fs::create_dir_all(layout.root()).map_err(|source| layout::FsError {
+        what: "create directory",
+        path: layout.root().to_path_buf(),
+        source,
+    })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| layout::FsError {
+            what: "open",
+            path: path.clone(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        AgentError::Config(format!(
+            "another agent runs on {} ({errno})",
+            layout.root().display()
+        ))
+    })
 }
 
 /// Receives syslog datagrams until `shutdown` and counts them.
