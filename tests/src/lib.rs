@@ -1,4 +1,6 @@
 //! Support for Switchback's end-to-end tests: git fixtures, nginx harness, reference tools.
 
+pub mod agent_harness;
 pub mod bin;
 pub mod git_fixture;
+pub mod upstream;

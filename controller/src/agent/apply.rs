@@ -1,0 +1,355 @@
+//! One apply, as named steps (verify, prepare, write, nginx -t, swap and reload, persist), each
+//! failing with its own [`ApplyStep`]. Whatever fails, nginx keeps serving what it served and
+//! `current` points where it pointed; see `docs/agent.md` for why a crash at any instant is
+//! safe too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+
+use crate::render::{Bundle, Digest};
+
+use super::base64;
+use super::directives::{self, AgentDirectives};
+use super::layout::{AppliedRecord, checked_rel};
+use super::nginx::Master;
+use super::state::{Core, Shared, lock};
+use super::wire::{ApplyOutcome, ApplyRequest, ApplyStep, LastApply, Revision};
+
+type StepResult<T> = Result<T, (ApplyStep, String)>;
+
+/// Decodes and checks an apply request: base64, plain paths, the entry, and the digest, before
+/// anything touches the disk.
+pub fn decode(req: &ApplyRequest) -> StepResult<Bundle> {
+    let fail = |why: String| (ApplyStep::Verify, why);
+    let mut files = BTreeMap::new();
+    for (path, b64) in &req.files {
+        checked_rel(path).map_err(|e| fail(e.to_string()))?;
+        let bytes = base64::decode(b64).map_err(|e| fail(format!("{path}: {e}")))?;
+        files.insert(path.clone(), bytes);
+    }
+    let bundle = Bundle::new(files);
+    if bundle.digest() != req.digest {
+        return Err(fail(format!(
+            "the files have digest {}, not the {} the request names",
+            bundle.digest(),
+            req.digest
+        )));
+    }
+    checked_rel(&req.entry).map_err(|e| fail(format!("entry: {e}")))?;
+    if bundle.get(&req.entry).is_none() {
+        return Err(fail(format!(
+            "entry {:?} is not a file of the bundle",
+            req.entry
+        )));
+    }
+    Ok(bundle)
+}
+
+/// Applies a request: decodes it, then runs [`apply_bundle`].
+pub async fn apply(shared: &Arc<Shared>, req: ApplyRequest) -> ApplyOutcome {
+    let started = Instant::now();
+    {
+        let mut s = lock(&shared.status);
+        s.desired = Some(Revision {
+            digest: req.digest,
+            commit: req.commit.clone(),
+        });
+    }
+    let outcome = match decode(&req) {
+        Ok(bundle) => apply_bundle(shared, bundle, &req.commit, &req.entry).await,
+        Err((step, reason)) => failed(req.digest, step, reason),
+    };
+    record(shared, &outcome, started);
+    outcome
+}
+
+fn failed(digest: Digest, step: ApplyStep, reason: String) -> ApplyOutcome {
+    ApplyOutcome::ApplyFailed {
+        digest,
+        step,
+        reason,
+    }
+}
+
+fn record(shared: &Shared, outcome: &ApplyOutcome, started: Instant) {
+    let mut s = lock(&shared.status);
+    match outcome {
+        ApplyOutcome::Applied { noop: true, .. } => s.applies.noop += 1,
+        ApplyOutcome::Applied { .. } => s.applies.applied += 1,
+        ApplyOutcome::ApplyFailed { .. } => s.applies.failed += 1,
+    }
+    s.last_apply = Some(LastApply {
+        outcome: outcome.clone(),
+        finished_at: Timestamp::now(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+}
+
+/// Applies a verified bundle under the apply lock (applies queue on it, in arrival order).
+#[tracing::instrument(name = "agent_apply", skip_all, fields(digest = %bundle.digest().short(), commit = %commit, entry = %entry))]
+pub async fn apply_bundle(
+    shared: &Arc<Shared>,
+    bundle: Bundle,
+    commit: &str,
+    entry: &str,
+) -> ApplyOutcome {
+    let digest = bundle.digest();
+    let mut core = shared.core.lock().await;
+    let result = if core.stopping {
+        Err((ApplyStep::Reload, "the agent is shutting down".to_string()))
+    } else {
+        steps(shared, &mut core, bundle, commit, entry).await
+    };
+    drop(core);
+    match result {
+        Ok(noop) => {
+            tracing::info!(noop, "applied");
+            ApplyOutcome::Applied {
+                digest,
+                commit: commit.to_string(),
+                noop,
+            }
+        }
+        Err((step, reason)) => {
+            tracing::warn!(?step, %reason, "apply failed; nginx keeps the previous config");
+            failed(digest, step, reason)
+        }
+    }
+}
+
+async fn steps(
+    shared: &Arc<Shared>,
+    core: &mut Core,
+    bundle: Bundle,
+    commit: &str,
+    entry: &str,
+) -> StepResult<bool> {
+    let digest = bundle.digest();
+    let layout = &shared.layout;
+    let running = core.master.as_mut().is_some_and(Master::is_alive);
+    let applied = lock(&shared.status).applied.clone();
+    if running
+        && applied
+            .as_ref()
+            .is_some_and(|a| a.digest == digest && a.entry == entry)
+        && layout.read_current() == Some(digest)
+    {
+        return Ok(true);
+    }
+    if let Some(e) = core.entry.as_deref().filter(|e| running && *e != entry) {
+        return Err((
+            ApplyStep::Verify,
+            format!(
+                "entry {entry:?} differs from the {e:?} nginx was started with; a reload cannot \
+                 change nginx's -c (restart the agent with an empty state to switch)"
+            ),
+        ));
+    }
+
+    // Prepare: the agent's directives, inserted by the parse tree's spans.
+    let socket = layout.log_socket();
+    let temp = layout.temp_dir();
+    let short = digest.short();
+    let d = AgentDirectives {
+        log_socket: &socket,
+        short: &short,
+        temp_dir: &temp,
+        temp_paths: &shared.launcher.binary.temp_paths,
+        run_as_root: shared.run_as_root,
+    };
+    let edited = directives::prepare(bundle.files(), entry, &d)
+        .map_err(|e| (ApplyStep::Prepare, e.to_string()))?;
+
+    // Write: stage, fsync, verify, rename; or reuse an identical copy already in place (a
+    // rollback to a kept version), which never leaves `current` dangling.
+    let writer = {
+        let shared = Arc::clone(shared);
+        let bundle = bundle.clone();
+        tokio::task::spawn_blocking(move || {
+            let hook = |stage: &str| crash_hook(&shared, stage);
+            if shared.layout.has_version(&bundle.digest(), &edited) {
+                return Ok(shared.layout.version(&bundle.digest()));
+            }
+            shared.layout.write_version(&bundle, &edited, &hook)
+        })
+    };
+    let dir = writer
+        .await
+        .map_err(|e| (ApplyStep::Write, format!("the writer task failed: {e}")))?
+        .map_err(|e| (ApplyStep::Write, e.to_string()))?;
+    crash_hook(shared, "renamed");
+
+    // nginx -t with the real prefix and -g, on the version directory.
+    if let Err(why) = shared
+        .launcher
+        .test(&dir, entry, shared.cfg.timeouts.nginx_test)
+        .await
+    {
+        discard(shared, &digest);
+        return Err((ApplyStep::NginxTest, why));
+    }
+
+    // Swap and reload (or start, when nothing runs yet).
+    lock(&shared.tally).register(digest);
+    let previous = layout.read_current();
+    let fs = |e: super::layout::FsError| (ApplyStep::Reload, e.to_string());
+    layout.swap_current(&digest).map_err(fs)?;
+    crash_hook(shared, "swapped");
+    if let Err(why) = switch(shared, core, entry).await {
+        restore(shared, core, previous, &digest).await;
+        return Err((ApplyStep::Reload, why));
+    }
+    crash_hook(shared, "reloaded");
+
+    // Persist what nginx now serves.
+    let rec = AppliedRecord {
+        digest,
+        commit: commit.to_string(),
+        entry: entry.to_string(),
+        applied_at: Timestamp::now(),
+    };
+    if let Err(e) = layout.write_applied(&rec) {
+        restore(shared, core, previous, &digest).await;
+        if previous.is_some() {
+            // nginx was switched: put it back, so it serves what `applied` says.
+            let _ = switch(shared, core, entry).await;
+        }
+        return Err((ApplyStep::Persist, e.to_string()));
+    }
+    crash_hook(shared, "persisted");
+    let old = lock(&shared.status).applied.replace(rec);
+    let mut protect = vec![digest];
+    protect.extend(old.map(|o| o.digest));
+    match layout.prune(shared.cfg.keep_versions, &protect) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(removed = removed.len(), "pruned old versions")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning old versions failed"),
+    }
+    Ok(false)
+}
+
+/// Makes nginx read `current`: a confirmed reload of the running master, or a start.
+pub async fn switch(shared: &Shared, core: &mut Core, entry: &str) -> Result<(), String> {
+    let timeout = shared.cfg.timeouts.reload;
+    let alive = core.master.as_mut().is_some_and(Master::is_alive);
+    if let Some(master) = core.master.as_ref().filter(|_| alive) {
+        let pid = master.pid();
+        let workers = shared.launcher.reload(pid, timeout).await?;
+        shared.note_generation(pid, workers);
+        return Ok(());
+    }
+    if !shared.cfg.manage_nginx {
+        return Err(format!(
+            "no nginx master runs for {} (pod mode: the container starts nginx)",
+            shared.layout.root().display()
+        ));
+    }
+    core.master = None;
+    let master = shared.launcher.start(entry, timeout).await?;
+    let pid = master.pid();
+    core.master = Some(master);
+    core.entry = Some(entry.to_string());
+    shared.note_generation(pid, super::nginx::children_of(pid));
+    Ok(())
+}
+
+/// Undoes a swap: `current` back on `previous` (or removed), the refused version deleted. nginx
+/// itself needs nothing: a refused reload leaves the old workers, a failed start leaves nothing.
+async fn restore(shared: &Shared, core: &mut Core, previous: Option<Digest>, refused: &Digest) {
+    let layout = &shared.layout;
+    let undone = match previous {
+        Some(p) => layout.swap_current(&p),
+        None => std::fs::remove_file(layout.current()).map_err(|source| super::layout::FsError {
+            what: "remove",
+            path: layout.current(),
+            source,
+        }),
+    };
+    if let Err(e) = undone {
+        tracing::error!(error = %e, "cannot put `current` back; nginx serves the old config until its next restart");
+    }
+    discard(shared, refused);
+    if core.master.as_mut().is_some_and(|m| !m.is_alive()) {
+        core.master = None;
+        shared.note_stopped();
+    }
+}
+
+/// Deletes a refused version and its (empty) counters, unless `current` or `applied` still need
+/// them.
+fn discard(shared: &Shared, digest: &Digest) {
+    let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
+    if shared.layout.read_current() != Some(*digest) && applied != Some(*digest) {
+        let _ = shared.layout.remove_version(digest);
+        lock(&shared.tally).forget(digest);
+    }
+}
+
+/// Test hook: dies by `SIGKILL` at the named stage when `$SWITCHBACK_AGENT_CRASH_AT` names it,
+/// so the crash-safety tests can stop the agent at an exact point of an apply.
+fn crash_hook(shared: &Shared, stage: &str) {
+    if shared.cfg.crash_at.as_deref() == Some(stage) {
+        tracing::warn!(stage, "SWITCHBACK_AGENT_CRASH_AT: killing the agent");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::client::apply_request;
+
+    fn bundle() -> Bundle {
+        let mut files = BTreeMap::new();
+        files.insert("nginx.conf".to_string(), b"events {}\n".to_vec());
+        files.insert("conf.d/a.conf".to_string(), vec![0xff, 0x00, b'\n']);
+        Bundle::new(files)
+    }
+
+    fn refused(req: &ApplyRequest) -> String {
+        match decode(req) {
+            Err((ApplyStep::Verify, why)) => why,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_faithful_request_decodes_to_the_same_bundle() {
+        let b = bundle();
+        let got = decode(&apply_request(&b, "c", "nginx.conf")).unwrap();
+        assert_eq!(got, b);
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_written() {
+        let b = bundle();
+        let mut wrong_digest = apply_request(&b, "c", "nginx.conf");
+        wrong_digest.digest = Bundle::new(BTreeMap::new()).digest();
+        assert!(refused(&wrong_digest).contains("the files have digest"));
+
+        let mut tampered = apply_request(&b, "c", "nginx.conf");
+        tampered.files.insert(
+            "nginx.conf".into(),
+            crate::agent::base64::encode(b"events { }\n"),
+        );
+        assert!(refused(&tampered).contains("not the"));
+
+        let mut bad_b64 = apply_request(&b, "c", "nginx.conf");
+        bad_b64
+            .files
+            .insert("nginx.conf".into(), "not base64!".into());
+        assert!(refused(&bad_b64).starts_with("nginx.conf:"));
+
+        let mut climbing = apply_request(&b, "c", "nginx.conf");
+        climbing.files.insert("../etc/x".into(), String::new());
+        assert!(refused(&climbing).contains("plain relative path"));
+
+        let no_entry = apply_request(&b, "c", "main.conf");
+        assert!(refused(&no_entry).contains("entry \"main.conf\""));
+    }
+}

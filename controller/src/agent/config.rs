@@ -1,0 +1,273 @@
+//! The agent's settings: the `switchback agent` flags ([`AgentArgs`]) and the validated
+//! [`AgentConfig`] the rest of the agent reads, kept apart so tests and the local fleet can build
+//! a config without going through a command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default number of version directories kept (the current and previous-good are always kept).
+pub const DEFAULT_KEEP_VERSIONS: usize = 5;
+/// Highest probe rate per probe; the prober is a health check, not a load generator.
+pub const MAX_PROBE_RATE: f64 = 50.0;
+/// Most probes one agent runs.
+pub const MAX_PROBES: usize = 16;
+
+/// Flags of `switchback agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// State directory: versions, the `current` symlink, the applied record, nginx's pid and logs.
+    #[arg(long, env = "SWITCHBACK_AGENT_STATE")]
+    pub state_dir: PathBuf,
+    /// Address of the agent's HTTP API (`/v1/state`, `/v1/apply`, `/metrics`, `/healthz`).
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    pub listen: SocketAddr,
+    /// Address nginx listens on, where probes are sent (a loopback address).
+    #[arg(long)]
+    pub nginx_listen: Option<SocketAddr>,
+    /// The nginx binary (default: $SWITCHBACK_NGINX, `nginx` on PATH, /usr/sbin/nginx).
+    #[arg(long)]
+    pub nginx: Option<PathBuf>,
+    /// Version directories to keep besides the current and the previous-good one.
+    #[arg(long, default_value_t = DEFAULT_KEEP_VERSIONS)]
+    pub keep_versions: usize,
+    /// An active health check through nginx, e.g. `host=example.test,path=/healthz,status=200,rate=5`
+    /// (repeatable).
+    #[arg(long = "probe")]
+    pub probes: Vec<ProbeSpec>,
+    /// A rendered config directory to apply at start when nothing else is applied yet.
+    #[arg(long)]
+    pub initial_bundle: Option<PathBuf>,
+    /// The entry file of the initial bundle.
+    #[arg(long, default_value = crate::validate::DEFAULT_ENTRY)]
+    pub entry: String,
+    /// Do not start nginx: it is started by someone else (the pod) with the arguments in
+    /// `docs/agent.md`, and the agent finds it through `STATE/nginx.pid`.
+    #[arg(long)]
+    pub external_nginx: bool,
+}
+
+/// One active health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    /// The `Host` header.
+    pub host: String,
+    /// The path, starting with `/`.
+    pub path: String,
+    /// The status that counts as healthy.
+    pub status: u16,
+    /// Requests per second (bounded by [`MAX_PROBE_RATE`]).
+    pub rate: f64,
+}
+
+impl FromStr for ProbeSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut spec = ProbeSpec {
+            host: "localhost".to_string(),
+            path: "/".to_string(),
+            status: 200,
+            rate: 1.0,
+        };
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("probe part {part:?} is not key=value"))?;
+            match k {
+                "host" => spec.host = v.to_string(),
+                "path" => spec.path = v.to_string(),
+                "status" => {
+                    spec.status = v
+                        .parse()
+                        .ok()
+                        .filter(|s| (100..600).contains(s))
+                        .ok_or_else(|| format!("probe status {v:?} is not an HTTP status"))?;
+                }
+                "rate" => {
+                    spec.rate = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r > 0.0 && *r <= MAX_PROBE_RATE)
+                        .ok_or_else(|| {
+                            format!("probe rate {v:?} is not in (0, {MAX_PROBE_RATE}] per second")
+                        })?;
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown probe key {k:?} (host, path, status, rate)"
+                    ));
+                }
+            }
+        }
+        if !spec.path.starts_with('/') || spec.path.chars().any(|c| c.is_whitespace()) {
+            return Err(format!(
+                "probe path {:?} must start with / and have no blanks",
+                spec.path
+            ));
+        }
+        if spec.host.is_empty() || spec.host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("probe host {:?} is not a host name", spec.host));
+        }
+        Ok(spec)
+    }
+}
+
+/// Time limits of the agent's waits; each bounds one wait so nothing hangs forever.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// One `nginx -t`.
+    pub nginx_test: Duration,
+    /// nginx start until workers run, and a reload until the new generation appears.
+    pub reload: Duration,
+    /// Graceful stop (`SIGQUIT`) before `SIGTERM`.
+    pub stop_grace: Duration,
+    /// One probe request.
+    pub probe: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            nginx_test: Duration::from_secs(30),
+            reload: Duration::from_secs(15),
+            stop_grace: Duration::from_secs(10),
+            probe: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything the agent needs, validated.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Absolute state directory.
+    pub state_dir: PathBuf,
+    /// API address.
+    pub listen: SocketAddr,
+    /// Where probes go.
+    pub nginx_listen: Option<SocketAddr>,
+    /// nginx binary, when given explicitly.
+    pub nginx: Option<PathBuf>,
+    /// Versions kept besides current and previous-good.
+    pub keep_versions: usize,
+    /// Active health checks.
+    pub probes: Vec<ProbeSpec>,
+    /// Config directory to apply at start, with its entry.
+    pub initial_bundle: Option<(PathBuf, String)>,
+    /// Whether the agent starts, supervises and stops nginx (local mode) or only signals a
+    /// master someone else runs (pod mode).
+    pub manage_nginx: bool,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Largest bundle accepted by `POST /v1/apply`, in bytes of JSON.
+    pub max_request_bytes: usize,
+    /// Test hook: the apply stage at which the agent kills itself with `SIGKILL`
+    /// (`$SWITCHBACK_AGENT_CRASH_AT`), used by the crash-safety tests.
+    pub crash_at: Option<String>,
+}
+
+impl AgentConfig {
+    /// Validates the flags: an absolute state directory, a loopback probe target, bounded probes.
+    pub fn from_args(args: AgentArgs) -> Result<AgentConfig, String> {
+        let state_dir = if args.state_dir.is_absolute() {
+            args.state_dir
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the working directory: {e}"))?
+                .join(args.state_dir)
+        };
+        if args.probes.len() > MAX_PROBES {
+            return Err(format!("at most {MAX_PROBES} probes"));
+        }
+        if !args.probes.is_empty() && args.nginx_listen.is_none() {
+            return Err("probes need --nginx-listen (where nginx listens)".to_string());
+        }
+        if let Some(addr) = args.nginx_listen.filter(|a| !a.ip().is_loopback()) {
+            return Err(format!(
+                "--nginx-listen {addr} is not a loopback address; probes only go to the \
+                 agent's own nginx"
+            ));
+        }
+        Ok(AgentConfig {
+            state_dir,
+            listen: args.listen,
+            nginx_listen: args.nginx_listen,
+            nginx: args.nginx,
+            keep_versions: args.keep_versions.max(1),
+            probes: args.probes,
+            initial_bundle: args.initial_bundle.map(|p| (p, args.entry)),
+            manage_nginx: !args.external_nginx,
+            timeouts: Timeouts::default(),
+            max_request_bytes: 96 * 1024 * 1024,
+            crash_at: std::env::var("SWITCHBACK_AGENT_CRASH_AT")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_specs_parse_with_defaults_and_bounds() {
+        let p: ProbeSpec = "host=example.test,path=/healthz,status=204,rate=5"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            p,
+            ProbeSpec {
+                host: "example.test".into(),
+                path: "/healthz".into(),
+                status: 204,
+                rate: 5.0
+            }
+        );
+        let d: ProbeSpec = "path=/x".parse().unwrap();
+        assert_eq!((d.host.as_str(), d.status, d.rate), ("localhost", 200, 1.0));
+        for bad in [
+            "rate=0",
+            "rate=1000",
+            "status=99",
+            "path=x",
+            "colour=red",
+            "host",
+            "rate=nan",
+        ] {
+            assert!(bad.parse::<ProbeSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn probes_only_target_loopback() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["x", "--state-dir", "/tmp/s"];
+            argv.extend_from_slice(extra);
+            AgentConfig::from_args(Cli::try_parse_from(argv).unwrap().agent)
+        };
+        assert!(parse(&["--nginx-listen", "10.0.0.1:80", "--probe", "path=/"]).is_err());
+        assert!(
+            parse(&["--probe", "path=/"]).is_err(),
+            "probe without target"
+        );
+        let ok = parse(&[
+            "--nginx-listen",
+            "127.0.0.2:8080",
+            "--probe",
+            "path=/",
+            "--probe",
+            "path=/b",
+        ])
+        .unwrap();
+        assert_eq!(ok.probes.len(), 2);
+        assert!(ok.manage_nginx);
+    }
+}

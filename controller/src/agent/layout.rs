@@ -1,0 +1,376 @@
+//! The state directory and the filesystem steps of an apply. Every change a crash could catch
+//! half-done is made by `rename`, which POSIX makes atomic, after `fsync`ing what it publishes:
+//!
+//! ```text
+//! STATE/
+//!   versions/<digest hex>/   one complete, agent-edited copy per bundle (written as .stage-*)
+//!   current -> versions/<hex> what nginx reads (-c current/<entry>); swapped by rename
+//!   applied                  JSON: the last digest applied and confirmed; written by rename
+//!   nginx.pid  logs/error.log  tmp/  log.sock
+//! ```
+//!
+//! So after a crash at any instant, `current` names a complete directory and `applied` a digest
+//! that was confirmed; the agent's start-up puts `current` back on `applied` (see `docs/agent.md`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::render::{Bundle, Digest};
+
+/// Longest unix socket path nginx and the kernel accept (`sun_path` is 108 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// A filesystem step failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {source}")]
+pub struct FsError {
+    /// What was being done.
+    pub what: &'static str,
+    /// On which path.
+    pub path: PathBuf,
+    /// What the OS said.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn fs_err<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> FsError + 'p {
+    move |source| FsError {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The persisted record of what nginx serves, read back by a restarted agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    /// The applied digest.
+    pub digest: Digest,
+    /// Its commit.
+    pub commit: String,
+    /// Its entry file.
+    pub entry: String,
+    /// When it was confirmed.
+    pub applied_at: Timestamp,
+}
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`, which must be absolute and made of plain characters, because its
+    /// paths are written into nginx directives unquoted (syslog targets cannot be quoted).
+    pub fn new(root: PathBuf) -> Result<Layout, String> {
+        let text = root
+            .to_str()
+            .ok_or("the state directory is not UTF-8")?
+            .to_string();
+        if !root.is_absolute() {
+            return Err(format!("the state directory {text:?} is not absolute"));
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        {
+            return Err(format!(
+                "the state directory {text:?} has characters other than letters, digits and \
+                 `/._-`; nginx's syslog target cannot quote them"
+            ));
+        }
+        let layout = Layout { root };
+        if layout.log_socket().as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "the state directory {text:?} is too long for a unix socket path"
+            ));
+        }
+        Ok(layout)
+    }
+
+    /// The state directory (nginx's `-p` prefix).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Where version directories live.
+    pub fn versions(&self) -> PathBuf {
+        self.root.join("versions")
+    }
+    /// One version's directory.
+    pub fn version(&self, d: &Digest) -> PathBuf {
+        self.versions().join(d.to_hex())
+    }
+    /// The symlink nginx reads through.
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    /// The applied record.
+    pub fn applied(&self) -> PathBuf {
+        self.root.join("applied")
+    }
+    /// The agent's syslog socket.
+    pub fn log_socket(&self) -> PathBuf {
+        self.root.join("log.sock")
+    }
+    /// nginx's pid file.
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("nginx.pid")
+    }
+    /// nginx's own error log (master messages: reloads, `[emerg]`).
+    pub fn error_log(&self) -> PathBuf {
+        self.root.join("logs").join("error.log")
+    }
+    /// Directory for nginx temp paths.
+    pub fn temp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Creates the directories and removes half-written stages a crash left behind.
+    pub fn prepare(&self) -> Result<(), FsError> {
+        for d in [
+            self.root.clone(),
+            self.versions(),
+            self.root.join("logs"),
+            self.temp_dir(),
+        ] {
+            fs::create_dir_all(&d).map_err(fs_err("create directory", &d))?;
+        }
+        let versions = self.versions();
+        for entry in fs::read_dir(&versions).map_err(fs_err("list", &versions))? {
+            let entry = entry.map_err(fs_err("list", &versions))?;
+            if entry.file_name().to_string_lossy().starts_with(".stage-") {
+                let p = entry.path();
+                fs::remove_dir_all(&p).map_err(fs_err("remove stale stage", &p))?;
+            }
+        }
+        let stale = self.root.join("current.new");
+        if stale.symlink_metadata().is_ok() {
+            fs::remove_file(&stale).map_err(fs_err("remove", &stale))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bundle` as version `digest`: the original files go to a stage directory, are
+    /// read back and checked against the digest, then replaced by `edited` (the agent's copy),
+    /// fsynced, and the stage is renamed into place. `hook` runs after the first file and after
+    /// the whole stage is written (crash tests stop the process there).
+    pub fn write_version(
+        &self,
+        bundle: &Bundle,
+        edited: &BTreeMap<String, Vec<u8>>,
+        hook: &dyn Fn(&str),
+    ) -> Result<PathBuf, WriteError> {
+        let digest = bundle.digest();
+        let stage =
+            self.versions()
+                .join(format!(".stage-{}-{}", digest.short(), std::process::id()));
+        if stage.exists() {
+            fs::remove_dir_all(&stage).map_err(fs_err("remove old stage", &stage))?;
+        }
+        fs::create_dir(&stage).map_err(fs_err("create stage", &stage))?;
+        for (i, (path, bytes)) in bundle.files().iter().enumerate() {
+            let dest = stage.join(checked_rel(path)?);
+            if let Some(parent) = dest.parent().filter(|p| !p.exists()) {
+                fs::create_dir_all(parent).map_err(fs_err("create directory", parent))?;
+            }
+            write_synced(&dest, bytes)?;
+            if i == 0 {
+                hook("mid_write");
+            }
+        }
+        let (written, mut dirs) = read_tree(&stage)?;
+        let got = Bundle::new(written).digest();
+        if got != digest {
+            return Err(WriteError::Verify { got, want: digest });
+        }
+        for (path, bytes) in edited {
+            if bundle.get(path) != Some(bytes.as_slice()) {
+                write_synced(&stage.join(checked_rel(path)?), bytes)?;
+            }
+        }
+        // Deepest first, so each directory is synced after the entries it holds.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        hook("written");
+        let dest = self.version(&digest);
+        if dest.symlink_metadata().is_ok() {
+            fs::remove_dir_all(&dest).map_err(fs_err("remove old copy", &dest))?;
+        }
+        fs::rename(&stage, &dest).map_err(fs_err("rename stage to", &dest))?;
+        sync_dir(&self.versions())?;
+        Ok(dest)
+    }
+
+    /// Whether version `digest` exists with exactly these files.
+    pub fn has_version(&self, digest: &Digest, files: &BTreeMap<String, Vec<u8>>) -> bool {
+        let dir = self.version(digest);
+        dir.is_dir() && read_tree(&dir).is_ok_and(|(found, _)| found == *files)
+    }
+
+    /// Points `current` at `digest`'s version: a new symlink renamed over the old one.
+    pub fn swap_current(&self, digest: &Digest) -> Result<(), FsError> {
+        let tmp = self.root.join("current.new");
+        if tmp.symlink_metadata().is_ok() {
+            fs::remove_file(&tmp).map_err(fs_err("remove", &tmp))?;
+        }
+        let target = Path::new("versions").join(digest.to_hex());
+        std::os::unix::fs::symlink(&target, &tmp).map_err(fs_err("symlink", &tmp))?;
+        let cur = self.current();
+        fs::rename(&tmp, &cur).map_err(fs_err("rename symlink to", &cur))?;
+        sync_dir(&self.root)
+    }
+
+    /// The digest `current` points at, if it points at a version directory that exists.
+    pub fn read_current(&self) -> Option<Digest> {
+        let target = fs::read_link(self.current()).ok()?;
+        let name = target.file_name()?.to_str()?;
+        let d: Digest = name.parse().ok()?;
+        self.version(&d).is_dir().then_some(d)
+    }
+
+    /// Persists the applied record (temp file, fsync, rename, fsync the directory).
+    pub fn write_applied(&self, rec: &AppliedRecord) -> Result<(), FsError> {
+        let path = self.applied();
+        let tmp = self.root.join("applied.new");
+        let json = serde_json::to_vec_pretty(rec).map_err(|e| FsError {
+            what: "serialise",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_synced(&tmp, &json)?;
+        fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))?;
+        sync_dir(&self.root)
+    }
+
+    /// The applied record, if one was written and its version directory still exists.
+    pub fn read_applied(&self) -> Option<AppliedRecord> {
+        let bytes = fs::read(self.applied()).ok()?;
+        let rec: AppliedRecord = serde_json::from_slice(&bytes).ok()?;
+        self.version(&rec.digest).is_dir().then_some(rec)
+    }
+
+    /// Removes a version directory (a refused apply's).
+    pub fn remove_version(&self, d: &Digest) -> Result<(), FsError> {
+        let p = self.version(d);
+        match fs::remove_dir_all(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(fs_err("remove version", &p)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps the `keep` most recently written versions plus every digest in `protect`; removes
+    /// the rest. Returns what was removed.
+    pub fn prune(&self, keep: usize, protect: &[Digest]) -> Result<Vec<Digest>, FsError> {
+        let dir = self.versions();
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(fs_err("list", &dir))? {
+            let entry = entry.map_err(fs_err("list", &dir))?;
+            let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            let mtime = entry.metadata().and_then(|m| m.modified()).ok();
+            found.push((mtime, d));
+        }
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut removed = Vec::new();
+        for (i, (_, d)) in found.into_iter().enumerate() {
+            if i >= keep && !protect.contains(&d) {
+                self.remove_version(&d)?;
+                removed.push(d);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Why a version could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The filesystem refused.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A bundle path that is not a plain relative path.
+    #[error("bundle path {0:?} is not a plain relative path")]
+    BadPath(String),
+    /// What was read back is not what was meant to be written.
+    #[error("the written files have digest {got}, not {want}")]
+    Verify {
+        /// Digest of what is on disk.
+        got: Digest,
+        /// Digest of the bundle.
+        want: Digest,
+    },
+}
+
+/// `path` as a relative path of normal components only.
+pub fn checked_rel(path: &str) -> Result<&Path, WriteError> {
+    // Checked segment by segment: `Path::components` would quietly normalise `a//b` and `a/./b`,
+    // and the file read back would then not be the file named.
+    let plain = path
+        .split('/')
+        .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '\0']));
+    if plain {
+        Ok(Path::new(path))
+    } else {
+        Err(WriteError::BadPath(path.to_string()))
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let mut f = File::create(path).map_err(fs_err("create", path))?;
+    f.write_all(bytes).map_err(fs_err("write", path))?;
+    f.sync_all().map_err(fs_err("fsync", path))
+}
+
+fn sync_dir(path: &Path) -> Result<(), FsError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(fs_err("fsync directory", path))
+}
+
+/// Every regular file under `root`, keyed by `/`-separated relative path, and every directory.
+type Tree = (BTreeMap<String, Vec<u8>>, Vec<PathBuf>);
+
+fn read_tree(root: &Path) -> Result<Tree, FsError> {
+    let mut out = BTreeMap::new();
+    let mut dirs = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        dirs.push(dir.clone());
+        for entry in fs::read_dir(&dir).map_err(fs_err("list", &dir))? {
+            let entry = entry.map_err(fs_err("list", &dir))?;
+            let p = entry.path();
+            let kind = entry.file_type().map_err(fs_err("stat", &p))?;
+            if kind.is_dir() {
+                pending.push(p);
+            } else if kind.is_file() {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                let key = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.insert(key, fs::read(&p).map_err(fs_err("read back", &p))?);
+            }
+        }
+    }
+    Ok((out, dirs))
+}
+
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod tests;

@@ -1,0 +1,48 @@
+//! `sb-test-agent`: the agent as its own process, for tests that must kill it with `SIGKILL`
+//! (crash safety). The same wiring `switchback agent` has: flags, then `agent::run` until
+//! `SIGTERM` or `SIGINT`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchback::agent::{AgentArgs, run};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(name = "sb-test-agent")]
+struct Cli {
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("sb-test-agent: cannot install signal handlers");
+        return ExitCode::from(2);
+    };
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    match run(cli.agent, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sb-test-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
