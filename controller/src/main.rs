@@ -17,6 +17,7 @@ use switchback::validate::sandbox::Nginx;
 
 mod cli;
 
+use cli::demo::{DemoArgs, cmd_demo};
 use cli::parse::{ParseArgs, cmd_parse};
 use cli::render::{RenderArgs, cmd_render};
 use cli::validate::{ValidateArgs, cmd_validate};
@@ -50,6 +51,11 @@ enum Command {
         /// A rule id such as SB103.
         id: Option<String>,
     },
+    /// Replay the outage on this machine: real nginx pods, real git, real traffic; a bad
+    /// `upstream` commit is rolled back on every pod by itself.
+    Demo(DemoArgs),
+    /// Run the agent next to one nginx (applies bundles, ingests logs, serves counters).
+    Agent(switchback::agent::AgentArgs),
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -91,6 +97,13 @@ fn main() -> ExitCode {
         Command::Render(args) => cmd_render(args),
         Command::Validate(args) => cmd_validate(args),
         Command::Parse(args) => cmd_parse(args),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(cmd_demo(args))),
+        Command::Agent(args) => runtime().and_then(|rt| {
+            rt.block_on(async {
+                switchback::agent::run(args, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }),
         Command::Rules { id } => cmd_rules(id.as_deref()),
         Command::Bench(BenchCommand::Analysis { seed }) => {
             print!("{}", switchback::analysis::replay_table(seed));
@@ -148,6 +161,29 @@ fn cmd_version(format: Format) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The async runtime for the commands that run services (demo, agent).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C, so a service stops cleanly either way.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

@@ -163,6 +163,7 @@ impl Site {
             state_dir: self.state.clone(),
             listen: api,
             nginx_listen: Some(self.nginx),
+            pin_listen: None,
             nginx: None,
             keep_versions: 3,
             probes,

@@ -159,6 +159,7 @@ async fn steps(
         temp_dir: &temp,
         temp_paths: &shared.launcher.binary.temp_paths,
         run_as_root: shared.run_as_root,
+        pin_listen: shared.cfg.pin_listen,
     };
     let edited = directives::prepare(bundle.files(), entry, &d)
         .map_err(|e| (ApplyStep::Prepare, e.to_string()))?;

@@ -46,6 +46,11 @@ pub struct AgentArgs {
     /// `docs/agent.md`, and the agent finds it through `STATE/nginx.pid`.
     #[arg(long)]
     pub external_nginx: bool,
+    /// Pin every `listen` of the bundle to this address in the agent's copy (the digest is of
+    /// the bundle as sent). For pods that share one network namespace, as the local fleet's do:
+    /// five nginx processes can each `listen 8080` on their own 127.0.x.y like five pods.
+    #[arg(long)]
+    pub pin_listen: Option<std::net::IpAddr>,
 }
 
 /// One active health check.
@@ -147,6 +152,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Where probes go.
     pub nginx_listen: Option<SocketAddr>,
+    /// The address every `listen` is pinned to, in local mode.
+    pub pin_listen: Option<std::net::IpAddr>,
     /// nginx binary, when given explicitly.
     pub nginx: Option<PathBuf>,
     /// Versions kept besides current and previous-good.
@@ -193,6 +200,7 @@ impl AgentConfig {
             state_dir,
             listen: args.listen,
             nginx_listen: args.nginx_listen,
+            pin_listen: args.pin_listen,
             nginx: args.nginx,
             keep_versions: args.keep_versions.max(1),
             probes: args.probes,

@@ -66,6 +66,8 @@ pub struct AgentDirectives<'a> {
     pub temp_paths: &'a [String],
     /// Whether nginx runs as root (then `user root;` is added when the bundle has no `user`).
     pub run_as_root: bool,
+    /// Pin every `listen` to this address (local mode: pods share one network namespace).
+    pub pin_listen: Option<std::net::IpAddr>,
 }
 
 /// Why the agent could not prepare its copy of a bundle.
@@ -217,6 +219,15 @@ impl<'c> Planner<'c> {
         if !at_brace.is_empty() {
             self.insert(file, brace + 1, at_brace);
         }
+        if let Some(ip) = self.d.pin_listen {
+            for (f, listen) in level.iter().filter(|(_, x)| x.name == "listen") {
+                if let Some(arg) = listen.args.first()
+                    && let Some(pinned) = pin_listen(&arg.value, ip)
+                {
+                    self.push(f, arg.span.start, arg.span.end, pinned);
+                }
+            }
+        }
         for (f, child) in level {
             if child.block.is_some() && NESTED.contains(&child.name.as_str()) {
                 self.block(f, child, false)?;
@@ -288,6 +299,25 @@ impl<'c> Planner<'c> {
 
 /// The offset of `want` after `from`, skipping blanks and `#` comments; `None` if anything else
 /// comes first.
+/// `listen`'s address pinned to `ip`: `8080`, `*:8080`, `0.0.0.0:8080`, `[::]:8080` and
+/// `any.host:8080` all become `ip:8080`. Unix sockets are left alone (`None`).
+pub fn pin_listen(value: &str, ip: std::net::IpAddr) -> Option<String> {
+    if value.starts_with("unix:") {
+        return None;
+    }
+    let port = match value.rsplit_once(':') {
+        Some((_, port)) => port,
+        None => value,
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    })
+}
+
 fn skip_to(src: &[u8], from: usize, want: u8) -> Option<usize> {
     let mut i = from;
     while let Some(&b) = src.get(i) {

@@ -25,6 +25,7 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         temp_dir: Path::new("/state/tmp"),
         temp_paths: &temp,
         run_as_root: root,
+        pin_listen: None,
     };
     prepare(&files(pairs), "nginx.conf", &d)
         .unwrap()
@@ -187,6 +188,7 @@ fn unparsable_bundles_are_refused() {
         temp_dir: Path::new("/t"),
         temp_paths: &[],
         run_as_root: false,
+        pin_listen: None,
     };
     let bad = files(&[("nginx.conf", "http {")]);
     assert!(matches!(
@@ -197,4 +199,22 @@ fn unparsable_bundles_are_refused() {
         prepare(&bad, "main.conf", &d),
         Err(PrepareError::NoEntry(_))
     ));
+}
+
+#[test]
+fn listen_is_pinned_to_the_pod_address_in_local_mode() {
+    use super::pin_listen;
+    let ip: std::net::IpAddr = "127.0.7.10".parse().expect("ip");
+    assert_eq!(pin_listen("8080", ip).as_deref(), Some("127.0.7.10:8080"));
+    assert_eq!(pin_listen("*:80", ip).as_deref(), Some("127.0.7.10:80"));
+    assert_eq!(
+        pin_listen("[::]:443", ip).as_deref(),
+        Some("127.0.7.10:443")
+    );
+    assert_eq!(
+        pin_listen("0.0.0.0:8080", ip).as_deref(),
+        Some("127.0.7.10:8080")
+    );
+    assert_eq!(pin_listen("unix:/run/x.sock", ip), None);
+    assert_eq!(pin_listen("example.test", ip), None);
 }

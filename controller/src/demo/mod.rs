@@ -7,6 +7,9 @@
 //! checked in code, so the demo can never send traffic anywhere but this machine.
 
 pub mod figures;
+pub mod progress;
+pub mod repo;
+pub mod scenario;
 pub mod traffic;
 pub mod upstreams;
 
