@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use switchback::agent::{AgentClient, AgentConfig, AgentError, AgentState, ProbeSpec, Timeouts};
+use switchback::agent::{
+    AgentClient, AgentConfig, AgentError, AgentState, ApplyOutcome, ProbeSpec, Timeouts,
+};
 use switchback::render::Bundle;
 use switchback::validate::sandbox::Nginx;
 use tokio::sync::oneshot;
@@ -283,5 +285,31 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether an apply changed what nginx serves.
+pub fn applied(outcome: &ApplyOutcome) -> bool {
+    matches!(outcome, ApplyOutcome::Applied { noop: false, .. })
+}
+
+/// Sends `n` requests to `path` through nginx and returns their statuses.
+pub async fn traffic(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(addr, path).await.map_or(0, |r| r.0));
+    }
+    out
+}
+
+/// Shuts the agent down and checks its nginx (master and workers) is gone.
+pub async fn shutdown_leaves_nothing(agent: InProcess) {
+    let s = agent.client.state().await.expect("state");
+    let mut pids = s.nginx.workers.clone();
+    pids.extend(s.nginx.pid);
+    assert!(!pids.is_empty(), "nginx ran");
+    agent.shutdown().await;
+    for pid in pids {
+        assert!(!alive(pid), "nginx process {pid} outlived the agent");
     }
 }

@@ -9,34 +9,10 @@ use switchback::agent::client::apply_request;
 use switchback::agent::{ApplyOutcome, ApplyStep, ProbeSpec};
 use switchback::render::Digest;
 use switchback_tests::agent_harness::{
-    InProcess, Site, alive, bundle, eventually, free_addr, get, nginx_available, ready, site,
+    InProcess, Site, alive, applied, bundle, eventually, free_addr, get, nginx_available, ready,
+    shutdown_leaves_nothing, site, traffic,
 };
 use switchback_tests::upstream::Upstream;
-
-fn applied(outcome: &ApplyOutcome) -> bool {
-    matches!(outcome, ApplyOutcome::Applied { noop: false, .. })
-}
-
-/// Sends `n` requests to `path` through nginx and returns their statuses.
-async fn traffic(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<u16> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(get(addr, path).await.map_or(0, |r| r.0));
-    }
-    out
-}
-
-/// Shuts the agent down and checks its nginx (master and workers) is gone.
-async fn shutdown_leaves_nothing(agent: InProcess) {
-    let s = agent.client.state().await.expect("state");
-    let mut pids = s.nginx.workers.clone();
-    pids.extend(s.nginx.pid);
-    assert!(!pids.is_empty(), "nginx ran");
-    agent.shutdown().await;
-    for pid in pids {
-        assert!(!alive(pid), "nginx process {pid} outlived the agent");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_good_bundle_is_served_and_its_requests_counted() {
@@ -583,4 +559,36 @@ async fn pod_mode_reloads_an_nginx_it_did_not_start_and_leaves_it_running() {
     )
     .expect("stop the pod's nginx");
     let _ = pod.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_initial_bundle_is_applied_once() {
+    if !nginx_available() {
+        return;
+    }
+    let app = Upstream::start("app\n").await;
+    let site_ = Site::new();
+    let dir = site_.dir.path().join("config");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let v1 = site(site_.nginx, app.addr(), "v1");
+    std::fs::write(dir.join("nginx.conf"), v1.get("nginx.conf").expect("conf")).expect("write");
+    let mut cfg = site_.config(free_addr(), vec![]);
+    cfg.initial_bundle = Some((dir.clone(), "nginx.conf".into()));
+
+    let first = InProcess::start(cfg.clone()).await;
+    let s = ready(&first.client, true).await;
+    assert_eq!(s.applied.map(|a| a.digest), Some(v1.digest()));
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
+    shutdown_leaves_nothing(first).await;
+
+    // Started again with the same flag: already applied, so no apply at all.
+    cfg.listen = free_addr();
+    let second = InProcess::start(cfg).await;
+    let s = ready(&second.client, true).await;
+    assert_eq!(s.applied.map(|a| a.digest), Some(v1.digest()));
+    assert!(s.last_apply.is_none(), "{:?}", s.last_apply);
+    shutdown_leaves_nothing(second).await;
 }

@@ -1,6 +1,7 @@
-//! Standard base64 (RFC 4648, with padding) for bundle files in the apply request. Forty lines
-//! here instead of a dependency: the agent only needs the one alphabet, and a strict decoder (no
-//! whitespace, no missing padding) means one bundle has exactly one encoding.
+//! Standard base64 (RFC 4648, with padding) for bundle files in the apply request. A few dozen
+//! lines here instead of a dependency: the agent only needs the one alphabet. The decoder is
+//! strict about shape (no whitespace, padding required, only at the end) so a damaged request is
+//! refused rather than half-read; the digest check after decoding is what proves the content.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

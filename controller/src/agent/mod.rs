@@ -4,7 +4,7 @@
 //! - [`run`] starts everything: it recovers the state directory (`current` back on the last
 //!   applied-good digest), adopts or starts nginx, binds the log socket and the HTTP API, runs
 //!   the probes, and on shutdown stops nginx gracefully;
-//! - an apply ([`apply`]) is verify → prepare ([`directives`]) → write ([`layout`]) → the real
+//! - an apply (`apply.rs`) is verify → prepare ([`directives`]) → write ([`layout`]) → the real
 //!   `nginx -t` → swap `current` → reload and confirm a new worker generation ([`nginx`]) →
 //!   persist; any failure leaves nginx on what it served;
 //! - nginx's access and error logs arrive as syslog datagrams ([`ingest`]), attributed to digests

@@ -146,7 +146,7 @@ impl Launcher {
     /// Starts nginx on `current/<entry>` in its own process group (so stopping it can reach
     /// workers a dead master left behind) and waits until it has workers.
     pub async fn start(&self, entry: &str, timeout: Duration) -> Result<Master, String> {
-        rotate_if_large(&self.layout.error_log());
+        let _ = rotate_if_large(&self.layout.error_log());
         let offset = log_len(&self.layout.error_log());
         let mut cmd = tokio::process::Command::new(&self.binary.path);
         cmd.args(self.args(&Self::running_conf(entry)))
@@ -208,9 +208,29 @@ impl Launcher {
                 return Ok(new);
             }
             if Instant::now() >= deadline {
-                return Err(format!("no new worker generation within {timeout:?}"));
+                if new.is_empty() {
+                    return Err(format!("no new worker generation within {timeout:?}"));
+                }
+                // The config was accepted and is what nginx runs now; reporting a failure would
+                // make the agent's record disagree with nginx. Old processes still up are only
+                // slow to drain.
+                tracing::warn!(
+                    pid,
+                    "old nginx processes still up after the reload deadline"
+                );
+                return Ok(new);
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Rotates the error log of the running master `pid` when it is too large: the file is
+    /// renamed and `SIGUSR1` makes nginx reopen its logs (nginx's own rotation protocol). The
+    /// file grows with every upstream error nginx logs, so a long 502 storm would otherwise fill
+    /// the disk.
+    pub fn rotate_log(&self, pid: i32) {
+        if rotate_if_large(&self.layout.error_log()) {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
         }
     }
 
@@ -418,12 +438,10 @@ pub fn master_conf(pid: i32) -> Option<String> {
     words.next().map(str::to_string)
 }
 
-/// Moves nginx's error log aside when it has grown past [`MAX_ERROR_LOG`]; called only before a
-/// fresh start, when no nginx holds the file open.
-fn rotate_if_large(path: &Path) {
-    if log_len(path) > MAX_ERROR_LOG {
-        let _ = std::fs::rename(path, path.with_extension("log.1"));
-    }
+/// Moves nginx's error log aside when it has grown past [`MAX_ERROR_LOG`] (the previous `.1`
+/// is replaced, so the logs never take more than twice that). Returns whether it did.
+fn rotate_if_large(path: &Path) -> bool {
+    log_len(path) > MAX_ERROR_LOG && std::fs::rename(path, path.with_extension("log.1")).is_ok()
 }
 
 fn log_len(path: &Path) -> u64 {

@@ -123,6 +123,7 @@ pub async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         }
         if let Some(master) = core.master.as_mut() {
             if master.is_alive() {
+                shared.launcher.rotate_log(master.pid());
                 continue;
             }
             tracing::warn!(pid = master.pid(), "nginx master exited");
