@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane build test lint validate-example bench fmt
+.PHONY: help tools tools-apt tools-crossplane build test lint demo validate-example bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ test: tools ## The whole suite, as CI runs it: fmt, clippy, every test (real ngi
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
+demo: tools-apt ## The main job: replay the outage with real nginx pods, real git and real traffic
+	$(CARGO) build --bin switchback
+	./target/debug/switchback demo $(DEMO_ARGS)
+
 validate-example: build ## Validate examples/basic (passes) and examples/broken (the outage's mistake, rejected)
 	./target/release/switchback validate --require-nginx examples/basic
 	@echo
@@ -54,7 +58,7 @@ validate-example: build ## Validate examples/basic (passes) and examples/broken 
 	@./target/release/switchback validate --require-nginx examples/broken; rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "(rejected with exit code 1, as it should be)"; else echo "expected exit 1, got $$rc"; exit 1; fi
 
-bench: tools-apt ## Render + validate timings on a generated 5,000-line config
+bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingestion rate
 	$(CARGO) bench -p switchback
 
 fmt: ## Format the code

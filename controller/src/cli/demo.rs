@@ -45,6 +45,10 @@ pub(crate) struct DemoArgs {
     /// The nginx binary.
     #[arg(long)]
     nginx: Option<PathBuf>,
+    /// The addresses to use: 127.A.B.x (`--compare` uses B and B+1). Two demos at once need
+    /// different ones.
+    #[arg(long, default_value = "0.7", value_parser = parse_subnet)]
+    subnet: [u8; 2],
     /// Print one JSON document at the end instead of the progress and tables.
     #[arg(long)]
     json: bool,
@@ -81,7 +85,10 @@ pub(crate) async fn cmd_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             method,
             bake: Duration::from_secs_f64(args.bake),
             dir: args.dir.as_ref().map(|d| d.join(method.name())),
-            subnet: [0, 7 + u8::try_from(i).unwrap_or(0)],
+            subnet: [
+                args.subnet[0],
+                args.subnet[1].saturating_add(u8::try_from(i).unwrap_or(0)),
+            ],
             nginx: args.nginx.clone(),
             progress: !args.json,
         };
@@ -122,6 +129,12 @@ pub(crate) async fn cmd_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FINDINGS)
     })
+}
+
+fn parse_subnet(s: &str) -> Result<[u8; 2], String> {
+    let (a, b) = s.split_once('.').ok_or("write A.B, e.g. 0.7")?;
+    let octet = |x: &str| x.parse::<u8>().map_err(|e| format!("{x:?}: {e}"));
+    Ok([octet(a)?, octet(b)?])
 }
 
 fn print_run(run: &DemoRun) {
