@@ -55,7 +55,7 @@ async fn start(subnet: [u8; 2], dir: &std::path::Path) -> Arc<LocalFleet> {
 
 fn config() -> RunnerConfig {
     let mut config = RunnerConfig {
-        nginx: Nginx::find(None).expect("nginx").map(|n| n),
+        nginx: Nginx::find(None).expect("nginx"),
         poll_every: Duration::from_millis(100),
         ..RunnerConfig::default()
     };
