@@ -14,5 +14,6 @@ pub mod render;
 pub mod report;
 pub mod rollout;
 pub mod runner;
+pub mod signals;
 pub mod source;
 pub mod validate;

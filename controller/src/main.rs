@@ -18,6 +18,7 @@ use switchback::validate::sandbox::Nginx;
 mod cli;
 
 use cli::demo::{DemoArgs, cmd_demo};
+use cli::local::{LocalArgs, cmd_local};
 use cli::parse::{ParseArgs, cmd_parse};
 use cli::render::{RenderArgs, cmd_render};
 use cli::validate::{ValidateArgs, cmd_validate};
@@ -54,6 +55,9 @@ enum Command {
     /// Replay the outage on this machine: real nginx pods, real git, real traffic; a bad
     /// `upstream` commit is rolled back on every pod by itself.
     Demo(DemoArgs),
+    /// Follow a git branch with the engine and a local fleet of nginx pods: every new commit is
+    /// validated and rolled out canary-style, and rolled back when it gets worse.
+    Local(LocalArgs),
     /// Run the agent next to one nginx (applies bundles, ingests logs, serves counters).
     Agent(switchback::agent::AgentArgs),
     /// Benchmarks that print their figures.
@@ -98,9 +102,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd_validate(args),
         Command::Parse(args) => cmd_parse(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(cmd_demo(args))),
+        Command::Local(args) => runtime().and_then(|rt| rt.block_on(cmd_local(args))),
         Command::Agent(args) => runtime().and_then(|rt| {
             rt.block_on(async {
-                switchback::agent::run(args, shutdown_signal()).await?;
+                switchback::agent::run(args, switchback::signals::terminated()).await?;
                 Ok(ExitCode::SUCCESS)
             })
         }),
@@ -168,22 +173,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-/// Resolves on SIGTERM or Ctrl-C, so a service stops cleanly either way.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

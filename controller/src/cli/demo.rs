@@ -131,7 +131,7 @@ pub(crate) async fn cmd_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn parse_subnet(s: &str) -> Result<[u8; 2], String> {
+pub(crate) fn parse_subnet(s: &str) -> Result<[u8; 2], String> {
     let (a, b) = s.split_once('.').ok_or("write A.B, e.g. 0.7")?;
     let octet = |x: &str| x.parse::<u8>().map_err(|e| format!("{x:?}: {e}"));
     Ok([octet(a)?, octet(b)?])

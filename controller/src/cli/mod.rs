@@ -2,6 +2,7 @@
 //! source and values handling they share.
 
 pub(crate) mod demo;
+pub(crate) mod local;
 pub(crate) mod parse;
 pub(crate) mod render;
 pub(crate) mod source;

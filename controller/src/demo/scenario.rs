@@ -206,7 +206,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoRun, DemoError> {
     };
     let result = tokio::select! {
         result = story(&options, &dir, &mut stage) => result,
-        _ = tokio::signal::ctrl_c() => Err(DemoError::Interrupted),
+        () = crate::signals::terminated() => Err(DemoError::Interrupted),
     };
     stage.stop().await;
     let mut run = result?;

@@ -214,6 +214,15 @@ impl<F: Fleet> Runner<F> {
         Ok(())
     }
 
+    /// Runs for `period`, handling events and polling pods as they come (`switchback local` calls it
+    /// between polls of the git source).
+    pub async fn run_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while Instant::now() < deadline {
+            self.step(deadline).await;
+        }
+    }
+
     /// Handles the next event, or polls the pods when it is time; returns at `deadline` at the
     /// latest.
     async fn step(&mut self, deadline: Instant) {
