@@ -495,7 +495,7 @@ fn incident_report(
             pods_restored: Vec::new(),
             all_restored: t.restored_at,
         },
-        lint: Vec::new(),
+        lint: crate::validate::check_static(bad_bundle, crate::validate::DEFAULT_ENTRY).1,
         stable_bundle: Some(stable.1.clone()),
         bad_bundle: Some(bad_bundle.clone()),
         traffic,
