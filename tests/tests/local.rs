@@ -3,7 +3,6 @@
 //! JSON object per line, and stops every process on Ctrl-C (SIGINT).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,20 +10,7 @@ use std::time::{Duration, Instant};
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::bin::switchback_bin;
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.test")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.test")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}");
-}
+use switchback_tests::git_fixture::git_cli as git;
 
 fn site(body: &str) -> String {
     format!(

@@ -26,6 +26,7 @@ use std::path::Path;
 
 use crate::validate::ast::{Config, Directive};
 use crate::validate::parser::parse_bundle;
+use crate::validate::sandbox::edit::{Edit, apply};
 
 /// Name of the agent's log format; versioned so a future format change can coexist with old
 /// workers still logging in the old one.
@@ -89,14 +90,6 @@ pub enum PrepareError {
         /// Directive.
         name: String,
     },
-}
-
-/// Replace bytes `start..end` of a file with `text` (newlines of the range are kept).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Edit {
-    start: usize,
-    end: usize,
-    text: String,
 }
 
 /// The bundle's files with the agent's directives inserted (unchanged files included).
@@ -335,25 +328,6 @@ fn skip_to(src: &[u8], from: usize, want: u8) -> Option<usize> {
         }
     }
     None
-}
-
-/// Applies sorted, non-overlapping edits; a replaced range keeps its newlines so every later
-/// token stays on its line.
-fn apply(src: &[u8], edits: &[Edit]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len() + 512);
-    let mut pos = 0;
-    for e in edits {
-        if e.start < pos || e.end > src.len() || e.start > e.end {
-            continue;
-        }
-        out.extend_from_slice(&src[pos..e.start]);
-        out.extend_from_slice(e.text.as_bytes());
-        let newlines = src[e.start..e.end].iter().filter(|&&b| b == b'\n').count();
-        out.extend(std::iter::repeat_n(b'\n', newlines));
-        pos = e.end;
-    }
-    out.extend_from_slice(&src[pos..]);
-    out
 }
 
 #[cfg(test)]

@@ -48,23 +48,7 @@ impl Binary {
             .stdin(Stdio::null())
             .output()?;
         let text = String::from_utf8_lossy(&out.stderr);
-        let args = text
-            .lines()
-            .find_map(|l| l.strip_prefix("configure arguments:"))
-            .unwrap_or("");
-        let without = |m: &str| {
-            args.split_whitespace()
-                .any(|a| a == format!("--without-{m}"))
-        };
-        let mut temp_paths = Vec::new();
-        if !without("http") {
-            temp_paths.push("client_body_temp_path".to_string());
-            for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
-                if !without(&format!("http_{m}_module")) {
-                    temp_paths.push(format!("{m}_temp_path"));
-                }
-            }
-        }
+        let temp_paths = crate::validate::sandbox::BuildInfo::parse(&text).temp_paths;
         Ok(Binary {
             path: path.to_path_buf(),
             version,

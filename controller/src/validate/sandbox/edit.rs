@@ -1,8 +1,9 @@
 //! Rewriting a file by byte ranges without moving any token to another line, and writing values
-//! back as nginx tokens: the two operations the sandbox copy is made of.
+//! back as nginx tokens: the two operations the sandbox copy is made of (the agent's copy too).
 
-/// Replace bytes `start..end` of a file with `text`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Replace bytes `start..end` of a file with `text`. Ordered by position, so a set of edits is
+/// applied front to back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Edit {
     /// First byte replaced.
     pub start: usize,

@@ -15,10 +15,11 @@
 //! reports are the bundle's lines.
 
 mod address;
-mod edit;
+pub mod edit;
 mod output;
 mod placeholder;
 mod process;
+pub use process::BuildInfo;
 mod rewrite;
 #[cfg(test)]
 mod tests_rewrite;
