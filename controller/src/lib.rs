@@ -10,6 +10,7 @@ pub mod agent;
 pub mod analysis;
 pub mod demo;
 pub mod fleet;
+pub mod operator;
 pub mod render;
 pub mod report;
 pub mod rollout;

@@ -60,6 +60,8 @@ enum Command {
     Local(LocalArgs),
     /// Run the agent next to one nginx (applies bundles, ingests logs, serves counters).
     Agent(switchback::agent::AgentArgs),
+    /// Print the ProxyRollout CustomResourceDefinition (what `crds/proxyrollout.yaml` holds).
+    Crd,
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -110,6 +112,12 @@ fn main() -> ExitCode {
             })
         }),
         Command::Rules { id } => cmd_rules(id.as_deref()),
+        Command::Crd => switchback::operator::crd::crd_yaml()
+            .map_err(anyhow::Error::from)
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }),
         Command::Bench(BenchCommand::Analysis { seed }) => {
             print!("{}", switchback::analysis::replay_table(seed));
             Ok(ExitCode::SUCCESS)
