@@ -1,0 +1,241 @@
+//! The engine's [`Status`] as the `ProxyRollout` status a cluster user reads, with the four
+//! conditions `kubectl wait` and dashboards key on. Pure: the previous status and the time are
+//! passed in, so a condition keeps its `lastTransitionTime` while it holds and a status that did not
+//! change comes out identical (the controller then skips the write).
+
+use jiff::Timestamp;
+
+use super::crd::{
+    Condition, HistoryStatus, IncidentStatus, PodCounts, ProxyRolloutStatus, QuarantinedStatus,
+    RevisionStatus,
+};
+use crate::rollout::status::Status;
+use crate::rollout::{Outcome, Phase, RevisionId};
+
+/// The status to write for `status` at `generation`, keeping transition times from `previous`.
+pub fn to_status(
+    status: &Status,
+    generation: i64,
+    previous: Option<&ProxyRolloutStatus>,
+    now: Timestamp,
+) -> ProxyRolloutStatus {
+    let settled = status.phase == Phase::Idle
+        && status.stable.is_some()
+        && status.pods.stable == status.pods.total;
+    let busy = matches!(
+        status.phase,
+        Phase::Validating | Phase::Canary | Phase::RollingBack
+    );
+    let rolled_back = status
+        .history
+        .last()
+        .is_some_and(|h| matches!(h.outcome, Outcome::RolledBack | Outcome::Aborted));
+    let cond = |type_: &str, on: bool, reason: &str, message: String| {
+        let state = if on { "True" } else { "False" };
+        let since = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == state)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.to_string());
+        Condition {
+            type_: type_.to_string(),
+            status: state.to_string(),
+            reason: reason.to_string(),
+            message,
+            last_transition_time: since,
+            observed_generation: Some(generation),
+        }
+    };
+    let stable_name = status
+        .stable
+        .as_ref()
+        .map_or_else(|| "nothing yet".to_string(), short);
+    let conditions = vec![
+        cond(
+            "Ready",
+            settled,
+            if settled { "Settled" } else { "Progressing" },
+            if settled {
+                format!("every pod ({}) serves {stable_name}", status.pods.total)
+            } else {
+                format!(
+                    "{} of {} pods on {stable_name}; phase {:?}",
+                    status.pods.stable, status.pods.total, status.phase
+                )
+            },
+        ),
+        cond(
+            "Reconciling",
+            busy,
+            if busy { "RollingOut" } else { "Idle" },
+            match &status.target {
+                Some(t) if busy => format!("{:?} {}", status.phase, short(t)),
+                _ => "nothing in progress".to_string(),
+            },
+        ),
+        cond(
+            "Stalled",
+            status.stalled.is_some(),
+            if status.stalled.is_some() {
+                "AnalysisStalled"
+            } else {
+                "NotStalled"
+            },
+            status.stalled.clone().unwrap_or_default(),
+        ),
+        cond(
+            "RolledBack",
+            rolled_back,
+            if rolled_back {
+                "RolledBack"
+            } else {
+                "NoRollback"
+            },
+            status
+                .last_incident
+                .as_ref()
+                .filter(|_| rolled_back)
+                .map(|i| i.summary.clone())
+                .unwrap_or_default(),
+        ),
+    ];
+    let serving = status.pods.stable.max(status.pods.target);
+    ProxyRolloutStatus {
+        observed_generation: Some(generation),
+        conditions,
+        phase: Some(format!("{:?}", status.phase)),
+        stable: status.stable.as_ref().map(revision),
+        target: status.target.as_ref().map(revision),
+        pods: Some(PodCounts {
+            total: count(status.pods.total),
+            stable: count(status.pods.stable),
+            target: count(status.pods.target),
+            changing: count(status.pods.changing),
+            failed: count(status.pods.failed),
+            ready: format!("{serving}/{}", status.pods.total),
+        }),
+        quarantined: status
+            .quarantined
+            .iter()
+            .map(|q| QuarantinedStatus {
+                commit: q.revision.commit.clone(),
+                digest: q.revision.digest.to_string(),
+                reason: q.reason.clone(),
+                at: status
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| h.revision == q.revision)
+                    .map_or_else(|| now.to_string(), |h| h.at.to_string()),
+            })
+            .collect(),
+        last_incident: status.last_incident.as_ref().map(|i| IncidentStatus {
+            commit: i.revision.commit.clone(),
+            reason: i.summary.clone(),
+            decided_at: status
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.revision == i.revision)
+                .map_or_else(|| now.to_string(), |h| h.at.to_string()),
+            restored_at: None,
+        }),
+        history: status
+            .history
+            .iter()
+            .rev()
+            .map(|h| HistoryStatus {
+                commit: h.revision.commit.clone(),
+                outcome: format!("{:?}", h.outcome),
+                at: h.at.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn revision(r: &RevisionId) -> RevisionStatus {
+    RevisionStatus {
+        commit: r.commit.clone(),
+        digest: r.digest.to_string(),
+    }
+}
+
+fn short(r: &RevisionId) -> String {
+    r.short_commit().to_string()
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::Bundle;
+    use crate::rollout::status::PodCounts as EnginePods;
+
+    fn id(n: u8) -> RevisionId {
+        let bundle = Bundle::new([("nginx.conf".to_string(), vec![n])].into_iter().collect());
+        RevisionId {
+            commit: format!("{n:0>40}"),
+            digest: bundle.digest(),
+        }
+    }
+
+    fn idle(pods_on_stable: usize) -> Status {
+        Status {
+            phase: Phase::Idle,
+            paused: false,
+            stable: Some(id(1)),
+            target: None,
+            step: None,
+            pods: EnginePods {
+                total: 3,
+                stable: pods_on_stable,
+                ..EnginePods::default()
+            },
+            stalled: None,
+            pending: None,
+            quarantined: Vec::new(),
+            last_incident: None,
+            history: Vec::new(),
+        }
+    }
+
+    fn condition<'a>(s: &'a ProxyRolloutStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
+    }
+
+    #[test]
+    fn ready_is_true_only_when_every_pod_serves_stable() {
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let partly = to_status(&idle(2), 4, None, now);
+        assert_eq!(condition(&partly, "Ready").status, "False");
+        let all = to_status(&idle(3), 4, Some(&partly), now);
+        assert_eq!(condition(&all, "Ready").status, "True");
+        assert_eq!(condition(&all, "Ready").observed_generation, Some(4));
+        assert_eq!(all.pods.as_ref().map(|p| p.ready.as_str()), Some("3/3"));
+    }
+
+    #[test]
+    fn an_unchanged_status_comes_out_identical_so_no_write_is_needed() {
+        let t1: Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let t2: Timestamp = "2026-11-25T10:05:00Z".parse().expect("time");
+        let first = to_status(&idle(3), 1, None, t1);
+        let again = to_status(&idle(3), 1, Some(&first), t2);
+        assert_eq!(first, again);
+        let changed = to_status(&idle(2), 1, Some(&first), t2);
+        assert_eq!(
+            condition(&changed, "Ready").last_transition_time,
+            t2.to_string()
+        );
+        assert_eq!(
+            condition(&changed, "Reconciling").last_transition_time,
+            t1.to_string(),
+            "a condition that did not change keeps its time"
+        );
+    }
+}
