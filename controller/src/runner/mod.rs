@@ -375,16 +375,20 @@ impl<F: Fleet> Runner<F> {
         let mut reads = tokio::task::JoinSet::new();
         for name in names {
             let fleet = Arc::clone(&self.fleet);
+            let patience = self.config.poll_every.max(Duration::from_secs(2));
             reads.spawn(async move {
-                let seen = fleet.observe(&name).await;
+                // A pod that does not answer in time is simply not read this round: one hung
+                // agent must never stall the decisions about every other pod.
+                let seen = tokio::time::timeout(patience, fleet.observe(&name)).await;
                 (name, seen)
             });
         }
         let mut observed = Vec::new();
         while let Some(joined) = reads.join_next().await {
             match joined {
-                Ok((name, Ok(obs))) => observed.push((name, obs)),
-                Ok((name, Err(e))) => tracing::debug!(pod = %name, error = %e, "pod not read"),
+                Ok((name, Ok(Ok(obs)))) => observed.push((name, obs)),
+                Ok((name, Ok(Err(e)))) => tracing::debug!(pod = %name, error = %e, "pod not read"),
+                Ok((name, Err(_))) => tracing::warn!(pod = %name, "pod did not answer in time"),
                 Err(e) => tracing::warn!(error = %e, "pod read task failed"),
             }
         }
