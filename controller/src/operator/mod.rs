@@ -1,5 +1,7 @@
-//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource and its status. The controller wiring
-//! (kube-rs runtime, leases, status by server-side apply) lands in the operator issue.
+//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource, its status, and bundles
+//! stored as immutable ConfigMaps. The controller wiring (kube-rs runtime, leases, status by
+//! server-side apply) is still to come in the operator issue.
 
+pub mod bundle_store;
 pub mod crd;
 pub mod status;
