@@ -51,11 +51,12 @@ demo: tools-apt ## The main job: replay the outage with real nginx pods, real gi
 	$(CARGO) build --bin switchback
 	./target/debug/switchback demo $(DEMO_ARGS)
 
-validate-example: build ## Validate examples/basic (passes) and examples/broken (the outage's mistake, rejected)
-	./target/release/switchback validate --require-nginx examples/basic
+validate-example: tools-apt ## Validate examples/basic (passes) and examples/broken (the outage's mistake, rejected)
+	$(CARGO) build --bin switchback
+	./target/debug/switchback validate --require-nginx examples/basic
 	@echo
 	@echo '$$ switchback validate examples/broken   # the outage: a typo in an upstream server line'
-	@./target/release/switchback validate --require-nginx examples/broken; rc=$$?; \
+	@./target/debug/switchback validate --require-nginx examples/broken; rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "(rejected with exit code 1, as it should be)"; else echo "expected exit 1, got $$rc"; exit 1; fi
 
 bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingestion rate
