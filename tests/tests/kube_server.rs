@@ -1,98 +1,12 @@
 //! Real kubectl against the in-process Kubernetes API test server: discovery, apply, get,
 //! selectors, patches, delete, CRDs with schema validation, wait, watch and conflicts.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchback_tests::kube::KubeServer;
+use switchback_tests::kube::kubectl::Kubectl;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Finds kubectl on PATH, then in `.tools/bin`; `None` only for a loud, requested skip.
-fn kubectl_bin() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("kubectl"))
-            .find(|p| p.is_file())
-    });
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/kubectl");
-    let found = on_path.or_else(|| tools.is_file().then_some(tools));
-    if found.is_none() {
-        if std::env::var("SWITCHBACK_SKIP_KUBECTL").as_deref() == Ok("1") {
-            eprintln!(
-                "SKIPPED: kubectl not found and SWITCHBACK_SKIP_KUBECTL=1; this test did not run"
-            );
-            return None;
-        }
-        panic!(
-            "kubectl not found on PATH or in .tools/bin: run `make tools` (or scripts/install-kubectl.sh), or set SWITCHBACK_SKIP_KUBECTL=1 to skip"
-        );
-    }
-    found
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    server: KubeServer,
-    cache: tempfile::TempDir,
-}
-
-impl Kubectl {
-    async fn start() -> Option<Kubectl> {
-        let bin = kubectl_bin()?;
-        let server = KubeServer::start()
-            .await
-            .expect("start the test API server");
-        let cache = tempfile::tempdir().expect("kubectl cache dir");
-        Some(Kubectl { bin, server, cache })
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.arg("--kubeconfig")
-            .arg(self.server.kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .env("HOME", self.cache.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs kubectl; returns (success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.command(args).output().await.expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs kubectl and insists it succeeds; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.run(args).await;
-        assert!(
-            ok,
-            "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        stdout
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.server.dir().join(name);
-        std::fs::write(&path, text).expect("write manifest");
-        path.to_string_lossy().into_owned()
-    }
-
-    fn http(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .request(method, format!("{}{path}", self.server.url()))
-            .bearer_auth(self.server.token())
-    }
-}
 
 const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\ndata:\n  nginx.conf: \"worker_processes 1;\"\n";
 
@@ -416,4 +330,193 @@ async fn stale_update_gets_409_conflict() {
     assert_eq!(status["kind"], "Status");
     let out = k.ok(&["get", "cm", "c", "-o", "jsonpath={.data.v}"]).await;
     assert_eq!(out, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_kinds_and_verbs() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    apply_crd_and_widget(&k).await;
+    let out = k.ok(&["api-resources"]).await;
+    for name in [
+        "configmaps",
+        "secrets",
+        "pods",
+        "events",
+        "leases",
+        "widgets",
+        "customresourcedefinitions",
+    ] {
+        assert!(
+            out.contains(name),
+            "{name} missing from api-resources:\n{out}"
+        );
+    }
+    let out = k.ok(&["explain", "widget.spec"]).await;
+    assert!(out.contains("replicas"), "{out}");
+
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=password=hunter2",
+    ])
+    .await;
+    let s: Value =
+        serde_json::from_str(&k.ok(&["get", "secret", "s", "-o", "json"]).await).unwrap();
+    assert_eq!(s["data"]["password"], "aHVudGVyMg==");
+    assert_eq!(s["type"], "Opaque");
+
+    let lease = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: leader\nspec:\n  holderIdentity: a\n";
+    k.ok(&["apply", "-f", &k.file("lease.yaml", lease)]).await;
+    let out = k
+        .ok(&[
+            "get",
+            "lease",
+            "leader",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .await;
+    assert_eq!(out, "a");
+
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {app: web}\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n";
+    k.ok(&["apply", "-f", &k.file("pod.yaml", pod)]).await;
+    k.ok(&[
+        "patch",
+        "pod",
+        "p",
+        "--subresource",
+        "status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ])
+    .await;
+    let out = k
+        .ok(&["get", "pod", "p", "-o", "jsonpath={.status.phase}"])
+        .await;
+    assert_eq!(out, "Running");
+    let out = k.ok(&["describe", "pod", "p"]).await;
+    assert!(out.contains("Name:") && out.contains("p"), "{out}");
+    let out = k
+        .ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "metadata.name=p",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(out.trim(), "pod/p");
+
+    let out = k.ok(&["delete", "pod", "p", "--dry-run=server"]).await;
+    assert!(out.contains("server dry run"), "{out}");
+    k.ok(&["get", "pod", "p"]).await;
+
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/cleanup]\ndata:\n  a: b\n";
+    k.ok(&["apply", "-f", &k.file("held.yaml", held)]).await;
+    k.ok(&["delete", "cm", "held", "--wait=false"]).await;
+    let cm: Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "held", "-o", "json"]).await).unwrap();
+    assert!(cm["metadata"]["deletionTimestamp"].is_string(), "{cm}");
+    k.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .await;
+    let (ok, _, stderr) = k.run(&["get", "cm", "held"]).await;
+    assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+
+    let (ok, _, stderr) = k
+        .run(&["patch", "widget", "w1", "-p", r#"{"spec":{"replicas":2}}"#])
+        .await;
+    assert!(
+        !ok && stderr.contains("unknown format"),
+        "strategic merge on a CR must be 415: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_table_prints_new_rows() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.ok(&["create", "configmap", "first"]).await;
+    let mut child = k
+        .command(&["get", "cm", "-w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start kubectl get -w");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut next = async || {
+        tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("watch line before the deadline")
+            .expect("read kubectl output")
+            .expect("kubectl get -w ended early")
+    };
+    assert!(next().await.starts_with("NAME"));
+    assert!(next().await.starts_with("first"));
+    k.ok(&["create", "configmap", "second"]).await;
+    assert!(next().await.starts_with("second"));
+    child.kill().await.expect("stop kubectl get -w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_an_expired_version_gets_410_and_generate_name_works() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let list = "/api/v1/namespaces/default/configmaps";
+    let resp = k
+        .http(reqwest::Method::POST, list)
+        .json(&json!({"metadata": {"generateName": "gen-"}, "data": {"n": "0"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let first_rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{list}/{name}");
+    for n in 1..=switchback_tests::kube::store::HISTORY + 1 {
+        let resp = k
+            .http(reqwest::Method::PATCH, &path)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(json!({"data": {"n": n.to_string()}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let body = k
+        .http(
+            reqwest::Method::GET,
+            &format!("{list}?watch=true&resourceVersion={first_rv}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
 }

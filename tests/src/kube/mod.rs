@@ -5,6 +5,7 @@
 
 mod api;
 pub mod error;
+pub mod kubectl;
 pub mod patch;
 mod protobuf;
 pub mod resources;

@@ -88,7 +88,7 @@ fn normalise(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
                     obj["data"][k] = json!(base64(s.as_bytes()));
                 }
             }
-            if obj["type"].is_null() {
+            if obj["type"].as_str().is_none_or(str::is_empty) {
                 obj["type"] = json!("Opaque");
             }
         }
