@@ -13,6 +13,8 @@ pub mod schema;
 pub mod select;
 pub mod store;
 pub mod table;
+#[cfg(test)]
+mod unit_tests;
 mod watch;
 pub mod write;
 

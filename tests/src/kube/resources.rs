@@ -94,6 +94,8 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "Secret", "secrets", true, &[]),
         ResourceType::builtin("", "Event", "events", true, &["ev"]),
         ResourceType::builtin("coordination.k8s.io", "Lease", "leases", true, &[]),
+        // kube-rs's event recorder writes events.k8s.io/v1 Events, not core ones.
+        ResourceType::builtin("events.k8s.io", "Event", "events", true, &[]),
         ResourceType::builtin(
             "apiextensions.k8s.io",
             "CustomResourceDefinition",
