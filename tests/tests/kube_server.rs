@@ -65,13 +65,31 @@ async fn configmap_lifecycle_with_selectors_patches_and_delete() {
     assert!(out.contains("configmap/web created"), "{out}");
     let out = k.ok(&["apply", "-f", &file]).await;
     assert!(out.contains("unchanged"), "{out}");
+    let changed = k.file(
+        "cm2.yaml",
+        &CONFIGMAP.replace("worker_processes 1;", "worker_processes 2;"),
+    );
+    let out = k.ok(&["apply", "-f", &changed]).await;
+    assert!(out.contains("configmap/web configured"), "{out}");
+    let out = k
+        .ok(&[
+            "get",
+            "cm",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.nginx\\.conf}",
+        ])
+        .await;
+    assert_eq!(out, "worker_processes 2;");
 
     let cm: Value = serde_json::from_str(
         &k.ok(&["get", "cm", "web", "-n", "shop", "-o", "json"])
             .await,
     )
     .unwrap();
-    assert_eq!(cm["data"]["nginx.conf"], "worker_processes 1;");
+    assert_eq!(cm["data"]["nginx.conf"], "worker_processes 2;");
     assert!(
         cm["metadata"]["uid"]
             .as_str()
