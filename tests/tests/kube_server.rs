@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchback_tests::kube::kubectl::Kubectl;
+use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\ndata:\n  nginx.conf: \"worker_processes 1;\"\n";
@@ -537,4 +537,64 @@ async fn watch_from_an_expired_version_gets_410_and_generate_name_works() {
     assert_eq!(event["type"], "ERROR");
     assert_eq!(event["object"]["code"], 410);
     assert_eq!(event["object"]["reason"], "Expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_upgrade_list_uninstall() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let Some(helm) = tool_bin("helm") else { return };
+    let chart = k.server.dir().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  a: {{ .Values.a | default \"1\" | quote }}\n",
+    )
+    .unwrap();
+    let chart = chart.to_string_lossy().into_owned();
+    let helm = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&helm)
+            .arg("--kubeconfig")
+            .arg(k.server.kubeconfig_path())
+            .args(args)
+            .env("HOME", k.server.dir())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run helm");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert!(
+        helm(&["install", "r1", &chart])
+            .await
+            .contains("STATUS: deployed")
+    );
+    helm(&["upgrade", "r1", &chart, "--set", "a=2"]).await;
+    assert_eq!(
+        k.ok(&["get", "cm", "r1-cfg", "-o", "jsonpath={.data.a}"])
+            .await,
+        "2"
+    );
+    let list = helm(&["list"]).await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("r1") && l.contains("deployed")),
+        "{list}"
+    );
+    helm(&["uninstall", "r1"]).await;
+    let (ok, _, stderr) = k.run(&["get", "cm", "r1-cfg"]).await;
+    assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+    assert!(helm(&["list"]).await.lines().count() <= 1);
 }

@@ -8,22 +8,30 @@ use super::KubeServer;
 
 /// Finds kubectl on PATH, then in `.tools/bin`; `None` only for a loud, requested skip.
 pub fn kubectl_bin() -> Option<PathBuf> {
+    tool_bin("kubectl")
+}
+
+/// Finds a client tool (`kubectl`, `helm`) on PATH, then in `.tools/bin`. Missing tools fail
+/// the test with what to run, unless SWITCHBACK_SKIP_KUBECTL=1 asks for a loud skip (`None`).
+pub fn tool_bin(name: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|d| d.join("kubectl"))
+            .map(|d| d.join(name))
             .find(|p| p.is_file())
     });
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/kubectl");
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.tools/bin")
+        .join(name);
     let found = on_path.or_else(|| tools.is_file().then_some(tools));
     if found.is_none() {
         if std::env::var("SWITCHBACK_SKIP_KUBECTL").as_deref() == Ok("1") {
             eprintln!(
-                "SKIPPED: kubectl not found and SWITCHBACK_SKIP_KUBECTL=1; this test did not run"
+                "SKIPPED: {name} not found and SWITCHBACK_SKIP_KUBECTL=1; this test did not run"
             );
             return None;
         }
         panic!(
-            "kubectl not found on PATH or in .tools/bin: run `make tools` (or scripts/install-kubectl.sh), or set SWITCHBACK_SKIP_KUBECTL=1 to skip"
+            "{name} not found on PATH or in .tools/bin: run `make tools` (or bash scripts/install-kubectl.sh), or set SWITCHBACK_SKIP_KUBECTL=1 to skip"
         );
     }
     found
