@@ -5,43 +5,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchback_tests::kube::fixtures::apply_crd_and_widget;
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\ndata:\n  nginx.conf: \"worker_processes 1;\"\n";
-
-const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wd]}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    additionalPrinterColumns:
-    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
-    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            required: [replicas]
-            properties:
-              replicas: {type: integer, minimum: 1, maximum: 10}
-              mode: {type: string, enum: [canary, full]}
-          status:
-            type: object
-            x-kubernetes-preserve-unknown-fields: true
-"#;
-
-const WIDGET: &str = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  replicas: 3\n  mode: canary\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_reports_minor_32() {
@@ -163,13 +131,6 @@ async fn configmap_lifecycle_with_selectors_patches_and_delete() {
     assert!(!ok && stderr.contains("NotFound"), "{stderr}");
 }
 
-async fn apply_crd_and_widget(k: &Kubectl) {
-    let out = k.ok(&["apply", "-f", &k.file("crd.yaml", CRD)]).await;
-    assert!(out.contains("created"), "{out}");
-    let out = k.ok(&["apply", "-f", &k.file("w1.yaml", WIDGET)]).await;
-    assert!(out.contains("widget.example.com/w1 created"), "{out}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crd_serves_custom_resources_with_printer_columns_and_wait() {
     let Some(k) = Kubectl::start().await else {
@@ -253,6 +214,18 @@ async fn dry_run_server_rejects_an_invalid_custom_resource() {
         !ok && stderr.contains("spec.mode: Unsupported value"),
         "{stderr}"
     );
+
+    let unknown = k.file("unknown.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w2\nspec:\n  replicas: 2\n  colour: red\n");
+    let (ok, _, stderr) = k.run(&["apply", "--dry-run=server", "-f", &unknown]).await;
+    assert!(
+        !ok && stderr.contains(r#"unknown field "spec.colour""#),
+        "{stderr}"
+    );
+    k.ok(&["apply", "--validate=false", "-f", &unknown]).await;
+    let w2 = k
+        .ok(&["get", "widget", "w2", "-o", "jsonpath={.spec}"])
+        .await;
+    assert_eq!(w2, r#"{"replicas":2}"#, "undeclared fields are pruned");
 
     let good = k.file(
         "good.yaml",

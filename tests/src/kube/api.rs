@@ -156,12 +156,10 @@ fn route(
         }
     };
     let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
-    let mode = |body_dry: bool| {
-        if dry_run || body_dry {
-            Mode::DryRun
-        } else {
-            Mode::Commit
-        }
+    let strict = q.get("fieldValidation").is_some_and(|v| v == "Strict");
+    let mode = |body_dry: bool| Mode {
+        dry_run: dry_run || body_dry,
+        strict,
     };
     let parse_body = || -> Result<Value, ApiError> {
         if header_str(headers, header::CONTENT_TYPE)

@@ -5,6 +5,7 @@
 
 mod api;
 pub mod error;
+pub mod fixtures;
 pub mod kubectl;
 pub mod patch;
 mod protobuf;
@@ -93,7 +94,7 @@ impl KubeServer {
             let rt = &resources::builtins()[0];
             let ns = json!({"metadata": {"name": "default"}});
             // The default namespace cannot collide in an empty store.
-            let _ = write::create(&mut store, rt, None, ns, write::Mode::Commit);
+            let _ = write::create(&mut store, rt, None, ns, write::Mode::COMMIT);
         }
         let server = KubeServer {
             addr,

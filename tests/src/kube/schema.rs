@@ -130,3 +130,59 @@ fn check(schema: &Value, v: &Value, path: &str) -> Option<(String, String)> {
         _ => None,
     }
 }
+
+/// Prunes fields the schema does not declare (as the API server does for custom resources)
+/// and returns their paths, so `fieldValidation=Strict` can reject them instead.
+pub fn prune(schema: &Value, object: &mut Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    prune_at(schema, object, "", &mut unknown, true);
+    unknown
+}
+
+fn prune_at(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String>, root: bool) {
+    if schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true) {
+        return;
+    }
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            let props = schema["properties"].as_object();
+            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+            if props.is_none() && extra.is_none() {
+                return;
+            }
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let sub = props.and_then(|p| p.get(&k)).or(extra);
+                match sub {
+                    Some(sub) => {
+                        if let Some(child) = map.get_mut(&k) {
+                            prune_at(sub, child, &join(&k), unknown, false);
+                        }
+                    }
+                    None => {
+                        map.remove(&k);
+                        unknown.push(join(&k));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune_at(sub, item, &format!("{path}[{i}]"), unknown, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}

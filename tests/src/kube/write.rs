@@ -10,13 +10,22 @@ use super::resources::ResourceType;
 use super::schema;
 use super::store::{Key, Store};
 
-/// Whether a write is rehearsed (`dryRun=All`) or stored.
+/// How a write is carried out: rehearsed (`dryRun=All`) or stored, and whether undeclared
+/// fields of a custom resource are an error (`fieldValidation=Strict`) or silently pruned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Store and emit watch events.
-    Commit,
-    /// Compute and validate the result, store nothing.
-    DryRun,
+pub struct Mode {
+    /// Compute and validate the result, store nothing, emit no event.
+    pub dry_run: bool,
+    /// Reject fields a CRD schema does not declare instead of pruning them.
+    pub strict: bool,
+}
+
+impl Mode {
+    /// Store the result, prune unknown fields.
+    pub const COMMIT: Mode = Mode {
+        dry_run: false,
+        strict: false,
+    };
 }
 
 /// Now, to the second, as Kubernetes writes timestamps.
@@ -75,7 +84,7 @@ fn not_found(rt: &ResourceType, name: &str) -> ApiError {
 }
 
 /// Kind-specific normalisation and validation shared by every write.
-fn normalise(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+fn normalise(rt: &ResourceType, obj: &mut Value, strict: bool) -> Result<(), ApiError> {
     obj["apiVersion"] = json!(rt.api_version());
     obj["kind"] = json!(rt.kind);
     match (rt.group.as_str(), rt.kind.as_str()) {
@@ -129,10 +138,18 @@ fn normalise(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
         }
         _ => {}
     }
-    if let Some(schema) = &rt.schema
-        && let Some((field, detail)) = schema::validate(schema, obj)
-    {
-        return Err(invalid(rt, obj, &field, &detail));
+    if let Some(schema) = &rt.schema {
+        let unknown = schema::prune(schema, obj);
+        if strict && let Some(first) = unknown.first() {
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: unknown field \"{first}\"",
+                kind = rt.kind,
+                version = rt.version,
+            )));
+        }
+        if let Some((field, detail)) = schema::validate(schema, obj) {
+            return Err(invalid(rt, obj, &field, &detail));
+        }
     }
     Ok(())
 }
@@ -214,10 +231,11 @@ pub fn create(
     meta.insert("uid".into(), json!(uid(store)));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
-    normalise(rt, &mut obj)?;
-    Ok(match mode {
-        Mode::Commit => store.put(key, obj),
-        Mode::DryRun => obj,
+    normalise(rt, &mut obj, mode.strict)?;
+    Ok(if mode.dry_run {
+        obj
+    } else {
+        store.put(key, obj)
     })
 }
 
@@ -315,7 +333,7 @@ pub fn update(
     if rt.kind == "CustomResourceDefinition" {
         result["status"] = Value::Null;
     }
-    normalise(rt, &mut result)?;
+    normalise(rt, &mut result, mode.strict)?;
     if rt.kind == "CustomResourceDefinition" && status_only {
         result["status"] = existing["status"].clone();
     }
@@ -324,7 +342,7 @@ pub fn update(
         && result["metadata"]["finalizers"]
             .as_array()
             .is_none_or(Vec::is_empty);
-    if mode == Mode::DryRun {
+    if mode.dry_run {
         return Ok(result);
     }
     if finished {
@@ -414,7 +432,7 @@ pub fn delete(
         .get(key)
         .cloned()
         .ok_or_else(|| not_found(rt, &key.name))?;
-    if mode == Mode::DryRun {
+    if mode.dry_run {
         return Ok(existing);
     }
     let has_finalizers = existing["metadata"]["finalizers"]

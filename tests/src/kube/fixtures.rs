@@ -1,0 +1,47 @@
+//! Manifests and steps shared by kubectl-driven tests of the API test server.
+
+use super::kubectl::Kubectl;
+
+/// A namespaced CRD (`widgets.example.com`, short name `wd`) with a status subresource,
+/// printer columns and a schema with required, minimum/maximum and enum constraints.
+pub const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [replicas]
+            properties:
+              replicas: {type: integer, minimum: 1, maximum: 10}
+              mode: {type: string, enum: [canary, full]}
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+"#;
+
+/// A valid `Widget` named `w1`.
+pub const WIDGET: &str = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  replicas: 3\n  mode: canary\n";
+
+/// Applies [`CRD`] and then [`WIDGET`] with kubectl, checking both are created.
+pub async fn apply_crd_and_widget(k: &Kubectl) {
+    let out = k.ok(&["apply", "-f", &k.file("crd.yaml", CRD)]).await;
+    assert!(out.contains("created"), "{out}");
+    let out = k.ok(&["apply", "-f", &k.file("w1.yaml", WIDGET)]).await;
+    assert!(out.contains("widget.example.com/w1 created"), "{out}");
+}
