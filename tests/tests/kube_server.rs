@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchback_tests::kube::fixtures::apply_crd_and_widget;
+use switchback_tests::kube::fixtures::{apply_crd_and_widget, write_demo_chart};
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -518,37 +518,8 @@ async fn helm_install_upgrade_list_uninstall() {
         return;
     };
     let Some(helm) = tool_bin("helm") else { return };
-    let chart = k.server.dir().join("chart");
-    std::fs::create_dir_all(chart.join("templates")).unwrap();
-    std::fs::write(
-        chart.join("Chart.yaml"),
-        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        chart.join("templates/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  a: {{ .Values.a | default \"1\" | quote }}\n",
-    )
-    .unwrap();
-    let chart = chart.to_string_lossy().into_owned();
-    let helm = async |args: &[&str]| {
-        let out = tokio::process::Command::new(&helm)
-            .arg("--kubeconfig")
-            .arg(k.server.kubeconfig_path())
-            .args(args)
-            .env("HOME", k.server.dir())
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run helm");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "helm {args:?} failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let chart = write_demo_chart(k.server.dir());
+    let helm = async |args: &[&str]| k.helm(&helm, args).await;
     assert!(
         helm(&["install", "r1", &chart])
             .await
@@ -570,4 +541,55 @@ async fn helm_install_upgrade_list_uninstall() {
     let (ok, _, stderr) = k.run(&["get", "cm", "r1-cfg"]).await;
     assert!(!ok && stderr.contains("NotFound"), "{stderr}");
     assert!(helm(&["list"]).await.lines().count() <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_drops_fields_and_reports_conflicts() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\ndata:\n{data}")
+    };
+    let v1 = k.file("v1.yaml", &cm("  a: \"1\"\n  b: \"1\"\n"));
+    k.ok(&["apply", "--server-side", "-f", &v1]).await;
+    let v2 = k.file("v2.yaml", &cm("  a: \"2\"\n"));
+    k.ok(&["apply", "--server-side", "-f", &v2]).await;
+    let data = k
+        .ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"])
+        .await;
+    assert_eq!(
+        data, r#"{"a":"2"}"#,
+        "b was dropped from the applied config"
+    );
+
+    let other = k.file("other.yaml", &cm("  a: \"3\"\n"));
+    let (ok, _, stderr) = k
+        .run(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "other",
+            "-f",
+            &other,
+        ])
+        .await;
+    assert!(
+        !ok && stderr.contains(r#"conflict with "kubectl": .data.a"#),
+        "{stderr}"
+    );
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "--force-conflicts",
+        "-f",
+        &other,
+    ])
+    .await;
+    let data = k
+        .ok(&["get", "cm", "owned", "-o", "jsonpath={.data.a}"])
+        .await;
+    assert_eq!(data, "3");
 }

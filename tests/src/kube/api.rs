@@ -218,6 +218,7 @@ fn route(
                 header_str(headers, header::CONTENT_TYPE),
                 &patch,
                 q.get("fieldManager").map(String::as_str),
+                q.get("force").is_some_and(|f| f == "true"),
                 status_only,
                 mode(false),
             )?;

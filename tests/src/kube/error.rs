@@ -35,6 +35,9 @@ pub enum ApiError {
         /// The object's name.
         name: String,
     },
+    /// A server-side apply would take fields another manager owns (`force=false`).
+    #[error("{0}")]
+    ApplyConflict(String),
     /// The object fails validation (schema, required names).
     #[error("{kind} \"{name}\" is invalid: {field}: {detail}")]
     Invalid {
@@ -69,7 +72,9 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -83,7 +88,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::BadRequest(_) => "BadRequest",

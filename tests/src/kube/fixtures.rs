@@ -45,3 +45,20 @@ pub async fn apply_crd_and_widget(k: &Kubectl) {
     let out = k.ok(&["apply", "-f", &k.file("w1.yaml", WIDGET)]).await;
     assert!(out.contains("widget.example.com/w1 created"), "{out}");
 }
+
+/// Writes a one-ConfigMap helm chart (`demo`, value `a`) under `dir` and returns its path.
+pub fn write_demo_chart(dir: &std::path::Path) -> String {
+    let chart = dir.join("chart");
+    std::fs::create_dir_all(chart.join("templates")).expect("create the chart dir");
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    )
+    .expect("write Chart.yaml");
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  a: {{ .Values.a | default \"1\" | quote }}\n",
+    )
+    .expect("write the chart template");
+    chart.to_string_lossy().into_owned()
+}

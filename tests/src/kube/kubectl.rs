@@ -104,4 +104,25 @@ impl Kubectl {
             .request(method, format!("{}{path}", self.server.url()))
             .bearer_auth(self.server.token())
     }
+
+    /// Runs helm (`bin`) against the same server, with HOME in the server's temp dir so its
+    /// discovery cache is fresh; insists it succeeds and returns stdout.
+    pub async fn helm(&self, bin: &Path, args: &[&str]) -> String {
+        let out = tokio::process::Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig_path())
+            .args(args)
+            .env("HOME", self.server.dir())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run helm");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
 }

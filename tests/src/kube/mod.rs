@@ -12,6 +12,7 @@ mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod select;
+pub mod ssa;
 pub mod store;
 pub mod table;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::patch;
 use super::resources::ResourceType;
 use super::schema;
+use super::ssa;
 use super::store::{Key, Store};
 
 /// How a write is carried out: rehearsed (`dryRun=All`) or stored, and whether undeclared
@@ -365,6 +366,7 @@ pub fn patch(
     content_type: &str,
     body: &Value,
     field_manager: Option<&str>,
+    force: bool,
     status_only: bool,
     mode: Mode,
 ) -> Result<(Value, bool), ApiError> {
@@ -377,27 +379,20 @@ pub fn patch(
                 "PATCH, application/apply-patch+yaml requires a non-empty fieldManager".into(),
             )
         })?;
-        let entry = json!({"manager": manager, "operation": "Apply", "apiVersion": rt.api_version(),
-            "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}});
-        let Some(existing) = existing else {
-            let mut obj = body.clone();
+        let merged = ssa::apply(
+            existing.as_ref(),
+            body,
+            manager,
+            &rt.api_version(),
+            force,
+            status_only,
+            rt.has_status,
+        )?;
+        let Some(_) = existing else {
+            let mut obj = merged;
             obj["metadata"]["name"] = json!(name);
-            obj["metadata"]["managedFields"] = json!([entry]);
             return create(store, rt, namespace, obj, mode).map(|o| (o, true));
         };
-        let mut merged = existing.clone();
-        let mut applied = body.clone();
-        if let Some(m) = applied["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        patch::apply(&mut merged, &applied);
-        let mut fields: Vec<Value> = merged["metadata"]["managedFields"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        fields.retain(|f| !(f["manager"] == json!(manager) && f["operation"] == json!("Apply")));
-        fields.push(entry);
-        merged["metadata"]["managedFields"] = json!(fields);
         return update(store, rt, &key, merged, status_only, mode).map(|o| (o, false));
     }
     let existing = existing.ok_or_else(|| not_found(rt, name))?;
