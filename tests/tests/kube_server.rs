@@ -13,9 +13,7 @@ const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_reports_minor_32() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     let out = k.ok(&["version", "-o", "json"]).await;
     let v: Value = serde_json::from_str(&out).expect("version JSON");
     assert_eq!(v["serverVersion"]["minor"], "32", "{out}");
@@ -24,9 +22,7 @@ async fn version_reports_minor_32() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_lifecycle_with_selectors_patches_and_delete() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     k.ok(&["create", "namespace", "shop"]).await;
     let file = k.file("cm.yaml", CONFIGMAP);
     let out = k.ok(&["apply", "-f", &file]).await;
@@ -133,9 +129,7 @@ async fn configmap_lifecycle_with_selectors_patches_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crd_serves_custom_resources_with_printer_columns_and_wait() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     apply_crd_and_widget(&k).await;
     let table = k.ok(&["get", "wd"]).await;
     assert!(
@@ -194,9 +188,7 @@ async fn crd_serves_custom_resources_with_printer_columns_and_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_server_rejects_an_invalid_custom_resource() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     apply_crd_and_widget(&k).await;
     let bad = k.file(
         "bad.yaml",
@@ -242,9 +234,7 @@ async fn dry_run_server_rejects_an_invalid_custom_resource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_sees_an_update() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     k.ok(&["create", "configmap", "watched", "--from-literal=v=1"])
         .await;
     let mut child = k
@@ -285,9 +275,7 @@ async fn get_watch_sees_an_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_update_gets_409_conflict() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     k.ok(&["create", "configmap", "c", "--from-literal=v=1"])
         .await;
     let path = "/api/v1/namespaces/default/configmaps/c";
@@ -325,9 +313,7 @@ async fn stale_update_gets_409_conflict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_kinds_and_verbs() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     apply_crd_and_widget(&k).await;
     let out = k.ok(&["api-resources"]).await;
     for name in [
@@ -439,9 +425,7 @@ async fn more_kinds_and_verbs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_table_prints_new_rows() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     k.ok(&["create", "configmap", "first"]).await;
     let mut child = k
         .command(&["get", "cm", "-w"])
@@ -466,9 +450,7 @@ async fn get_watch_table_prints_new_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_an_expired_version_gets_410_and_generate_name_works() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     let list = "/api/v1/namespaces/default/configmaps";
     let resp = k
         .http(reqwest::Method::POST, list)
@@ -514,9 +496,7 @@ async fn watch_from_an_expired_version_gets_410_and_generate_name_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_upgrade_list_uninstall() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     let Some(helm) = tool_bin("helm") else { return };
     let chart = write_demo_chart(k.server.dir());
     let helm = async |args: &[&str]| k.helm(&helm, args).await;
@@ -545,9 +525,7 @@ async fn helm_install_upgrade_list_uninstall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_drops_fields_and_reports_conflicts() {
-    let Some(k) = Kubectl::start().await else {
-        return;
-    };
+    let Some(k) = Kubectl::up().await else { return };
     let cm = |data: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\ndata:\n{data}")
     };
@@ -592,4 +570,13 @@ async fn server_side_apply_drops_fields_and_reports_conflicts() {
         .ok(&["get", "cm", "owned", "-o", "jsonpath={.data.a}"])
         .await;
     assert_eq!(data, "3");
+
+    // Client-side then server-side apply: kubectl's last-applied migration must go through.
+    let cs = k.file(
+        "cs.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: migrated\ndata:\n  x: \"1\"\n",
+    );
+    k.ok(&["apply", "-f", &cs]).await;
+    k.ok(&["apply", "--server-side", "-f", &cs]).await;
+    k.ok(&["apply", "--server-side", "-f", &cs]).await;
 }

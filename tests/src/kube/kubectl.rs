@@ -48,7 +48,7 @@ pub struct Kubectl {
 
 impl Kubectl {
     /// Starts a server and finds kubectl; `None` only for a requested, loud skip.
-    pub async fn start() -> Option<Kubectl> {
+    pub async fn up() -> Option<Kubectl> {
         let bin = kubectl_bin()?;
         let server = KubeServer::start()
             .await
