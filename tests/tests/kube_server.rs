@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchback_tests::kube::fixtures::{apply_crd_and_widget, write_demo_chart};
+use switchback_tests::kube::fixtures::{CRD, apply_crd_and_widget, write_demo_chart};
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -421,6 +421,11 @@ async fn more_kinds_and_verbs() {
         !ok && stderr.contains("unknown format"),
         "strategic merge on a CR must be 415: {stderr}"
     );
+    assert_eq!(k.ok(&["auth", "can-i", "get", "pods"]).await.trim(), "yes");
+    // Deleting a CRD deletes its objects: recreated, it serves an empty collection.
+    k.ok(&["delete", "crd", "widgets.example.com"]).await;
+    k.ok(&["apply", "-f", &k.file("crd-again.yaml", CRD)]).await;
+    assert_eq!(k.ok(&["get", "widgets", "-o", "name"]).await, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,14 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "Secret", "secrets", true, &[]),
         ResourceType::builtin("", "Event", "events", true, &["ev"]),
         ResourceType::builtin("coordination.k8s.io", "Lease", "leases", true, &[]),
+        // `kubectl auth can-i` posts these; the answer is always "allowed".
+        ResourceType::builtin(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+            &[],
+        ),
         // kube-rs's event recorder writes events.k8s.io/v1 Events, not core ones.
         ResourceType::builtin("events.k8s.io", "Event", "events", true, &[]),
         ResourceType::builtin(
@@ -177,6 +185,7 @@ pub fn aggregated(types: &[ResourceType], core: bool) -> Value {
             "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
             "singularResource": t.singular,
             "shortNames": t.short_names,
+            "categories": if t.kind == "Pod" { json!(["all"]) } else { json!([]) },
             "verbs": verbs(),
             "subresources": if t.has_status {
                 json!([{"subresource": "status",
@@ -228,6 +237,7 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
         resources.push(json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
             "kind": t.kind, "verbs": verbs(), "shortNames": t.short_names,
+            "categories": if t.kind == "Pod" { json!(["all"]) } else { json!([]) },
         }));
         if t.has_status {
             resources.push(json!({

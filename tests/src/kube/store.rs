@@ -145,6 +145,15 @@ impl Store {
 }
 
 impl Store {
+    /// Keys of every object of one resource, for CRD deletion.
+    pub fn keys_of(&self, group: &str, plural: &str) -> Vec<Key> {
+        self.objects
+            .keys()
+            .filter(|k| k.group == group && k.plural == plural)
+            .cloned()
+            .collect()
+    }
+
     /// Keys of every object in one namespace, for namespace deletion.
     pub fn keys_in_namespace(&self, namespace: &str) -> Vec<Key> {
         self.objects

@@ -36,8 +36,18 @@ pub fn now() -> String {
         .to_string()
 }
 
+/// splitmix64: spreads a counter and the clock over all bits so uids look like uuids.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn uid(store: &Store) -> String {
-    let n = jiff::Timestamp::now().as_nanosecond() as u128 ^ ((store.rv() as u128) << 64);
+    let t = jiff::Timestamp::now().as_nanosecond() as u64;
+    let n =
+        (u128::from(mix(t ^ store.rv())) << 64) | u128::from(mix(store.rv() ^ t.rotate_left(17)));
     let h = format!("{n:032x}");
     format!(
         "{}-{}-{}-{}-{}",
@@ -442,11 +452,18 @@ pub fn delete(
         }
         return Ok(existing);
     }
-    if rt.kind == "Namespace" {
-        let doomed: Vec<Key> = store.keys_in_namespace(&key.name);
-        for k in doomed {
-            store.remove(&k);
+    let doomed: Vec<Key> = match rt.kind.as_str() {
+        "Namespace" => store.keys_in_namespace(&key.name),
+        "CustomResourceDefinition" => {
+            let spec = &existing["spec"];
+            let group = spec["group"].as_str().unwrap_or_default();
+            let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+            store.keys_of(group, plural)
         }
+        _ => Vec::new(),
+    };
+    for k in doomed {
+        store.remove(&k);
     }
     Ok(store.remove(key).unwrap_or(existing))
 }
