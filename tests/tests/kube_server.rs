@@ -516,6 +516,11 @@ async fn helm_install_upgrade_list_uninstall() {
             .await,
         "2"
     );
+    let out = k.ok(&["get", "deploy,sa,clusterrole", "-o", "name"]).await;
+    assert!(
+        out.contains("deployment.apps/r1-op") && out.contains("serviceaccount/r1-sa"),
+        "{out}"
+    );
     let list = helm(&["list"]).await;
     assert!(
         list.lines()

@@ -46,7 +46,45 @@ pub async fn apply_crd_and_widget(k: &Kubectl) {
     assert!(out.contains("widget.example.com/w1 created"), "{out}");
 }
 
-/// Writes a one-ConfigMap helm chart (`demo`, value `a`) under `dir` and returns its path.
+/// A ServiceAccount, ClusterRole, binding and Deployment: the shape of an operator chart.
+const DEMO_DEPLOYMENT: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .Release.Name }}-sa
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ .Release.Name }}-role
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ .Release.Name }}-binding
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {{ .Release.Name }}-role}
+subjects:
+- {kind: ServiceAccount, name: {{ .Release.Name }}-sa, namespace: {{ .Release.Namespace }}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-op
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: op}}
+  template:
+    metadata: {labels: {app: op}}
+    spec:
+      serviceAccountName: {{ .Release.Name }}-sa
+      containers:
+      - {name: op, image: "switchback:test"}
+"#;
+
+/// Writes a helm chart (`demo`, value `a`: a ConfigMap plus an operator-shaped Deployment) under `dir` and returns its path.
 pub fn write_demo_chart(dir: &std::path::Path) -> String {
     let chart = dir.join("chart");
     std::fs::create_dir_all(chart.join("templates")).expect("create the chart dir");
@@ -60,5 +98,7 @@ pub fn write_demo_chart(dir: &std::path::Path) -> String {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  a: {{ .Values.a | default \"1\" | quote }}\n",
     )
     .expect("write the chart template");
+    std::fs::write(chart.join("templates/deploy.yaml"), DEMO_DEPLOYMENT)
+        .expect("write the deployment");
     chart.to_string_lossy().into_owned()
 }

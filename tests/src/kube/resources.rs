@@ -41,7 +41,18 @@ impl ResourceType {
             singular: kind.to_lowercase(),
             namespaced,
             short_names: short.iter().map(|s| s.to_string()).collect(),
-            has_status: matches!(kind, "Pod" | "Namespace" | "CustomResourceDefinition"),
+            has_status: matches!(
+                kind,
+                "Pod"
+                    | "Namespace"
+                    | "CustomResourceDefinition"
+                    | "Service"
+                    | "Deployment"
+                    | "ReplicaSet"
+                    | "StatefulSet"
+                    | "DaemonSet"
+                    | "PodDisruptionBudget"
+            ),
             schema: None,
             printer_columns: Vec::new(),
             custom: false,
@@ -94,6 +105,42 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "Secret", "secrets", true, &[]),
         ResourceType::builtin("", "Event", "events", true, &["ev"]),
         ResourceType::builtin("coordination.k8s.io", "Lease", "leases", true, &[]),
+        // Stored without controllers, so that charts (the operator's own) install with helm.
+        ResourceType::builtin("", "Service", "services", true, &["svc"]),
+        ResourceType::builtin("", "ServiceAccount", "serviceaccounts", true, &["sa"]),
+        ResourceType::builtin("apps", "Deployment", "deployments", true, &["deploy"]),
+        ResourceType::builtin("apps", "ReplicaSet", "replicasets", true, &["rs"]),
+        ResourceType::builtin("apps", "StatefulSet", "statefulsets", true, &["sts"]),
+        ResourceType::builtin("apps", "DaemonSet", "daemonsets", true, &["ds"]),
+        ResourceType::builtin(
+            "policy",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["pdb"],
+        ),
+        ResourceType::builtin("rbac.authorization.k8s.io", "Role", "roles", true, &[]),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[],
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[],
+        ),
         // `kubectl auth can-i` posts these; the answer is always "allowed".
         ResourceType::builtin(
             "authorization.k8s.io",
@@ -159,6 +206,23 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         .collect()
 }
 
+/// `all` for the kinds `kubectl get all` lists.
+fn categories(t: &ResourceType) -> Value {
+    let all = [
+        "Pod",
+        "Service",
+        "Deployment",
+        "ReplicaSet",
+        "StatefulSet",
+        "DaemonSet",
+    ];
+    if !t.custom && all.contains(&t.kind.as_str()) {
+        json!(["all"])
+    } else {
+        json!([])
+    }
+}
+
 fn verbs() -> Value {
     json!([
         "create",
@@ -185,7 +249,7 @@ pub fn aggregated(types: &[ResourceType], core: bool) -> Value {
             "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
             "singularResource": t.singular,
             "shortNames": t.short_names,
-            "categories": if t.kind == "Pod" { json!(["all"]) } else { json!([]) },
+            "categories": categories(t),
             "verbs": verbs(),
             "subresources": if t.has_status {
                 json!([{"subresource": "status",
@@ -237,7 +301,7 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
         resources.push(json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
             "kind": t.kind, "verbs": verbs(), "shortNames": t.short_names,
-            "categories": if t.kind == "Pod" { json!(["all"]) } else { json!([]) },
+            "categories": categories(t),
         }));
         if t.has_status {
             resources.push(json!({
