@@ -163,3 +163,43 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Removes an object and, like the garbage collector with background propagation, every
+    /// object whose ownerReferences name a removed uid; dependents holding finalizers are only
+    /// marked with `deletion_time`.
+    pub fn remove_cascading(&mut self, key: &Key, deletion_time: &str) -> Option<Value> {
+        let removed = self.remove(key)?;
+        let mut gone: Vec<String> = removed["metadata"]["uid"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        while let Some(uid) = gone.pop() {
+            let dependents: Vec<(Key, Value)> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+                })
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            for (k, mut o) in dependents {
+                let held = o["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
+                if held {
+                    if o["metadata"]["deletionTimestamp"].is_null() {
+                        o["metadata"]["deletionTimestamp"] = json!(deletion_time);
+                        self.put(k, o);
+                    }
+                } else if let Some(d) = self.remove(&k) {
+                    gone.extend(d["metadata"]["uid"].as_str().map(str::to_string));
+                }
+            }
+        }
+        Some(removed)
+    }
+}

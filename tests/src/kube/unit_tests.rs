@@ -146,3 +146,44 @@ fn json_path_handles_printer_column_forms() {
     );
     assert_eq!(json_path(&obj, ".missing.x"), serde_json::Value::Null);
 }
+
+#[test]
+fn removing_an_owner_collects_its_dependents() {
+    use super::store::{Key, Store};
+    let key = |name: &str| Key {
+        group: String::new(),
+        plural: "configmaps".into(),
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    let owned = |name: &str, owner: &str| {
+        json!({"metadata": {"name": name, "uid": format!("uid-{name}"),
+            "ownerReferences": [{"uid": format!("uid-{owner}"), "name": owner}]}})
+    };
+    let mut store = Store::default();
+    store.put(
+        key("owner"),
+        json!({"metadata": {"name": "owner", "uid": "uid-owner"}}),
+    );
+    store.put(key("child"), owned("child", "owner"));
+    store.put(key("grandchild"), owned("grandchild", "child"));
+    let mut held = owned("held", "owner");
+    held["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    store.put(key("held"), held);
+    store.put(
+        key("stranger"),
+        json!({"metadata": {"name": "stranger", "uid": "uid-s"}}),
+    );
+
+    store.remove_cascading(&key("owner"), "2026-01-01T00:00:00Z");
+    assert!(store.get(&key("child")).is_none());
+    assert!(store.get(&key("grandchild")).is_none());
+    assert!(store.get(&key("stranger")).is_some());
+    let held = store
+        .get(&key("held"))
+        .expect("a dependent with finalizers stays");
+    assert_eq!(
+        held["metadata"]["deletionTimestamp"],
+        "2026-01-01T00:00:00Z"
+    );
+}

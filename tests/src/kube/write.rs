@@ -357,7 +357,10 @@ pub fn update(
         return Ok(result);
     }
     if finished {
-        return Ok(store.remove(key).map(|_| result.clone()).unwrap_or(result));
+        return Ok(store
+            .remove_cascading(key, &now())
+            .map(|_| result.clone())
+            .unwrap_or(result));
     }
     if result == existing {
         return Ok(existing);
@@ -465,5 +468,5 @@ pub fn delete(
     for k in doomed {
         store.remove(&k);
     }
-    Ok(store.remove(key).unwrap_or(existing))
+    Ok(store.remove_cascading(key, &now()).unwrap_or(existing))
 }
