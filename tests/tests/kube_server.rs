@@ -48,11 +48,7 @@ async fn configmap_lifecycle_with_selectors_patches_and_delete() {
         .await;
     assert_eq!(out, "worker_processes 2;");
 
-    let cm: Value = serde_json::from_str(
-        &k.ok(&["get", "cm", "web", "-n", "shop", "-o", "json"])
-            .await,
-    )
-    .unwrap();
+    let cm = k.json(&["get", "cm", "web", "-n", "shop"]).await;
     assert_eq!(cm["data"]["nginx.conf"], "worker_processes 2;");
     assert!(
         cm["metadata"]["uid"]
@@ -106,11 +102,7 @@ async fn configmap_lifecycle_with_selectors_patches_and_delete() {
     ])
     .await;
     k.ok(&["patch", "cm", "web", "-n", "shop", "--type", "json", "-p", r#"[{"op":"replace","path":"/data/extra","value":"2"},{"op":"remove","path":"/data/nginx.conf"}]"#]).await;
-    let cm: Value = serde_json::from_str(
-        &k.ok(&["get", "cm", "web", "-n", "shop", "-o", "json"])
-            .await,
-    )
-    .unwrap();
+    let cm = k.json(&["get", "cm", "web", "-n", "shop"]).await;
     assert_eq!(cm["data"], json!({"extra": "2"}));
 
     k.ok(&["label", "cm", "web", "-n", "shop", "stage=canary"])
@@ -180,8 +172,7 @@ async fn crd_serves_custom_resources_with_printer_columns_and_wait() {
         r#"{"spec":{"replicas":4}}"#,
     ])
     .await;
-    let w: Value =
-        serde_json::from_str(&k.ok(&["get", "widget", "w1", "-o", "json"]).await).unwrap();
+    let w = k.json(&["get", "widget", "w1"]).await;
     assert_eq!(w["metadata"]["generation"], 2);
     assert_eq!(w["status"]["conditions"][0]["type"], "Ready");
 }
@@ -341,8 +332,7 @@ async fn more_kinds_and_verbs() {
         "--from-literal=password=hunter2",
     ])
     .await;
-    let s: Value =
-        serde_json::from_str(&k.ok(&["get", "secret", "s", "-o", "json"]).await).unwrap();
+    let s = k.json(&["get", "secret", "s"]).await;
     assert_eq!(s["data"]["password"], "aHVudGVyMg==");
     assert_eq!(s["type"], "Opaque");
 
@@ -398,8 +388,7 @@ async fn more_kinds_and_verbs() {
     let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/cleanup]\ndata:\n  a: b\n";
     k.ok(&["apply", "-f", &k.file("held.yaml", held)]).await;
     k.ok(&["delete", "cm", "held", "--wait=false"]).await;
-    let cm: Value =
-        serde_json::from_str(&k.ok(&["get", "cm", "held", "-o", "json"]).await).unwrap();
+    let cm = k.json(&["get", "cm", "held"]).await;
     assert!(cm["metadata"]["deletionTimestamp"].is_string(), "{cm}");
     k.ok(&[
         "patch",
@@ -566,6 +555,17 @@ async fn server_side_apply_drops_fields_and_reports_conflicts() {
         !ok && stderr.contains(r#"conflict with "kubectl": .data.a"#),
         "{stderr}"
     );
+    let refused = k
+        .server
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PATCH")
+        .unwrap();
+    assert_eq!(
+        (refused.status, refused.content_type.as_str()),
+        (409, "application/apply-patch+yaml")
+    );
+    assert!(refused.uri.contains("fieldManager=other") && refused.uri.contains("force=false"));
     k.ok(&[
         "apply",
         "--server-side",

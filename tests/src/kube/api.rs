@@ -47,7 +47,20 @@ pub async fn handle(
     if !authorised {
         return ApiError::Unauthorized.into_response();
     }
-    route(&shared, &method, &uri, &headers, &body).unwrap_or_else(IntoResponse::into_response)
+    let response =
+        route(&shared, &method, &uri, &headers, &body).unwrap_or_else(IntoResponse::into_response);
+    let recorded = super::RecordedRequest {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        content_type: header_str(&headers, header::CONTENT_TYPE).to_string(),
+        status: response.status().as_u16(),
+    };
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(recorded);
+    response
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {

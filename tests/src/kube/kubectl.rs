@@ -91,6 +91,14 @@ impl Kubectl {
         stdout
     }
 
+    /// Runs kubectl with `-o json` appended and parses what it prints.
+    pub async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+        let out = self.ok(&args).await;
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl {args:?} printed no JSON ({e}): {out}"))
+    }
+
     /// Writes a manifest next to the kubeconfig and returns its path.
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.server.dir().join(name);

@@ -40,9 +40,24 @@ pub enum KubeServerError {
     Kubeconfig(std::io::Error),
 }
 
+/// One request as the server saw it, so tests can assert what a client sent (field manager,
+/// patch type, watch parameters) without a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `PATCH`.
+    pub method: String,
+    /// Path and query, e.g. `/api/v1/namespaces/default/configmaps/x?fieldManager=kubectl`.
+    pub uri: String,
+    /// The Content-Type header, empty when absent.
+    pub content_type: String,
+    /// The HTTP status code of the answer.
+    pub status: u16,
+}
+
 /// State shared by all request handlers.
 pub struct Shared {
     store: Mutex<Store>,
+    requests: Mutex<Vec<RecordedRequest>>,
     token: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -87,6 +102,7 @@ impl KubeServer {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
+            requests: Mutex::new(Vec::new()),
             token,
             shutdown: shutdown.clone(),
         });
@@ -140,6 +156,15 @@ impl KubeServer {
         )
     }
 
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Stops serving: ends open watches and closes the listener.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -158,9 +183,12 @@ async fn serve(
     shared: Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let app = axum::Router::new().fallback(move |method, uri, headers, body| {
-        api::handle(Arc::clone(&shared), method, uri, headers, body)
-    });
+    // Helm release Secrets and big CRDs exceed axum's 2 MiB default; real servers take 3 MiB+.
+    let app = axum::Router::new()
+        .fallback(move |method, uri, headers, body| {
+            api::handle(Arc::clone(&shared), method, uri, headers, body)
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20));
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
