@@ -269,6 +269,12 @@ async fn stale_update_gets_409_conflict() {
     let Some(k) = Kubectl::up().await else { return };
     k.ok(&["create", "configmap", "c", "--from-literal=v=1"])
         .await;
+    let ready = k
+        .http(reqwest::Method::GET, "/readyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.text().await.unwrap(), "ok");
     let path = "/api/v1/namespaces/default/configmaps/c";
     let cm: Value = k
         .http(reqwest::Method::GET, path)

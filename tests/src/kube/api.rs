@@ -96,6 +96,7 @@ fn route(
                 }),
             ));
         }
+        ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
         ["api"] | ["apis"] => {
             let body = resources::aggregated(&types, segs[0] == "api");
             return Ok((
