@@ -190,6 +190,18 @@ pub fn create(
             "the body must be a JSON object".into(),
         ));
     }
+    if rt.namespaced && namespace.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "{} are namespaced: POST to .../namespaces/<ns>/{}",
+            rt.plural, rt.plural
+        )));
+    }
+    if !rt.namespaced
+        && let Some(meta) = obj["metadata"].as_object_mut()
+    {
+        // Cluster-scoped objects have no namespace, whatever the body says.
+        meta.remove("namespace");
+    }
     if let Some(ns) = namespace {
         match obj["metadata"]["namespace"].as_str() {
             Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
