@@ -3,4 +3,5 @@
 pub mod agent_harness;
 pub mod bin;
 pub mod git_fixture;
+pub mod kube;
 pub mod upstream;

@@ -1,0 +1,197 @@
+//! An in-process Kubernetes API test server that real kubectl can talk to: discovery,
+//! OpenAPI, CRUD with the usual semantics, watch, tables and CRDs, all in memory. No real API
+//! server can run on the project's machines, so operator tests and kubectl-driven tests use
+//! this instead (see docs/kube-test-server.md for what is and is not implemented).
+
+mod api;
+pub mod error;
+pub mod fixtures;
+pub mod kubectl;
+pub mod patch;
+mod protobuf;
+pub mod resources;
+pub mod schema;
+pub mod select;
+pub mod ssa;
+pub mod store;
+pub mod table;
+#[cfg(test)]
+mod unit_tests;
+mod watch;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::json;
+
+use resources::ResourceType;
+use store::Store;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeServerError {
+    /// No loopback port could be bound.
+    #[error("binding a loopback port for the Kubernetes test server: {0}")]
+    Bind(std::io::Error),
+    /// The temp dir or kubeconfig file could not be written.
+    #[error("writing the kubeconfig for the Kubernetes test server: {0}")]
+    Kubeconfig(std::io::Error),
+}
+
+/// One request as the server saw it, so tests can assert what a client sent (field manager,
+/// patch type, watch parameters) without a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `PATCH`.
+    pub method: String,
+    /// Path and query, e.g. `/api/v1/namespaces/default/configmaps/x?fieldManager=kubectl`.
+    pub uri: String,
+    /// The Content-Type header, empty when absent.
+    pub content_type: String,
+    /// The HTTP status code of the answer.
+    pub status: u16,
+}
+
+/// State shared by all request handlers.
+pub struct Shared {
+    store: Mutex<Store>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    token: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Locks the store; a poisoned lock (a panicked handler) still holds consistent data
+    /// because every write completes under the lock before it is observable.
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Built-in kinds plus those of every stored CRD.
+    fn types(&self) -> Vec<ResourceType> {
+        let mut types = resources::builtins();
+        let crds = self
+            .lock()
+            .list("apiextensions.k8s.io", "customresourcedefinitions", None);
+        types.extend(crds.iter().flat_map(resources::from_crd));
+        types
+    }
+}
+
+/// A running test API server on `127.0.0.1`; stops when dropped or on [`KubeServer::stop`].
+pub struct KubeServer {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KubeServer {
+    /// Binds a free loopback port, seeds the `default` namespace and writes a kubeconfig
+    /// (bearer token, plain HTTP) into a fresh temp dir.
+    pub async fn start() -> Result<KubeServer, KubeServerError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(KubeServerError::Bind)?;
+        let addr = listener.local_addr().map_err(KubeServerError::Bind)?;
+        let dir = tempfile::tempdir().map_err(KubeServerError::Kubeconfig)?;
+        let token = format!("switchback-test-{}", addr.port());
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            requests: Mutex::new(Vec::new()),
+            token,
+            shutdown: shutdown.clone(),
+        });
+        {
+            let mut store = shared.lock();
+            let rt = &resources::builtins()[0];
+            let ns = json!({"metadata": {"name": "default"}});
+            // The default namespace cannot collide in an empty store.
+            let _ = write::create(&mut store, rt, None, ns, write::Mode::COMMIT);
+        }
+        let server = KubeServer {
+            addr,
+            dir,
+            shared: Arc::clone(&shared),
+            stop,
+            task: tokio::spawn(serve(listener, Arc::clone(&shared), shutdown)),
+        };
+        std::fs::write(server.kubeconfig_path(), server.kubeconfig())
+            .map_err(KubeServerError::Kubeconfig)?;
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bearer token clients must send.
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// The kubeconfig file pointing at this server (context `switchback-test`, namespace `default`).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// A directory that lives as long as the server, for caches and manifests.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: switchback-test\n  cluster:\n    server: {url}\n\
+             users:\n- name: switchback-test\n  user:\n    token: {token}\n\
+             contexts:\n- name: switchback-test\n  context:\n    cluster: switchback-test\n    user: switchback-test\n    namespace: default\n\
+             current-context: switchback-test\n",
+            url = self.url(),
+            token = self.shared.token,
+        )
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops serving: ends open watches and closes the listener.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+impl Drop for KubeServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    // Helm release Secrets and big CRDs exceed axum's 2 MiB default; real servers take 3 MiB+.
+    let app = axum::Router::new()
+        .fallback(move |method, uri, headers, body| {
+            api::handle(Arc::clone(&shared), method, uri, headers, body)
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20));
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+}
