@@ -8,15 +8,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .tools/venv
 CROSSPLANE_VERSION := 0.5.8
-APT_PACKAGES := nginx-light pkg-config libssl-dev
+APT_PACKAGES := nginx-light pkg-config libssl-dev unzip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane build test lint demo validate-example bench fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test lint demo validate-example bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-tools: tools-apt tools-crossplane ## Install nginx-light, C build deps and crossplane (pinned) when missing
+tools: tools-apt tools-crossplane tools-kubectl ## Install nginx-light, C build deps, crossplane, kubectl and helm (pinned) when missing
 
 tools-apt:
 	@missing=""; \
@@ -29,6 +29,9 @@ tools-apt:
 	@/usr/sbin/nginx -v
 
 tools-crossplane: $(VENV)/bin/crossplane
+
+tools-kubectl: tools-apt
+	@bash scripts/install-kubectl.sh
 
 $(VENV)/bin/crossplane:
 	python3 -m venv $(VENV)
