@@ -26,7 +26,7 @@ use std::path::Path;
 
 use crate::validate::ast::{Config, Directive};
 use crate::validate::parser::parse_bundle;
-use crate::validate::sandbox::edit::{Edit, apply};
+use crate::validate::sandbox::edit::{Edit, apply, skip_to};
 
 /// Name of the agent's log format; versioned so a future format change can coexist with old
 /// workers still logging in the old one.
@@ -309,25 +309,6 @@ pub fn pin_listen(value: &str, ip: std::net::IpAddr) -> Option<String> {
         std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
     })
-}
-
-fn skip_to(src: &[u8], from: usize, want: u8) -> Option<usize> {
-    let mut i = from;
-    while let Some(&b) = src.get(i) {
-        if b == want {
-            return Some(i);
-        }
-        match b {
-            b'#' => {
-                while src.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
-                }
-            }
-            b if b.is_ascii_whitespace() => i += 1,
-            _ => return None,
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -13,12 +13,20 @@ pub struct Edit {
     pub text: String,
 }
 
-/// The byte after which a block's `{` sits: skips blanks and `#` comments from `from`.
+/// Where a block's `{` sits: skips blanks and `#` comments from `from`.
 pub fn find_brace(src: &[u8], from: usize) -> Option<usize> {
+    skip_to(src, from, b'{')
+}
+
+/// The position of `want` after `from`, when only blanks and `#` comments come between: where
+/// the `;` or `{` that ends a directive is, given the end of its last token.
+pub fn skip_to(src: &[u8], from: usize, want: u8) -> Option<usize> {
     let mut i = from;
     while let Some(&b) = src.get(i) {
+        if b == want {
+            return Some(i);
+        }
         match b {
-            b'{' => return Some(i),
             b'#' => {
                 while src.get(i).is_some_and(|&c| c != b'\n') {
                     i += 1;
