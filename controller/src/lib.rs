@@ -11,6 +11,8 @@ pub mod analysis;
 pub mod demo;
 pub mod fleet;
 pub mod operator;
+#[cfg(test)]
+mod purity;
 pub mod render;
 pub mod report;
 pub mod rollout;

@@ -403,50 +403,8 @@ fn a_huge_diff_is_cut_with_a_note() {
     assert!(md.contains("_Diff cut at 400 lines: "), "{md}");
 }
 
-/// The report is pure: no I/O, no clock. Scans this module's sources (comments skipped) for the
-/// names that would break that; this file is skipped because it must read files to do it. The
-/// names are assembled from pieces so this test's own code does not contain them.
+/// The report is pure: no I/O, no clock.
 #[test]
 fn report_sources_do_no_io_and_read_no_clock() {
-    let s = |a: &str, b: &str| format!("{a}{b}");
-    let banned = [
-        s("std::", "fs"),
-        s("std::", "net"),
-        s("std::", "process"),
-        s("std::", "env"),
-        s("tok", "io"),
-        s("System", "Time"),
-        s("Instant::", "now"),
-        s("Timestamp::", "now"),
-        s("Zoned", "DateTime::now"),
-        s("Hash", "Map"),
-        s("Hash", "Set"),
-    ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/report");
-    let mut checked = 0;
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "tests.rs") {
-            continue;
-        }
-        checked += 1;
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (i, line) in text.lines().enumerate() {
-            let code = line.split_once("//").map_or(line, |(code, _)| code);
-            for word in banned.iter().filter(|w| code.contains(w.as_str())) {
-                found.push(format!("{}:{}: {word}", path.display(), i + 1));
-            }
-        }
-    }
-    assert!(
-        checked >= 5,
-        "expected the report sources in {}",
-        dir.display()
-    );
-    assert!(
-        found.is_empty(),
-        "impure code in report:\n{}",
-        found.join("\n")
-    );
+    crate::purity::assert_pure("report");
 }
