@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{ApplyResult, Fleet, FleetError, PodObservation};
-use crate::agent::{self, AgentArgs, AgentClient, AgentError, ApplyOutcome, ProbeSpec};
+use crate::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec};
 use crate::render::Bundle;
 
 /// How to lay out a local fleet.
@@ -213,10 +213,7 @@ impl Fleet for LocalFleet {
     ) -> Result<ApplyResult, FleetError> {
         let target = self.pod(pod)?;
         match target.client.apply(bundle, commit, &self.entry).await {
-            Ok(ApplyOutcome::Applied { .. }) => Ok(ApplyResult::Applied),
-            Ok(ApplyOutcome::ApplyFailed { step, reason, .. }) => {
-                Ok(ApplyResult::Failed(format!("{step:?}: {reason}")))
-            }
+            Ok(outcome) => Ok(ApplyResult::from(outcome)),
             Err(e) => Err(FleetError::Unreachable {
                 pod: pod.to_string(),
                 message: e.to_string(),
@@ -234,14 +231,6 @@ impl Fleet for LocalFleet {
                 pod: pod.to_string(),
                 message: e.to_string(),
             })?;
-        let mut obs = PodObservation {
-            applied: state.applied.map(|r| r.digest),
-            ..PodObservation::default()
-        };
-        for c in state.counters {
-            obs.traffic.insert(c.digest, c.traffic);
-            obs.probes.insert(c.digest, c.probes);
-        }
-        Ok(obs)
+        Ok(PodObservation::from(state))
     }
 }

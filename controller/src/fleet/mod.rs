@@ -3,6 +3,7 @@
 //! so the same engine runs on local nginx processes (`switchback demo`, `local`, the tests) and on
 //! Kubernetes pods.
 
+pub mod kube;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -65,4 +66,31 @@ pub trait Fleet: Send + Sync + 'static {
     /// Reads what `pod` serves and its counters.
     fn observe(&self, pod: &str)
     -> impl Future<Output = Result<PodObservation, FleetError>> + Send;
+}
+
+impl From<crate::agent::AgentState> for PodObservation {
+    /// What an agent's `/v1/state` says, as the runner reads it.
+    fn from(state: crate::agent::AgentState) -> Self {
+        let mut obs = PodObservation {
+            applied: state.applied.map(|r| r.digest),
+            ..PodObservation::default()
+        };
+        for c in state.counters {
+            obs.traffic.insert(c.digest, c.traffic);
+            obs.probes.insert(c.digest, c.probes);
+        }
+        obs
+    }
+}
+
+impl From<crate::agent::ApplyOutcome> for ApplyResult {
+    /// An agent's answer to `/v1/apply`, as the engine reads it.
+    fn from(outcome: crate::agent::ApplyOutcome) -> Self {
+        match outcome {
+            crate::agent::ApplyOutcome::Applied { .. } => ApplyResult::Applied,
+            crate::agent::ApplyOutcome::ApplyFailed { step, reason, .. } => {
+                ApplyResult::Failed(format!("{step:?}: {reason}"))
+            }
+        }
+    }
 }

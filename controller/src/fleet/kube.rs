@@ -1,0 +1,163 @@
+//! The Kubernetes fleet (DESIGN §3.6): the proxy pods a rollout selects. Telling a pod a digest
+//! stores the bundle in immutable ConfigMaps (once per digest), records the desired digest as a pod
+//! annotation (the durable record a restarted controller reads back), then nudges the pod's agent
+//! over HTTP so it applies at once. What a pod serves and its counters are read from its agent,
+//! never written into the API server by the agent.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+use super::{ApplyResult, Fleet, FleetError, PodObservation};
+use crate::agent::AgentClient;
+use crate::operator::bundle_store;
+use crate::render::Bundle;
+
+/// The annotation holding the digest a pod should serve.
+pub const DESIRED_ANNOTATION: &str = "switchback.dev/desired-digest";
+/// The annotation holding the commit of that digest, for people.
+pub const COMMIT_ANNOTATION: &str = "switchback.dev/desired-commit";
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "switchback";
+
+/// The pods of one rollout in one namespace.
+#[derive(Clone)]
+pub struct KubeFleet {
+    pods: Api<Pod>,
+    configmaps: Api<ConfigMap>,
+    rollout: String,
+    namespace: String,
+    selector: String,
+    agent_port: u16,
+    entry: String,
+}
+
+impl KubeFleet {
+    /// A fleet of the pods matching `selector` (all labels must match) in `namespace`.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        rollout: &str,
+        selector: &BTreeMap<String, String>,
+        agent_port: u16,
+        entry: &str,
+    ) -> Self {
+        KubeFleet {
+            pods: Api::namespaced(client.clone(), namespace),
+            configmaps: Api::namespaced(client, namespace),
+            rollout: rollout.to_string(),
+            namespace: namespace.to_string(),
+            selector: selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            agent_port,
+            entry: entry.to_string(),
+        }
+    }
+
+    async fn agent(&self, pod: &str) -> Result<AgentClient, FleetError> {
+        let unreachable = |message: String| FleetError::Unreachable {
+            pod: pod.to_string(),
+            message,
+        };
+        let found = self
+            .pods
+            .get(pod)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let ip = found
+            .status
+            .and_then(|s| s.pod_ip)
+            .ok_or_else(|| unreachable("no pod IP yet".to_string()))?;
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|e| unreachable(format!("pod IP {ip:?}: {e}")))?;
+        AgentClient::new(std::net::SocketAddr::new(ip, self.agent_port))
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// Stores the bundle's ConfigMaps unless they exist (they are immutable and named by digest).
+    async fn store(&self, bundle: &Bundle) -> Result<(), String> {
+        let maps = bundle_store::to_configmaps(&self.rollout, &self.namespace, None, bundle)
+            .map_err(|e| e.to_string())?;
+        for cm in maps {
+            match self.configmaps.create(&PostParams::default(), &cm).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fleet for KubeFleet {
+    async fn pods(&self) -> Vec<String> {
+        let params = ListParams::default().labels(&self.selector);
+        match self.pods.list(&params).await {
+            Ok(list) => {
+                let mut names: Vec<String> = list
+                    .items
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter_map(|p| p.metadata.name)
+                    .collect();
+                names.sort();
+                names
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing pods failed");
+                Vec::new()
+            }
+        }
+    }
+
+    #[tracing::instrument(skip(self, bundle), fields(digest = %bundle.digest().short()))]
+    async fn apply(
+        &self,
+        pod: &str,
+        bundle: &Bundle,
+        commit: &str,
+    ) -> Result<ApplyResult, FleetError> {
+        if let Err(e) = self.store(bundle).await {
+            return Ok(ApplyResult::Failed(format!("storing the bundle: {e}")));
+        }
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {
+                DESIRED_ANNOTATION: bundle.digest().to_string(),
+                COMMIT_ANNOTATION: commit,
+            }}
+        });
+        self.pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            })?;
+        let agent = self.agent(pod).await?;
+        match agent.apply(bundle, commit, &self.entry).await {
+            Ok(outcome) => Ok(ApplyResult::from(outcome)),
+            Err(e) => Err(FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
+        let state = self
+            .agent(pod)
+            .await?
+            .state()
+            .await
+            .map_err(|e| FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(PodObservation::from(state))
+    }
+}
