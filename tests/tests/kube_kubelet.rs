@@ -33,6 +33,23 @@ fn processes_mentioning(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Fails unless, within 10 s, no process mentions `dir` (workers may take a moment to exit after
+/// their master).
+async fn assert_none_left(dir: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processes outlived the kubelet: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn healthz(client: &reqwest::Client, url: &str) -> bool {
     client
         .get(url)
@@ -136,16 +153,61 @@ async fn applied_pod_runs_an_agent_until_deleted() {
     let errors = kubelet.stop().await;
     assert!(errors.is_empty(), "agents ended with errors: {errors:?}");
     assert!(!healthz(&client, &url).await, "agent gone after stop");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(&dir);
-        if left.is_empty() {
-            break;
-        }
+    assert_none_left(&dir).await;
+}
+
+const HELD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: held\n  labels:\n    app: web\n  finalizers:\n  - example.com/hold\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n";
+const OTHER: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: other\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_filter_and_terminating_pods() {
+    if !nginx_available() {
+        return;
+    }
+    let Some(k) = Kubectl::up().await else { return };
+    let options = KubeletOptions {
+        labels: vec![("app".to_string(), "web".to_string())],
+        ..KubeletOptions::new([0, 92])
+    };
+    let kubelet = ProcessKubelet::start(&k.server, options).expect("start kubelet");
+    let other = k.file("other.yaml", OTHER);
+    k.ok(&["apply", "-f", &other]).await;
+    let held = k.file("held.yaml", HELD);
+    k.ok(&["apply", "-f", &held]).await;
+    k.ok(&["wait", "--for=condition=Ready", "pod/held", "--timeout=60s"])
+        .await;
+    let ip = k
+        .ok(&["get", "pod", "held", "-o", "jsonpath={.status.podIP}"])
+        .await;
+    assert_eq!(ip, "127.0.92.10", "the unlabelled pod got no address first");
+    let status = k
+        .ok(&["get", "pod", "other", "-o", "jsonpath={.status.podIP}"])
+        .await;
+    assert_eq!(status, "", "a pod without the label is not run");
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let url = format!("http://{ip}:{AGENT_PORT}/healthz");
+    assert!(healthz(&client, &url).await, "agent answers {url}");
+    // Marked for deletion but held by a finalizer: the agent stops while the Pod remains.
+    k.ok(&["delete", "pod", "held", "--wait=false"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while healthz(&client, &url).await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "processes outlived the kubelet: {left:?}"
+            "agent still answers 30s after the pod was marked for deletion"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    k.ok(&["get", "pod", "held"]).await;
+
+    let dir = kubelet.state_dir().to_path_buf();
+    let errors = kubelet.stop().await;
+    assert!(errors.is_empty(), "agents ended with errors: {errors:?}");
+    assert!(
+        processes_mentioning(&dir).is_empty(),
+        "nothing outlives stop"
+    );
 }

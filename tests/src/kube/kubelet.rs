@@ -176,7 +176,10 @@ async fn follow(
             got = rx.recv() => match got {
                 Ok(e) if e.key.group.is_empty() && e.key.plural == "pods" => {
                     let key = (e.key.namespace.clone(), e.key.name.clone());
-                    if e.kind == "DELETED" {
+                    // A Pod marked for deletion (finalizers still held) stops running, as
+                    // with a real kubelet; its address is released with it.
+                    let terminating = !e.object["metadata"]["deletionTimestamp"].is_null();
+                    if e.kind == "DELETED" || terminating {
                         if let Some(p) = pods.remove(&key) {
                             errors.extend(halt(&key, p).await);
                         }
@@ -245,10 +248,16 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
         pin_listen: Some(ip),
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let agent = tokio::spawn(agent::run(args, async move {
-        let _ = stopped.await;
-    }));
-    let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip));
+    let (ended_tx, ended) = watch::channel(false);
+    let agent = tokio::spawn(async move {
+        let result = agent::run(args, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        let _ = ended_tx.send(true);
+        result
+    });
+    let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip, ended));
     PodAgent {
         octet,
         stop: Some(stop),
@@ -258,8 +267,8 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
 }
 
 /// Waits for the agent's `/healthz`, then writes Running/Ready with the pod IP into the Pod's
-/// status; after a minute without an answer, writes Failed.
-async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr) {
+/// status; when the agent ends first, or after a minute without an answer, writes Failed.
+async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<bool>) {
     let api = SocketAddr::new(ip, AGENT_PORT);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let up = match AgentClient::new(api) {
@@ -267,7 +276,7 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr) {
             if client.healthz().await.is_ok() {
                 break true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || *ended.borrow() {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -292,7 +301,7 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr) {
             "phase": "Failed",
             "podIP": ip.to_string(),
             "podIPs": [{"ip": ip.to_string()}],
-            "message": "the Switchback agent did not answer /healthz within 60s",
+            "message": "the Switchback agent ended or did not answer /healthz within 60s",
         })
     };
     let url = format!(
