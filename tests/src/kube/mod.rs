@@ -7,6 +7,7 @@ mod api;
 pub mod error;
 pub mod fixtures;
 pub mod kubectl;
+pub mod kubelet;
 pub mod patch;
 mod protobuf;
 pub mod resources;
@@ -154,6 +155,21 @@ impl KubeServer {
             url = self.url(),
             token = self.shared.token,
         )
+    }
+
+    /// Every current object of one resource plus a receiver for every later change, taken under
+    /// one lock so no change falls between them: in-process controllers (the process kubelet)
+    /// follow the store this way instead of reconnecting HTTP watches.
+    pub fn list_and_subscribe(
+        &self,
+        group: &str,
+        plural: &str,
+    ) -> (
+        Vec<serde_json::Value>,
+        tokio::sync::broadcast::Receiver<Arc<store::Event>>,
+    ) {
+        let store = self.shared.lock();
+        (store.list(group, plural, None), store.subscribe())
     }
 
     /// Every request answered so far, oldest first.

@@ -1,0 +1,391 @@
+//! A "process kubelet" for the test API server: it follows Pods in the store and runs each one as
+//! an in-process Switchback agent (with its real nginx) on its own loopback address, then reports
+//! the Pod's IP and readiness through the API's status subresource, as a real kubelet would. This
+//! lets operator and kubectl tests see Pods become Ready and answer on their pod IP without any
+//! container runtime on the machine.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchback::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec};
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::KubeServer;
+use super::store::Event;
+
+/// The port every pod's agent API listens on, like a container port.
+pub const AGENT_PORT: u16 = 9180;
+/// The port every pod's nginx listens on.
+pub const NGINX_PORT: u16 = 8080;
+/// Last octets handed out to pods: 10 up to 254.
+const FIRST_OCTET: u8 = 10;
+const LAST_OCTET: u8 = 254;
+
+/// Why the kubelet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// The state directory for the pods' agents could not be created.
+    #[error("creating the process kubelet's state dir: {0}")]
+    StateDir(std::io::Error),
+}
+
+/// Which Pods the kubelet runs and how; tests pick distinct subnets so kubelets never collide.
+#[derive(Debug, Clone)]
+pub struct KubeletOptions {
+    /// Pods get `127.<subnet[0]>.<subnet[1]>.(10 + n)`.
+    pub subnet: [u8; 2],
+    /// The nginx binary; `None` finds it as the agent does.
+    pub nginx: Option<PathBuf>,
+    /// Active health checks every pod's agent runs.
+    pub probes: Vec<ProbeSpec>,
+    /// A rendered config directory (entry `nginx.conf`) every pod's agent applies at start, so
+    /// its nginx runs and serves before any controller pushes a bundle; without one the agent
+    /// waits for its first apply before starting nginx.
+    pub initial_bundle: Option<PathBuf>,
+    /// Only Pods whose `spec.nodeName` is this, when set (a kubelet serves one node).
+    pub node_name: Option<String>,
+    /// Only Pods carrying every one of these labels, when non-empty.
+    pub labels: Vec<(String, String)>,
+}
+
+impl KubeletOptions {
+    /// Every Pod in every namespace, on `127.<subnet>.*`, nginx found as usual, no probes.
+    pub fn new(subnet: [u8; 2]) -> Self {
+        KubeletOptions {
+            subnet,
+            nginx: None,
+            probes: Vec::new(),
+            initial_bundle: None,
+            node_name: None,
+            labels: Vec::new(),
+        }
+    }
+
+    /// Whether this kubelet should run `pod`.
+    fn wants(&self, pod: &Value) -> bool {
+        let node_ok = self
+            .node_name
+            .as_ref()
+            .is_none_or(|n| pod["spec"]["nodeName"].as_str() == Some(n.as_str()));
+        let labels_ok = self
+            .labels
+            .iter()
+            .all(|(k, v)| pod["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        node_ok && labels_ok && pod["metadata"]["deletionTimestamp"].is_null()
+    }
+}
+
+/// A running kubelet; call [`ProcessKubelet::stop`] to stop every pod's agent and nginx.
+pub struct ProcessKubelet {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+impl ProcessKubelet {
+    /// Starts following `server`'s Pods: every wanted Pod, already stored or created later,
+    /// gets an agent; deleted Pods lose theirs.
+    pub fn start(server: &KubeServer, options: KubeletOptions) -> Result<Self, KubeletError> {
+        let dir = tempfile::Builder::new()
+            .prefix("sb-kubelet-")
+            .tempdir()
+            .map_err(KubeletError::StateDir)?;
+        let (initial, rx) = server.list_and_subscribe("", "pods");
+        let (stop, stopped) = watch::channel(false);
+        let ctx = Ctx {
+            options,
+            url: server.url(),
+            token: server.token().to_string(),
+            dir: dir.path().to_path_buf(),
+            http: reqwest::Client::new(),
+        };
+        let task = tokio::spawn(follow(ctx, initial, rx, stopped));
+        Ok(ProcessKubelet {
+            stop,
+            task: Some(task),
+            dir,
+        })
+    }
+
+    /// Where the pods' agents keep their state (`<dir>/<namespace>.<name>.<octet>`); nginx
+    /// command lines mention it, so tests can check that no nginx outlives the kubelet.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops every agent (each stops its nginx) and waits for all of them; returns the errors
+    /// agents ended with, as `namespace/name: error`.
+    pub async fn stop(mut self) -> Vec<String> {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| vec![format!("kubelet task: {e}")]),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for ProcessKubelet {
+    /// Without [`ProcessKubelet::stop`], still asks the agents to stop (without waiting).
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What the follow loop needs besides its pods.
+struct Ctx {
+    options: KubeletOptions,
+    url: String,
+    token: String,
+    dir: PathBuf,
+    http: reqwest::Client,
+}
+
+/// One Pod's agent.
+struct PodAgent {
+    octet: u8,
+    stop: Option<oneshot::Sender<()>>,
+    agent: JoinHandle<Result<(), AgentError>>,
+    ready: JoinHandle<()>,
+}
+
+/// `(namespace, name)`.
+type PodKey = (String, String);
+
+async fn follow(
+    ctx: Ctx,
+    initial: Vec<Value>,
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    mut stopped: watch::Receiver<bool>,
+) -> Vec<String> {
+    let ctx = Arc::new(ctx);
+    let mut pods: HashMap<PodKey, PodAgent> = HashMap::new();
+    let mut errors = Vec::new();
+    for pod in &initial {
+        observe(&ctx, &mut pods, pod);
+    }
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            got = rx.recv() => match got {
+                Ok(e) if e.key.group.is_empty() && e.key.plural == "pods" => {
+                    let key = (e.key.namespace.clone(), e.key.name.clone());
+                    // A Pod marked for deletion (finalizers still held) stops running, as
+                    // with a real kubelet; its address is released with it.
+                    let terminating = !e.object["metadata"]["deletionTimestamp"].is_null();
+                    if e.kind == "DELETED" || terminating {
+                        if let Some(p) = pods.remove(&key) {
+                            errors.extend(halt(&key, p).await);
+                        }
+                    } else {
+                        observe(&ctx, &mut pods, &e.object);
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    errors.extend(resync(&ctx, &mut pods).await);
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    for (key, p) in pods.drain() {
+        errors.extend(halt(&key, p).await);
+    }
+    errors
+}
+
+/// Starts an agent for a wanted Pod not yet running; stops one that stopped being wanted
+/// (e.g. marked for deletion).
+fn observe(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>, pod: &Value) {
+    let key = (
+        pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    if pods.contains_key(&key) || !ctx.options.wants(pod) {
+        return;
+    }
+    let used: Vec<u8> = pods.values().map(|p| p.octet).collect();
+    let Some(octet) = (FIRST_OCTET..=LAST_OCTET).find(|o| !used.contains(o)) else {
+        eprintln!(
+            "process kubelet: no free address for pod {}/{}",
+            key.0, key.1
+        );
+        return;
+    };
+    let agent = launch(ctx, &key, octet);
+    pods.insert(key, agent);
+}
+
+/// Starts one Pod's agent on `127.<subnet>.<octet>` and a task that reports it Ready once its
+/// `/healthz` answers (or Failed if the agent ends first).
+fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
+    let [a, b] = ctx.options.subnet;
+    let ip = IpAddr::V4(Ipv4Addr::new(127, a, b, octet));
+    let api = SocketAddr::new(ip, AGENT_PORT);
+    let args = AgentArgs {
+        state_dir: ctx.dir.join(format!("{}.{}.{octet}", key.0, key.1)),
+        listen: api,
+        nginx_listen: Some(SocketAddr::new(ip, NGINX_PORT)),
+        nginx: ctx.options.nginx.clone(),
+        keep_versions: agent::config::DEFAULT_KEEP_VERSIONS,
+        probes: ctx.options.probes.clone(),
+        initial_bundle: ctx.options.initial_bundle.clone(),
+        entry: switchback::validate::DEFAULT_ENTRY.to_string(),
+        external_nginx: false,
+        pin_listen: Some(ip),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ended_tx, ended) = watch::channel(false);
+    let agent = tokio::spawn(async move {
+        let result = agent::run(args, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        let _ = ended_tx.send(true);
+        result
+    });
+    let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip, ended));
+    PodAgent {
+        octet,
+        stop: Some(stop),
+        agent,
+        ready,
+    }
+}
+
+/// Waits for the agent's `/healthz`, then writes Running/Ready with the pod IP into the Pod's
+/// status; when the agent ends first, or after a minute without an answer, writes Failed.
+async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<bool>) {
+    let api = SocketAddr::new(ip, AGENT_PORT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let up = match AgentClient::new(api) {
+        Ok(client) => loop {
+            if client.healthz().await.is_ok() {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline || *ended.borrow() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        },
+        Err(_) => false,
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let status = if up {
+        let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+        json!({
+            "phase": "Running",
+            "podIP": ip.to_string(),
+            "podIPs": [{"ip": ip.to_string()}],
+            "hostIP": "127.0.0.1",
+            "startTime": now,
+            "conditions": [
+                cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready"),
+            ],
+        })
+    } else {
+        json!({
+            "phase": "Failed",
+            "podIP": ip.to_string(),
+            "podIPs": [{"ip": ip.to_string()}],
+            "message": "the Switchback agent ended or did not answer /healthz within 60s",
+        })
+    };
+    let url = format!(
+        "{}/api/v1/namespaces/{}/pods/{}/status",
+        ctx.url, key.0, key.1
+    );
+    let sent = ctx
+        .http
+        .patch(url)
+        .bearer_auth(&ctx.token)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(json!({ "status": status }).to_string())
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {}
+        Ok(r) => eprintln!(
+            "process kubelet: status of {}/{}: HTTP {}",
+            key.0,
+            key.1,
+            r.status()
+        ),
+        Err(e) => eprintln!("process kubelet: status of {}/{}: {e}", key.0, key.1),
+    }
+}
+
+/// Stops one Pod's agent and waits for it (it stops its nginx before returning).
+async fn halt(key: &PodKey, mut pod: PodAgent) -> Option<String> {
+    pod.ready.abort();
+    if let Some(stop) = pod.stop.take() {
+        let _ = stop.send(());
+    }
+    match pod.agent.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{}/{}: {e}", key.0, key.1)),
+        Err(e) => Some(format!("{}/{}: {e}", key.0, key.1)),
+    }
+}
+
+/// After missing events, lists Pods through the API and reconciles: starts missing agents,
+/// stops those whose Pods are gone.
+async fn resync(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>) -> Vec<String> {
+    let listed = async {
+        ctx.http
+            .get(format!("{}/api/v1/pods", ctx.url))
+            .bearer_auth(&ctx.token)
+            .send()
+            .await?
+            .json::<Value>()
+            .await
+    }
+    .await;
+    let items = match listed {
+        Ok(list) => list["items"].as_array().cloned().unwrap_or_default(),
+        Err(e) => return vec![format!("process kubelet resync: {e}")],
+    };
+    let present: Vec<PodKey> = items
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let gone: Vec<PodKey> = pods
+        .keys()
+        .filter(|k| !present.contains(k))
+        .cloned()
+        .collect();
+    let mut errors = Vec::new();
+    for key in gone {
+        if let Some(p) = pods.remove(&key) {
+            errors.extend(halt(&key, p).await);
+        }
+    }
+    for pod in &items {
+        observe(ctx, pods, pod);
+    }
+    errors
+}
