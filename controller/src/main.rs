@@ -60,6 +60,16 @@ enum Command {
     Local(LocalArgs),
     /// Run the agent next to one nginx (applies bundles, ingests logs, serves counters).
     Agent(switchback::agent::AgentArgs),
+    /// Run the operator: follow every ProxyRollout (in one namespace or all) with the engine, using
+    /// the kubeconfig from $KUBECONFIG or ~/.kube/config.
+    Controller {
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where git caches live.
+        #[arg(long, default_value = "/var/cache/switchback")]
+        cache_dir: std::path::PathBuf,
+    },
     /// Print the ProxyRollout CustomResourceDefinition (what `crds/proxyrollout.yaml` holds).
     Crd,
     /// Benchmarks that print their figures.
@@ -112,6 +122,26 @@ fn main() -> ExitCode {
             })
         }),
         Command::Rules { id } => cmd_rules(id.as_deref()),
+        Command::Controller {
+            namespace,
+            cache_dir,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let options = switchback::operator::controller::ControllerOptions {
+                    namespace,
+                    cache_dir,
+                    resync: std::time::Duration::from_secs(5),
+                };
+                switchback::operator::controller::run(
+                    client,
+                    options,
+                    switchback::signals::terminated(),
+                )
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }),
         Command::Crd => switchback::operator::crd::crd_yaml()
             .map_err(anyhow::Error::from)
             .map(|yaml| {

@@ -74,7 +74,7 @@ pub struct LocalObjectReference {
 }
 
 /// Rendering: the values the templates see, over `values.yaml`.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RenderSpec {
     /// Values deep-merged over the directory's `values.yaml`.
@@ -84,6 +84,15 @@ pub struct RenderSpec {
     /// The entry file nginx is started with.
     #[serde(default = "default_entry")]
     pub entry: String,
+}
+
+impl Default for RenderSpec {
+    fn default() -> Self {
+        RenderSpec {
+            values: None,
+            entry: default_entry(),
+        }
+    }
 }
 
 /// The proxy pods.
@@ -425,6 +434,7 @@ mod tests {
         }))
         .expect("minimal spec");
         assert_eq!(minimal.strategy, StrategySpec::default());
+        assert_eq!(minimal.render.entry, "nginx.conf");
         assert_eq!(minimal.source.interval, "1m");
     }
 }

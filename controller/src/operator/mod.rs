@@ -3,5 +3,6 @@
 //! server-side apply) is still to come in the operator issue.
 
 pub mod bundle_store;
+pub mod controller;
 pub mod crd;
 pub mod status;

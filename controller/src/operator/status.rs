@@ -26,10 +26,13 @@ pub fn to_status(
         status.phase,
         Phase::Validating | Phase::Canary | Phase::RollingBack
     );
-    let rolled_back = status
-        .history
-        .last()
-        .is_some_and(|h| matches!(h.outcome, Outcome::RolledBack | Outcome::Aborted));
+    // True once a rollback has finished (every pod back), so `kubectl wait
+    // --for=condition=RolledBack` returns when the site is restored, not when restoring starts.
+    let rolled_back = !busy
+        && status
+            .history
+            .last()
+            .is_some_and(|h| matches!(h.outcome, Outcome::RolledBack | Outcome::Aborted));
     let cond = |type_: &str, on: bool, reason: &str, message: String| {
         let state = if on { "True" } else { "False" };
         let since = previous
