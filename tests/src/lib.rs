@@ -4,4 +4,5 @@ pub mod agent_harness;
 pub mod bin;
 pub mod git_fixture;
 pub mod kube;
+pub mod release;
 pub mod upstream;

@@ -2,18 +2,16 @@
 //! a pod, and a bundle whose upstream is dead is rolled back on every pod on the evidence of the
 //! agents' own probes alone (no user traffic at all).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use switchback::agent::{AgentClient, ProbeSpec};
 use switchback::fleet::Fleet;
 use switchback::fleet::local::{LocalFleet, LocalFleetOptions};
 use switchback::render::Bundle;
 use switchback::rollout::{Amount, InconclusivePolicy, Phase, Release};
 use switchback::runner::{Runner, RunnerConfig};
-use switchback::source::git::Revision;
 use switchback::validate::sandbox::Nginx;
 use switchback_tests::agent_harness::nginx_available;
 
@@ -23,21 +21,7 @@ fn release(n: u8, server_body: &str) -> (Release, Bundle) {
     let conf = format!(
         "events {{}}\nhttp {{\n    upstream app {{ server 127.0.9.2:9001; }}\n    server {{\n        listen 8080;\n{server_body}\n    }}\n}}\n"
     );
-    let bundle = Bundle::new(BTreeMap::from([(
-        "nginx.conf".to_string(),
-        conf.into_bytes(),
-    )]));
-    let revision = Revision {
-        commit: format!("{n:0>40}"),
-        committed_at: Timestamp::UNIX_EPOCH,
-        author: "Test <test@example.test>".to_string(),
-        message: format!("commit {n}"),
-    };
-    let release = Release {
-        revision,
-        digest: bundle.digest(),
-    };
-    (release, bundle)
+    switchback_tests::release::release(n, conf)
 }
 
 async fn start(subnet: [u8; 2], dir: &std::path::Path) -> Arc<LocalFleet> {

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use switchback::agent::ProbeSpec;
 use switchback::fleet::Fleet;
 use switchback::fleet::kube::{DESIRED_ANNOTATION, KubeFleet};
 use switchback::render::Bundle;
 use switchback::rollout::{Amount, InconclusivePolicy, Phase, Release};
 use switchback::runner::{Runner, RunnerConfig};
-use switchback::source::git::Revision;
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::kube::kubectl::Kubectl;
 use switchback_tests::kube::kubelet::{KubeletOptions, ProcessKubelet};
@@ -31,21 +30,7 @@ fn release(n: u8, location: &str) -> (Release, Bundle) {
     let conf = format!(
         "events {{}}\nhttp {{\n    upstream app {{ server 127.0.93.2:9001; }}\n    server {{\n        listen 8080;\n        location / {{ {location} }}\n    }}\n}}\n"
     );
-    let bundle = Bundle::new(BTreeMap::from([(
-        "nginx.conf".to_string(),
-        conf.into_bytes(),
-    )]));
-    let revision = Revision {
-        commit: format!("{n:0>40}"),
-        committed_at: Timestamp::UNIX_EPOCH,
-        author: "Test <test@example.test>".to_string(),
-        message: format!("commit {n}"),
-    };
-    let release = Release {
-        revision,
-        digest: bundle.digest(),
-    };
-    (release, bundle)
+    switchback_tests::release::release(n, conf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,12 +66,7 @@ async fn a_dead_upstream_is_rolled_back_on_every_kubernetes_pod() {
     ])
     .await;
 
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(k.server.kubeconfig_path()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    let client = kube::Client::try_from(config).expect("client");
+    let client = k.server.client().await;
     let selector = BTreeMap::from([("app".to_string(), "edge".to_string())]);
     let fleet = Arc::new(KubeFleet::new(
         client,

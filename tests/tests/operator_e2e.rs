@@ -78,12 +78,7 @@ async fn a_proxyrollout_adopts_then_rolls_back_a_dead_upstream() {
     let file = k.file("rollout.yaml", &rollout(&repo));
     k.ok(&["apply", "-f", &file]).await;
 
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(k.server.kubeconfig_path()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    let client = kube::Client::try_from(config).expect("client");
+    let client = k.server.client().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(controller::run(
         client,

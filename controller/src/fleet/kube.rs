@@ -139,25 +139,10 @@ impl Fleet for KubeFleet {
                 message: e.to_string(),
             })?;
         let agent = self.agent(pod).await?;
-        match agent.apply(bundle, commit, &self.entry).await {
-            Ok(outcome) => Ok(ApplyResult::from(outcome)),
-            Err(e) => Err(FleetError::Unreachable {
-                pod: pod.to_string(),
-                message: e.to_string(),
-            }),
-        }
+        super::apply_via(&agent, pod, bundle, commit, &self.entry).await
     }
 
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
-        let state = self
-            .agent(pod)
-            .await?
-            .state()
-            .await
-            .map_err(|e| FleetError::Unreachable {
-                pod: pod.to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(PodObservation::from(state))
+        super::observe_via(&self.agent(pod).await?, pod).await
     }
 }

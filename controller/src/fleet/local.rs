@@ -212,25 +212,10 @@ impl Fleet for LocalFleet {
         commit: &str,
     ) -> Result<ApplyResult, FleetError> {
         let target = self.pod(pod)?;
-        match target.client.apply(bundle, commit, &self.entry).await {
-            Ok(outcome) => Ok(ApplyResult::from(outcome)),
-            Err(e) => Err(FleetError::Unreachable {
-                pod: pod.to_string(),
-                message: e.to_string(),
-            }),
-        }
+        super::apply_via(&target.client, pod, bundle, commit, &self.entry).await
     }
 
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
-        let target = self.pod(pod)?;
-        let state = target
-            .client
-            .state()
-            .await
-            .map_err(|e| FleetError::Unreachable {
-                pod: pod.to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(PodObservation::from(state))
+        super::observe_via(&self.pod(pod)?.client, pod).await
     }
 }

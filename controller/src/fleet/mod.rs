@@ -94,3 +94,37 @@ impl From<crate::agent::ApplyOutcome> for ApplyResult {
         }
     }
 }
+
+/// Tells one pod's agent a bundle: the one path both fleets use, so an agent's refusal and an
+/// unreachable agent mean the same thing to the engine wherever the pod runs.
+pub(crate) async fn apply_via(
+    agent: &crate::agent::AgentClient,
+    pod: &str,
+    bundle: &Bundle,
+    commit: &str,
+    entry: &str,
+) -> Result<ApplyResult, FleetError> {
+    agent
+        .apply(bundle, commit, entry)
+        .await
+        .map(ApplyResult::from)
+        .map_err(|e| FleetError::Unreachable {
+            pod: pod.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Reads one pod's agent.
+pub(crate) async fn observe_via(
+    agent: &crate::agent::AgentClient,
+    pod: &str,
+) -> Result<PodObservation, FleetError> {
+    agent
+        .state()
+        .await
+        .map(PodObservation::from)
+        .map_err(|e| FleetError::Unreachable {
+            pod: pod.to_string(),
+            message: e.to_string(),
+        })
+}

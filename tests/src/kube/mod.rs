@@ -141,6 +141,16 @@ impl KubeServer {
         self.dir.path().join("kubeconfig")
     }
 
+    /// A kube-rs client for this server, built from its kubeconfig as a controller would be.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig_path()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("client config from the kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
     /// A directory that lives as long as the server, for caches and manifests.
     pub fn dir(&self) -> &Path {
         self.dir.path()
