@@ -24,6 +24,9 @@ use crate::rollout::{
     ValidationOutcome, Verb,
 };
 use crate::validate::{self, sandbox::Nginx};
+use lanes::PodLanes;
+
+mod lanes;
 
 /// How the runner runs a rollout.
 #[derive(Debug, Clone)]
@@ -65,9 +68,10 @@ pub enum RunnerError {
     /// The analysis settings are invalid.
     #[error("analysis settings: {0}")]
     Analysis(#[from] crate::analysis::ConfigError),
-    /// The condition waited for did not come in time.
-    #[error("gave up after {0:?} waiting for the rollout to {1}")]
-    Deadline(Duration, String),
+    /// The condition waited for did not come in time; carries the machine's state and fleet as
+    /// they were, so a timed-out wait says where it stuck.
+    #[error("gave up after {0:?} waiting for the rollout to {1}; it stood at {2}")]
+    Deadline(Duration, String, String),
 }
 
 /// What the runner reports as it goes: every command the machine gave, every poll of the pods and
@@ -121,6 +125,7 @@ pub struct Runner<F: Fleet> {
     incidents: BTreeMap<u64, Incident>,
     status: Option<Status>,
     next_poll: Instant,
+    lanes: PodLanes,
 }
 
 impl<F: Fleet> Runner<F> {
@@ -152,6 +157,7 @@ impl<F: Fleet> Runner<F> {
                 incidents: BTreeMap::new(),
                 status: None,
                 next_poll: Instant::now(),
+                lanes: PodLanes::default(),
             },
             notes_rx,
         ))
@@ -207,7 +213,16 @@ impl<F: Fleet> Runner<F> {
         let deadline = Instant::now() + limit;
         while !done(&self.rollout) {
             if Instant::now() >= deadline {
-                return Err(RunnerError::Deadline(limit, what.to_string()));
+                let stood = serde_json::json!({
+                    "state": self.rollout.state(),
+                    "fleet": self.rollout.fleet(),
+                    "quarantined": self.rollout.ledger().quarantined(),
+                });
+                return Err(RunnerError::Deadline(
+                    limit,
+                    what.to_string(),
+                    stood.to_string(),
+                ));
             }
             self.step(deadline).await;
         }
@@ -330,7 +345,7 @@ impl<F: Fleet> Runner<F> {
         });
     }
 
-    fn tell(&self, digest: Digest, commit: String, pods: Vec<String>) {
+    fn tell(&mut self, digest: Digest, commit: String, pods: Vec<String>) {
         let Some(bundle) = self.bundles.get(&digest).cloned() else {
             for pod in pods {
                 let _ = self.events_tx.send(Event::PodApplyFailed {
@@ -349,7 +364,12 @@ impl<F: Fleet> Runner<F> {
                 Arc::clone(&bundle),
                 commit.clone(),
             );
+            let ticket = self.lanes.ticket(&pod);
             tokio::spawn(async move {
+                let Some(_turn) = ticket.turn().await else {
+                    tracing::debug!(pod = %pod, %digest, "tell overtaken by a newer one, not sent");
+                    return;
+                };
                 let event = match fleet.apply(&pod, &bundle, &commit).await {
                     Ok(ApplyResult::Applied) => Event::PodApplied { pod, digest },
                     Ok(ApplyResult::Failed(message)) => Event::PodApplyFailed {
@@ -372,8 +392,9 @@ impl<F: Fleet> Runner<F> {
     /// sample, then ticks the clock.
     async fn poll(&mut self) {
         let names = self.fleet.pods().await;
+        self.lanes.retain(&names);
         let mut reads = tokio::task::JoinSet::new();
-        for name in names {
+        for name in names.iter().cloned() {
             let fleet = Arc::clone(&self.fleet);
             let patience = self.config.poll_every.max(Duration::from_secs(2));
             reads.spawn(async move {
@@ -401,12 +422,17 @@ impl<F: Fleet> Runner<F> {
                 .map(|(n, o)| (n.clone(), o.applied))
                 .collect(),
         });
+        // Every listed pod, read or not: a pod whose agent did not answer this round is still
+        // there, and forgetting it would lose what it was told.
         self.handle(Event::PodsListed {
-            pods: observed
+            pods: names
                 .iter()
-                .map(|(name, obs)| ListedPod {
+                .map(|name| ListedPod {
                     name: name.clone(),
-                    applied: obs.applied,
+                    applied: observed
+                        .binary_search_by(|(n, _)| n.cmp(name))
+                        .ok()
+                        .and_then(|i| observed[i].1.applied),
                 })
                 .collect(),
         });

@@ -18,6 +18,8 @@ struct FakeFleet {
     pods: Mutex<BTreeMap<String, PodObservation>>,
     bad: BTreeSet<Digest>,
     told: Mutex<Vec<(String, Digest)>>,
+    /// Applies of this digest take this long to land (a slow agent, a big bundle).
+    slow: Option<(Digest, Duration)>,
 }
 
 impl FakeFleet {
@@ -35,6 +37,7 @@ impl FakeFleet {
             pods: Mutex::new(pods),
             bad,
             told: Mutex::new(Vec::new()),
+            slow: None,
         }
     }
 
@@ -60,6 +63,11 @@ impl Fleet for FakeFleet {
             .lock()
             .expect("lock")
             .push((pod.to_string(), digest));
+        if let Some((slow, delay)) = self.slow
+            && slow == digest
+        {
+            tokio::time::sleep(delay).await;
+        }
         let mut pods = self.pods.lock().expect("lock");
         let obs = pods
             .get_mut(pod)
@@ -185,6 +193,40 @@ async fn a_good_revision_is_promoted_and_a_502ing_one_rolled_back_everywhere() {
     assert_eq!(
         told_bad, 1,
         "only the canary pod may ever get the bad digest"
+    );
+}
+
+/// The machine tells every pod stable, then the canary pod the target, each tell its own task:
+/// a slow stable tell must not land after the target's and leave the canary on stable.
+#[tokio::test]
+async fn a_tell_overtaken_by_a_newer_one_never_lands_after_it() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let mut fleet = FakeFleet::new(3, r0.digest, BTreeSet::new());
+    fleet.slow = Some((r0.digest, Duration::from_millis(300)));
+    let fleet = Arc::new(fleet);
+    let (mut runner, _notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0.clone(), b0))).expect("runner");
+    runner.submit(r1.clone(), b1);
+    runner
+        .run_until(
+            "promote commit 1",
+            Duration::from_secs(20),
+            idle_on(r1.digest),
+        )
+        .await
+        .expect("commit 1 promoted");
+    runner
+        .run_until("bring every pod to commit 1", LIMIT, |_| {
+            fleet.applied().iter().all(|d| *d == Some(r1.digest))
+        })
+        .await
+        .expect("all pods on commit 1");
+    let told = fleet.told.lock().expect("lock").clone();
+    let first_target = told.iter().position(|(_, d)| *d == r1.digest);
+    assert!(
+        first_target.is_some_and(|i| told[i + 1..].iter().all(|(_, d)| *d == r1.digest)),
+        "no stable tell may reach a pod after the target: {told:?}"
     );
 }
 
