@@ -95,24 +95,21 @@ impl KubeFleet {
 }
 
 impl Fleet for KubeFleet {
-    async fn pods(&self) -> Vec<String> {
+    async fn pods(&self) -> Result<Vec<String>, FleetError> {
         let params = ListParams::default().labels(&self.selector);
-        match self.pods.list(&params).await {
-            Ok(list) => {
-                let mut names: Vec<String> = list
-                    .items
-                    .into_iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter_map(|p| p.metadata.name)
-                    .collect();
-                names.sort();
-                names
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "listing pods failed");
-                Vec::new()
-            }
-        }
+        let list = self
+            .pods
+            .list(&params)
+            .await
+            .map_err(|e| FleetError::List(e.to_string()))?;
+        let mut names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     #[tracing::instrument(skip(self, bundle), fields(digest = %bundle.digest().short()))]

@@ -201,8 +201,8 @@ impl LocalFleet {
 }
 
 impl Fleet for LocalFleet {
-    async fn pods(&self) -> Vec<String> {
-        self.names()
+    async fn pods(&self) -> Result<Vec<String>, FleetError> {
+        Ok(self.names())
     }
 
     async fn apply(

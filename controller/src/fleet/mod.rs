@@ -28,6 +28,9 @@ pub enum FleetError {
     /// No such pod.
     #[error("no pod {0}")]
     NoSuchPod(String),
+    /// The pods could not be listed.
+    #[error("listing pods: {0}")]
+    List(String),
 }
 
 /// What telling a pod a bundle came to.
@@ -52,8 +55,9 @@ pub struct PodObservation {
 
 /// The pods of one rollout.
 pub trait Fleet: Send + Sync + 'static {
-    /// Pod names, sorted.
-    fn pods(&self) -> impl Future<Output = Vec<String>> + Send;
+    /// Pod names, sorted. An error means "not known now", never "no pods": a failed list must not
+    /// look like every pod going away.
+    fn pods(&self) -> impl Future<Output = Result<Vec<String>, FleetError>> + Send;
 
     /// Tells `pod` to serve `bundle`; resolves when the pod applied it or failed.
     fn apply(

@@ -391,7 +391,15 @@ impl<F: Fleet> Runner<F> {
     /// Reads every pod, feeds the machine what they serve, feeds each open analysis window a
     /// sample, then ticks the clock.
     async fn poll(&mut self) {
-        let names = self.fleet.pods().await;
+        let names = match self.fleet.pods().await {
+            Ok(names) => names,
+            Err(e) => {
+                // Nothing is known this round; the machine keeps what it knew and its clock runs.
+                tracing::warn!(error = %e, "listing pods failed");
+                self.handle(Event::Tick);
+                return;
+            }
+        };
         self.lanes.retain(&names);
         let mut reads = tokio::task::JoinSet::new();
         for name in names.iter().cloned() {

@@ -48,8 +48,8 @@ impl FakeFleet {
 }
 
 impl Fleet for FakeFleet {
-    async fn pods(&self) -> Vec<String> {
-        self.pods.lock().expect("lock").keys().cloned().collect()
+    async fn pods(&self) -> Result<Vec<String>, FleetError> {
+        Ok(self.pods.lock().expect("lock").keys().cloned().collect())
     }
 
     async fn apply(
