@@ -260,7 +260,18 @@ pub struct ProxyRolloutStatus {
     /// The last revisions and what became of them, newest first.
     #[serde(default)]
     pub history: Vec<HistoryStatus>,
+    /// The id of the last `switchback.dev/request` annotation the controller acted on, so
+    /// `kubectl switchback promote` can tell that its request was seen, and a request is acted on
+    /// once however often it is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    /// The engine's own state (machine, fleet view, ledger), so a restarted or newly elected
+    /// controller resumes a rollout mid-canary instead of starting over. Not for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_fields")]
+    pub engine: Option<serde_json::Value>,
 }
+
 
 /// A status condition, as `kubectl wait --for=condition=…` reads it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -153,6 +153,9 @@ pub fn to_status(
                 at: h.at.to_string(),
             })
             .collect(),
+        // Written by the controller itself, not derived from the engine's status.
+        handled_request: previous.and_then(|p| p.handled_request.clone()),
+        engine: previous.and_then(|p| p.engine.clone()),
     }
 }
 
