@@ -272,7 +272,6 @@ pub struct ProxyRolloutStatus {
     pub engine: Option<serde_json::Value>,
 }
 
-
 /// A status condition, as `kubectl wait --for=condition=…` reads it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -43,6 +43,23 @@ impl Rollout {
         })
     }
 
+    /// Takes new settings (the spec changed) without losing the state: a canary in progress
+    /// continues under the new steps and bakes, its step clamped to the new last one.
+    pub fn reconfigure(&mut self, config: RolloutConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let last = config.steps.len().saturating_sub(1);
+        if let State::Canary(c) = &mut self.state {
+            c.step = c.step.min(last);
+        }
+        if let State::Paused { resume, .. } = &mut self.state
+            && let State::Canary(c) = resume.as_mut()
+        {
+            c.step = c.step.min(last);
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// The strategy.
     pub fn config(&self) -> &RolloutConfig {
         &self.config

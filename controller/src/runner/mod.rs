@@ -20,8 +20,8 @@ use crate::analysis::{Analysis, AnalysisConfig, Counters, Sample, Verdict};
 use crate::fleet::{ApplyResult, Fleet};
 use crate::render::{Bundle, Digest};
 use crate::rollout::{
-    Command, ConfigError, Event, Incident, ListedPod, Release, Rollout, RolloutConfig, Status,
-    ValidationOutcome, Verb,
+    Command, ConfigError, Event, Incident, ListedPod, Release, Rollout, RolloutConfig, State,
+    Status, ValidationOutcome, Verb,
 };
 use crate::validate::{self, sandbox::Nginx};
 use lanes::PodLanes;
@@ -161,6 +161,49 @@ impl<F: Fleet> Runner<F> {
             },
             notes_rx,
         ))
+    }
+
+    /// A runner that continues `rollout` where a previous controller left it (the checkpoint in
+    /// status). `bundles` are every bundle the checkpoint names that could be found. Whatever
+    /// was in progress is picked up again: a validation is run again, an open bake gets a fresh
+    /// analysis window (evidence starts over; the bake's clock does not), and pods are read at once.
+    pub fn resume(
+        config: RunnerConfig,
+        fleet: Arc<F>,
+        mut rollout: Rollout,
+        bundles: Vec<Bundle>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Note>), RunnerError> {
+        rollout.reconfigure(config.rollout.clone())?;
+        let (mut runner, notes) = Runner::new(config, fleet, None)?;
+        runner.rollout = rollout;
+        for bundle in bundles {
+            runner.bundles.insert(bundle.digest(), bundle);
+        }
+        let active = runner.rollout.state().active().clone();
+        match active {
+            State::Validating { target, .. } => {
+                runner.execute(Command::Validate {
+                    digest: target.digest,
+                    commit: target.revision.commit.clone(),
+                });
+            }
+            State::Canary(c) => {
+                if let Some(bake) = &c.bake {
+                    runner.execute(Command::StartAnalysis {
+                        window: bake.window,
+                        canary: c.target.id(),
+                        baseline: c.stable.id(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok((runner, notes))
+    }
+
+    /// Reads the pods at the next step instead of waiting for the poll interval (a pod changed).
+    pub fn poll_soon(&mut self) {
+        self.next_poll = Instant::now();
     }
 
     /// The machine, for its state, ledger and status.

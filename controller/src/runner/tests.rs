@@ -260,3 +260,58 @@ async fn a_revision_that_fails_validation_never_reaches_a_pod() {
     let told = fleet.told.lock().expect("lock").clone();
     assert!(told.iter().all(|(_, d)| *d != bad.digest), "{told:?}");
 }
+
+/// A controller restarted mid-canary resumes from the checkpoint: the new runner re-opens the
+/// bake's analysis, still rolls the 502ing canary back, and never tells another pod the bad digest.
+#[tokio::test]
+async fn a_runner_resumed_from_a_checkpoint_mid_canary_finishes_the_rollback() {
+    let (r0, b0) = release(0, "v0");
+    let (r2, b2) = release(2, "v2 with a broken upstream");
+    let fleet = Arc::new(FakeFleet::new(5, r0.digest, BTreeSet::from([r2.digest])));
+    let mut cfg = config();
+    // Analysis that cannot decide before the restart: the first runner only gets the canary going.
+    cfg.poll_every = Duration::from_secs(3600);
+    let (mut runner, _notes) =
+        Runner::new(cfg, Arc::clone(&fleet), Some((r0.clone(), b0.clone()))).expect("runner");
+    runner.submit(r2.clone(), b2.clone());
+    runner.poll_soon();
+    runner
+        .run_until("start the canary", LIMIT, |r| {
+            r.state().canary().is_some_and(|c| c.bake.is_some())
+        })
+        .await
+        .expect("canary baking");
+    let checkpoint = serde_json::to_value(runner.rollout()).expect("serialise");
+    drop(runner);
+
+    let restored: Rollout = serde_json::from_value(checkpoint).expect("deserialise");
+    let (mut runner, _notes) =
+        Runner::resume(config(), Arc::clone(&fleet), restored, vec![b0, b2]).expect("resume");
+    runner
+        .run_until("roll back after the restart", LIMIT, |r| {
+            r.ledger()
+                .quarantined()
+                .iter()
+                .any(|q| q.release.digest == r2.digest)
+                && r.state().phase() == Phase::Idle
+        })
+        .await
+        .expect("rolled back");
+    runner
+        .run_until("restore every pod", LIMIT, |_| {
+            fleet.applied().iter().all(|d| *d == Some(r0.digest))
+        })
+        .await
+        .expect("all pods back on commit 0");
+    let told_bad = fleet
+        .told
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, d)| *d == r2.digest)
+        .count();
+    assert_eq!(
+        told_bad, 1,
+        "only the canary pod may ever get the bad digest"
+    );
+}
