@@ -130,8 +130,9 @@ fn main() -> ExitCode {
                 let client = kube::Client::try_default().await?;
                 let options = switchback::operator::controller::ControllerOptions {
                     namespace,
-                    cache_dir,
-                    resync: std::time::Duration::from_secs(5),
+                    agent_token: std::env::var("SWITCHBACK_AGENT_TOKEN").ok(),
+                    instance: std::env::var("POD_NAME").ok(),
+                    ..switchback::operator::controller::ControllerOptions::new(cache_dir)
                 };
                 switchback::operator::controller::run(
                     client,

@@ -5,7 +5,6 @@
 //! (`kubectl wait --for=condition=RolledBack`).
 
 use std::path::Path;
-use std::time::Duration;
 
 use switchback::agent::ProbeSpec;
 use switchback::operator::controller::{self, ControllerOptions};
@@ -84,8 +83,7 @@ async fn a_proxyrollout_adopts_then_rolls_back_a_dead_upstream() {
         client,
         ControllerOptions {
             namespace: Some("edge".to_string()),
-            cache_dir: tmp.path().join("cache"),
-            resync: Duration::from_millis(500),
+            ..ControllerOptions::new(tmp.path().join("cache"))
         },
         async move {
             let _ = stopped.await;

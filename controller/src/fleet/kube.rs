@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use super::{ApplyResult, Fleet, FleetError, PodObservation};
@@ -31,6 +32,7 @@ pub struct KubeFleet {
     selector: String,
     agent_port: u16,
     entry: String,
+    owner: Option<OwnerReference>,
 }
 
 impl KubeFleet {
@@ -55,7 +57,16 @@ impl KubeFleet {
                 .join(","),
             agent_port,
             entry: entry.to_string(),
+            owner: None,
         }
+    }
+
+    /// Bundles stored from now on are owned by `owner` (the ProxyRollout), so the garbage
+    /// collector removes them with it even if the finalizer never runs.
+    #[must_use]
+    pub fn with_owner(mut self, owner: OwnerReference) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     async fn agent(&self, pod: &str) -> Result<AgentClient, FleetError> {
@@ -81,8 +92,9 @@ impl KubeFleet {
 
     /// Stores the bundle's ConfigMaps unless they exist (they are immutable and named by digest).
     async fn store(&self, bundle: &Bundle) -> Result<(), String> {
-        let maps = bundle_store::to_configmaps(&self.rollout, &self.namespace, None, bundle)
-            .map_err(|e| e.to_string())?;
+        let maps =
+            bundle_store::to_configmaps(&self.rollout, &self.namespace, self.owner.clone(), bundle)
+                .map_err(|e| e.to_string())?;
         for cm in maps {
             match self.configmaps.create(&PostParams::default(), &cm).await {
                 Ok(_) => {}

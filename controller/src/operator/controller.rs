@@ -1,41 +1,80 @@
-//! A first controller: every ProxyRollout gets one task that polls its git source, renders each
-//! new head, and drives the engine (validation, canary steps, analysis, rollback) against the pods
-//! it selects through [`KubeFleet`], writing the status back through the status subresource.
-//!
-//! Still to come (the operator issue): kube-rs `runtime::Controller` watches instead of a list
-//! poll, server-side apply for status, Events, finalizers, credentials from `secretRef`, leader
-//! election on a Lease, metrics. The engine, fleet and status mapping used here are the final ones.
+//! The controller (`switchback controller`): a kube-rs `runtime::Controller` watching
+//! ProxyRollouts, the pods they select and the bundle ConfigMaps they own. Reconcile is short and
+//! level-based: it keeps exactly one [`WorkerHandle`] per rollout running the current spec
+//! (restarted from its checkpoint when the spec changes), pokes it when a pod changes, and on
+//! deletion stops it and cleans up behind a finalizer. The long work (git, validation, canary,
+//! analysis) is the worker's.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use tokio::task::JoinHandle;
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 
-use super::crd::{AnalysisMethod, OnInconclusive, ProxyRollout, ProxyRolloutStatus};
-use super::status::to_status;
-use crate::analysis::{AnalysisConfig, SequentialConfig, ThresholdConfig};
-use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
-use crate::render::{self, Bundle};
-use crate::rollout::{Amount, InconclusivePolicy, Release, RolloutConfig};
-use crate::runner::{Runner, RunnerConfig};
-use crate::source::git::{Credentials, GitSource};
-use crate::validate::sandbox::Nginx;
+use super::bundle_store::ROLLOUT_LABEL;
+use super::crd::ProxyRollout;
+use super::credentials::{self, CredentialsError};
+use super::marks::APPLIED_ANNOTATION;
+use super::spec::{SpecError, go_duration, runner_config};
+use super::worker::{self, WorkerHandle, WorkerSetup};
+use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
+use crate::source::git::Credentials;
 
-/// Why a rollout could not be driven.
+/// The finalizer that lets the controller clean up bundles and pod annotations before a
+/// ProxyRollout goes.
+pub const FINALIZER: &str = "switchback.dev/cleanup";
+
+/// Why the controller could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    /// The spec cannot be used as written.
-    #[error("spec: {0}")]
-    Spec(String),
-    /// The git source failed.
-    #[error("source: {0}")]
-    Source(#[from] crate::source::git::GitError),
     /// The Kubernetes API failed.
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
+}
+
+/// Why one reconcile failed, by category (the `switchback_errors_total` label and the log field),
+/// so an SRE can tell a bad spec from a missing Secret from an API outage.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The spec cannot be used as written.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The git source cannot be opened or its credentials read.
+    #[error("source: {0}")]
+    Source(String),
+    /// The Kubernetes API failed.
+    #[error("kube: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl ReconcileError {
+    /// The error category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Spec(_) => "spec",
+            ReconcileError::Source(_) => "source",
+            ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => "kube",
+        }
+    }
+}
+
+impl From<CredentialsError> for ReconcileError {
+    fn from(e: CredentialsError) -> Self {
+        ReconcileError::Source(e.to_string())
+    }
 }
 
 /// Controller settings.
@@ -45,234 +84,288 @@ pub struct ControllerOptions {
     pub namespace: Option<String>,
     /// Where git caches live.
     pub cache_dir: PathBuf,
-    /// How often the list of rollouts is read.
+    /// How often every rollout is reconciled even when nothing changed.
     pub resync: Duration,
+    /// The bearer token agents require on a nudge (from the Secret both mount).
+    pub agent_token: Option<String>,
+    /// This replica's name in Events (the pod name in a cluster).
+    pub instance: Option<String>,
 }
 
-/// Runs until `shutdown`: one task per ProxyRollout, started when it appears and stopped when it
-/// goes.
+impl ControllerOptions {
+    /// Defaults: all namespaces, a five-minute resync, no agent token.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        ControllerOptions {
+            namespace: None,
+            cache_dir,
+            resync: Duration::from_secs(300),
+            agent_token: None,
+            instance: None,
+        }
+    }
+}
+
+type Key = (String, String);
+
+struct Context {
+    client: kube::Client,
+    options: ControllerOptions,
+    workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
+    failures: Mutex<HashMap<Key, usize>>,
+}
+
+fn key_of(object: &ProxyRollout) -> Key {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until `shutdown`, then stops every worker.
 pub async fn run(
     client: kube::Client,
     options: ControllerOptions,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), OperatorError> {
-    let api: Api<ProxyRollout> = match &options.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let mut tasks: BTreeMap<(String, String), JoinHandle<()>> = BTreeMap::new();
-    let mut tick = tokio::time::interval(options.resync);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-        let list = match api.list(&ListParams::default()).await {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing ProxyRollouts failed");
-                continue;
+    let namespace = options.namespace.clone();
+    let rollouts: Api<ProxyRollout> = api(&client, namespace.as_deref());
+    let context = Arc::new(Context {
+        client: client.clone(),
+        options,
+        workers: tokio::sync::Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let controller = Controller::new(rollouts, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(
+            api::<ConfigMap>(&client, namespace.as_deref()),
+            watcher::Config::default().labels(ROLLOUT_LABEL),
+        )
+        .watches(
+            api::<Pod>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |pod| {
+                let labels = pod.labels();
+                let ns = pod.namespace();
+                store
+                    .state()
+                    .iter()
+                    .filter(|r| {
+                        r.namespace() == ns
+                            && r.spec
+                                .target
+                                .selector
+                                .iter()
+                                .all(|(k, v)| labels.get(k) == Some(v))
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::clone(&context))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile stream");
             }
-        };
-        let mut seen = Vec::new();
-        for rollout in list.items {
-            let key = (
-                rollout.metadata.namespace.clone().unwrap_or_default(),
-                rollout.metadata.name.clone().unwrap_or_default(),
-            );
-            seen.push(key.clone());
-            if tasks.get(&key).is_some_and(|t| !t.is_finished()) {
-                continue;
-            }
-            let (client, cache) = (
-                client.clone(),
-                options.cache_dir.join(format!("{}.{}", key.0, key.1)),
-            );
-            tasks.insert(
-                key.clone(),
-                tokio::spawn(async move {
-                    if let Err(e) = drive(client, rollout, cache).await {
-                        tracing::warn!(rollout = %format!("{}/{}", key.0, key.1), error = %e, "rollout stopped; retried at the next resync");
-                    }
-                }),
-            );
-        }
-        tasks.retain(|key, task| {
-            let keep = seen.contains(key);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-    }
-    for (_, task) in tasks {
-        task.abort();
+        })
+        .await;
+    let workers: Vec<WorkerHandle> = context
+        .workers
+        .lock()
+        .await
+        .drain()
+        .map(|(_, w)| w)
+        .collect();
+    for worker in workers {
+        worker.abort();
     }
     Ok(())
 }
 
-/// Drives one rollout until it fails or is aborted.
-#[tracing::instrument(skip_all, fields(rollout = rollout.metadata.name.as_deref().unwrap_or("")))]
-async fn drive(
-    client: kube::Client,
-    rollout: ProxyRollout,
-    cache: PathBuf,
-) -> Result<(), OperatorError> {
-    let namespace = rollout.metadata.namespace.clone().unwrap_or_default();
-    let name = rollout.metadata.name.clone().unwrap_or_default();
-    let generation = rollout.metadata.generation.unwrap_or(0);
-    let spec = &rollout.spec;
-    let api: Api<ProxyRollout> = Api::namespaced(client.clone(), &namespace);
-    let source = GitSource::new(&spec.source.url, Credentials::None, &cache)?;
-    let fleet = Arc::new(KubeFleet::new(
-        client,
+#[tracing::instrument(name = "reconcile", skip_all, fields(rollout = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())))]
+async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = key_of(&object);
+    let action = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizer::Apply(object) => ensure_worker(&ctx, object).await,
+            Finalizer::Cleanup(object) => cleanup(&ctx, object).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => ReconcileError::Finalizer(other.to_string()),
+    })?;
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&key);
+    }
+    Ok(action)
+}
+
+/// Exponential backoff per object (1 s doubling to 5 min, jittered), reset by a success.
+fn error_policy(object: Arc<ProxyRollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = key_of(&object);
+    let attempt = match ctx.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures.entry(key).or_default();
+            *n += 1;
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1))
+        .unwrap_or(Duration::from_secs(300));
+    tracing::warn!(
+        rollout = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
+        category = error.category(),
+        attempt,
+        retry_in = ?delay,
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Keeps one worker running the object's current generation.
+async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, ReconcileError> {
+    let key = key_of(&object);
+    let generation = object.metadata.generation.unwrap_or(0);
+    let mut workers = ctx.workers.lock().await;
+    if let Some(worker) = workers.get(&key)
+        && worker.generation == generation
+        && worker.is_running()
+    {
+        worker.poke();
+        return Ok(Action::requeue(ctx.options.resync));
+    }
+    // Build everything before stopping the old worker: a spec that fails here leaves the old
+    // worker (and its safety: analysis, rollback) running.
+    let mut setup = setup(ctx, &object).await?;
+    if let Some(old) = workers.remove(&key) {
+        setup.resume = old.stop().await;
+    }
+    tracing::info!(generation, "starting the rollout's worker");
+    workers.insert(key, WorkerHandle::start(setup));
+    Ok(Action::requeue(ctx.options.resync))
+}
+
+async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let spec = &object.spec;
+    let config = runner_config(object)?;
+    config.check().map_err(|e| SpecError(e.to_string()))?;
+    let interval = go_duration(&spec.source.interval)?;
+    let cache = worker::cache_dir(&ctx.options.cache_dir, object);
+    let credentials = match &spec.source.secret_ref {
+        Some(secret) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            credentials::from_secret(&secrets, &namespace, &secret.name, &cache).await?
+        }
+        None => Credentials::None,
+    };
+    let source = worker::git_source(object, credentials, &cache.join("git"))
+        .map_err(|e| ReconcileError::Source(e.to_string()))?;
+    let mut fleet = KubeFleet::new(
+        ctx.client.clone(),
         &namespace,
         &name,
         &spec.target.selector,
         spec.target.agent_port,
         &spec.render.entry,
-    ));
-    let config = runner_config(&rollout)?;
-    let interval = go_duration(&spec.source.interval)?;
-    let (mut runner, _notes) =
-        Runner::new(config, fleet, None).map_err(|e| OperatorError::Spec(e.to_string()))?;
-    let mut head = None;
-    let mut last_fetch: Option<tokio::time::Instant> = None;
-    let mut written: Option<ProxyRolloutStatus> = rollout.status.clone();
-    loop {
-        if last_fetch.is_none_or(|t| t.elapsed() >= interval) {
-            last_fetch = Some(tokio::time::Instant::now());
-            match read(&source, &rollout).await {
-                Ok((release, bundle)) if head.as_ref() != Some(&release.revision.commit) => {
-                    head = Some(release.revision.commit.clone());
-                    runner.submit(release, bundle);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reading the source failed"),
-            }
-        }
-        runner.run_for(Duration::from_millis(500)).await;
-        let status = to_status(
-            &runner.rollout().status(),
-            generation,
-            written.as_ref(),
-            jiff::Timestamp::now(),
-        );
-        if written.as_ref() != Some(&status) {
-            let patch = serde_json::json!({ "status": status });
-            let params = PatchParams::apply(FIELD_MANAGER);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams {
-                        force: false,
-                        ..params
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => written = Some(status),
-                Err(e) => tracing::warn!(error = %e, "writing status failed"),
-            }
-        }
+    );
+    if let Some(owner) = object.controller_owner_ref(&()) {
+        fleet = fleet.with_owner(owner);
     }
-}
-
-async fn read(
-    source: &GitSource,
-    rollout: &ProxyRollout,
-) -> Result<(Release, Bundle), OperatorError> {
-    let revision = source.fetch(&rollout.spec.source.git_ref).await?;
-    let tree = source
-        .read_tree(&revision.commit, &rollout.spec.source.path)
-        .await?;
-    let values = rollout
-        .spec
-        .render
-        .values
-        .clone()
-        .unwrap_or(serde_json::Value::Null);
-    let bundle = render::render(&tree, &values)
-        .map_err(|e| OperatorError::Spec(e.to_diagnostic().to_string()))?;
-    Ok((
-        Release {
-            digest: bundle.digest(),
-            revision,
+    Ok(WorkerSetup {
+        rollout: Arc::clone(object),
+        client: ctx.client.clone(),
+        config,
+        source,
+        interval,
+        fleet,
+        reporter: Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: ctx.options.instance.clone(),
         },
-        bundle,
-    ))
-}
-
-fn runner_config(rollout: &ProxyRollout) -> Result<RunnerConfig, OperatorError> {
-    let s = &rollout.spec.strategy;
-    let spec = |e: String| OperatorError::Spec(e);
-    let steps = s
-        .steps
-        .iter()
-        .map(|x| {
-            x.parse::<Amount>()
-                .map_err(|e| spec(format!("strategy.steps: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let rollout_config = RolloutConfig {
-        steps,
-        bake: signed(&s.bake)?,
-        max_bake: signed(&s.max_bake)?,
-        max_surge: s
-            .max_surge
-            .parse()
-            .map_err(|e| spec(format!("strategy.maxSurge: {e}")))?,
-        on_inconclusive: match s.on_inconclusive {
-            OnInconclusive::Hold => InconclusivePolicy::Hold,
-            OnInconclusive::Promote => InconclusivePolicy::Promote,
-            OnInconclusive::RollBack => InconclusivePolicy::RollBack,
-        },
-        ..RolloutConfig::default()
-    };
-    let a = &s.analysis;
-    let analysis = match a.method {
-        AnalysisMethod::Sequential => AnalysisConfig::Sequential(SequentialConfig {
-            alpha: a.alpha,
-            ..SequentialConfig::default()
-        }),
-        AnalysisMethod::Threshold => AnalysisConfig::Threshold(ThresholdConfig::flagger_defaults()),
-    };
-    Ok(RunnerConfig {
-        rollout: rollout_config,
-        analysis,
-        entry: rollout.spec.render.entry.clone(),
-        nginx: Nginx::find(None).ok().flatten(),
-        ..RunnerConfig::default()
+        resume: None,
     })
 }
 
-fn signed(text: &str) -> Result<jiff::SignedDuration, OperatorError> {
-    jiff::SignedDuration::try_from(go_duration(text)?)
-        .map_err(|e| OperatorError::Spec(format!("{text:?}: {e}")))
-}
-
-/// A Go-style duration (`1m`, `30s`, `1h30m`, `500ms`).
-pub fn go_duration(text: &str) -> Result<Duration, OperatorError> {
-    let bad = || OperatorError::Spec(format!("{text:?} is not a duration like 30s, 1m or 1h30m"));
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err(bad());
+/// The object is going: stop its worker, delete its bundles, take the annotations off its pods.
+async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, ReconcileError> {
+    let key = key_of(&object);
+    if let Some(worker) = ctx.workers.lock().await.remove(&key) {
+        let _ = worker.stop().await;
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, secs) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
-            .into_iter()
-            .find(|(u, _)| rest.starts_with(u))
-            .ok_or_else(bad)?;
-        rest = &rest[unit.len()..];
-        total += Duration::from_secs_f64(value * secs);
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!(
+        "{ROLLOUT_LABEL}={}",
+        name.chars().take(63).collect::<String>()
+    );
+    for cm in maps
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        match maps.delete(&cm.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(total)
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = object
+        .spec
+        .target
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let unmark = serde_json::json!({"metadata": {"annotations": {
+        DESIRED_ANNOTATION: null, COMMIT_ANNOTATION: null, APPLIED_ANNOTATION: null,
+    }}});
+    for pod in pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        match pods
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&unmark),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!("cleaned up bundles and pod annotations");
+    Ok(Action::await_change())
 }

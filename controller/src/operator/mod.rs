@@ -1,8 +1,12 @@
-//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource, its status, and bundles
-//! stored as immutable ConfigMaps. The controller wiring (kube-rs runtime, leases, status by
-//! server-side apply) is still to come in the operator issue.
+//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource and its status, bundles
+//! stored as immutable ConfigMaps, the controller (kube-rs runtime) and the per-rollout workers it
+//! keeps running.
 
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;
+pub mod credentials;
+pub mod marks;
+pub mod spec;
 pub mod status;
+pub mod worker;

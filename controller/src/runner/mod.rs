@@ -46,6 +46,16 @@ pub struct RunnerConfig {
     pub count_probes: bool,
 }
 
+impl RunnerConfig {
+    /// Whether a runner can start with these settings (the reconciler checks before it stops
+    /// a working runner to start one with new settings).
+    pub fn check(&self) -> Result<(), RunnerError> {
+        self.rollout.validate()?;
+        self.analysis.build()?;
+        Ok(())
+    }
+}
+
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
@@ -199,6 +209,14 @@ impl<F: Fleet> Runner<F> {
             _ => {}
         }
         Ok((runner, notes))
+    }
+
+    /// The machine and every bundle it may still need, for a successor runner to resume from.
+    pub fn checkpoint(&self) -> (Rollout, Vec<Bundle>) {
+        (
+            self.rollout.clone(),
+            self.bundles.values().cloned().collect(),
+        )
     }
 
     /// Reads the pods at the next step instead of waiting for the poll interval (a pod changed).

@@ -1,0 +1,447 @@
+//! One ProxyRollout's long-lived task. The kube-rs reconciler is short and level-based: it makes
+//! sure each rollout has exactly one worker running its current spec. The worker owns the engine
+//! and its runner: it polls git at the jittered interval, renders, lets the runner validate, tell
+//! pods and analyse, and writes what happened back (status by server-side apply, Events, the
+//! applied digest on each pod). It stops when asked and hands back its checkpoint, so a spec change
+//! continues the rollout where it was instead of starting over.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::bundle_store;
+use super::crd::{ProxyRollout, ProxyRolloutStatus};
+use super::marks::PodMarks;
+use super::status::to_status;
+use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
+use crate::render::{self, Bundle, Digest};
+use crate::rollout::{Command, Incident, NoticeKind, Release, Rollout};
+use crate::runner::{Note, Runner, RunnerConfig};
+use crate::source::git::{Credentials, GitSource};
+
+/// How long the worker lets the runner go between writes of status and pod marks.
+const TURN: Duration = Duration::from_millis(500);
+
+/// What a stopped worker hands to its successor: the machine and the bundles it knows.
+pub struct Checkpoint {
+    /// The machine as it stood.
+    pub rollout: Rollout,
+    /// Bundles by digest (stable, target, quarantined).
+    pub bundles: Vec<Bundle>,
+}
+
+/// Everything a worker needs, built and checked by the reconciler (so a bad spec or a missing
+/// Secret is a reconcile error with backoff, not a crashed task).
+pub struct WorkerSetup {
+    /// The object as last seen.
+    pub rollout: Arc<ProxyRollout>,
+    /// The API client.
+    pub client: kube::Client,
+    /// Runner settings from the spec.
+    pub config: RunnerConfig,
+    /// The git source, credentials applied.
+    pub source: GitSource,
+    /// How often to fetch.
+    pub interval: Duration,
+    /// The pods.
+    pub fleet: KubeFleet,
+    /// Who writes Events.
+    pub reporter: Reporter,
+    /// Where to continue from: the previous worker's checkpoint, if any.
+    pub resume: Option<Checkpoint>,
+}
+
+/// A running worker, as the reconciler holds it.
+pub struct WorkerHandle {
+    /// The spec generation it runs.
+    pub generation: i64,
+    poke: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Option<Checkpoint>>,
+}
+
+impl WorkerHandle {
+    /// Starts the worker.
+    pub fn start(setup: WorkerSetup) -> Self {
+        let generation = setup.rollout.metadata.generation.unwrap_or(0);
+        let poke = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(setup, Arc::clone(&poke), stopped));
+        WorkerHandle {
+            generation,
+            poke,
+            stop,
+            task,
+        }
+    }
+
+    /// Something it watches changed (a pod, the object): read the pods now.
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// Whether the task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops the worker and returns where it was.
+    pub async fn stop(self) -> Option<Checkpoint> {
+        let _ = self.stop.send(true);
+        self.task.await.ok().flatten()
+    }
+
+    /// Stops the worker at once without waiting (shutdown, lost leadership).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+#[tracing::instrument(name = "worker", skip_all, fields(rollout = %key(&setup.rollout)))]
+async fn run(
+    setup: WorkerSetup,
+    poke: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Checkpoint> {
+    let WorkerSetup {
+        rollout: object,
+        client,
+        config,
+        source,
+        interval,
+        fleet,
+        reporter,
+        resume,
+    } = setup;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let generation = object.metadata.generation.unwrap_or(0);
+    let api: Api<ProxyRollout> = Api::namespaced(client.clone(), &namespace);
+    let fleet = Arc::new(fleet);
+    let recorder = Recorder::new(client.clone(), reporter);
+    let reference = object_reference(&object);
+    let mut marks = PodMarks::new(client.clone(), &namespace);
+
+    let resume = match resume {
+        Some(checkpoint) => Some(checkpoint),
+        None => from_status(&object, &client, &source).await,
+    };
+    let started = match resume {
+        Some(Checkpoint { rollout, bundles }) => {
+            tracing::info!(phase = ?rollout.state().phase(), "resuming from the checkpoint");
+            Runner::resume(config.clone(), Arc::clone(&fleet), rollout, bundles)
+        }
+        None => Runner::new(config.clone(), Arc::clone(&fleet), None),
+    };
+    let started = match started {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            // The reconciler checked the settings, so this is a checkpoint they reject.
+            tracing::error!(error = %e, "the checkpoint does not fit the spec; starting afresh");
+            Runner::new(config, Arc::clone(&fleet), None)
+        }
+    };
+    let (mut runner, mut notes) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runner");
+            return None;
+        }
+    };
+
+    let mut written: Option<ProxyRolloutStatus> = object.status.clone();
+    let mut next_fetch = tokio::time::Instant::now();
+    let mut last_source_error: Option<String> = None;
+    let handled = object
+        .status
+        .as_ref()
+        .and_then(|s| s.handled_request.clone());
+    loop {
+        if !object.spec.suspend && tokio::time::Instant::now() >= next_fetch {
+            next_fetch = tokio::time::Instant::now() + jittered(interval);
+            match read(&source, &object).await {
+                Ok((release, bundle)) => {
+                    last_source_error = None;
+                    runner.submit(release, bundle);
+                }
+                Err(message) => {
+                    tracing::warn!(error = %message, "reading the source failed");
+                    if last_source_error.as_ref() != Some(&message) {
+                        publish(
+                            &recorder,
+                            &reference,
+                            EventType::Warning,
+                            "SourceFailed",
+                            &message,
+                        )
+                        .await;
+                        last_source_error = Some(message);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = runner.run_for(TURN) => {}
+            () = poke.notified() => runner.poll_soon(),
+            _ = stop.changed() => {
+                let (rollout, bundles) = runner.checkpoint();
+                return Some(Checkpoint { rollout, bundles });
+            }
+        }
+        report(&mut notes, &recorder, &reference).await;
+        let mut status = to_status(
+            &runner.rollout().status(),
+            generation,
+            written.as_ref(),
+            jiff::Timestamp::now(),
+        );
+        status.handled_request.clone_from(&handled);
+        status.engine = serde_json::to_value(runner.rollout()).ok();
+        if written.as_ref() != Some(&status) {
+            match write_status(&api, &name, &status).await {
+                Ok(()) => written = Some(status),
+                Err(e) => tracing::warn!(error = %e, "writing status failed"),
+            }
+        }
+        marks.sync(runner.rollout().fleet()).await;
+    }
+}
+
+/// Turns the runner's notes into Kubernetes Events: every notice the machine emits (each
+/// transition) and every incident with its evidence.
+async fn report(
+    notes: &mut mpsc::UnboundedReceiver<Note>,
+    recorder: &Recorder,
+    reference: &ObjectReference,
+) {
+    while let Ok(note) = notes.try_recv() {
+        let Note::Command { command, .. } = note else {
+            continue;
+        };
+        match command {
+            Command::Emit(notice) => {
+                let kind = match notice.kind {
+                    NoticeKind::Normal => EventType::Normal,
+                    NoticeKind::Warning => EventType::Warning,
+                };
+                let reason = notice.reason.to_string();
+                publish(recorder, reference, kind, &reason, &notice.message).await;
+            }
+            Command::RecordIncident(incident) if incident.timeline.restored_at.is_none() => {
+                let message = incident_message(&incident);
+                publish(
+                    recorder,
+                    reference,
+                    EventType::Warning,
+                    "RolledBack",
+                    &message,
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn incident_message(incident: &Incident) -> String {
+    format!(
+        "{} rolled back to {}: {}",
+        incident.revision,
+        incident.restored_to,
+        incident.reason.summary()
+    )
+}
+
+async fn publish(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    // Event notes are limited to 1 kB by the API.
+    let note: String = note.chars().take(1000).collect();
+    let event = KubeEvent {
+        type_,
+        reason: reason.chars().take(128).collect(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::debug!(error = %e, "publishing an event failed");
+    }
+}
+
+fn object_reference(object: &ProxyRollout) -> ObjectReference {
+    use kube::Resource;
+    object.object_ref(&())
+}
+
+/// Status by server-side apply, field manager `switchback`, forced: the controller is the only
+/// writer of status.
+async fn write_status(
+    api: &Api<ProxyRollout>,
+    name: &str,
+    status: &ProxyRolloutStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "switchback.dev/v1alpha1",
+        "kind": "ProxyRollout",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The interval with up to 10% taken off at random, so rollouts created together do not fetch
+/// together forever.
+fn jittered(interval: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let fraction = f64::from(nanos % 1000) / 10_000.0;
+    interval.mul_f64(1.0 - fraction)
+}
+
+/// The checkpoint a previous controller left in status, with the bundles it names read back
+/// from their ConfigMaps (or rendered again from git when no pod was ever told them).
+async fn from_status(
+    object: &ProxyRollout,
+    client: &kube::Client,
+    source: &GitSource,
+) -> Option<Checkpoint> {
+    let engine = object.status.as_ref()?.engine.clone()?;
+    let rollout: Rollout = match serde_json::from_value(engine) {
+        Ok(rollout) => rollout,
+        Err(e) => {
+            tracing::warn!(error = %e, "status.engine is not a checkpoint this version reads; starting afresh");
+            return None;
+        }
+    };
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let mut wanted: HashMap<Digest, String> = HashMap::new();
+    let state = rollout.state();
+    for release in [state.stable(), state.target(), rollout.pending()]
+        .into_iter()
+        .flatten()
+    {
+        wanted.insert(release.digest, release.revision.commit.clone());
+    }
+    for good in rollout.ledger().known_good() {
+        wanted.insert(good.digest, good.revision.commit.clone());
+    }
+    let mut bundles = Vec::new();
+    for (digest, commit) in wanted {
+        match stored_bundle(&maps, &name, &digest).await {
+            Some(bundle) => bundles.push(bundle),
+            None => match render_commit(source, object, &commit).await {
+                Ok(bundle) if bundle.digest() == digest => bundles.push(bundle),
+                Ok(bundle) => tracing::warn!(
+                    %digest, got = %bundle.digest(), commit,
+                    "the commit renders differently now; that revision cannot be told again"
+                ),
+                Err(e) => tracing::warn!(%digest, commit, error = %e, "bundle not found"),
+            },
+        }
+    }
+    Some(Checkpoint { rollout, bundles })
+}
+
+async fn stored_bundle(maps: &Api<ConfigMap>, rollout: &str, digest: &Digest) -> Option<Bundle> {
+    let hex = digest.to_hex();
+    let selector = format!(
+        "{}={},{}={}",
+        bundle_store::ROLLOUT_LABEL,
+        rollout.chars().take(63).collect::<String>(),
+        bundle_store::DIGEST_LABEL,
+        hex.get(..63).unwrap_or(&hex)
+    );
+    let parts = maps
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    bundle_store::from_configmaps(digest, &parts.items).ok()
+}
+
+async fn render_commit(
+    source: &GitSource,
+    object: &ProxyRollout,
+    commit: &str,
+) -> Result<Bundle, String> {
+    let tree = source
+        .read_tree(commit, &object.spec.source.path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let values = object
+        .spec
+        .render
+        .values
+        .clone()
+        .unwrap_or(serde_json::Value::Null);
+    render::render(&tree, &values).map_err(|e| e.to_diagnostic().to_string())
+}
+
+/// Fetches the ref and renders its tree. A commit that does not render never reaches the engine;
+/// it is reported (Event, log) with the template, line and variable the renderer named.
+async fn read(source: &GitSource, object: &ProxyRollout) -> Result<(Release, Bundle), String> {
+    let revision = source
+        .fetch(&object.spec.source.git_ref)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bundle = render_commit(source, object, &revision.commit)
+        .await
+        .map_err(|e| {
+            format!(
+                "{} does not render: {e}",
+                crate::rollout::revision::short(&revision.commit)
+            )
+        })?;
+    Ok((
+        Release {
+            digest: bundle.digest(),
+            revision,
+        },
+        bundle,
+    ))
+}
+
+fn key(object: &ProxyRollout) -> String {
+    format!(
+        "{}/{}",
+        object.metadata.namespace.as_deref().unwrap_or(""),
+        object.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Credentials and a cache directory for one rollout's source.
+pub fn cache_dir(root: &std::path::Path, object: &ProxyRollout) -> PathBuf {
+    root.join(format!(
+        "{}.{}",
+        object.metadata.namespace.as_deref().unwrap_or(""),
+        object.metadata.name.as_deref().unwrap_or("")
+    ))
+}
+
+/// Builds the git source for a rollout.
+pub fn git_source(
+    object: &ProxyRollout,
+    credentials: Credentials,
+    cache: &std::path::Path,
+) -> Result<GitSource, crate::source::git::GitError> {
+    GitSource::new(&object.spec.source.url, credentials, cache)
+}
