@@ -210,7 +210,7 @@ impl BareRemote {
 
 /// Runs the `git` command in `dir` as a user would, with a fixed identity and no global or system
 /// config, so tests do not depend on the machine's git setup. Panics when git fails.
-pub fn git_cli(dir: &std::path::Path, args: &[&str]) {
+pub fn git_cli(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -227,4 +227,5 @@ pub fn git_cli(dir: &std::path::Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

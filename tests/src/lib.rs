@@ -4,5 +4,6 @@ pub mod agent_harness;
 pub mod bin;
 pub mod git_fixture;
 pub mod kube;
+pub mod operator_fixture;
 pub mod release;
 pub mod upstream;

@@ -1,132 +1,235 @@
 //! The operator end to end: real kubectl applies the CRD and a ProxyRollout to the test API
 //! server, the process kubelet runs the pods as real nginx + agents, and the controller follows a
-//! real git repository: the first commit is adopted (`kubectl wait --for=condition=Ready`), a
-//! commit whose upstream is dead is rolled back on every pod and quarantined
-//! (`kubectl wait --for=condition=RolledBack`).
+//! real git repository. Each test has its own server, pods and loopback subnet.
 
-use std::path::Path;
+use switchback_tests::operator_fixture::Cluster;
 
-use switchback::agent::ProbeSpec;
-use switchback::operator::controller::{self, ControllerOptions};
-use switchback_tests::agent_harness::nginx_available;
-use switchback_tests::git_fixture::git_cli as git;
-use switchback_tests::kube::kubectl::Kubectl;
-use switchback_tests::kube::kubelet::{KubeletOptions, ProcessKubelet};
+const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
 
-fn site(location: &str) -> String {
-    format!(
-        "events {{}}\nhttp {{\n    upstream app {{ server 127.0.94.2:9001; }}\n    server {{\n        listen 8080;\n        location / {{ {location} }}\n    }}\n}}\n"
-    )
+async fn digest_of_stable(c: &Cluster) -> String {
+    c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await
 }
 
-fn pod(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: edge\n  labels:\n    app: edge\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n"
-    )
-}
-
-fn rollout(repo: &Path) -> String {
-    format!(
-        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n",
-        repo.display()
-    )
-}
-
+/// The first commit is adopted (`kubectl wait --for=condition=Ready`); a commit whose upstream is
+/// dead goes to one canary pod, is rolled back on every pod on probe evidence and quarantined
+/// (`kubectl wait --for=condition=RolledBack`); an Event carries the evidence; every pod carries
+/// the applied digest and a True `switchback.dev/ConfigApplied` condition; deleting the
+/// ProxyRollout removes its bundles and the annotations it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxyrollout_adopts_then_rolls_back_a_dead_upstream() {
-    if !nginx_available() {
+    let Some(mut c) = Cluster::up(94, &["edge-0", "edge-1", "edge-2"]).await else {
         return;
-    }
-    let Some(k) = Kubectl::up().await else { return };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir(&repo).expect("mkdir");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("nginx.conf"), site("return 200 \"v0\\n\";")).expect("write");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-
-    let options = KubeletOptions {
-        probes: vec![ProbeSpec {
-            host: "localhost".to_string(),
-            path: "/".to_string(),
-            status: 200,
-            rate: 20.0,
-        }],
-        ..KubeletOptions::new([0, 94])
     };
-    let kubelet = ProcessKubelet::start(&k.server, options).expect("kubelet");
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/proxyrollout.yaml");
-    k.ok(&["apply", "-f", &crd.display().to_string()]).await;
-    k.ok(&["create", "namespace", "edge"]).await;
-    for name in ["edge-0", "edge-1", "edge-2"] {
-        let file = k.file(&format!("{name}.yaml"), &pod(name));
-        k.ok(&["apply", "-f", &file]).await;
+    c.apply_rollout(QUICK).await;
+    c.start_controller().await;
+    c.wait_condition("Ready").await;
+    let stable = digest_of_stable(&c).await;
+
+    let bad = c.commit("proxy_pass http://app;", "move app");
+    c.wait_condition("RolledBack").await;
+    let quarantined = c
+        .jsonpath("proxyrollout/edge", "{.status.quarantined[*].commit}")
+        .await;
+    assert_eq!(quarantined, bad);
+    let printed = c.k.ok(&["get", "-n", "edge", "prx"]).await;
+    assert!(printed.contains("Idle"), "{printed}");
+    let notes = c
+        .wait_for(
+            "events.events.k8s.io",
+            "{range .items[?(@.reason==\"RolledBack\")]}{.note}{\"\\n\"}{end}",
+            |out| !out.is_empty(),
+        )
+        .await;
+    assert!(
+        notes.contains(&bad[..12]) && notes.contains("canary bad-response rate 100.00%"),
+        "the RolledBack event names the commit and the evidence: {notes}"
+    );
+
+    for pod in ["edge-0", "edge-1", "edge-2"] {
+        let what = format!("pod/{pod}");
+        c.wait_for(
+            &what,
+            "{.metadata.annotations.switchback\\.dev/applied-digest}",
+            |d| d == stable,
+        )
+        .await;
+        c.wait_for(
+            &what,
+            "{.status.conditions[?(@.type==\"switchback.dev/ConfigApplied\")].status}",
+            |s| s == "True",
+        )
+        .await;
     }
-    k.ok(&[
-        "wait",
+
+    c.k.ok(&[
+        "delete",
         "-n",
         "edge",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app=edge",
-        "--timeout=60s",
-    ])
-    .await;
-    let file = k.file("rollout.yaml", &rollout(&repo));
-    k.ok(&["apply", "-f", &file]).await;
-
-    let client = k.server.client().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(controller::run(
-        client,
-        ControllerOptions {
-            namespace: Some("edge".to_string()),
-            ..ControllerOptions::new(tmp.path().join("cache"))
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-
-    k.ok(&[
-        "wait",
-        "-n",
-        "edge",
-        "--for=condition=Ready",
         "proxyrollout/edge",
+        "--wait=true",
         "--timeout=60s",
     ])
     .await;
-
-    std::fs::write(repo.join("nginx.conf"), site("proxy_pass http://app;")).expect("write");
-    git(&repo, &["commit", "-q", "-am", "move app"]);
-    k.ok(&[
-        "wait",
-        "-n",
-        "edge",
-        "--for=condition=RolledBack",
-        "proxyrollout/edge",
-        "--timeout=60s",
-    ])
-    .await;
-    let quarantined = k
-        .ok(&[
+    let maps =
+        c.k.ok(&[
             "get",
+            "configmap",
             "-n",
             "edge",
-            "proxyrollout/edge",
+            "-l",
+            "switchback.dev/rollout=edge",
             "-o",
-            "jsonpath={.status.quarantined[*].commit}",
+            "name",
         ])
         .await;
-    assert!(!quarantined.trim().is_empty(), "nothing quarantined");
-    let printed = k.ok(&["get", "-n", "edge", "prx"]).await;
-    assert!(printed.contains("Idle"), "{printed}");
+    assert!(maps.trim().is_empty(), "bundles left behind: {maps}");
+    let annotations = c.jsonpath("pods", "{.items[*].metadata.annotations}").await;
+    assert!(
+        !annotations.contains("switchback.dev/"),
+        "annotations left behind: {annotations}"
+    );
+    c.down().await;
+}
 
-    let _ = stop.send(());
-    running.await.expect("controller task").expect("controller");
-    let left = kubelet.stop().await;
-    assert!(left.is_empty(), "{left:?}");
+/// A commit that fails validation never reaches a pod: it is quarantined, and status names the
+/// file, line and rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_commit_never_reaches_a_pod_and_status_names_file_line_and_rule() {
+    let Some(mut c) = Cluster::up(97, &["edge-0", "edge-1"]).await else {
+        return;
+    };
+    c.apply_rollout(QUICK).await;
+    c.start_controller().await;
+    c.wait_condition("Ready").await;
+    let stable = digest_of_stable(&c).await;
+
+    let bad = c.commit(
+        "proxy_pass http://backend;",
+        "point at an upstream nobody defined",
+    );
+    let reason = c
+        .wait_for(
+            "proxyrollout/edge",
+            "{.status.quarantined[0].reason}",
+            |r| !r.is_empty(),
+        )
+        .await;
+    assert!(
+        reason.contains("nginx.conf:6:") && reason.contains("SB101"),
+        "status names file, line and rule: {reason}"
+    );
+    let commit = c
+        .jsonpath("proxyrollout/edge", "{.status.quarantined[0].commit}")
+        .await;
+    assert_eq!(commit, bad);
+    let desired = c
+        .jsonpath(
+            "pods",
+            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
+        )
+        .await;
+    assert!(
+        desired.split_whitespace().all(|d| d == stable),
+        "every pod still told only the stable digest: {desired}"
+    );
+    c.down().await;
+}
+
+/// A pod that appears mid-canary (a deleted pod's replacement) is given the stable config, not
+/// the target, while the canary goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_replaced_mid_canary_comes_back_on_stable() {
+    let Some(mut c) = Cluster::up(98, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 10m\n    maxBake: 20m\n")
+        .await;
+    c.start_controller().await;
+    c.wait_condition("Ready").await;
+    let stable = digest_of_stable(&c).await;
+
+    c.commit("return 200 \"v1\\n\";", "v1");
+    let target = c
+        .wait_for("proxyrollout/edge", "{.status.target.digest}", |t| {
+            !t.is_empty()
+        })
+        .await;
+    c.wait_for("proxyrollout/edge", "{.status.phase}", |p| p == "Canary")
+        .await;
+    let desired = c
+        .wait_for(
+            "pods",
+            "{range .items[*]}{.metadata.name}={.metadata.annotations.switchback\\.dev/desired-digest}{\"\\n\"}{end}",
+            |out| out.contains(&target),
+        )
+        .await;
+    let stable_pod = desired
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!("={stable}")))
+        .expect("a pod still on stable")
+        .to_string();
+
+    c.k.ok(&["delete", "-n", "edge", "pod", &stable_pod, "--wait=true"])
+        .await;
+    c.add_pod("edge-3").await;
+    c.wait_pods_ready().await;
+    c.wait_for(
+        "pod/edge-3",
+        "{.metadata.annotations.switchback\\.dev/applied-digest}",
+        |d| d == stable,
+    )
+    .await;
+    let told = c
+        .jsonpath(
+            "pod/edge-3",
+            "{.metadata.annotations.switchback\\.dev/desired-digest}",
+        )
+        .await;
+    assert_eq!(told, stable, "a pod that joins mid-canary gets stable");
+    let phase = c.jsonpath("proxyrollout/edge", "{.status.phase}").await;
+    assert_eq!(phase, "Canary", "the canary goes on");
+    c.down().await;
+}
+
+/// A controller stopped mid-canary and started again resumes from the checkpoint in status: the
+/// canary finishes, and no pod is ever told anything but the stable or target digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_the_canary_from_status() {
+    let Some(mut c) = Cluster::up(99, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 3s\n    onInconclusive: Promote\n")
+        .await;
+    c.start_controller().await;
+    c.wait_condition("Ready").await;
+    let stable = digest_of_stable(&c).await;
+
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    c.wait_for("proxyrollout/edge", "{.status.phase}", |p| p == "Canary")
+        .await;
+    c.stop_controller().await;
+    let engine = c
+        .jsonpath("proxyrollout/edge", "{.status.engine.state.phase}")
+        .await;
+    assert_eq!(engine, "canary", "status carries the checkpoint");
+    let target = c
+        .jsonpath("proxyrollout/edge", "{.status.target.digest}")
+        .await;
+
+    c.start_controller().await;
+    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
+        .await;
+    c.wait_condition("Ready").await;
+    let desired = c
+        .jsonpath(
+            "pods",
+            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
+        )
+        .await;
+    assert!(
+        desired.split_whitespace().all(|d| d == target),
+        "every pod on the promoted target {target} (stable was {stable}): {desired}"
+    );
+    c.down().await;
 }

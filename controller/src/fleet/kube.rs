@@ -22,7 +22,7 @@ pub const COMMIT_ANNOTATION: &str = "switchback.dev/desired-commit";
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "switchback";
 
-/// The pods of one rollout in one namespace.
+/// The pods of one rollout in one namespace: those matching the selector that have an address.
 #[derive(Clone)]
 pub struct KubeFleet {
     pods: Api<Pod>,
@@ -118,6 +118,9 @@ impl Fleet for KubeFleet {
             .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
+            // A pod without an address has no agent to tell yet; it joins once it has one
+            // (telling it the target now would count as its failure to apply).
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some()))
             .filter_map(|p| p.metadata.name)
             .collect();
         names.sort();

@@ -262,7 +262,7 @@ fn place(
             if !p.late && !excluded && p.error.is_none() {
                 eligible.push(name);
             }
-        } else if p.told_before(now, cfg.apply_timeout) {
+        } else if p.due_again(now, cfg.apply_timeout) {
             to_stable.push(name.to_string());
             could_join |= !p.late && !excluded;
         } else {

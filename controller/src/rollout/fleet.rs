@@ -10,6 +10,10 @@ use super::event::ListedPod;
 use super::revision::RevisionId;
 use crate::render::Digest;
 
+/// How soon a pod that failed to apply what it was told (towards stable: a failure to apply the
+/// target is a rollback signal instead) is told again.
+pub const RETRY_FAILED: SignedDuration = SignedDuration::from_secs(5);
+
 /// One pod as the machine sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodView {
@@ -23,6 +27,9 @@ pub struct PodView {
     pub applied: Option<Digest>,
     /// Why it could not apply `desired`, until it is told again.
     pub error: Option<String>,
+    /// When that failure was reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Timestamp>,
     /// Appeared during a canary: it gets stable and is not chosen for the target until promotion.
     pub late: bool,
 }
@@ -42,6 +49,16 @@ impl PodView {
     pub(crate) fn told_before(&self, now: Timestamp, timeout: SignedDuration) -> bool {
         self.told_at
             .is_some_and(|t| now.duration_since(t) >= timeout)
+    }
+
+    /// Not serving what it was told, and due to be told again: it failed (an agent not up yet,
+    /// a pod without its address) at least [`RETRY_FAILED`] ago, or said nothing for `timeout`.
+    pub(crate) fn due_again(&self, now: Timestamp, timeout: SignedDuration) -> bool {
+        self.told_before(now, timeout)
+            || (self.error.is_some()
+                && self
+                    .failed_at
+                    .is_some_and(|t| now.duration_since(t) >= RETRY_FAILED.min(timeout)))
     }
 }
 
@@ -131,6 +148,7 @@ impl Fleet {
                     told_at: None,
                     applied,
                     error: None,
+                    failed_at: None,
                     late,
                 },
             ),
@@ -158,6 +176,7 @@ impl Fleet {
                         p.applied = Some(d);
                         if p.desired == Some(d) {
                             p.error = None;
+                            p.failed_at = None;
                         }
                     }
                 }
@@ -167,6 +186,7 @@ impl Fleet {
                     told_at: None,
                     applied,
                     error: None,
+                    failed_at: None,
                     late,
                 }),
             }
@@ -192,17 +212,19 @@ impl Fleet {
             p.applied = Some(digest);
             if p.desired == Some(digest) {
                 p.error = None;
+                p.failed_at = None;
             }
         }
     }
 
     /// Records a failure to apply what the pod was told; a failure for anything else is stale.
-    pub(crate) fn failed(&mut self, pod: &str, digest: Digest, message: String) {
+    pub(crate) fn failed(&mut self, pod: &str, digest: Digest, message: String, now: Timestamp) {
         if let Some(p) = self.get_mut(pod)
             && p.desired == Some(digest)
             && p.applied != Some(digest)
         {
             p.error = Some(message);
+            p.failed_at = Some(now);
         }
     }
 
@@ -231,6 +253,7 @@ impl Fleet {
                 p.desired = Some(to.digest);
                 p.told_at = Some(now);
                 p.error = None;
+                p.failed_at = None;
             }
         }
         out.push(Command::Tell {
@@ -261,7 +284,7 @@ impl Fleet {
                 if p.desired != d {
                     movable(p) && p.applied == d
                 } else {
-                    p.applied != d && p.told_before(now, timeout)
+                    p.applied != d && p.due_again(now, timeout)
                 }
             })
             .map(|p| p.name.clone())

@@ -136,7 +136,7 @@ impl Rollout {
                 pod,
                 digest,
                 message,
-            } => self.fleet.failed(&pod, digest, message),
+            } => self.fleet.failed(&pod, digest, message, now),
             Event::Verdict {
                 window,
                 digest,

@@ -414,3 +414,46 @@ fn quarantine_is_by_config_not_by_commit() {
     h.validation(&revalued, false);
     assert!(emits(&h.seen(&release(5, 2)), Reason::QuarantineBlocked));
 }
+
+#[test]
+fn a_pod_that_failed_to_take_stable_is_told_again_soon() {
+    let mut h = Harness::new(RolloutConfig::default(), 2);
+    let stable = release(1, 1);
+    let out = h.send(Event::PodsListed {
+        pods: vec![
+            crate::rollout::ListedPod {
+                name: pod(0),
+                applied: Some(stable.digest),
+            },
+            crate::rollout::ListedPod {
+                name: pod(1),
+                applied: Some(stable.digest),
+            },
+            crate::rollout::ListedPod {
+                name: "pod-new".to_string(),
+                applied: None,
+            },
+        ],
+    });
+    assert_eq!(
+        tells(&out),
+        vec![(stable.digest, vec!["pod-new".to_string()])]
+    );
+    let out = h.send(Event::PodApplyFailed {
+        pod: "pod-new".to_string(),
+        digest: stable.digest,
+        message: "agent unreachable: connection refused".to_string(),
+    });
+    assert!(
+        tells(&out).is_empty(),
+        "not at once: the agent may be starting"
+    );
+    let out = h.tick(jiff::SignedDuration::from_secs(2));
+    assert!(tells(&out).is_empty(), "not before the retry delay");
+    let out = h.tick(jiff::SignedDuration::from_secs(4));
+    assert_eq!(
+        tells(&out),
+        vec![(stable.digest, vec!["pod-new".to_string()])],
+        "told again a few seconds later, not after the two-minute apply timeout"
+    );
+}
