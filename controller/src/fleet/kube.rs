@@ -5,11 +5,13 @@
 //! never written into the API server by the agent.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
+use super::pod_cache::PodCache;
 use super::{ApplyResult, Fleet, FleetError, PodObservation};
 use crate::agent::AgentClient;
 use crate::operator::bundle_store;
@@ -33,6 +35,8 @@ pub struct KubeFleet {
     agent_port: u16,
     entry: String,
     owner: Option<OwnerReference>,
+    selector_map: BTreeMap<String, String>,
+    cache: Option<PodCache>,
 }
 
 impl KubeFleet {
@@ -58,7 +62,16 @@ impl KubeFleet {
             agent_port,
             entry: entry.to_string(),
             owner: None,
+            selector_map: selector.clone(),
+            cache: None,
         }
+    }
+
+    /// Reads pods from the controller's watch instead of the API server.
+    #[must_use]
+    pub fn with_cache(mut self, cache: PodCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Bundles stored from now on are owned by `owner` (the ProxyRollout), so the garbage
@@ -74,14 +87,21 @@ impl KubeFleet {
             pod: pod.to_string(),
             message,
         };
-        let found = self
-            .pods
-            .get(pod)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let found = match &self.cache {
+            Some(cache) => cache
+                .get(&self.namespace, pod)
+                .ok_or_else(|| unreachable("not in the pod cache".to_string()))?,
+            None => Arc::new(
+                self.pods
+                    .get(pod)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?,
+            ),
+        };
         let ip = found
             .status
-            .and_then(|s| s.pod_ip)
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
             .ok_or_else(|| unreachable("no pod IP yet".to_string()))?;
         let ip: std::net::IpAddr = ip
             .parse()
@@ -108,21 +128,24 @@ impl KubeFleet {
 
 impl Fleet for KubeFleet {
     async fn pods(&self) -> Result<Vec<String>, FleetError> {
-        let params = ListParams::default().labels(&self.selector);
-        let list = self
-            .pods
-            .list(&params)
-            .await
-            .map_err(|e| FleetError::List(e.to_string()))?;
-        let mut names: Vec<String> = list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            // A pod without an address has no agent to tell yet; it joins once it has one
-            // (telling it the target now would count as its failure to apply).
-            .filter(|p| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some()))
-            .filter_map(|p| p.metadata.name)
-            .collect();
+        let mut names: Vec<String> = match &self.cache {
+            Some(cache) => cache
+                .select(&self.namespace, &self.selector_map)
+                .iter()
+                .filter_map(|p| usable(p))
+                .collect(),
+            None => {
+                let params = ListParams::default().labels(&self.selector);
+                self.pods
+                    .list(&params)
+                    .await
+                    .map_err(|e| FleetError::List(e.to_string()))?
+                    .items
+                    .iter()
+                    .filter_map(usable)
+                    .collect()
+            }
+        };
         names.sort();
         Ok(names)
     }
@@ -157,4 +180,14 @@ impl Fleet for KubeFleet {
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
         super::observe_via(&self.agent(pod).await?, pod).await
     }
+}
+
+/// The pod's name, if it belongs in the fleet: not being deleted, and with an address. A pod
+/// without one has no agent to tell yet; it joins once it has one (telling it the target now
+/// would count as its failure to apply).
+fn usable(pod: &Pod) -> Option<String> {
+    let addressed = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+    (pod.metadata.deletion_timestamp.is_none() && addressed)
+        .then(|| pod.metadata.name.clone())
+        .flatten()
 }

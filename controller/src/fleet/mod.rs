@@ -5,6 +5,7 @@
 
 pub mod kube;
 pub mod local;
+pub mod pod_cache;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -17,8 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::bundle_store::ROLLOUT_LABEL;
@@ -28,6 +27,7 @@ use super::marks::APPLIED_ANNOTATION;
 use super::spec::{SpecError, go_duration, runner_config};
 use super::worker::{self, WorkerHandle, WorkerSetup};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
+use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
@@ -109,6 +109,7 @@ type Key = (String, String);
 
 struct Context {
     client: kube::Client,
+    pods: PodCache,
     options: ControllerOptions,
     workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
     failures: Mutex<HashMap<Key, usize>>,
@@ -137,39 +138,36 @@ pub async fn run(
 ) -> Result<(), OperatorError> {
     let namespace = options.namespace.clone();
     let rollouts: Api<ProxyRollout> = api(&client, namespace.as_deref());
+    // One watch of pods feeds every rollout's fleet (names, addresses) and pokes the workers whose
+    // selector matches a pod that changed, so a new or deleted pod is acted on at once.
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
     let context = Arc::new(Context {
         client: client.clone(),
+        pods: PodCache::new(pod_store),
         options,
         workers: tokio::sync::Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
     let controller = Controller::new(rollouts, watcher::Config::default());
-    let store = controller.store();
+    let rollout_store = controller.store();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(
+            api::<Pod>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let poker = tokio::spawn(poke_on_pod_changes(
+        pod_events,
+        rollout_store,
+        Arc::clone(&context),
+    ));
     controller
         .owns(
             api::<ConfigMap>(&client, namespace.as_deref()),
             watcher::Config::default().labels(ROLLOUT_LABEL),
-        )
-        .watches(
-            api::<Pod>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |pod| {
-                let labels = pod.labels();
-                let ns = pod.namespace();
-                store
-                    .state()
-                    .iter()
-                    .filter(|r| {
-                        r.namespace() == ns
-                            && r.spec
-                                .target
-                                .selector
-                                .iter()
-                                .all(|(k, v)| labels.get(k) == Some(v))
-                    })
-                    .map(|r| ObjectRef::from_obj(r.as_ref()))
-                    .collect::<Vec<_>>()
-            },
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&context))
@@ -179,6 +177,7 @@ pub async fn run(
             }
         })
         .await;
+    poker.abort();
     let workers: Vec<WorkerHandle> = context
         .workers
         .lock()
@@ -190,6 +189,40 @@ pub async fn run(
         worker.abort();
     }
     Ok(())
+}
+
+/// Pokes the worker of every rollout selecting a pod that changed.
+async fn poke_on_pod_changes(
+    events: impl futures::Stream<Item = Result<Pod, watcher::Error>>,
+    rollouts: reflector::Store<ProxyRollout>,
+    ctx: Arc<Context>,
+) {
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let pod = match event {
+            Ok(pod) => pod,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch");
+                continue;
+            }
+        };
+        let namespace = pod.namespace();
+        let keys: Vec<Key> = rollouts
+            .state()
+            .iter()
+            .filter(|r| r.namespace() == namespace && matches(&pod, &r.spec.target.selector))
+            .map(|r| key_of(r))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let workers = ctx.workers.lock().await;
+        for key in keys {
+            if let Some(worker) = workers.get(&key) {
+                worker.poke();
+            }
+        }
+    }
 }
 
 #[tracing::instrument(name = "reconcile", skip_all, fields(rollout = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())))]
@@ -250,6 +283,8 @@ fn error_policy(object: Arc<ProxyRollout>, error: &ReconcileError, ctx: Arc<Cont
 async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, ReconcileError> {
     let key = key_of(&object);
     let generation = object.metadata.generation.unwrap_or(0);
+    // Before the lock: the pod watch that fills the cache takes the lock to poke workers.
+    ctx.pods.ready().await;
     let mut workers = ctx.workers.lock().await;
     if let Some(worker) = workers.get(&key)
         && worker.generation == generation
@@ -297,6 +332,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
     if let Some(owner) = object.controller_owner_ref(&()) {
         fleet = fleet.with_owner(owner);
     }
+    fleet = fleet.with_cache(ctx.pods.clone());
     Ok(WorkerSetup {
         rollout: Arc::clone(object),
         client: ctx.client.clone(),
