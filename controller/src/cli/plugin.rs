@@ -121,9 +121,10 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 /// What went wrong, named for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PluginError {
-    /// No usable kubeconfig.
+    /// No usable kubeconfig. The kube errors are shown, not chained as sources: their own
+    /// messages already include their sources, and the chain would print them twice.
     #[error("kubeconfig: {0} (set KUBECONFIG, pass --kubeconfig, or check ~/.kube/config)")]
-    Kubeconfig(#[from] KubeconfigError),
+    Kubeconfig(KubeconfigError),
     /// The client could not be built (TLS, proxy settings).
     #[error("connecting to the cluster: {0}")]
     Client(kube::Error),
@@ -138,12 +139,12 @@ pub(crate) enum PluginError {
         namespace: String,
     },
     /// The API server refused or failed.
-    #[error("{action}: {source}")]
+    #[error("{action}: {error}")]
     Api {
         /// What was being done.
         action: String,
         /// The API error.
-        source: kube::Error,
+        error: kube::Error,
     },
     /// The commit typed did not resolve.
     #[error(transparent)]
@@ -167,7 +168,7 @@ pub(crate) enum PluginError {
         namespace: String,
     },
     /// Writing JSON to stdout failed.
-    #[error("printing: {0}")]
+    #[error("printing JSON")]
     Print(#[from] serde_json::Error),
 }
 
@@ -176,6 +177,8 @@ struct Session {
     api: Api<ProxyRollout>,
     namespace: String,
     user: String,
+    /// The API server, named in errors so "connection refused" says where to.
+    server: String,
 }
 
 /// The arguments when this process was started as `kubectl-switchback` (kubectl runs plugins by
@@ -207,9 +210,12 @@ pub(crate) async fn run(args: PluginArgs) -> Result<ExitCode, PluginError> {
                 .api
                 .list(&ListParams::default())
                 .await
-                .map_err(|source| PluginError::Api {
-                    action: format!("listing ProxyRollouts in {}", session.namespace),
-                    source,
+                .map_err(|error| PluginError::Api {
+                    action: format!(
+                        "listing ProxyRollouts in {} at {}",
+                        session.namespace, session.server
+                    ),
+                    error,
                 })?;
             match output {
                 Output::Json => print_json(&serde_json::json!({
@@ -257,9 +263,10 @@ pub(crate) async fn run(args: PluginArgs) -> Result<ExitCode, PluginError> {
 /// Reads the kubeconfig as kubectl would and builds a client for the chosen context.
 async fn connect(args: &KubeArgs) -> Result<Session, PluginError> {
     let kubeconfig = match &args.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path)?,
-        None => Kubeconfig::read()?,
-    };
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .map_err(PluginError::Kubeconfig)?;
     let context = args
         .context
         .clone()
@@ -277,16 +284,20 @@ async fn connect(args: &KubeArgs) -> Result<Session, PluginError> {
         cluster: None,
         user: None,
     };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(PluginError::Kubeconfig)?;
     let namespace = args
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(PluginError::Client)?;
     Ok(Session {
         api: Api::namespaced(client, &namespace),
         namespace,
         user,
+        server,
     })
 }
 
@@ -295,9 +306,12 @@ async fn get(session: &Session, name: &str) -> Result<ProxyRollout, PluginError>
         .api
         .get_opt(name)
         .await
-        .map_err(|source| PluginError::Api {
-            action: format!("reading ProxyRollout {}/{name}", session.namespace),
-            source,
+        .map_err(|error| PluginError::Api {
+            action: format!(
+                "reading ProxyRollout {}/{name} at {}",
+                session.namespace, session.server
+            ),
+            error,
         })?
         .ok_or_else(|| PluginError::NotFound {
             name: name.to_string(),
@@ -341,9 +355,12 @@ async fn ask(
             &Patch::Merge(request.merge_patch()),
         )
         .await
-        .map_err(|source| PluginError::Api {
-            action: format!("writing the {ANNOTATION} annotation on {key}"),
-            source,
+        .map_err(|error| PluginError::Api {
+            action: format!(
+                "writing the {ANNOTATION} annotation on {key} at {}",
+                session.server
+            ),
+            error,
         })?;
     let what = match (&request.commit, verb) {
         (Some(c), RequestVerb::Retry) => format!("retry of {}", show::short(c)),
