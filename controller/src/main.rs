@@ -20,6 +20,7 @@ mod cli;
 use cli::demo::{DemoArgs, cmd_demo};
 use cli::local::{LocalArgs, cmd_local};
 use cli::parse::{ParseArgs, cmd_parse};
+use cli::plugin::PluginArgs;
 use cli::render::{RenderArgs, cmd_render};
 use cli::validate::{ValidateArgs, cmd_validate};
 
@@ -70,6 +71,10 @@ enum Command {
         #[arg(long, default_value = "/var/cache/switchback")]
         cache_dir: std::path::PathBuf,
     },
+    /// The kubectl plugin without the symlink: `switchback plugin status NAME` is
+    /// `kubectl switchback status NAME` (status, history, promote, abort, rollback, retry, pause,
+    /// resume).
+    Plugin(PluginArgs),
     /// Print the ProxyRollout CustomResourceDefinition (what `crds/proxyrollout.yaml` holds).
     Crd,
     /// Benchmarks that print their figures.
@@ -101,7 +106,14 @@ pub(crate) enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Started as `kubectl-switchback` (a symlink on PATH), the plugin's arguments are the whole
+    // command line.
+    let cli = match cli::plugin::parse_if_plugin() {
+        Some(args) => Cli {
+            command: Command::Plugin(args),
+        },
+        None => Cli::parse(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBACK_LOG")
@@ -142,6 +154,10 @@ fn main() -> ExitCode {
                 .await?;
                 Ok(ExitCode::SUCCESS)
             })
+        }),
+        Command::Plugin(args) => runtime().and_then(|rt| {
+            rt.block_on(cli::plugin::run(args))
+                .map_err(anyhow::Error::from)
         }),
         Command::Crd => switchback::operator::crd::crd_yaml()
             .map_err(anyhow::Error::from)

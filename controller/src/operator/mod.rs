@@ -1,12 +1,13 @@
 //! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource and its status, bundles
 //! stored as immutable ConfigMaps, the controller (kube-rs runtime) and the per-rollout workers it
-//! keeps running.
+//! keeps running, and the request annotation through which `kubectl switchback` asks for verbs.
 
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod marks;
+pub mod request;
 pub mod spec;
 pub mod status;
 pub mod worker;
