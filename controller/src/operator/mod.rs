@@ -5,4 +5,5 @@
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod status;
