@@ -76,7 +76,10 @@ async fn a_dead_upstream_is_rolled_back_on_every_kubernetes_pod() {
         9180,
         "nginx.conf",
     ));
-    assert_eq!(fleet.pods().await.expect("pods"), ["edge-0", "edge-1", "edge-2"]);
+    assert_eq!(
+        fleet.pods().await.expect("pods"),
+        ["edge-0", "edge-1", "edge-2"]
+    );
 
     let (r0, b0) = release(0, "return 200 \"v0\\n\";");
     for name in fleet.pods().await.expect("pods") {
