@@ -5,5 +5,7 @@
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod leader;
+pub mod metrics;
 pub mod status;
