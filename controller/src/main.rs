@@ -17,6 +17,7 @@ use switchback::validate::sandbox::Nginx;
 
 mod cli;
 
+use cli::controller::{ControllerArgs, cmd_controller};
 use cli::demo::{DemoArgs, cmd_demo};
 use cli::local::{LocalArgs, cmd_local};
 use cli::parse::{ParseArgs, cmd_parse};
@@ -62,14 +63,7 @@ enum Command {
     Agent(switchback::agent::AgentArgs),
     /// Run the operator: follow every ProxyRollout (in one namespace or all) with the engine, using
     /// the kubeconfig from $KUBECONFIG or ~/.kube/config.
-    Controller {
-        /// Only this namespace.
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Where git caches live.
-        #[arg(long, default_value = "/var/cache/switchback")]
-        cache_dir: std::path::PathBuf,
-    },
+    Controller(ControllerArgs),
     /// Print the ProxyRollout CustomResourceDefinition (what `crds/proxyrollout.yaml` holds).
     Crd,
     /// Benchmarks that print their figures.
@@ -122,26 +116,7 @@ fn main() -> ExitCode {
             })
         }),
         Command::Rules { id } => cmd_rules(id.as_deref()),
-        Command::Controller {
-            namespace,
-            cache_dir,
-        } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                let client = kube::Client::try_default().await?;
-                let options = switchback::operator::controller::ControllerOptions {
-                    namespace,
-                    cache_dir,
-                    resync: std::time::Duration::from_secs(5),
-                };
-                switchback::operator::controller::run(
-                    client,
-                    options,
-                    switchback::signals::terminated(),
-                )
-                .await?;
-                Ok(ExitCode::SUCCESS)
-            })
-        }),
+        Command::Controller(args) => runtime().and_then(|rt| rt.block_on(cmd_controller(args))),
         Command::Crd => switchback::operator::crd::crd_yaml()
             .map_err(anyhow::Error::from)
             .map(|yaml| {
