@@ -1,6 +1,7 @@
-//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource, its status, and bundles
-//! stored as immutable ConfigMaps. The controller wiring (kube-rs runtime, leases, status by
-//! server-side apply) is still to come in the operator issue.
+//! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource, its status, bundles
+//! stored as immutable ConfigMaps, leader election on a Lease, and the health and metrics
+//! endpoints. The kube-rs runtime wiring and status by server-side apply are still to come in
+//! the operator issue.
 
 pub mod bundle_store;
 pub mod controller;
