@@ -357,10 +357,12 @@ impl Elector {
             let next = tokio::select! {
                 biased;
                 () = stopped(stop) => None,
-                r = async {
+                // The wait before renewing counts against the deadline too, so even a late
+                // wake-up cannot keep the flag up past it.
+                r = tokio::time::timeout_at(deadline, async {
                     tokio::time::sleep(s.retry_period).await;
-                    tokio::time::timeout_at(deadline, renew).await
-                } => Some(r),
+                    renew.await
+                }) => Some(r),
             };
             match next {
                 None => {
