@@ -17,6 +17,7 @@ use switchback::validate::sandbox::Nginx;
 
 mod cli;
 
+use cli::controller::{ControllerArgs, cmd_controller};
 use cli::demo::{DemoArgs, cmd_demo};
 use cli::local::{LocalArgs, cmd_local};
 use cli::parse::{ParseArgs, cmd_parse};
@@ -63,14 +64,7 @@ enum Command {
     Agent(switchback::agent::AgentArgs),
     /// Run the operator: follow every ProxyRollout (in one namespace or all) with the engine, using
     /// the kubeconfig from $KUBECONFIG or ~/.kube/config.
-    Controller {
-        /// Only this namespace.
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Where git caches live.
-        #[arg(long, default_value = "/var/cache/switchback")]
-        cache_dir: std::path::PathBuf,
-    },
+    Controller(ControllerArgs),
     /// The kubectl plugin without the symlink: `switchback plugin status NAME` is
     /// `kubectl switchback status NAME` (status, history, promote, abort, rollback, retry, pause,
     /// resume).
@@ -134,27 +128,7 @@ fn main() -> ExitCode {
             })
         }),
         Command::Rules { id } => cmd_rules(id.as_deref()),
-        Command::Controller {
-            namespace,
-            cache_dir,
-        } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                let client = kube::Client::try_default().await?;
-                let options = switchback::operator::controller::ControllerOptions {
-                    namespace,
-                    agent_token: std::env::var("SWITCHBACK_AGENT_TOKEN").ok(),
-                    instance: std::env::var("POD_NAME").ok(),
-                    ..switchback::operator::controller::ControllerOptions::new(cache_dir)
-                };
-                switchback::operator::controller::run(
-                    client,
-                    options,
-                    switchback::signals::terminated(),
-                )
-                .await?;
-                Ok(ExitCode::SUCCESS)
-            })
-        }),
+        Command::Controller(args) => runtime().and_then(|rt| rt.block_on(cmd_controller(args))),
         Command::Plugin(args) => runtime().and_then(|rt| {
             rt.block_on(cli::plugin::run(args))
                 .map_err(anyhow::Error::from)

@@ -1,6 +1,7 @@
 //! The subcommands that read config (`render`, `validate`, `parse`), one module each, with the
 //! source and values handling they share; the services (`demo`, `local`); and the kubectl plugin.
 
+pub(crate) mod controller;
 pub(crate) mod demo;
 pub(crate) mod local;
 pub(crate) mod parse;

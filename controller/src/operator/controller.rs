@@ -23,7 +23,9 @@ use kube::{Resource, ResourceExt};
 use super::bundle_store::ROLLOUT_LABEL;
 use super::crd::ProxyRollout;
 use super::credentials::{self, CredentialsError};
+use super::health::Readiness;
 use super::marks::APPLIED_ANNOTATION;
+use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
 use super::spec::{SpecError, go_duration, runner_config};
 use super::worker::{self, WorkerHandle, WorkerSetup};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
@@ -62,11 +64,11 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     /// The error category.
-    pub fn category(&self) -> &'static str {
+    pub fn category(&self) -> ErrorCategory {
         match self {
-            ReconcileError::Spec(_) => "spec",
-            ReconcileError::Source(_) => "source",
-            ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => "kube",
+            ReconcileError::Spec(_) => ErrorCategory::Spec,
+            ReconcileError::Source(_) => ErrorCategory::Source,
+            ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => ErrorCategory::Kube,
         }
     }
 }
@@ -78,7 +80,7 @@ impl From<CredentialsError> for ReconcileError {
 }
 
 /// Controller settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControllerOptions {
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
@@ -90,6 +92,10 @@ pub struct ControllerOptions {
     pub agent_token: Option<String>,
     /// This replica's name in Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Where reconciles, errors, rollbacks, phases and git fetches are counted.
+    pub metrics: Metrics,
+    /// Flipped to ready once the watch caches are filled.
+    pub readiness: Option<Readiness>,
 }
 
 impl ControllerOptions {
@@ -101,6 +107,8 @@ impl ControllerOptions {
             resync: Duration::from_secs(300),
             agent_token: None,
             instance: None,
+            metrics: Metrics::new(),
+            readiness: None,
         }
     }
 }
@@ -159,6 +167,14 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    if let Some(readiness) = context.options.readiness.clone() {
+        let (pods, rollouts) = (context.pods.clone(), rollout_store.clone());
+        tokio::spawn(async move {
+            pods.ready().await;
+            let _ = rollouts.wait_until_ready().await;
+            readiness.set_ready();
+        });
+    }
     let poker = tokio::spawn(poke_on_pod_changes(
         pod_events,
         rollout_store,
@@ -230,6 +246,7 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     let namespace = object.namespace().unwrap_or_default();
     let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = key_of(&object);
+    let started = std::time::Instant::now();
     let action = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => ensure_worker(&ctx, object).await,
@@ -241,7 +258,16 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => ReconcileError::Finalizer(other.to_string()),
-    })?;
+    });
+    let result = if action.is_ok() {
+        ReconcileResult::Ok
+    } else {
+        ReconcileResult::Error
+    };
+    ctx.options
+        .metrics
+        .observe_reconcile(started.elapsed(), result);
+    let action = action?;
     if let Ok(mut failures) = ctx.failures.lock() {
         failures.remove(&key);
     }
@@ -251,6 +277,7 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
 /// Exponential backoff per object (1 s doubling to 5 min, jittered), reset by a success.
 fn error_policy(object: Arc<ProxyRollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = key_of(&object);
+    ctx.options.metrics.count_error(error.category());
     let attempt = match ctx.failures.lock() {
         Ok(mut failures) => {
             let n = failures.entry(key).or_default();
@@ -270,7 +297,7 @@ fn error_policy(object: Arc<ProxyRollout>, error: &ReconcileError, ctx: Arc<Cont
         .unwrap_or(Duration::from_secs(300));
     tracing::warn!(
         rollout = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
-        category = error.category(),
+        category = error.category().label(),
         attempt,
         retry_in = ?delay,
         error = %error,
@@ -340,6 +367,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         source,
         interval,
         fleet,
+        metrics: ctx.options.metrics.clone(),
         reporter: Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: ctx.options.instance.clone(),
@@ -356,6 +384,7 @@ async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, Rec
     }
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
+    ctx.options.metrics.remove_rollout(&namespace, &name);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!(
         "{ROLLOUT_LABEL}={}",

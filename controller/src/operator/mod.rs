@@ -1,12 +1,16 @@
 //! The Kubernetes side (DESIGN §3.7): the `ProxyRollout` custom resource and its status, bundles
 //! stored as immutable ConfigMaps, the controller (kube-rs runtime) and the per-rollout workers it
-//! keeps running, and the request annotation through which `kubectl switchback` asks for verbs.
+//! keeps running, the request annotation through which `kubectl switchback` asks for verbs, leader
+//! election on a Lease, and the health and metrics endpoints.
 
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod health;
+pub mod leader;
 pub mod marks;
+pub mod metrics;
 pub mod request;
 pub mod spec;
 pub mod status;

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::bundle_store;
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::marks::PodMarks;
+use super::metrics::{ErrorCategory, Metrics};
 use super::status::to_status;
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
 use crate::render::{self, Bundle, Digest};
@@ -53,6 +54,8 @@ pub struct WorkerSetup {
     pub fleet: KubeFleet,
     /// Who writes Events.
     pub reporter: Reporter,
+    /// Where git fetches, rollbacks, phases and errors are counted.
+    pub metrics: Metrics,
     /// Where to continue from: the previous worker's checkpoint, if any.
     pub resume: Option<Checkpoint>,
 }
@@ -117,6 +120,7 @@ async fn run(
         interval,
         fleet,
         reporter,
+        metrics,
         resume,
     } = setup;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
@@ -165,12 +169,16 @@ async fn run(
     loop {
         if !object.spec.suspend && tokio::time::Instant::now() >= next_fetch {
             next_fetch = tokio::time::Instant::now() + jittered(interval);
-            match read(&source, &object).await {
+            let fetching = std::time::Instant::now();
+            let read = read(&source, &object).await;
+            metrics.observe_git_fetch(fetching.elapsed());
+            match read {
                 Ok((release, bundle)) => {
                     last_source_error = None;
                     runner.submit(release, bundle);
                 }
-                Err(message) => {
+                Err((category, message)) => {
+                    metrics.count_error(category);
                     tracing::warn!(error = %message, "reading the source failed");
                     if last_source_error.as_ref() != Some(&message) {
                         publish(
@@ -194,7 +202,8 @@ async fn run(
                 return Some(Checkpoint { rollout, bundles });
             }
         }
-        report(&mut notes, &recorder, &reference).await;
+        report(&mut notes, &recorder, &reference, &metrics).await;
+        metrics.set_phase(&namespace, &name, runner.rollout().state().phase());
         let mut status = to_status(
             &runner.rollout().status(),
             generation,
@@ -219,6 +228,7 @@ async fn report(
     notes: &mut mpsc::UnboundedReceiver<Note>,
     recorder: &Recorder,
     reference: &ObjectReference,
+    metrics: &Metrics,
 ) {
     while let Ok(note) = notes.try_recv() {
         let Note::Command { command, .. } = note else {
@@ -234,6 +244,7 @@ async fn report(
                 publish(recorder, reference, kind, &reason, &notice.message).await;
             }
             Command::RecordIncident(incident) if incident.timeline.restored_at.is_none() => {
+                metrics.count_rollback();
                 let message = incident_message(&incident);
                 publish(
                     recorder,
@@ -398,18 +409,22 @@ async fn render_commit(
 
 /// Fetches the ref and renders its tree. A commit that does not render never reaches the engine;
 /// it is reported (Event, log) with the template, line and variable the renderer named.
-async fn read(source: &GitSource, object: &ProxyRollout) -> Result<(Release, Bundle), String> {
+async fn read(
+    source: &GitSource,
+    object: &ProxyRollout,
+) -> Result<(Release, Bundle), (ErrorCategory, String)> {
     let revision = source
         .fetch(&object.spec.source.git_ref)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (ErrorCategory::Source, e.to_string()))?;
     let bundle = render_commit(source, object, &revision.commit)
         .await
         .map_err(|e| {
-            format!(
+            let message = format!(
                 "{} does not render: {e}",
                 crate::rollout::revision::short(&revision.commit)
-            )
+            );
+            (ErrorCategory::Render, message)
         })?;
     Ok((
         Release {

@@ -1,0 +1,151 @@
+//! `switchback controller`: the operator, optionally one of several replicas electing a leader on
+//! a Lease, with `/healthz`, `/readyz` and `/metrics`. This only wires the library's parts
+//! together; see docs/operations.md for the timing and the endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+
+use switchback::operator::controller::{self, ControllerOptions};
+use switchback::operator::health::{self, HealthState, Readiness};
+use switchback::operator::leader::{self, LeaseSettings};
+use switchback::operator::metrics::Metrics;
+
+#[derive(Args)]
+pub(crate) struct ControllerArgs {
+    /// Only this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Where git caches live.
+    #[arg(long, default_value = "/var/cache/switchback")]
+    cache_dir: PathBuf,
+    /// Run as one of several replicas: drive rollouts only while holding the Lease.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's namespace (default: $POD_NAMESPACE, then --namespace, then `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// The Lease's name, the same for every replica.
+    #[arg(long, default_value = "switchback-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: $POD_NAME, then hostname-pid).
+    #[arg(long)]
+    lease_identity: Option<String>,
+    /// Serve /healthz, /readyz and /metrics on this address (off when not given).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        switchback::signals::terminated().await;
+        stop_tx.send_replace(true);
+    });
+    let metrics = Metrics::new();
+    let readiness = Readiness::not_ready("connecting to the Kubernetes API");
+    if let Some(addr) = args.metrics_addr {
+        let state = HealthState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        };
+        let server = health::serve(addr, state, stopped(stop.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the health and metrics server stopped");
+            }
+        });
+    }
+    let client = kube::Client::try_default().await?;
+    client
+        .apiserver_version()
+        .await
+        .context("asking the Kubernetes API for its version")?;
+    let options = ControllerOptions {
+        namespace: args.namespace.clone(),
+        agent_token: std::env::var("SWITCHBACK_AGENT_TOKEN").ok(),
+        instance: std::env::var("POD_NAME").ok(),
+        metrics: metrics.clone(),
+        readiness: Some(readiness.clone()),
+        ..ControllerOptions::new(args.cache_dir.clone())
+    };
+    if !args.leader_elect {
+        metrics.set_leader(true);
+        controller::run(client, options, stopped(stop)).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = lease_settings(&args);
+    tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "electing a leader");
+    let election = leader::spawn(client.clone(), settings)?;
+    let mut leading = election.subscribe();
+    let gauge = {
+        let (metrics, mut leading) = (metrics.clone(), election.subscribe());
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                metrics.set_leader(*leading.borrow_and_update());
+            }
+            metrics.set_leader(false);
+        })
+    };
+    let result = async {
+        loop {
+            tokio::select! {
+                () = stopped(stop.clone()) => return Ok(()),
+                acquired = leader::acquired(&mut leading) => if !acquired { return Ok(()) },
+            }
+            // Drive rollouts until the Lease is lost or the process is asked to stop; run()
+            // aborts every rollout task before it returns.
+            let (lease, halt) = (leading.clone(), stop.clone());
+            let until = async move {
+                tokio::select! {
+                    () = leader::lost(lease) => {}
+                    () = stopped(halt) => {}
+                }
+            };
+            controller::run(client.clone(), options.clone(), until).await?;
+            if *stop.borrow() {
+                return Ok::<(), anyhow::Error>(());
+            }
+            tracing::warn!("lost the lease; rollouts stopped until it is acquired again");
+        }
+    }
+    .await;
+    if let Err(e) = election.step_down().await {
+        // Not releasing only makes a standby wait out the lease duration.
+        tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
+    }
+    gauge.abort();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lease_settings(args: &ControllerArgs) -> LeaseSettings {
+    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| env("POD_NAMESPACE"))
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let identity = args
+        .lease_identity
+        .clone()
+        .or_else(|| env("POD_NAME"))
+        .unwrap_or_else(|| {
+            let host = env("HOSTNAME")
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|| "switchback".to_string());
+            format!("{host}-{}", std::process::id())
+        });
+    LeaseSettings::new(namespace, args.lease_name.clone(), identity)
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
