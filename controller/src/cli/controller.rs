@@ -70,7 +70,10 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         agent_token: std::env::var("SWITCHBACK_AGENT_TOKEN").ok(),
         instance: std::env::var("POD_NAME").ok(),
         metrics: metrics.clone(),
-        readiness: Some(readiness.clone()),
+        // One replica: ready once its watch caches are filled. Electing: every replica, the
+        // standby too, is ready once the API answers (a standby has no caches to fill, and a
+        // Service in front of the replicas serves only metrics).
+        readiness: (!args.leader_elect).then(|| readiness.clone()),
         ..ControllerOptions::new(args.cache_dir.clone())
     };
     if !args.leader_elect {
@@ -78,6 +81,7 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         controller::run(client, options, stopped(stop)).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    readiness.set_ready();
     let settings = lease_settings(&args);
     tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "electing a leader");
     let election = leader::spawn(client.clone(), settings)?;
@@ -114,6 +118,7 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         }
     }
     .await;
+    tracing::debug!("stepping down");
     if let Err(e) = election.step_down().await {
         // Not releasing only makes a standby wait out the lease duration.
         tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");

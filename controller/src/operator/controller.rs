@@ -142,7 +142,7 @@ where
 pub async fn run(
     client: kube::Client,
     options: ControllerOptions,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), OperatorError> {
     let namespace = options.namespace.clone();
     let rollouts: Api<ProxyRollout> = api(&client, namespace.as_deref());
@@ -180,19 +180,25 @@ pub async fn run(
         rollout_store,
         Arc::clone(&context),
     ));
-    controller
+    let reconciling = controller
         .owns(
             api::<ConfigMap>(&client, namespace.as_deref()),
             watcher::Config::default().labels(ROLLOUT_LABEL),
         )
-        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&context))
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile stream");
             }
-        })
-        .await;
+        });
+    // Not kube-runtime's graceful shutdown: it waits for its watches, and a watch backing off
+    // (the CRD not installed yet, the API down) kept it from ever ending. Reconciles are short
+    // and idempotent, so dropping one mid-way only means the next controller does it again.
+    tokio::select! {
+        () = reconciling => {}
+        () = shutdown => {}
+    }
+    tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
     let workers: Vec<WorkerHandle> = context
         .workers
