@@ -233,3 +233,58 @@ async fn a_restarted_controller_resumes_the_canary_from_status() {
     );
     c.down().await;
 }
+
+/// `kubectl switchback promote` during a long bake: the controller acts on the request, says so
+/// in `status.handledRequest` (so `--wait` returns), and the target becomes stable on every pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_request_is_acted_on_and_acknowledged() {
+    let Some(mut c) = Cluster::up(100, &["edge-0", "edge-1"]).await else {
+        return;
+    };
+    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 10m\n    maxBake: 20m\n")
+        .await;
+    c.start_controller().await;
+    c.wait_condition("Ready").await;
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    c.wait_for("proxyrollout/edge", "{.status.phase}", |p| p == "Canary")
+        .await;
+
+    let out = tokio::process::Command::new(switchback_tests::bin::switchback_bin())
+        .args([
+            "plugin",
+            "promote",
+            "edge",
+            "-n",
+            "edge",
+            "--timeout",
+            "60s",
+        ])
+        .env("KUBECONFIG", c.k.server.kubeconfig_path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run switchback plugin");
+    assert!(
+        out.status.success(),
+        "promote --wait: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let annotation = c
+        .jsonpath(
+            "proxyrollout/edge",
+            "{.metadata.annotations.switchback\\.dev/request}",
+        )
+        .await;
+    let handled = c
+        .jsonpath("proxyrollout/edge", "{.status.handledRequest}")
+        .await;
+    assert!(
+        !handled.is_empty() && annotation.contains(&handled),
+        "acknowledged: {handled} in {annotation}"
+    );
+    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
+        .await;
+    c.wait_condition("Ready").await;
+    c.down().await;
+}

@@ -323,6 +323,7 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
         && worker.generation == generation
         && worker.is_running()
     {
+        worker.update(Arc::clone(&object));
         worker.poke();
         return Ok(Action::requeue(ctx.options.resync));
     }

@@ -19,6 +19,7 @@ use super::bundle_store;
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::marks::PodMarks;
 use super::metrics::{ErrorCategory, Metrics};
+use super::request;
 use super::status::to_status;
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
 use crate::render::{self, Bundle, Digest};
@@ -65,6 +66,7 @@ pub struct WorkerHandle {
     /// The spec generation it runs.
     pub generation: i64,
     poke: Arc<Notify>,
+    latest: watch::Sender<Arc<ProxyRollout>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<Checkpoint>>,
 }
@@ -75,13 +77,21 @@ impl WorkerHandle {
         let generation = setup.rollout.metadata.generation.unwrap_or(0);
         let poke = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(setup, Arc::clone(&poke), stopped));
+        let (latest, seen) = watch::channel(Arc::clone(&setup.rollout));
+        let task = tokio::spawn(run(setup, Arc::clone(&poke), seen, stopped));
         WorkerHandle {
             generation,
             poke,
+            latest,
             stop,
             task,
         }
+    }
+
+    /// The object changed without a new generation (annotations: a `kubectl switchback`
+    /// request; status): the worker reads requests from the newest copy.
+    pub fn update(&self, object: Arc<ProxyRollout>) {
+        self.latest.send_replace(object);
     }
 
     /// Something it watches changed (a pod, the object): read the pods now.
@@ -110,6 +120,7 @@ impl WorkerHandle {
 async fn run(
     setup: WorkerSetup,
     poke: Arc<Notify>,
+    latest: watch::Receiver<Arc<ProxyRollout>>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Checkpoint> {
     let WorkerSetup {
@@ -162,12 +173,26 @@ async fn run(
     let mut written: Option<ProxyRolloutStatus> = object.status.clone();
     let mut next_fetch = tokio::time::Instant::now();
     let mut last_source_error: Option<String> = None;
-    let handled = object
+    let mut handled = object
         .status
         .as_ref()
         .and_then(|s| s.handled_request.clone());
     loop {
-        if !object.spec.suspend && tokio::time::Instant::now() >= next_fetch {
+        let current = Arc::clone(&latest.borrow());
+        if let Some(id) = act_on_request(&current, handled.as_deref(), &mut runner) {
+            if let Err(message) = &id.1 {
+                publish(
+                    &recorder,
+                    &reference,
+                    EventType::Warning,
+                    "RequestRejected",
+                    message,
+                )
+                .await;
+            }
+            handled = Some(id.0);
+        }
+        if !current.spec.suspend && tokio::time::Instant::now() >= next_fetch {
             next_fetch = tokio::time::Instant::now() + jittered(interval);
             let fetching = std::time::Instant::now();
             let read = read(&source, &object).await;
@@ -219,6 +244,44 @@ async fn run(
             }
         }
         marks.sync(runner.rollout().fleet()).await;
+    }
+}
+
+/// Hands a `kubectl switchback` request the controller has not acted on to the engine. Returns
+/// the request's id (to write as `status.handledRequest`) and, for a request that cannot be read,
+/// why (for a Warning Event). A request without a readable id cannot be acknowledged; it is
+/// logged and left for a person to overwrite.
+fn act_on_request<F: crate::fleet::Fleet>(
+    object: &ProxyRollout,
+    handled: Option<&str>,
+    runner: &mut Runner<F>,
+) -> Option<(String, Result<(), String>)> {
+    let text = object
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(request::ANNOTATION)?;
+    match request::Request::parse(text) {
+        Ok(req) if Some(req.id.as_str()) == handled => None,
+        Ok(req) => {
+            let outcome = match req.verb() {
+                Ok(verb) => {
+                    tracing::info!(id = %req.id, by = %req.by, ?verb, "acting on a request");
+                    runner.request(verb, &req.by, &req.id);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            Some((req.id, outcome))
+        }
+        Err(e) => match e.id() {
+            Some(id) if Some(id) == handled => None,
+            Some(id) => Some((id.to_string(), Err(e.to_string()))),
+            None => {
+                tracing::warn!(error = %e, "a request without an id cannot be acknowledged");
+                None
+            }
+        },
     }
 }
 

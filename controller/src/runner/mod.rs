@@ -254,6 +254,16 @@ impl<F: Fleet> Runner<F> {
         self.handle(event);
     }
 
+    /// A person's verb with the id of the request that carried it: the machine acts on each id
+    /// once, however often it is delivered.
+    pub fn request(&mut self, verb: Verb, by: &str, id: &str) {
+        self.handle(Event::Manual {
+            verb,
+            by: by.to_string(),
+            request: id.to_string(),
+        });
+    }
+
     /// A person's verb (pause, promote, abort, rollback-to, retry).
     pub fn manual(&mut self, verb: Verb, by: &str) {
         let request = format!("{verb:?}");
