@@ -147,6 +147,11 @@ impl Cluster {
         }
     }
 
+    /// Environment a `switchback controller` process needs to drive these pods.
+    pub fn controller_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Starts the controller in-process.
     pub async fn start_controller(&mut self) {
         let client = self.k.server.client().await;

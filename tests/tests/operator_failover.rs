@@ -1,0 +1,122 @@
+//! Two `switchback controller --leader-elect` processes against the test API server, real pods
+//! (the process kubelet) and a real git repository: the leader is SIGKILLed mid-canary, the
+//! standby takes the Lease once it expires, resumes the canary from status and finishes it, and no
+//! pod is ever told a digest other than the stable or the target one.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use switchback_tests::bin::switchback_bin;
+use switchback_tests::operator_fixture::Cluster;
+use tokio::process::{Child, Command};
+
+fn replica(c: &Cluster, identity: &str) -> Child {
+    Command::new(switchback_bin())
+        .args([
+            "controller",
+            "--leader-elect",
+            "--lease-identity",
+            identity,
+            "--lease-namespace",
+            "edge",
+            "--namespace",
+            "edge",
+        ])
+        .arg("--cache-dir")
+        .arg(c.tmp.path().join(identity))
+        .env("KUBECONFIG", c.k.server.kubeconfig_path())
+        .envs(c.controller_env())
+        .env("SWITCHBACK_LOG", "switchback=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchback controller")
+}
+
+async fn holder(client: &kube::Client) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "edge");
+    api.get_opt("switchback-controller")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
+    let Some(c) = Cluster::up(101, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    // Every desired digest any pod is ever given, from the API server's own change stream.
+    let told: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let (_, mut changes) = c.k.server.list_and_subscribe("", "pods");
+    let seen = Arc::clone(&told);
+    let recorder = tokio::spawn(async move {
+        while let Ok(change) = changes.recv().await {
+            if let Some(d) =
+                change.object["metadata"]["annotations"]["switchback.dev/desired-digest"].as_str()
+                && let Ok(mut told) = seen.lock()
+            {
+                told.insert(d.to_string());
+            }
+        }
+    });
+
+    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 4s\n    onInconclusive: Promote\n")
+        .await;
+    let mut a = replica(&c, "replica-a");
+    let mut b = replica(&c, "replica-b");
+    c.wait_condition("Ready").await;
+    let v0 = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    c.wait_for("proxyrollout/edge", "{.status.phase}", |p| p == "Canary")
+        .await;
+    let client = c.k.server.client().await;
+    let leader = holder(&client).await.expect("a lease holder");
+    let (killed, survivor) = if leader == "replica-a" {
+        (&mut a, "replica-b")
+    } else {
+        (&mut b, "replica-a")
+    };
+    killed.start_kill().expect("SIGKILL the leader");
+    let _ = killed.wait().await;
+
+    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
+        .await;
+    c.wait_condition("Ready").await;
+    assert_eq!(
+        holder(&client).await.as_deref(),
+        Some(survivor),
+        "the standby holds the lease"
+    );
+    let v1_digest = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+    let desired = c
+        .jsonpath(
+            "pods",
+            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
+        )
+        .await;
+    assert!(
+        desired.split_whitespace().all(|d| d == v1_digest),
+        "every pod on the promoted commit: {desired}"
+    );
+    recorder.abort();
+    let told = told.lock().map(|t| t.clone()).unwrap_or_default();
+    assert_eq!(
+        told,
+        BTreeSet::from([v0, v1_digest]),
+        "no pod was ever told anything but the stable and the target digest"
+    );
+    drop((a, b));
+    c.down().await;
+}
