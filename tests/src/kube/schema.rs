@@ -1,5 +1,5 @@
 //! Validation of custom resources against their CRD's `openAPIV3Schema`: types, required,
-//! enum, minimum/maximum, minLength/maxLength, items and properties. `pattern` and
+//! enum, minimum/maximum, minLength/maxLength, pattern, items and properties.
 //! `x-kubernetes-validations` (CEL) are not checked.
 
 use serde_json::Value;
@@ -98,6 +98,15 @@ fn check(schema: &Value, v: &Value, path: &str) -> Option<(String, String)> {
         }
         if let Some(max) = schema["maxLength"].as_u64().filter(|m| len > *m) {
             return invalid(format!("{path} in body should be at most {max} chars long"));
+        }
+        // The API server's patterns are Go RE2; the regex crate's syntax is the same for the
+        // patterns CRDs use. A pattern that does not compile is not checked (the real server
+        // refuses such a CRD when it is created).
+        if let Some(pattern) = schema["pattern"].as_str()
+            && let Ok(re) = regex::Regex::new(pattern)
+            && !re.is_match(s)
+        {
+            return invalid(format!("{path} in body should match '{pattern}'"));
         }
     }
     match v {
