@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test lint demo validate-example bench fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint demo validate-example bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ test: tools ## The whole suite, as CI runs it: fmt, clippy, every test (real ngi
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+
+test-real-cluster: tools-kubectl ## The operator against the cluster KUBECONFIG names (creates and deletes one namespace)
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to a cluster you may write to"; exit 2; }
+	SWITCHBACK_REAL_CLUSTER=1 $(CARGO) test -p switchback-tests --test real_cluster -- --ignored --nocapture
 
 demo: tools-apt ## The main job: replay the outage with real nginx pods, real git and real traffic
 	$(CARGO) build --bin switchback
