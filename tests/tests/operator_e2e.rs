@@ -133,6 +133,36 @@ async fn an_invalid_commit_never_reaches_a_pod_and_status_names_file_line_and_ru
         desired.split_whitespace().all(|d| d == stable),
         "every pod still told only the stable digest: {desired}"
     );
+
+    // A commit that does not even render: Stalled names the template, line and rule.
+    std::fs::remove_file(c.repo.join("nginx.conf")).expect("rm");
+    std::fs::write(
+        c.repo.join("nginx.conf.j2"),
+        "events {}\nhttp {\n    server { listen 8080; return 200 \"{{ greeting }}\"; }\n}\n",
+    )
+    .expect("write");
+    switchback_tests::git_fixture::git_cli(&c.repo, &["add", "-A"]);
+    switchback_tests::git_fixture::git_cli(&c.repo, &["commit", "-q", "-m", "template"]);
+    let stalled = c
+        .wait_for(
+            "proxyrollout/edge",
+            "{.status.conditions[?(@.type==\"Stalled\")].message}",
+            |m| m.contains("does not render"),
+        )
+        .await;
+    assert!(
+        stalled.contains("nginx.conf.j2:3:")
+            && stalled.contains("SB010")
+            && stalled.contains("greeting"),
+        "Stalled names template, line, rule and variable: {stalled}"
+    );
+    let reason = c
+        .jsonpath(
+            "proxyrollout/edge",
+            "{.status.conditions[?(@.type==\"Stalled\")].reason}",
+        )
+        .await;
+    assert_eq!(reason, "SourceFailed");
     c.down().await;
 }
 

@@ -236,6 +236,9 @@ async fn run(
             jiff::Timestamp::now(),
         );
         status.handled_request.clone_from(&handled);
+        if let Some(message) = &last_source_error {
+            source_stalled(&mut status, written.as_ref(), message);
+        }
         status.engine = serde_json::to_value(runner.rollout()).ok();
         if written.as_ref() != Some(&status) {
             match write_status(&api, &name, &status).await {
@@ -245,6 +248,31 @@ async fn run(
         }
         marks.sync(runner.rollout().fleet()).await;
     }
+}
+
+/// A source that keeps failing (git unreachable, credentials refused, a commit that does not
+/// render) is `Stalled=True` with reason `SourceFailed`, so `kubectl wait` and alerts see it; the
+/// engine's own view (which knows nothing of the source) would say all is well.
+fn source_stalled(
+    status: &mut ProxyRolloutStatus,
+    previous: Option<&ProxyRolloutStatus>,
+    message: &str,
+) {
+    let Some(stalled) = status.conditions.iter_mut().find(|c| c.type_ == "Stalled") else {
+        return;
+    };
+    if stalled.status != "True" {
+        stalled.last_transition_time = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Stalled"))
+            .filter(|c| c.status == "True")
+            .map_or_else(
+                || jiff::Timestamp::now().to_string(),
+                |c| c.last_transition_time.clone(),
+            );
+    }
+    stalled.status = "True".to_string();
+    stalled.reason = "SourceFailed".to_string();
+    stalled.message = message.chars().take(1000).collect();
 }
 
 /// Hands a `kubectl switchback` request the controller has not acted on to the engine. Returns
