@@ -26,6 +26,7 @@ pub mod nginx;
 mod probe;
 mod state;
 mod supervise;
+pub mod token;
 pub mod wire;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ use tracing::Instrument;
 
 pub use client::{AgentClient, ClientError};
 pub use config::{AgentArgs, AgentConfig, ProbeSpec, Timeouts};
+pub use token::Token;
 pub use wire::{AgentState, ApplyOutcome, ApplyRequest, ApplyStep};
 
 use crate::validate::sandbox::Nginx;
