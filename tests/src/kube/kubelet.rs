@@ -246,6 +246,10 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
         entry: switchback::validate::DEFAULT_ENTRY.to_string(),
         external_nginx: false,
         pin_listen: Some(ip),
+        kubernetes: false,
+        pod_name: None,
+        pod_namespace: None,
+        token_file: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let (ended_tx, ended) = watch::channel(false);
