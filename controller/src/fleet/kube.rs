@@ -30,7 +30,13 @@ pub struct KubeFleet {
     namespace: String,
     selector: String,
     agent_port: u16,
+    #[expect(
+        dead_code,
+        reason = "agents in Kubernetes mode take the entry from their --entry flag; kept while \
+                  this fleet's construction is being rewritten"
+    )]
     entry: String,
+    agent_token: Option<crate::agent::Token>,
 }
 
 impl KubeFleet {
@@ -55,7 +61,14 @@ impl KubeFleet {
                 .join(","),
             agent_port,
             entry: entry.to_string(),
+            agent_token: None,
         }
+    }
+
+    /// The bearer token of the pods' agents (Kubernetes mode): sent with every nudge and read.
+    pub fn with_agent_token(mut self, token: crate::agent::Token) -> Self {
+        self.agent_token = Some(token);
+        self
     }
 
     async fn agent(&self, pod: &str) -> Result<AgentClient, FleetError> {
@@ -76,6 +89,7 @@ impl KubeFleet {
             .parse()
             .map_err(|e| unreachable(format!("pod IP {ip:?}: {e}")))?;
         AgentClient::new(std::net::SocketAddr::new(ip, self.agent_port))
+            .map(|c| c.with_token(self.agent_token.clone()))
             .map_err(|e| unreachable(e.to_string()))
     }
 
@@ -122,10 +136,14 @@ impl Fleet for KubeFleet {
         if let Err(e) = self.store(bundle).await {
             return Ok(ApplyResult::Failed(format!("storing the bundle: {e}")));
         }
+        // The annotation is the durable record (a restarted agent or controller reads it back);
+        // the nudge only makes the agent act now. The agent fetches and verifies the bundle
+        // itself: no config travels to the pod IP.
         let patch = serde_json::json!({
             "metadata": {"annotations": {
                 DESIRED_ANNOTATION: bundle.digest().to_string(),
                 COMMIT_ANNOTATION: commit,
+                crate::agent::kube::ROLLOUT_ANNOTATION: self.rollout,
             }}
         });
         self.pods
@@ -136,7 +154,14 @@ impl Fleet for KubeFleet {
                 message: e.to_string(),
             })?;
         let agent = self.agent(pod).await?;
-        super::apply_via(&agent, pod, bundle, commit, &self.entry).await
+        agent
+            .nudge(bundle.digest(), commit)
+            .await
+            .map(ApplyResult::from)
+            .map_err(|e| FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            })
     }
 
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
