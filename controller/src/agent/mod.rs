@@ -12,6 +12,10 @@
 //!
 //! `manage_nginx` (local mode) makes the agent start, restart and stop nginx itself; without it
 //! (pod mode) the agent signals the master it finds through the pid file.
+//!
+//! In Kubernetes mode ([`kube`], `docs/agent-kubernetes.md`) no bundle comes over HTTP: the agent
+//! learns the digest from nudges and its Pod's annotation, fetches the ConfigMaps and checks the
+//! digest itself, and its API wants the bearer token ([`token`]).
 
 pub mod api;
 mod apply;
