@@ -1,7 +1,8 @@
 //! The agent in Kubernetes mode against the in-repo API server, real kubectl and real nginx (the
 //! process kubelet runs each Pod's agent in Kubernetes mode): nudges need the token, content that
 //! does not hash to its digest is refused while the old config keeps serving, and an agent learns
-//! its digest from its Pod's annotation at start and through the watch, with no nudge at all.
+//! its digest (and the bundle's entry file) from its Pod's annotation at start and through the
+//! watch, with no nudge at all.
 //! Pods live on 127.0.95.x.
 
 use std::collections::BTreeMap;
@@ -19,16 +20,18 @@ use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::kube::kubectl::Kubectl;
 use switchback_tests::kube::kubelet::{AGENT_PORT, KubeletOptions, NGINX_PORT, ProcessKubelet};
 
-const ROLLOUT_ANNOTATION: &str = switchback::agent::kube::ROLLOUT_ANNOTATION;
+use switchback::agent::kube::{ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 
 fn bundle(body: &str) -> Bundle {
+    bundle_at("nginx.conf", body)
+}
+
+/// A bundle whose one file, `entry`, answers `body` on `/`.
+fn bundle_at(entry: &str, body: &str) -> Bundle {
     let conf = format!(
         "events {{}}\nhttp {{\n    server {{\n        listen 8080;\n        location / {{ return 200 \"{body}\\n\"; }}\n    }}\n}}\n"
     );
-    Bundle::new(BTreeMap::from([(
-        "nginx.conf".to_string(),
-        conf.into_bytes(),
-    )]))
+    Bundle::new(BTreeMap::from([(entry.to_string(), conf.into_bytes())]))
 }
 
 /// A Pod manifest; `annotations` become `metadata.annotations`.
@@ -277,7 +280,8 @@ async fn an_agent_follows_its_pods_annotation_without_any_nudge() {
     let kubelet = ProcessKubelet::start(&k.server, options).expect("kubelet");
     k.ok(&["create", "namespace", "shop"]).await;
     let client = k.server.client().await;
-    let (b1, b2) = (bundle("w1"), bundle("w2"));
+    // The rollout's entry is not the agent's default `nginx.conf`: the annotation names it.
+    let (b1, b2) = (bundle_at("main.conf", "w1"), bundle_at("main.conf", "w2"));
     for b in [&b1, &b2] {
         let maps = bundle_store::to_configmaps("shop", "shop", None, b).expect("to ConfigMaps");
         store(&client, "shop", maps).await;
@@ -290,6 +294,7 @@ async fn an_agent_follows_its_pods_annotation_without_any_nudge() {
             (DESIRED_ANNOTATION, b1.digest().to_string()),
             (COMMIT_ANNOTATION, "c1".to_string()),
             (ROLLOUT_ANNOTATION, "shop".to_string()),
+            (ENTRY_ANNOTATION, "main.conf".to_string()),
         ],
     );
     let ip = start_pod(&k, "web", "shop", &yaml).await;

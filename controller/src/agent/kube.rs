@@ -38,6 +38,9 @@ use crate::render::{Bundle, Digest};
 /// (`<rollout>-<12 hex>[-p<n>]`, [`bundle_store::part_name`]). The controller writes it with the
 /// desired digest; with it the agent finds a bundle by name, so it needs only `get` on ConfigMaps.
 pub const ROLLOUT_ANNOTATION: &str = "switchback.dev/rollout";
+/// The annotation naming the bundle's main file (nginx's `-c`, the rollout's `render.entry`);
+/// without it the agent's `--entry` holds.
+pub const ENTRY_ANNOTATION: &str = "switchback.dev/entry";
 
 /// Why the agent could not learn or fetch what to serve. Each names the object it is about.
 #[derive(Debug, thiserror::Error)]
@@ -179,14 +182,16 @@ impl PodSource {
             })
     }
 
-    /// The rollout named on the Pod now (a fresh read: a nudge may come right after the
-    /// controller's first annotation).
-    async fn rollout(&self) -> Result<String, KubeAgentError> {
+    /// The rollout and entry named on the Pod now (a fresh read: a nudge may come right after
+    /// the controller's first annotation). Without an entry annotation, `--entry` holds.
+    async fn target(&self) -> Result<(String, String), KubeAgentError> {
         let pod = self.get_pod().await?;
-        rollout_of(&pod).ok_or_else(|| KubeAgentError::NoRollout {
+        let rollout = rollout_of(&pod).ok_or_else(|| KubeAgentError::NoRollout {
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
-        })
+        })?;
+        let entry = annotation(&pod, ENTRY_ANNOTATION).unwrap_or(&self.entry);
+        Ok((rollout, entry.to_string()))
     }
 
     /// Reads the bundle `digest` of `rollout` by name (part 0, then as many parts as its manifest
@@ -290,19 +295,24 @@ async fn fetch_and_apply(
     via: &'static str,
 ) -> (ApplyOutcome, bool) {
     let mut transient = false;
-    let fetched = async {
-        let result: Result<Bundle, KubeAgentError> = async {
-            let rollout = source.rollout().await?;
-            source.fetch_retrying(&rollout, &digest).await
-        }
-        .await;
-        result.map_err(|e| {
-            transient = e.is_transient();
-            tracing::warn!(error = %e, "cannot fetch the bundle; nginx keeps what it serves");
-            (e.step(), e.to_string())
-        }) as StepResult<Bundle>
+    let mut fail = |e: KubeAgentError| {
+        transient = e.is_transient();
+        tracing::warn!(error = %e, "cannot fetch the bundle; nginx keeps what it serves");
+        (e.step(), e.to_string())
     };
-    let outcome = apply::apply_checked(shared, digest, commit, &source.entry, fetched).await;
+    let target = source.target().await;
+    let entry = match &target {
+        Ok((_, entry)) => entry.clone(),
+        Err(_) => source.entry.clone(),
+    };
+    let fetched = async {
+        let result = match target {
+            Ok((rollout, _)) => source.fetch_retrying(&rollout, &digest).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(&mut fail) as StepResult<Bundle>
+    };
+    let outcome = apply::apply_checked(shared, digest, commit, &entry, fetched).await;
     (outcome, transient)
 }
 

@@ -30,11 +30,6 @@ pub struct KubeFleet {
     namespace: String,
     selector: String,
     agent_port: u16,
-    #[expect(
-        dead_code,
-        reason = "agents in Kubernetes mode take the entry from their --entry flag; kept while \
-                  this fleet's construction is being rewritten"
-    )]
     entry: String,
     agent_token: Option<crate::agent::Token>,
 }
@@ -144,6 +139,7 @@ impl Fleet for KubeFleet {
                 DESIRED_ANNOTATION: bundle.digest().to_string(),
                 COMMIT_ANNOTATION: commit,
                 crate::agent::kube::ROLLOUT_ANNOTATION: self.rollout,
+                crate::agent::kube::ENTRY_ANNOTATION: self.entry,
             }}
         });
         self.pods
