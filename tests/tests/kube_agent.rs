@@ -260,7 +260,7 @@ async fn nudges_need_the_token_and_content_matching_the_digest() {
     assert_eq!(annotated.trim(), b1.digest().to_string());
     let outcome = authed.nudge(b2.digest(), "c2").await.expect("nudge");
     assert!(outcome.is_applied(), "{outcome:?}");
-    assert_eq!(page(&http, ip).await, "v2\n");
+    until_serves(&http, ip, "v2\n").await;
 
     drop(fleet);
     let errors = kubelet.stop().await;
@@ -310,8 +310,16 @@ async fn an_agent_follows_its_pods_annotation_without_any_nudge() {
     let agent = AgentClient::new(SocketAddr::new(ip, AGENT_PORT))
         .expect("client")
         .with_token(kubelet.agent_token());
+    // nginx serves w2 once reloaded; the agent records the apply a moment later (persist).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while applied(&agent).await != Some(b2.digest()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent does not report w2 applied after 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let state = agent.state().await.expect("state");
-    assert_eq!(state.applied.map(|r| r.digest), Some(b2.digest()));
     assert_eq!(state.desired.map(|r| r.digest), Some(b2.digest()));
     let errors = kubelet.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
