@@ -174,6 +174,7 @@ impl Site {
             timeouts: Timeouts::default(),
             max_request_bytes: 16 * 1024 * 1024,
             crash_at: None,
+            kubernetes: None,
         }
     }
 }

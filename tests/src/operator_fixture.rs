@@ -143,13 +143,22 @@ impl Cluster {
     pub fn controller_options(&self) -> ControllerOptions {
         ControllerOptions {
             namespace: Some("edge".to_string()),
+            agent_token: self.kubelet.as_ref().map(ProcessKubelet::agent_token),
             ..ControllerOptions::new(self.tmp.path().join("cache"))
         }
     }
 
     /// Environment a `switchback controller` process needs to drive these pods.
     pub fn controller_env(&self) -> Vec<(String, String)> {
-        Vec::new()
+        self.kubelet
+            .as_ref()
+            .map(|k| {
+                vec![(
+                    "SWITCHBACK_AGENT_TOKEN".to_string(),
+                    k.agent_token().expose().to_string(),
+                )]
+            })
+            .unwrap_or_default()
     }
 
     /// Starts the controller in-process.

@@ -1,7 +1,8 @@
 //! The Kubernetes fleet against the in-repo API server, with real kubectl creating the pods and
 //! the process kubelet running each as a real nginx + agent: the runner rolls a revision out and
 //! rolls back one whose upstream is dead, on probe evidence alone. Bundles land in ConfigMaps and
-//! the desired digest on each pod.
+//! the desired digest on each pod; the agents run in Kubernetes mode, so every change reaches
+//! them as a nudge, and they fetch and verify the bundle themselves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,14 +69,10 @@ async fn a_dead_upstream_is_rolled_back_on_every_kubernetes_pod() {
 
     let client = k.server.client().await;
     let selector = BTreeMap::from([("app".to_string(), "edge".to_string())]);
-    let fleet = Arc::new(KubeFleet::new(
-        client,
-        "edge",
-        "edge",
-        &selector,
-        9180,
-        "nginx.conf",
-    ));
+    let fleet = Arc::new(
+        KubeFleet::new(client, "edge", "edge", &selector, 9180, "nginx.conf")
+            .with_agent_token(kubelet.agent_token()),
+    );
     assert_eq!(
         fleet.pods().await.expect("pods"),
         ["edge-0", "edge-1", "edge-2"]

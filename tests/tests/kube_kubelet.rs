@@ -105,6 +105,17 @@ async fn applied_pod_runs_an_agent_until_deleted() {
         .expect("http client");
     let url = format!("http://{ip}:{AGENT_PORT}/healthz");
     assert!(healthz(&client, &url).await, "agent answers {url}");
+    // The agent runs in Kubernetes mode: its state is for holders of the kubelet's token only.
+    let state = format!("http://{ip}:{AGENT_PORT}/v1/state");
+    let anonymous = client.get(&state).send().await.expect("state answers");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let authed = client
+        .get(&state)
+        .bearer_auth(kubelet.agent_token().expose())
+        .send()
+        .await
+        .expect("state answers");
+    assert_eq!(authed.status().as_u16(), 200);
     let page = format!("http://{ip}:{NGINX_PORT}/");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

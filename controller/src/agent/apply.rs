@@ -18,7 +18,8 @@ use super::nginx::Master;
 use super::state::{Core, Shared, lock};
 use super::wire::{ApplyOutcome, ApplyRequest, ApplyStep, LastApply, Revision};
 
-type StepResult<T> = Result<T, (ApplyStep, String)>;
+/// A step's result: on failure, the step and why.
+pub type StepResult<T> = Result<T, (ApplyStep, String)>;
 
 /// Decodes and checks an apply request: base64, plain paths, the entry, and the digest, before
 /// anything touches the disk.
@@ -38,29 +39,60 @@ pub fn decode(req: &ApplyRequest) -> StepResult<Bundle> {
             req.digest
         )));
     }
-    checked_rel(&req.entry).map_err(|e| fail(format!("entry: {e}")))?;
-    if bundle.get(&req.entry).is_none() {
-        return Err(fail(format!(
-            "entry {:?} is not a file of the bundle",
-            req.entry
-        )));
-    }
+    check_entry(&bundle, &req.entry)?;
     Ok(bundle)
+}
+
+/// Checks that `entry` is a plain relative path naming a file of `bundle`.
+fn check_entry(bundle: &Bundle, entry: &str) -> StepResult<()> {
+    let fail = |why: String| (ApplyStep::Verify, why);
+    checked_rel(entry).map_err(|e| fail(format!("entry: {e}")))?;
+    if bundle.get(entry).is_none() {
+        return Err(fail(format!("entry {entry:?} is not a file of the bundle")));
+    }
+    Ok(())
 }
 
 /// Applies a request: decodes it, then runs [`apply_bundle`].
 pub async fn apply(shared: &Arc<Shared>, req: ApplyRequest) -> ApplyOutcome {
+    let decoded = decode(&req);
+    apply_checked(shared, req.digest, &req.commit, &req.entry, async {
+        decoded
+    })
+    .await
+}
+
+/// The one apply path of both modes: records `digest` as desired, waits for `bundle` (decoded
+/// from a request, or fetched from ConfigMaps and checked against the digest in Kubernetes
+/// mode), checks the entry, runs [`apply_bundle`] and records the outcome. `bundle` is a future
+/// so that the desired digest shows in `/v1/state` while a fetch is under way.
+pub async fn apply_checked(
+    shared: &Arc<Shared>,
+    digest: Digest,
+    commit: &str,
+    entry: &str,
+    bundle: impl std::future::Future<Output = StepResult<Bundle>>,
+) -> ApplyOutcome {
     let started = Instant::now();
     {
         let mut s = lock(&shared.status);
         s.desired = Some(Revision {
-            digest: req.digest,
-            commit: req.commit.clone(),
+            digest,
+            commit: commit.to_string(),
         });
     }
-    let outcome = match decode(&req) {
-        Ok(bundle) => apply_bundle(shared, bundle, &req.commit, &req.entry).await,
-        Err((step, reason)) => failed(req.digest, step, reason),
+    let checked = bundle.await.and_then(|b| {
+        if b.digest() != digest {
+            return Err((
+                ApplyStep::Verify,
+                format!("the files have digest {}, not {digest}", b.digest()),
+            ));
+        }
+        check_entry(&b, entry).map(|()| b)
+    });
+    let outcome = match checked {
+        Ok(bundle) => apply_bundle(shared, bundle, commit, entry).await,
+        Err((step, reason)) => failed(digest, step, reason),
     };
     record(shared, &outcome, started);
     outcome

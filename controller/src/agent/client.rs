@@ -1,13 +1,16 @@
 //! The controller's (and the local fleet's) side of the agent API: typed calls over the same
-//! [`super::wire`] types the server uses.
+//! [`super::wire`] types the server uses. For agents in Kubernetes mode the client carries the
+//! bearer token ([`AgentClient::with_token`]) and nudges ([`AgentClient::nudge`]) instead of
+//! posting bundles.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::render::Bundle;
+use crate::render::{Bundle, Digest};
 
 use super::base64;
-use super::wire::{AgentState, ApplyOutcome, ApplyRequest};
+use super::token::Token;
+use super::wire::{AgentState, ApplyOutcome, ApplyRequest, NudgeRequest};
 
 /// Why a call to an agent failed. An apply the agent refused is not an error: it is an
 /// [`ApplyOutcome::ApplyFailed`].
@@ -40,6 +43,7 @@ pub struct AgentClient {
     addr: SocketAddr,
     http: reqwest::Client,
     apply_timeout: Duration,
+    token: Option<Token>,
 }
 
 /// Builds the body of `POST /v1/apply` for a bundle.
@@ -70,7 +74,15 @@ impl AgentClient {
             addr,
             http,
             apply_timeout: Duration::from_secs(120),
+            token: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every call, as agents in Kubernetes mode
+    /// require (`None` sends none, for agents in local mode).
+    pub fn with_token(mut self, token: impl Into<Option<Token>>) -> Self {
+        self.token = token.into();
+        self
     }
 
     /// Bounds one apply call (default 120 s: an apply may queue behind another and waits for
@@ -89,6 +101,15 @@ impl AgentClient {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A request to `path`, carrying the token when there is one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        }
+    }
+
     fn http_err(&self) -> impl FnOnce(reqwest::Error) -> ClientError + '_ {
         move |source| ClientError::Http {
             addr: self.addr,
@@ -99,8 +120,7 @@ impl AgentClient {
     /// `GET /healthz`.
     pub async fn healthz(&self) -> Result<(), ClientError> {
         let resp = self
-            .http
-            .get(self.url("/healthz"))
+            .request(reqwest::Method::GET, "/healthz")
             .send()
             .await
             .map_err(self.http_err())?;
@@ -110,8 +130,7 @@ impl AgentClient {
     /// `GET /v1/state`.
     pub async fn state(&self) -> Result<AgentState, ClientError> {
         let resp = self
-            .http
-            .get(self.url("/v1/state"))
+            .request(reqwest::Method::GET, "/v1/state")
             .send()
             .await
             .map_err(self.http_err())?;
@@ -122,8 +141,7 @@ impl AgentClient {
     /// `GET /metrics`.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let resp = self
-            .http
-            .get(self.url("/metrics"))
+            .request(reqwest::Method::GET, "/metrics")
             .send()
             .await
             .map_err(self.http_err())?;
@@ -143,11 +161,29 @@ impl AgentClient {
 
     /// `POST /v1/apply` with a prepared request (tests use it to send tampered ones).
     pub async fn apply_raw(&self, req: &ApplyRequest) -> Result<ApplyOutcome, ClientError> {
+        self.post_for_outcome("/v1/apply", req).await
+    }
+
+    /// `POST /v1/nudge`: tells an agent in Kubernetes mode to fetch `digest` from its ConfigMaps
+    /// and apply it now; resolves with the outcome of that apply.
+    pub async fn nudge(&self, digest: Digest, commit: &str) -> Result<ApplyOutcome, ClientError> {
+        let req = NudgeRequest {
+            digest,
+            commit: commit.to_string(),
+        };
+        self.post_for_outcome("/v1/nudge", &req).await
+    }
+
+    /// Posts `body` and reads an [`ApplyOutcome`] from a 200, 400 or 422 answer.
+    async fn post_for_outcome(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<ApplyOutcome, ClientError> {
         let resp = self
-            .http
-            .post(self.url("/v1/apply"))
+            .request(reqwest::Method::POST, path)
             .timeout(self.apply_timeout)
-            .json(req)
+            .json(body)
             .send()
             .await
             .map_err(self.http_err())?;

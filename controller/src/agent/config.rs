@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::token::Token;
+
 /// Default number of version directories kept (the current and previous-good are always kept).
 pub const DEFAULT_KEEP_VERSIONS: usize = 5;
 /// Highest probe rate per probe; the prober is a health check, not a load generator.
@@ -51,6 +53,34 @@ pub struct AgentArgs {
     /// five nginx processes can each `listen 8080` on their own 127.0.x.y like five pods.
     #[arg(long)]
     pub pin_listen: Option<std::net::IpAddr>,
+    /// Kubernetes mode: learn the desired digest from the controller's nudges and this Pod's
+    /// annotations, fetch the bundle from its ConfigMaps, and refuse bundles over HTTP; every
+    /// endpoint but `/healthz` then wants the bearer token (`docs/agent-kubernetes.md`).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// This Pod's name (Kubernetes mode), from the downward API.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// This Pod's namespace (Kubernetes mode), from the downward API.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// A file holding the API's bearer token (Kubernetes mode), mounted from a Secret; without
+    /// it the token is read from `$SWITCHBACK_AGENT_TOKEN`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// What Kubernetes mode needs: who this Pod is, the API token, and the bundle's entry file.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// This Pod's name (its own Pod is the only one the agent reads).
+    pub pod_name: String,
+    /// This Pod's namespace, where the bundle ConfigMaps live.
+    pub namespace: String,
+    /// The bearer token every endpoint but `/healthz` requires.
+    pub token: Token,
+    /// The main file of the bundles fetched (nginx's `-c`).
+    pub entry: String,
 }
 
 /// One active health check.
@@ -169,6 +199,9 @@ pub struct AgentConfig {
     pub timeouts: Timeouts,
     /// Largest bundle accepted by `POST /v1/apply`, in bytes of JSON.
     pub max_request_bytes: usize,
+    /// Kubernetes mode, when set: bundles come from ConfigMaps named by nudges and the Pod's
+    /// annotations, never over HTTP, and the API wants the token.
+    pub kubernetes: Option<KubeSettings>,
     /// Test hook: the apply stage at which the agent kills itself with `SIGKILL`
     /// (`$SWITCHBACK_AGENT_CRASH_AT`), used by the crash-safety tests.
     pub crash_at: Option<String>,
@@ -196,7 +229,23 @@ impl AgentConfig {
                  agent's own nginx"
             ));
         }
+        let kubernetes = if args.kubernetes {
+            let need = |v: Option<String>, flag: &str, env: &str| {
+                v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                    format!("--kubernetes needs {flag} (or ${env} from the downward API)")
+                })
+            };
+            Some(KubeSettings {
+                pod_name: need(args.pod_name, "--pod-name", "POD_NAME")?,
+                namespace: need(args.pod_namespace, "--pod-namespace", "POD_NAMESPACE")?,
+                token: Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?,
+                entry: args.entry.clone(),
+            })
+        } else {
+            None
+        };
         Ok(AgentConfig {
+            kubernetes,
             state_dir,
             listen: args.listen,
             nginx_listen: args.nginx_listen,
@@ -277,5 +326,57 @@ mod tests {
         .unwrap();
         assert_eq!(ok.probes.len(), 2);
         assert!(ok.manage_nginx);
+        assert!(ok.kubernetes.is_none());
+    }
+
+    #[test]
+    fn kubernetes_mode_needs_the_pod_and_a_token() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        let token = token.display().to_string();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["x", "--state-dir", "/tmp/s", "--kubernetes"];
+            argv.extend_from_slice(extra);
+            AgentConfig::from_args(Cli::try_parse_from(argv).unwrap().agent)
+        };
+        let ok = parse(&[
+            "--pod-name",
+            "p",
+            "--pod-namespace",
+            "n",
+            "--token-file",
+            &token,
+        ])
+        .unwrap();
+        let kube = ok.kubernetes.unwrap();
+        assert_eq!(
+            (kube.pod_name.as_str(), kube.namespace.as_str()),
+            ("p", "n")
+        );
+        assert_eq!(kube.token.expose(), "t0k3n");
+        assert_eq!(kube.entry, "nginx.conf");
+        let missing = dir.path().join("missing").display().to_string();
+        let err = parse(&[
+            "--pod-name",
+            "p",
+            "--pod-namespace",
+            "n",
+            "--token-file",
+            &missing,
+        ])
+        .unwrap_err();
+        assert!(err.contains("missing"), "{err}");
+        // POD_NAME/POD_NAMESPACE are not set under `cargo test`.
+        if std::env::var_os("POD_NAME").is_none() {
+            let err = parse(&["--pod-namespace", "n", "--token-file", &token]).unwrap_err();
+            assert!(err.contains("--pod-name"), "{err}");
+        }
     }
 }

@@ -12,6 +12,10 @@
 //!
 //! `manage_nginx` (local mode) makes the agent start, restart and stop nginx itself; without it
 //! (pod mode) the agent signals the master it finds through the pid file.
+//!
+//! In Kubernetes mode ([`kube`], `docs/agent-kubernetes.md`) no bundle comes over HTTP: the agent
+//! learns the digest from nudges and its Pod's annotation, fetches the ConfigMaps and checks the
+//! digest itself, and its API wants the bearer token ([`token`]).
 
 pub mod api;
 mod apply;
@@ -20,12 +24,14 @@ pub mod client;
 pub mod config;
 pub mod directives;
 pub mod ingest;
+pub mod kube;
 pub mod layout;
 pub mod metrics;
 pub mod nginx;
 mod probe;
 mod state;
 mod supervise;
+pub mod token;
 pub mod wire;
 
 use std::future::Future;
@@ -41,8 +47,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use client::{AgentClient, ClientError};
-pub use config::{AgentArgs, AgentConfig, ProbeSpec, Timeouts};
-pub use wire::{AgentState, ApplyOutcome, ApplyRequest, ApplyStep};
+pub use config::{AgentArgs, AgentConfig, KubeSettings, ProbeSpec, Timeouts};
+pub use token::{Token, TokenError};
+pub use wire::{AgentState, ApplyOutcome, ApplyRequest, ApplyStep, NudgeRequest};
 
 use crate::validate::sandbox::Nginx;
 use layout::Layout;
@@ -87,6 +94,9 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// Kubernetes mode: no client for the API server could be made.
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
     /// The HTTP server stopped with an error.
     #[error("the agent API server failed: {0}")]
     Serve(std::io::Error),
@@ -99,16 +109,47 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<
 }
 
 /// Runs the agent with a prepared configuration until `shutdown` completes, then stops nginx
-/// (local mode), the probes and the API, leaving no process behind.
+/// (local mode), the probes and the API, leaving no process behind. In Kubernetes mode the API
+/// server is reached with the in-cluster (or `$KUBECONFIG`) configuration.
 pub async fn run_with(
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let span = tracing::info_span!("agent", state = %cfg.state_dir.display(), api = %cfg.listen);
-    run_inner(cfg, shutdown).instrument(span).await
+    run_with_client(cfg, None, shutdown).await
 }
 
-async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+/// [`run_with`], with the client Kubernetes mode reads its Pod and ConfigMaps through (tests
+/// point it at their API server); `None` makes one from the environment when needed.
+pub async fn run_with_client(
+    cfg: AgentConfig,
+    client: Option<::kube::Client>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let span = tracing::info_span!("agent", state = %cfg.state_dir.display(), api = %cfg.listen);
+    async move {
+        let source = match &cfg.kubernetes {
+            None => None,
+            Some(settings) => {
+                let client = match client {
+                    Some(c) => c,
+                    None => ::kube::Client::try_default()
+                        .await
+                        .map_err(|e| AgentError::Kube(e.to_string()))?,
+                };
+                Some(Arc::new(kube::PodSource::new(client, settings)))
+            }
+        };
+        run_inner(cfg, source, shutdown).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_inner(
+    cfg: AgentConfig,
+    pod_source: Option<Arc<kube::PodSource>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let layout = Layout::new(cfg.state_dir.clone()).map_err(AgentError::Config)?;
     let explicit = cfg.nginx.clone();
     let binary = tokio::task::spawn_blocking(move || {
@@ -165,6 +206,7 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
         core: tokio::sync::Mutex::new(state::Core::default()),
         probe_token: probe_token(),
         started_at: jiff::Timestamp::now(),
+        pod_source,
         cfg,
     });
     tracing::info!(managed = shared.cfg.manage_nginx, "agent starting");
@@ -187,6 +229,11 @@ async fn run_inner(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Resu
             let outcome = apply::apply_bundle(&shared, bundle, "", &entry).await;
             tracing::info!(?outcome, "initial bundle");
         }
+    }
+
+    if let Some(source) = shared.pod_source.clone() {
+        let follow = kube::follow(Arc::clone(&shared), source, stop_rx.clone());
+        tasks.spawn(follow.in_current_span());
     }
 
     let mut api_stop = stop_rx.clone();

@@ -84,6 +84,8 @@ pub struct Shared {
     pub probe_token: String,
     /// Counter epoch.
     pub started_at: Timestamp,
+    /// Kubernetes mode: the agent's read-only view of its Pod and the bundle ConfigMaps.
+    pub pod_source: Option<std::sync::Arc<super::kube::PodSource>>,
 }
 
 impl Shared {

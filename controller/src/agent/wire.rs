@@ -33,6 +33,18 @@ fn default_entry() -> String {
     crate::validate::DEFAULT_ENTRY.to_string()
 }
 
+/// Body of `POST /v1/nudge` (Kubernetes mode): "apply this digest now". The agent fetches the
+/// bundle from its ConfigMaps and checks the digest itself; the Pod's annotation stays the durable
+/// record of what it should serve, the nudge only makes it act at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NudgeRequest {
+    /// The digest to apply.
+    pub digest: Digest,
+    /// Its commit, for people reading the agent's state.
+    #[serde(default)]
+    pub commit: String,
+}
+
 /// The step of an apply that failed, so the controller can tell a bad bundle (`verify`,
 /// `prepare`, `nginx_test`) from trouble on the proxy (`write`, `reload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +62,8 @@ pub enum ApplyStep {
     Reload,
     /// Persisting the applied record.
     Persist,
+    /// Kubernetes mode: reading the Pod or the bundle's ConfigMaps from the API server.
+    Fetch,
 }
 
 /// The result of one apply, as `POST /v1/apply` returns it and `/v1/state` remembers it.

@@ -38,6 +38,25 @@ pub(crate) struct ControllerArgs {
     /// Serve /healthz, /readyz and /metrics on this address (off when not given).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// The agents' bearer token (a mounted Secret); else $SWITCHBACK_AGENT_TOKEN. Without either,
+    /// the controller reaches only agents that run without one (local mode).
+    #[arg(long)]
+    agent_token_file: Option<PathBuf>,
+}
+
+/// The agents' token from the file or the environment; none at all is allowed (agents in local
+/// mode), a file that cannot be read is an error.
+fn agent_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<switchback::agent::Token>> {
+    match switchback::agent::Token::load(file) {
+        Ok(token) => Ok(Some(token)),
+        Err(switchback::agent::TokenError::Missing) if file.is_none() => {
+            tracing::warn!(
+                "no agent token (--agent-token-file or SWITCHBACK_AGENT_TOKEN): agents in Kubernetes mode will refuse this controller"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
@@ -67,7 +86,7 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         .context("asking the Kubernetes API for its version")?;
     let options = ControllerOptions {
         namespace: args.namespace.clone(),
-        agent_token: std::env::var("SWITCHBACK_AGENT_TOKEN").ok(),
+        agent_token: agent_token(args.agent_token_file.as_deref())?,
         instance: std::env::var("POD_NAME").ok(),
         metrics: metrics.clone(),
         // One replica: ready once its watch caches are filled. Electing: every replica, the

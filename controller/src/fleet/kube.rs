@@ -37,6 +37,7 @@ pub struct KubeFleet {
     owner: Option<OwnerReference>,
     selector_map: BTreeMap<String, String>,
     cache: Option<PodCache>,
+    agent_token: Option<crate::agent::Token>,
 }
 
 impl KubeFleet {
@@ -62,6 +63,7 @@ impl KubeFleet {
             agent_port,
             entry: entry.to_string(),
             owner: None,
+            agent_token: None,
             selector_map: selector.clone(),
             cache: None,
         }
@@ -79,6 +81,13 @@ impl KubeFleet {
     #[must_use]
     pub fn with_owner(mut self, owner: OwnerReference) -> Self {
         self.owner = Some(owner);
+        self
+    }
+
+    /// The bearer token of the pods' agents (Kubernetes mode): sent with every nudge and read.
+    #[must_use]
+    pub fn with_agent_token(mut self, token: crate::agent::Token) -> Self {
+        self.agent_token = Some(token);
         self
     }
 
@@ -107,6 +116,7 @@ impl KubeFleet {
             .parse()
             .map_err(|e| unreachable(format!("pod IP {ip:?}: {e}")))?;
         AgentClient::new(std::net::SocketAddr::new(ip, self.agent_port))
+            .map(|c| c.with_token(self.agent_token.clone()))
             .map_err(|e| unreachable(e.to_string()))
     }
 
@@ -160,10 +170,15 @@ impl Fleet for KubeFleet {
         if let Err(e) = self.store(bundle).await {
             return Ok(ApplyResult::Failed(format!("storing the bundle: {e}")));
         }
+        // The annotation is the durable record (a restarted agent or controller reads it back);
+        // the nudge only makes the agent act now. The agent fetches and verifies the bundle
+        // itself: no config travels to the pod IP.
         let patch = serde_json::json!({
             "metadata": {"annotations": {
                 DESIRED_ANNOTATION: bundle.digest().to_string(),
                 COMMIT_ANNOTATION: commit,
+                crate::agent::kube::ROLLOUT_ANNOTATION: self.rollout,
+                crate::agent::kube::ENTRY_ANNOTATION: self.entry,
             }}
         });
         self.pods
@@ -174,7 +189,14 @@ impl Fleet for KubeFleet {
                 message: e.to_string(),
             })?;
         let agent = self.agent(pod).await?;
-        super::apply_via(&agent, pod, bundle, commit, &self.entry).await
+        agent
+            .nudge(bundle.digest(), commit)
+            .await
+            .map(ApplyResult::from)
+            .map_err(|e| FleetError::Unreachable {
+                pod: pod.to_string(),
+                message: e.to_string(),
+            })
     }
 
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {

@@ -116,6 +116,10 @@ impl LocalFleet {
                 entry: options.entry.clone(),
                 external_nginx: false,
                 pin_listen: Some(ip),
+                kubernetes: false,
+                pod_name: None,
+                pod_namespace: None,
+                token_file: None,
             };
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(agent::run(args, async move {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures::StreamExt;
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -28,6 +28,7 @@ use super::marks::APPLIED_ANNOTATION;
 use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
 use super::spec::{SpecError, go_duration, runner_config};
 use super::worker::{self, WorkerHandle, WorkerSetup};
+use crate::agent::kube::{ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
@@ -89,7 +90,7 @@ pub struct ControllerOptions {
     /// How often every rollout is reconciled even when nothing changed.
     pub resync: Duration,
     /// The bearer token agents require on a nudge (from the Secret both mount).
-    pub agent_token: Option<String>,
+    pub agent_token: Option<crate::agent::Token>,
     /// This replica's name in Events (the pod name in a cluster).
     pub instance: Option<String>,
     /// Where reconciles, errors, rollbacks, phases and git fetches are counted.
@@ -215,11 +216,11 @@ pub async fn run(
 
 /// Pokes the worker of every rollout selecting a pod that changed.
 async fn poke_on_pod_changes(
-    events: impl futures::Stream<Item = Result<Pod, watcher::Error>>,
+    events: impl futures_util::Stream<Item = Result<Pod, watcher::Error>>,
     rollouts: reflector::Store<ProxyRollout>,
     ctx: Arc<Context>,
 ) {
-    futures::pin_mut!(events);
+    futures_util::pin_mut!(events);
     while let Some(event) = events.next().await {
         let pod = match event {
             Ok(pod) => pod,
@@ -367,6 +368,9 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         fleet = fleet.with_owner(owner);
     }
     fleet = fleet.with_cache(ctx.pods.clone());
+    if let Some(token) = &ctx.options.agent_token {
+        fleet = fleet.with_agent_token(token.clone());
+    }
     Ok(WorkerSetup {
         rollout: Arc::clone(object),
         client: ctx.client.clone(),
@@ -419,6 +423,7 @@ async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, Rec
         .join(",");
     let unmark = serde_json::json!({"metadata": {"annotations": {
         DESIRED_ANNOTATION: null, COMMIT_ANNOTATION: null, APPLIED_ANNOTATION: null,
+        ROLLOUT_ANNOTATION: null, ENTRY_ANNOTATION: null,
     }}});
     for pod in pods
         .list(&ListParams::default().labels(&selector))

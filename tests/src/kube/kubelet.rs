@@ -3,6 +3,10 @@
 //! the Pod's IP and readiness through the API's status subresource, as a real kubelet would. This
 //! lets operator and kubectl tests see Pods become Ready and answer on their pod IP without any
 //! container runtime on the machine.
+//!
+//! By default every agent runs in Kubernetes mode, as in a real Pod: it reads its own Pod and the
+//! bundle ConfigMaps through this server with the Pod's name and namespace, and its API wants the
+//! kubelet's token ([`ProcessKubelet::agent_token`]), as if mounted from a Secret.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchback::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec};
+use switchback::agent::{self, AgentArgs, AgentClient, AgentConfig, AgentError, ProbeSpec, Token};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -22,7 +26,7 @@ use super::store::Event;
 pub const AGENT_PORT: u16 = 9180;
 /// The port every pod's nginx listens on.
 pub const NGINX_PORT: u16 = 8080;
-/// Last octets handed out to pods: 10 up to 254.
+/// Last octets handed out to pods: from 10 (or [`KubeletOptions::first_octet`]) up to 254.
 const FIRST_OCTET: u8 = 10;
 const LAST_OCTET: u8 = 254;
 
@@ -32,13 +36,19 @@ pub enum KubeletError {
     /// The state directory for the pods' agents could not be created.
     #[error("creating the process kubelet's state dir: {0}")]
     StateDir(std::io::Error),
+    /// The agents' token could not be made or written.
+    #[error("the agents' token: {0}")]
+    Token(String),
 }
 
 /// Which Pods the kubelet runs and how; tests pick distinct subnets so kubelets never collide.
 #[derive(Debug, Clone)]
 pub struct KubeletOptions {
-    /// Pods get `127.<subnet[0]>.<subnet[1]>.(10 + n)`.
+    /// Pods get `127.<subnet[0]>.<subnet[1]>.(first_octet + n)`.
     pub subnet: [u8; 2],
+    /// The last octet of the first pod's address (10 by default); two kubelets on one subnet
+    /// stay apart by starting far enough from each other.
+    pub first_octet: u8,
     /// The nginx binary; `None` finds it as the agent does.
     pub nginx: Option<PathBuf>,
     /// Active health checks every pod's agent runs.
@@ -51,6 +61,9 @@ pub struct KubeletOptions {
     pub node_name: Option<String>,
     /// Only Pods carrying every one of these labels, when non-empty.
     pub labels: Vec<(String, String)>,
+    /// Run the agents in Kubernetes mode (the default): bundles come from ConfigMaps, the API
+    /// wants the kubelet's token. `false` runs them in local mode (bundles posted over HTTP).
+    pub kubernetes: bool,
 }
 
 impl KubeletOptions {
@@ -58,11 +71,13 @@ impl KubeletOptions {
     pub fn new(subnet: [u8; 2]) -> Self {
         KubeletOptions {
             subnet,
+            first_octet: FIRST_OCTET,
             nginx: None,
             probes: Vec::new(),
             initial_bundle: None,
             node_name: None,
             labels: Vec::new(),
+            kubernetes: true,
         }
     }
 
@@ -85,6 +100,7 @@ pub struct ProcessKubelet {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Vec<String>>>,
     dir: tempfile::TempDir,
+    token: Token,
 }
 
 impl ProcessKubelet {
@@ -95,6 +111,16 @@ impl ProcessKubelet {
             .prefix("sb-kubelet-")
             .tempdir()
             .map_err(KubeletError::StateDir)?;
+        // A fresh token per kubelet, as a Secret would hold; the kernel's random UUID makes it
+        // unguessable, the directory name unique either way.
+        let seed = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap_or_default();
+        let name = dir.path().file_name().unwrap_or_default().to_string_lossy();
+        let text = format!("kubelet-{}-{name}", seed.trim());
+        let token =
+            Token::new(&text, "process kubelet").map_err(|e| KubeletError::Token(e.to_string()))?;
+        let token_file = dir.path().join("agent-token");
+        std::fs::write(&token_file, format!("{text}\n"))
+            .map_err(|e| KubeletError::Token(e.to_string()))?;
         let (initial, rx) = server.list_and_subscribe("", "pods");
         let (stop, stopped) = watch::channel(false);
         let ctx = Ctx {
@@ -103,13 +129,24 @@ impl ProcessKubelet {
             token: server.token().to_string(),
             dir: dir.path().to_path_buf(),
             http: reqwest::Client::new(),
+            kubeconfig: server.kubeconfig_path(),
+            token_file,
+            kube: None,
         };
         let task = tokio::spawn(follow(ctx, initial, rx, stopped));
         Ok(ProcessKubelet {
             stop,
             task: Some(task),
             dir,
+            token,
         })
+    }
+
+    /// The bearer token every pod's agent wants (Kubernetes mode), for controllers
+    /// ([`switchback::fleet::kube::KubeFleet::with_agent_token`]) and tests
+    /// ([`AgentClient::with_token`]).
+    pub fn agent_token(&self) -> Token {
+        self.token.clone()
     }
 
     /// Where the pods' agents keep their state (`<dir>/<namespace>.<name>.<octet>`); nginx
@@ -145,6 +182,12 @@ struct Ctx {
     token: String,
     dir: PathBuf,
     http: reqwest::Client,
+    /// The server's kubeconfig, for the agents' kube client.
+    kubeconfig: PathBuf,
+    /// The file holding the agents' token.
+    token_file: PathBuf,
+    /// The agents' client to the server (Kubernetes mode), made when following starts.
+    kube: Option<kube::Client>,
 }
 
 /// One Pod's agent.
@@ -164,9 +207,16 @@ async fn follow(
     mut rx: broadcast::Receiver<Arc<Event>>,
     mut stopped: watch::Receiver<bool>,
 ) -> Vec<String> {
+    let mut ctx = ctx;
+    let mut errors = Vec::new();
+    if ctx.options.kubernetes {
+        match kube_client(&ctx.kubeconfig).await {
+            Ok(client) => ctx.kube = Some(client),
+            Err(e) => errors.push(format!("process kubelet: kube client: {e}")),
+        }
+    }
     let ctx = Arc::new(ctx);
     let mut pods: HashMap<PodKey, PodAgent> = HashMap::new();
-    let mut errors = Vec::new();
     for pod in &initial {
         observe(&ctx, &mut pods, pod);
     }
@@ -218,7 +268,8 @@ fn observe(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>, pod: &Value) {
         return;
     }
     let used: Vec<u8> = pods.values().map(|p| p.octet).collect();
-    let Some(octet) = (FIRST_OCTET..=LAST_OCTET).find(|o| !used.contains(o)) else {
+    let first = ctx.options.first_octet.max(1);
+    let Some(octet) = (first..=LAST_OCTET).find(|o| !used.contains(o)) else {
         eprintln!(
             "process kubelet: no free address for pod {}/{}",
             key.0, key.1
@@ -246,14 +297,28 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
         entry: switchback::validate::DEFAULT_ENTRY.to_string(),
         external_nginx: false,
         pin_listen: Some(ip),
+        kubernetes: ctx.options.kubernetes,
+        pod_name: Some(key.1.clone()),
+        pod_namespace: Some(key.0.clone()),
+        token_file: Some(ctx.token_file.clone()),
     };
+    let client = ctx.kube.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let (ended_tx, ended) = watch::channel(false);
     let agent = tokio::spawn(async move {
-        let result = agent::run(args, async move {
-            let _ = stopped.await;
-        })
-        .await;
+        let result = match AgentConfig::from_args(args) {
+            // Never fall back to the environment's cluster from a test.
+            Ok(cfg) if cfg.kubernetes.is_some() && client.is_none() => Err(AgentError::Kube(
+                "the kubelet has no client to the test server".to_string(),
+            )),
+            Ok(cfg) => {
+                agent::run_with_client(cfg, client, async move {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+            Err(e) => Err(AgentError::Config(e)),
+        };
         let _ = ended_tx.send(true);
         result
     });
@@ -326,6 +391,15 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<b
         ),
         Err(e) => eprintln!("process kubelet: status of {}/{}: {e}", key.0, key.1),
     }
+}
+
+/// A kube-rs client for the server, from its kubeconfig, as a Pod's service account would give.
+async fn kube_client(kubeconfig: &Path) -> Result<kube::Client, String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// Stops one Pod's agent and waits for it (it stops its nginx before returning).
