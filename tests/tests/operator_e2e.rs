@@ -34,6 +34,29 @@ async fn a_proxyrollout_adopts_then_rolls_back_a_dead_upstream() {
     assert_eq!(quarantined, bad);
     let printed = c.k.ok(&["get", "-n", "edge", "prx"]).await;
     assert!(printed.contains("Idle"), "{printed}");
+    let report = c
+        .wait_for(
+            "proxyrollout/edge",
+            "{.status.lastIncident.restoredAt} {.status.lastIncident.report}",
+            |s| s.split_whitespace().count() == 2,
+        )
+        .await;
+    let report_map = report
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let markdown = c
+        .wait_for(
+            &format!("configmap/{report_map}"),
+            "{.data.report\\.md}",
+            |md| md.contains("every pod") || md.contains("restored"),
+        )
+        .await;
+    assert!(
+        markdown.contains(&bad[..12]) && markdown.contains("100.00%"),
+        "the incident report names the commit and the evidence: {markdown}"
+    );
     let notes = c
         .wait_for(
             "events.events.k8s.io",

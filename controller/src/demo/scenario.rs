@@ -456,50 +456,23 @@ fn incident_report(
             failed: tally.failed,
         }
     });
-    let reason = match &incident.reason {
-        crate::rollout::RollbackReason::AnalysisFailed { .. } => report::Reason::CanaryFailing,
-        crate::rollout::RollbackReason::ApplyFailed { pods, message } => {
-            report::Reason::ApplyFailed {
-                pod: pods.first().cloned().unwrap_or_default(),
-                message: message.clone(),
-            }
-        }
-        _ => report::Reason::ManualAbort { by: None },
-    };
-    let evidence = match &incident.reason {
-        crate::rollout::RollbackReason::AnalysisFailed { evidence } => Some((**evidence).clone()),
-        _ => None,
-    };
-    report::IncidentInput {
-        rollout: "demo".to_string(),
-        bad: report::RevisionRef {
-            revision: incident.revision.revision.clone(),
-            digest: incident.revision.digest,
+    let mut input = report::from_incident(
+        "demo",
+        incident,
+        Some(method.name()),
+        report::Restored {
+            revision: Some(&stable.0.revision),
+            bundle: Some(&stable.1),
         },
-        restored: report::RevisionRef {
-            revision: stable.0.revision.clone(),
-            digest: stable.0.digest,
-        },
-        reason,
-        method: Some(method.name().to_string()),
-        evidence,
-        timeline: report::Timeline {
-            seen: t.seen_at,
-            validated: t.validated_at,
-            first_applied: t.first_applied.map(|at| report::PodTime {
-                pod: "pod-0 (canary)".to_string(),
-                at,
-            }),
-            first_bad_response,
-            decision: t.decided_at.unwrap_or(t.committed_at),
-            pods_restored: Vec::new(),
-            all_restored: t.restored_at,
-        },
-        lint: crate::validate::check_static(bad_bundle, crate::validate::DEFAULT_ENTRY).1,
-        stable_bundle: Some(stable.1.clone()),
-        bad_bundle: Some(bad_bundle.clone()),
-        traffic,
+        Some(bad_bundle),
+        crate::validate::DEFAULT_ENTRY,
+    );
+    if let Some(first) = &mut input.timeline.first_applied {
+        first.pod = "pod-0 (canary)".to_string();
     }
+    input.timeline.first_bad_response = first_bad_response;
+    input.traffic = traffic;
+    input
 }
 
 fn settled_on(r: &Rollout, digest: Digest) -> bool {

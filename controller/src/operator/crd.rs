@@ -331,7 +331,7 @@ pub struct QuarantinedStatus {
     pub at: String,
 }
 
-/// The last incident in brief; the full report is an Event and the CLI's Markdown.
+/// The last incident in brief; the full report is in the ConfigMap `report` names.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentStatus {
@@ -344,6 +344,10 @@ pub struct IncidentStatus {
     /// When every pod was back (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_at: Option<String>,
+    /// The ConfigMap holding the incident report (`report.md` for people, `report.json` for
+    /// tools), in the rollout's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 /// One revision's fate.

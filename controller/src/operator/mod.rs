@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod health;
+pub mod incident;
 pub mod leader;
 pub mod marks;
 pub mod metrics;

@@ -142,6 +142,7 @@ pub fn to_status(
                 .find(|h| h.revision == i.revision)
                 .map_or_else(|| now.to_string(), |h| h.at.to_string()),
             restored_at: None,
+            report: None,
         }),
         history: status
             .history

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::bundle_store;
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
+use super::incident;
 use super::marks::PodMarks;
 use super::metrics::{ErrorCategory, Metrics};
 use super::request;
@@ -227,7 +228,9 @@ async fn run(
                 return Some(Checkpoint { rollout, bundles });
             }
         }
-        report(&mut notes, &recorder, &reference, &metrics).await;
+        let incidents = report(&mut notes, &recorder, &reference, &metrics).await;
+        let inputs = report_inputs(incidents, &runner, &current);
+        write_reports(inputs, &current, &client).await;
         metrics.set_phase(&namespace, &name, runner.rollout().state().phase());
         let mut status = to_status(
             &runner.rollout().status(),
@@ -236,6 +239,17 @@ async fn run(
             jiff::Timestamp::now(),
         );
         status.handled_request.clone_from(&handled);
+        if let (Some(brief), Some(incident)) = (
+            status.last_incident.as_mut(),
+            runner.rollout().ledger().last_incident(),
+        ) {
+            brief.decided_at = incident
+                .timeline
+                .decided_at
+                .map_or_else(|| brief.decided_at.clone(), |t| t.to_string());
+            brief.restored_at = incident.timeline.restored_at.map(|t| t.to_string());
+            brief.report = Some(incident::report_name(&name, incident.id));
+        }
         if let Some(message) = &last_source_error {
             source_stalled(&mut status, written.as_ref(), message);
         }
@@ -320,7 +334,8 @@ async fn report(
     recorder: &Recorder,
     reference: &ObjectReference,
     metrics: &Metrics,
-) {
+) -> Vec<Incident> {
+    let mut incidents = Vec::new();
     while let Ok(note) = notes.try_recv() {
         let Note::Command { command, .. } = note else {
             continue;
@@ -334,19 +349,75 @@ async fn report(
                 let reason = notice.reason.to_string();
                 publish(recorder, reference, kind, &reason, &notice.message).await;
             }
-            Command::RecordIncident(incident) if incident.timeline.restored_at.is_none() => {
-                metrics.count_rollback();
-                let message = incident_message(&incident);
-                publish(
-                    recorder,
-                    reference,
-                    EventType::Warning,
-                    "RolledBack",
-                    &message,
-                )
-                .await;
+            Command::RecordIncident(incident) => {
+                if incident.timeline.restored_at.is_none() {
+                    metrics.count_rollback();
+                    let message = incident_message(&incident);
+                    publish(
+                        recorder,
+                        reference,
+                        EventType::Warning,
+                        "RolledBack",
+                        &message,
+                    )
+                    .await;
+                }
+                incidents.push(*incident);
             }
             _ => {}
+        }
+    }
+    incidents
+}
+
+/// The report of each incident recorded this turn (at the decision, and again once every pod is
+/// restored), with the ConfigMap it goes to.
+fn report_inputs<F: crate::fleet::Fleet>(
+    incidents: Vec<Incident>,
+    runner: &Runner<F>,
+    object: &ProxyRollout,
+) -> Vec<(String, crate::report::IncidentInput)> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let method = format!("{:?}", object.spec.strategy.analysis.method).to_lowercase();
+    let mut inputs = Vec::new();
+    for incident in incidents {
+        let known = runner
+            .rollout()
+            .ledger()
+            .known_good()
+            .iter()
+            .find(|r| r.digest == incident.restored_to.digest);
+        let input = crate::report::from_incident(
+            &name,
+            &incident,
+            Some(&method),
+            crate::report::Restored {
+                revision: known.map(|r| &r.revision),
+                bundle: runner.bundle(&incident.restored_to.digest),
+            },
+            runner.bundle(&incident.revision.digest),
+            &object.spec.render.entry,
+        );
+        inputs.push((incident::report_name(&name, incident.id), input));
+    }
+    inputs
+}
+
+/// Writes the reports; a failed write is logged (the Event and status already carry the gist).
+async fn write_reports(
+    inputs: Vec<(String, crate::report::IncidentInput)>,
+    object: &ProxyRollout,
+    client: &kube::Client,
+) {
+    use kube::Resource;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    for (map, input) in inputs {
+        if let Err(e) =
+            incident::store(&maps, &map, &name, object.controller_owner_ref(&()), &input).await
+        {
+            tracing::warn!(error = %e, report = %map, "writing the incident report failed");
         }
     }
 }

@@ -12,6 +12,7 @@
 mod build;
 pub mod diff;
 mod format;
+mod from_incident;
 mod markdown;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use build::{
     EventKind, EvidenceReport, Finding, Report, RevisionReport, TimelineEntry, TrafficReport,
 };
 pub use diff::{ChangeKind, ConfigDiff, FileChange, MAX_DIFF_LINES, diff_bundles};
+pub use from_incident::{Restored, from_incident};
 
 /// A revision as the report names it: the commit people know and the digest pods were told.
 #[derive(Debug, Clone, PartialEq)]
