@@ -196,6 +196,20 @@ impl Cluster {
             .to_string()
     }
 
+    /// Fails unless every proxy pod is told `digest` (its `switchback.dev/desired-digest`).
+    pub async fn assert_all_told(&self, digest: &str, why: &str) {
+        let desired = self
+            .jsonpath(
+                "pods",
+                "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
+            )
+            .await;
+        assert!(
+            !desired.is_empty() && desired.split_whitespace().all(|d| d == digest),
+            "{why}: every pod told {digest}, got {desired}"
+        );
+    }
+
     /// `kubectl wait -n edge --for=condition=<condition> proxyrollout/edge`.
     pub async fn wait_condition(&self, condition: &str) {
         self.k

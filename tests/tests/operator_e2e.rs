@@ -146,16 +146,8 @@ async fn an_invalid_commit_never_reaches_a_pod_and_status_names_file_line_and_ru
         .jsonpath("proxyrollout/edge", "{.status.quarantined[0].commit}")
         .await;
     assert_eq!(commit, bad);
-    let desired = c
-        .jsonpath(
-            "pods",
-            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
-        )
+    c.assert_all_told(&stable, "every pod still told only the stable digest")
         .await;
-    assert!(
-        desired.split_whitespace().all(|d| d == stable),
-        "every pod still told only the stable digest: {desired}"
-    );
 
     // A commit that does not even render: Stalled names the template, line and rule.
     std::fs::remove_file(c.repo.join("nginx.conf")).expect("rm");
@@ -274,16 +266,11 @@ async fn a_restarted_controller_resumes_the_canary_from_status() {
     c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
         .await;
     c.wait_condition("Ready").await;
-    let desired = c
-        .jsonpath(
-            "pods",
-            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
-        )
-        .await;
-    assert!(
-        desired.split_whitespace().all(|d| d == target),
-        "every pod on the promoted target {target} (stable was {stable}): {desired}"
-    );
+    c.assert_all_told(
+        &target,
+        &format!("the promoted target (stable was {stable})"),
+    )
+    .await;
     c.down().await;
 }
 
