@@ -4,6 +4,8 @@ pub mod agent_harness;
 pub mod bin;
 pub mod git_fixture;
 pub mod kube;
+pub mod manifests;
 pub mod operator_fixture;
+pub mod pod_security;
 pub mod release;
 pub mod upstream;
