@@ -6,6 +6,7 @@ pub mod git_fixture;
 pub mod kube;
 pub mod manifests;
 pub mod operator_fixture;
+pub mod pod_process;
 pub mod pod_security;
 pub mod release;
 pub mod upstream;

@@ -2,16 +2,23 @@
 //! full values, check every rendered object (known kinds, Pod Security "restricted", RBAC exactly
 //! what docs/operator.md lists), keep the chart's CRD and appVersion in step with the crate, and
 //! install, upgrade and uninstall it on the test API server. The proxy example
-//! (`examples/kubernetes/proxy/`) is checked the same way.
+//! (`examples/kubernetes/proxy/`) is checked the same way, and the chart's controller pod, run as a
+//! process, drives a ProxyRollout to Ready.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value;
+use switchback_tests::bin::switchback_bin;
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use switchback_tests::manifests::{Permission, parse_stream, rbac_permissions};
+use switchback_tests::operator_fixture::{Cluster, PATIENCE};
+use switchback_tests::pod_process::PodProcess;
 use switchback_tests::pod_security::{pod_spec, restricted_violations};
+
+/// The rollout strategy of the end-to-end test: one pod, then all, short bakes.
+const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -571,4 +578,72 @@ async fn helm_install_upgrade_keeps_the_token_and_uninstall_removes_the_chart() 
         .run(&["get", "clusterrole,clusterrolebinding", "-o", "name"])
         .await;
     assert!(!left.contains("sb-switchback"), "left behind:\n{left}");
+}
+
+/// The chart's controller Deployment, run as its pod would run (its args, env from the downward
+/// API and the token Secret, emptyDirs) by [`PodProcess`], drives a ProxyRollout to Ready on
+/// proxy pods run by the process kubelet, and holds the Lease under its pod name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready() {
+    let Some(c) = Cluster::up(105, &["edge-0", "edge-1"]).await else {
+        return;
+    };
+    let Some(helm) = tool_bin("helm") else { return };
+    c.k.ok(&["create", "namespace", "switchback"]).await;
+    // Cluster::up applied the CRD already.
+    let chart = chart();
+    c.k.helm(
+        &helm,
+        &["install", "sb", &chart, "-n", "switchback", "--skip-crds"],
+    )
+    .await;
+    let ip: std::net::IpAddr = "127.0.105.250".parse().expect("an address");
+    let scratch = c.tmp.path().join("controller-pod");
+    let mut pod = PodProcess::start_deployment(
+        &c.k,
+        "switchback",
+        "sb-switchback",
+        &switchback_bin(),
+        ip,
+        &scratch,
+    )
+    .await
+    .expect("start the chart's controller pod");
+    let probe =
+        c.k.ok(&[
+            "get",
+            "-n",
+            "switchback",
+            "deploy",
+            "sb-switchback",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].readinessProbe.httpGet.path}",
+        ])
+        .await;
+    pod.wait_ready(&probe, PATIENCE).await;
+
+    c.apply_rollout(QUICK).await;
+    c.wait_condition("Ready").await;
+    let holder =
+        c.k.ok(&[
+            "get",
+            "-n",
+            "switchback",
+            "lease",
+            "switchback-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .await;
+    assert_eq!(holder, pod.name, "the chart's pod leads under its POD_NAME");
+    let applied = c
+        .wait_for(
+            "pods",
+            "{.items[*].metadata.annotations.switchback\\.dev/applied-digest}",
+            |s| s.split_whitespace().count() == 2,
+        )
+        .await;
+    assert!(applied.contains("sha256:"), "{applied}");
+    pod.stop().await;
+    c.down().await;
 }
