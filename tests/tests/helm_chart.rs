@@ -3,7 +3,7 @@
 //! what docs/operator.md lists), keep the chart's CRD and appVersion in step with the crate, and
 //! install, upgrade and uninstall it on the test API server. The proxy example
 //! (`examples/kubernetes/proxy/`) is checked the same way, and the chart's controller pod, run as a
-//! process, drives a ProxyRollout to Ready.
+//! process, drives a ProxyRollout to Ready and rolls a bad push back.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -582,9 +582,10 @@ async fn helm_install_upgrade_keeps_the_token_and_uninstall_removes_the_chart() 
 
 /// The chart's controller Deployment, run as its pod would run (its args, env from the downward
 /// API and the token Secret, emptyDirs) by [`PodProcess`], drives a ProxyRollout to Ready on
-/// proxy pods run by the process kubelet, and holds the Lease under its pod name.
+/// proxy pods run by the process kubelet, holds the Lease under its pod name, and rolls a pushed
+/// commit with a dead upstream back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready() {
+async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_a_bad_push() {
     let Some(c) = Cluster::up(105, &["edge-0", "edge-1"]).await else {
         return;
     };
@@ -644,6 +645,23 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready() {
         )
         .await;
     assert!(applied.contains("sha256:"), "{applied}");
+
+    // A push whose upstream is dead: the canary's probes fail and the chart's controller rolls
+    // every pod back to the stable commit.
+    let stable = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.commit}")
+        .await;
+    let bad = c.commit("proxy_pass http://app;", "move app to a dead upstream");
+    c.wait_condition("RolledBack").await;
+    assert_eq!(
+        c.jsonpath("proxyrollout/edge", "{.status.stable.commit}")
+            .await,
+        stable
+    );
+    let quarantined = c
+        .jsonpath("proxyrollout/edge", "{.status.quarantined[*].commit}")
+        .await;
+    assert!(quarantined.contains(&bad), "{quarantined}");
     pod.stop().await;
     c.down().await;
 }
