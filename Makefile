@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint demo validate-example bench fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check demo validate-example bench fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,16 @@ test: tools ## The whole suite, as CI runs it: fmt, clippy, every test (real ngi
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+
+HELM := $(shell command -v helm 2>/dev/null || echo .tools/bin/helm)
+CHART := charts/switchback
+
+chart-check: tools-kubectl ## helm lint --strict and helm template of the chart, default and full values
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/full-values.yaml
+	$(HELM) template switchback $(CHART) -n switchback >/dev/null
+	$(HELM) template switchback $(CHART) -n switchback -f $(CHART)/ci/full-values.yaml >/dev/null
+	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart)"
 
 test-real-cluster: tools-kubectl ## The operator against the cluster KUBECONFIG names (creates and deletes one namespace)
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to a cluster you may write to"; exit 2; }
