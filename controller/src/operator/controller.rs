@@ -319,23 +319,32 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
     let generation = object.metadata.generation.unwrap_or(0);
     // Before the lock: the pod watch that fills the cache takes the lock to poke workers.
     ctx.pods.ready().await;
-    let mut workers = ctx.workers.lock().await;
-    if let Some(worker) = workers.get(&key)
-        && worker.generation == generation
-        && worker.is_running()
     {
-        worker.update(Arc::clone(&object));
-        worker.poke();
-        return Ok(Action::requeue(ctx.options.resync));
+        let workers = ctx.workers.lock().await;
+        if let Some(worker) = workers.get(&key)
+            && worker.generation == generation
+            && worker.is_running()
+        {
+            worker.update(Arc::clone(&object));
+            worker.poke();
+            return Ok(Action::requeue(ctx.options.resync));
+        }
     }
+    // Not under the lock: every other rollout's reconcile and the pod watch need it, and setting
+    // up (a Secret read, opening the git cache) or stopping a worker takes a while. kube-runtime
+    // never runs two reconciles of one object at once, so nothing else touches this key meanwhile.
     // Build everything before stopping the old worker: a spec that fails here leaves the old
     // worker (and its safety: analysis, rollback) running.
     let mut setup = setup(ctx, &object).await?;
-    if let Some(old) = workers.remove(&key) {
+    let old = ctx.workers.lock().await.remove(&key);
+    if let Some(old) = old {
         setup.resume = old.stop().await;
     }
     tracing::info!(generation, "starting the rollout's worker");
-    workers.insert(key, WorkerHandle::start(setup));
+    ctx.workers
+        .lock()
+        .await
+        .insert(key, WorkerHandle::start(setup));
     Ok(Action::requeue(ctx.options.resync))
 }
 
@@ -354,8 +363,14 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         }
         None => Credentials::None,
     };
-    let source = worker::git_source(object, credentials, &cache.join("git"))
-        .map_err(|e| ReconcileError::Source(e.to_string()))?;
+    // Opening (or creating) the bare cache is file I/O: off the async threads.
+    let (for_source, git_dir) = (Arc::clone(object), cache.join("git"));
+    let source = tokio::task::spawn_blocking(move || {
+        worker::git_source(&for_source, credentials, &git_dir)
+    })
+    .await
+    .map_err(|e| ReconcileError::Source(e.to_string()))?
+    .map_err(|e| ReconcileError::Source(e.to_string()))?;
     let mut fleet = KubeFleet::new(
         ctx.client.clone(),
         &namespace,
