@@ -64,18 +64,29 @@ impl AgentClient {
     /// A client for the agent whose API listens on `addr`. Proxy settings of the environment are
     /// ignored: agents are reached directly.
     pub fn new(addr: SocketAddr) -> Result<AgentClient, ClientError> {
-        let http = reqwest::Client::builder()
+        let http = Self::http().map_err(|source| ClientError::Http { addr, source })?;
+        Ok(Self::with_http(addr, http))
+    }
+
+    /// The HTTP client agents are reached with: no proxies, bounded connects and calls. One of
+    /// these can be shared by the clients of many agents (its connection pool keeps each agent's
+    /// connection open between polls), which is what a controller polling a thousand pods wants.
+    pub fn http() -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|source| ClientError::Http { addr, source })?;
-        Ok(AgentClient {
+    }
+
+    /// A client for the agent at `addr` over a shared [`AgentClient::http`] client.
+    pub fn with_http(addr: SocketAddr, http: reqwest::Client) -> AgentClient {
+        AgentClient {
             addr,
             http,
             apply_timeout: Duration::from_secs(120),
             token: None,
-        })
+        }
     }
 
     /// Sends `Authorization: Bearer <token>` with every call, as agents in Kubernetes mode

@@ -38,6 +38,8 @@ pub struct KubeFleet {
     selector_map: BTreeMap<String, String>,
     cache: Option<PodCache>,
     agent_token: Option<crate::agent::Token>,
+    /// One HTTP client (and connection pool) for every agent of the fleet.
+    http: Option<reqwest::Client>,
 }
 
 impl KubeFleet {
@@ -66,6 +68,7 @@ impl KubeFleet {
             agent_token: None,
             selector_map: selector.clone(),
             cache: None,
+            http: shared_http(),
         }
     }
 
@@ -115,9 +118,12 @@ impl KubeFleet {
         let ip: std::net::IpAddr = ip
             .parse()
             .map_err(|e| unreachable(format!("pod IP {ip:?}: {e}")))?;
-        AgentClient::new(std::net::SocketAddr::new(ip, self.agent_port))
-            .map(|c| c.with_token(self.agent_token.clone()))
-            .map_err(|e| unreachable(e.to_string()))
+        let addr = std::net::SocketAddr::new(ip, self.agent_port);
+        let client = match &self.http {
+            Some(http) => AgentClient::with_http(addr, http.clone()),
+            None => AgentClient::new(addr).map_err(|e| unreachable(e.to_string()))?,
+        };
+        Ok(client.with_token(self.agent_token.clone()))
     }
 
     /// Stores the bundle's ConfigMaps unless they exist (they are immutable and named by digest).
@@ -212,4 +218,12 @@ fn usable(pod: &Pod) -> Option<String> {
     (pod.metadata.deletion_timestamp.is_none() && addressed)
         .then(|| pod.metadata.name.clone())
         .flatten()
+}
+
+/// One HTTP client for every fleet in the process: each rollout's fleet polls its agents a few
+/// times a second, and a client per call (or per fleet) would open a connection per poll and keep
+/// a pool per rollout. `None` if the client cannot be built; callers then make their own.
+fn shared_http() -> Option<reqwest::Client> {
+    static HTTP: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| AgentClient::http().ok()).clone()
 }
