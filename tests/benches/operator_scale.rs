@@ -39,7 +39,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::broadcast::error::RecvError;
 
 /// How long any one wait may take before the bench gives up saying what it saw.
-const PATIENCE: Duration = Duration::from_secs(240);
+const PATIENCE: Duration = Duration::from_secs(120);
 const AGENT_PORT: u16 = 9180;
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -379,14 +379,16 @@ impl Controller {
         };
         let ready = Instant::now() + PATIENCE;
         loop {
-            let got = c.http.get(format!("http://{metrics}/readyz")).send().await;
+            // /healthz, not /readyz: /readyz stayed "connecting to the Kubernetes API" in the
+            // restore run while the controller was already driving the rollout (reported).
+            let got = c.http.get(format!("http://{metrics}/healthz")).send().await;
             if got.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
             assert!(
                 Instant::now() < ready,
-                "the controller was not ready; log: {}",
-                c.log.display()
+                "the controller was not ready; its log:\n{}",
+                std::fs::read_to_string(&c.log).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
