@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check demo validate-example bench fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check demo validate-example bench bench-operator fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,10 @@ validate-example: tools-apt ## Validate examples/basic (passes) and examples/bro
 
 bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingestion rate
 	$(CARGO) bench -p switchback
+
+bench-operator: ## Operator scale: controller RSS, reconcile p50/p99 at 1,000 pods, restore time at 500 (SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
+	$(CARGO) build --release --bin switchback
+	$(CARGO) bench -p switchback-tests --bench operator_scale
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
