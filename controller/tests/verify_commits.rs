@@ -231,17 +231,24 @@ fn openpgp_signed_commits() {
         "{message}"
     );
 
-    // Signed by OpenPGP, but only SSH keys are trusted.
-    let ssh_only = keys_with_ssh_only();
+    // Signed by OpenPGP, but only SSH keys are trusted (`mode: ssh`): refused, although the
+    // OpenPGP key is in the Secret.
+    let both = keys_and_an_ssh_key(&armored);
+    assert_eq!(both.counts(), (1, 1));
+    assert!(verify_commit_at(&lab.repo(), &signed, &both).is_ok());
+    let ssh_only = keys_and_an_ssh_key(&armored).only(KeyKind::Ssh);
     let err = verify_commit_at(&lab.repo(), &signed, &ssh_only);
     assert!(matches!(err, Err(VerifyError::Untrusted { .. })), "{err:?}");
 }
 
-fn keys_with_ssh_only() -> TrustedKeys {
-    keys(&[(
-        "allowed_signers",
-        "someone@example.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
-    )])
+fn keys_and_an_ssh_key(armored: &str) -> TrustedKeys {
+    keys(&[
+        ("release-team.asc", armored),
+        (
+            "allowed_signers",
+            "someone@example.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+        ),
+    ])
 }
 
 /// Makes an ed25519 ssh key with no passphrase; returns the private key's path.

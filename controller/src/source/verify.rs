@@ -232,6 +232,16 @@ impl TrustedKeys {
         Ok(keys)
     }
 
+    /// Keeps only the keys of `kind` (a spec's `mode: openpgp` or `ssh`; `any` keeps both), so a
+    /// commit signed the other way is refused as untrusted even when such keys are in the Secret.
+    pub fn only(mut self, kind: KeyKind) -> TrustedKeys {
+        match kind {
+            KeyKind::OpenPgp => self.ssh.clear(),
+            KeyKind::Ssh => self.openpgp.clear(),
+        }
+        self
+    }
+
     /// How many OpenPGP certificates and SSH keys are trusted, for logs and status.
     pub fn counts(&self) -> (usize, usize) {
         (self.openpgp.len(), self.ssh.len())
@@ -658,6 +668,8 @@ mod tests {
             "{err:?}"
         );
         let keys = TrustedKeys::from_secret_data(&data(&[("a.pub", &format!("{ED25519} ann"))]));
-        assert!(matches!(keys.map(|k| k.counts()), Ok((0, 1))));
+        assert!(matches!(keys.as_ref().map(|k| k.counts()), Ok((0, 1))));
+        let only_pgp = keys.map(|k| k.only(KeyKind::OpenPgp).counts());
+        assert!(matches!(only_pgp, Ok((0, 0))));
     }
 }
