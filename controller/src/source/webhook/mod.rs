@@ -8,7 +8,8 @@
 //! through [`HookSecrets`], which the controller fills from Kubernetes Secrets. A request is
 //! answered, in this order:
 //! - 404 for an unknown provider or hook id (no secret): nothing to authenticate against;
-//! - 429 when the hook's token bucket is empty;
+//! - 429 when the hook's token bucket is empty; 503 when [`WebhookConfig::max_in_flight`] bodies
+//!   are already being read (so memory is bounded across connections too, not only per request);
 //! - 413 when the body is larger than [`WebhookConfig::max_body`] (checked on `Content-Length` and
 //!   while reading, so memory stays bounded), 408 when it does not arrive within
 //!   [`WebhookConfig::body_timeout`];
@@ -125,6 +126,9 @@ pub struct WebhookConfig {
     pub burst: u32,
     /// Requests per second one hook may send on average.
     pub per_second: f64,
+    /// Requests whose bodies may be read at once, over all hooks; more are answered 503. With
+    /// `max_body` it bounds the memory bodies can take: `max_in_flight × max_body`.
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookConfig {
@@ -134,6 +138,7 @@ impl Default for WebhookConfig {
             body_timeout: Duration::from_secs(10),
             burst: 20,
             per_second: 1.0,
+            max_in_flight: 32,
         }
     }
 }
@@ -149,6 +154,8 @@ pub enum Outcome {
     UnknownHook,
     /// The hook's token bucket was empty.
     RateLimited,
+    /// Too many requests were being read at once.
+    Busy,
     /// The body was over the cap.
     TooLarge,
     /// The body did not arrive in time.
@@ -167,6 +174,7 @@ impl Outcome {
             Outcome::Ignored => "ignored",
             Outcome::UnknownHook => "unknown_hook",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Busy => "busy",
             Outcome::TooLarge => "too_large",
             Outcome::Timeout => "timeout",
             Outcome::Unauthorized => "unauthorized",
@@ -227,6 +235,7 @@ struct Receiver {
     secrets: Arc<dyn HookSecrets>,
     config: Arc<WebhookConfig>,
     limiter: Arc<RateLimiter>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     triggers: mpsc::Sender<Trigger>,
     metrics: WebhookMetrics,
 }
@@ -241,8 +250,10 @@ pub fn router(
     metrics: WebhookMetrics,
 ) -> Router {
     let limiter = Arc::new(RateLimiter::new(config.burst, config.per_second));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
     let state = Receiver {
         secrets,
+        in_flight,
         config: Arc::new(config),
         limiter,
         triggers,
@@ -293,6 +304,7 @@ async fn receive(
         Outcome::Ignored => "ignored",
         Outcome::UnknownHook => "no such hook",
         Outcome::RateLimited => "too many requests",
+        Outcome::Busy => "busy",
         Outcome::TooLarge => "body too large",
         Outcome::Timeout => "body too slow",
         Outcome::Unauthorized => "unauthorized",
@@ -308,12 +320,16 @@ async fn handle(
     request: Request,
 ) -> (StatusCode, Outcome) {
     let secret = match valid_hook_id(hook).then(|| receiver.secrets.secret(hook)) {
-        Some(Some(secret)) => secret,
+        // An empty secret would let anyone sign (HMAC with an empty key): treated as no secret.
+        Some(Some(secret)) if !secret.expose().is_empty() => secret,
         _ => return (StatusCode::NOT_FOUND, Outcome::UnknownHook),
     };
     if !receiver.limiter.allow(hook, Instant::now()) {
         return (StatusCode::TOO_MANY_REQUESTS, Outcome::RateLimited);
     }
+    let Ok(_permit) = receiver.in_flight.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Outcome::Busy);
+    };
     let (parts, body) = request.into_parts();
     let config = &receiver.config;
     if declared_length(&parts.headers).is_some_and(|n| n > config.max_body as u64) {

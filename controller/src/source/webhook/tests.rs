@@ -294,6 +294,74 @@ async fn unknown_hooks_and_providers_are_404() {
 }
 
 #[tokio::test]
+async fn an_empty_secret_authenticates_nothing() {
+    let secrets = SecretMap::new();
+    secrets.set("empty", HookSecret::new(Vec::new()));
+    let (tx, mut rx) = mpsc::channel(8);
+    let router = router(
+        Arc::new(secrets),
+        WebhookConfig::default(),
+        tx,
+        WebhookMetrics::default(),
+    );
+    let headers = push_headers(Provider::GitHub, b"", GITHUB.as_bytes());
+    let status = send(&router, request("github", "empty", &headers, GITHUB.into())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[tokio::test]
+async fn bodies_read_at_once_are_bounded() {
+    let config = WebhookConfig {
+        max_in_flight: 1,
+        body_timeout: Duration::from_secs(5),
+        ..WebhookConfig::default()
+    };
+    let mut h = harness(config, 8);
+    // The first request's body never ends, so it holds the only slot while the second arrives.
+    let (sender, body) = body_channel();
+    let headers = push_headers(Provider::GitHub, SECRET, GITHUB.as_bytes());
+    let mut builder = Request::post(format!("/hooks/github/{HOOK}"));
+    for (name, value) in &headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    let first = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let router = h.router.clone();
+    let held = tokio::spawn(async move { send(&router, first).await });
+    let _ = sender.send(b"{".to_vec()).await;
+    // Poll with a deadline until the first request holds the slot.
+    let mut second = StatusCode::OK;
+    for _ in 0..200 {
+        second = send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await;
+        if second == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(second, StatusCode::SERVICE_UNAVAILABLE);
+    drop(sender);
+    let first = held.await.unwrap_or(StatusCode::OK);
+    assert_eq!(first, StatusCode::UNAUTHORIZED, "its body was only `{{`");
+    let after = send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await;
+    assert_eq!(after, StatusCode::ACCEPTED, "the slot is free again");
+    drain(&mut h.triggers);
+}
+
+/// A body fed chunk by chunk from the test.
+fn body_channel() -> (mpsc::Sender<Vec<u8>>, Body) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)), rx))
+    });
+    (tx, Body::from_stream(stream))
+}
+
+#[tokio::test]
 async fn other_events_are_acknowledged_and_ignored() {
     let mut h = default_harness();
     let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
