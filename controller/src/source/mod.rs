@@ -2,3 +2,5 @@
 //! (for `switchback validate DIR` and tests), both read into a [`crate::render::ConfigTree`].
 pub mod git;
 pub mod local;
+pub mod verify;
+pub mod webhook;

@@ -31,6 +31,7 @@ pub use auth::Credentials;
 pub use redact::redact_url;
 
 use crate::render::ConfigTree;
+use crate::source::verify::{Signer, TrustedKeys, VerifyError};
 use redact::Scrubber;
 
 /// One commit of the config repository, as the rest of Switchback records it (deploy history,
@@ -317,6 +318,36 @@ impl GitSource {
         let tree = tree::read(&repo, &commit, &dir, &scrub)?;
         tracing::debug!(files = tree.len(), "read tree");
         Ok(tree)
+    }
+
+    /// Verifies the signature of the fetched commit `commit` against `keys` (see
+    /// [`crate::source::verify`]): who signed it, or why it must not be rolled out. Runs libgit2 on
+    /// the blocking pool; never fetches.
+    pub async fn verify(
+        &self,
+        commit: &str,
+        keys: Arc<TrustedKeys>,
+    ) -> Result<Signer, VerifyError> {
+        let this = self.clone();
+        let commit = commit.to_string();
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| this.verify_blocking(&commit, &keys))
+        });
+        task.await.map_err(|e| VerifyError::Repository {
+            commit: String::new(),
+            message: self.inner.scrubber.scrub(&e.to_string()),
+        })?
+    }
+
+    /// The blocking form of [`GitSource::verify`], for the CLI and tests.
+    #[tracing::instrument(name = "git_verify", skip_all, fields(url = %self.inner.redacted, commit = %commit))]
+    pub fn verify_blocking(&self, commit: &str, keys: &TrustedKeys) -> Result<Signer, VerifyError> {
+        let repo = fetch::open_existing(&self.inner).map_err(|e| VerifyError::Repository {
+            commit: commit.to_string(),
+            message: e.to_string(),
+        })?;
+        crate::source::verify::verify_commit(&repo, commit, keys)
     }
 
     /// Runs `work` on tokio's blocking pool inside the caller's span.
