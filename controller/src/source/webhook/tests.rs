@@ -353,7 +353,7 @@ async fn bodies_read_at_once_are_bounded() {
 /// A body fed chunk by chunk from the test.
 fn body_channel() -> (mpsc::Sender<Vec<u8>>, Body) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|chunk| (Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)), rx))
