@@ -328,3 +328,121 @@ async fn a_promote_request_is_acted_on_and_acknowledged() {
     c.wait_condition("Ready").await;
     c.down().await;
 }
+
+/// With `spec.source.verify`, an unsigned head is not rolled out (Stalled, reason
+/// UnverifiedCommit, no pod told anything); once a commit signed by a trusted SSH key is pushed,
+/// it is adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
+    if std::process::Command::new("ssh-keygen")
+        .arg("-?")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: ssh-keygen is not installed (make tools installs openssh-client)");
+        return;
+    }
+    let Some(mut c) = Cluster::up(102, &["edge-0", "edge-1"]).await else {
+        return;
+    };
+    let key = c.tmp.path().join("signer");
+    let out = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "signer@example.test",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let mut fields = public.split_whitespace();
+    let (kind, blob) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+    let allowed = c.k.file(
+        "allowed_signers",
+        &format!("signer@example.test namespaces=\"git\" {kind} {blob}\n"),
+    );
+    c.k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "signers",
+        "-n",
+        "edge",
+        &format!("--from-file=allowed_signers={allowed}"),
+    ])
+    .await;
+    let rollout = format!(
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n    verify:\n      secretRef:\n        name: signers\n      mode: ssh\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}",
+        c.repo.display()
+    );
+    let file = c.k.file("rollout.yaml", &rollout);
+    c.k.ok(&["apply", "-f", &file]).await;
+    c.start_controller().await;
+
+    let message = c
+        .wait_for(
+            "proxyrollout/edge",
+            "{.status.conditions[?(@.type==\"Stalled\")].reason} {.status.conditions[?(@.type==\"Stalled\")].message}",
+            |m| m.starts_with("UnverifiedCommit"),
+        )
+        .await;
+    assert!(
+        message.contains("unsigned") || message.contains("not signed"),
+        "{message}"
+    );
+    let told = c
+        .jsonpath(
+            "pods",
+            "{.items[*].metadata.annotations.switchback\\.dev/desired-digest}",
+        )
+        .await;
+    assert!(
+        told.is_empty(),
+        "no pod is told an unverified commit: {told}"
+    );
+
+    std::fs::write(
+        c.repo.join("nginx.conf"),
+        c.site("return 200 \"signed\\n\";"),
+    )
+    .expect("write");
+    switchback_tests::git_fixture::git_cli(&c.repo, &["add", "-A"]);
+    let signing_key = format!("user.signingkey={}", key.display());
+    switchback_tests::git_fixture::git_cli(
+        &c.repo,
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing_key,
+            "commit",
+            "-q",
+            "-S",
+            "-m",
+            "signed",
+        ],
+    );
+    c.wait_condition("Ready").await;
+    let reason = c
+        .jsonpath(
+            "proxyrollout/edge",
+            "{.status.conditions[?(@.type==\"Stalled\")].status}",
+        )
+        .await;
+    assert_eq!(
+        reason, "False",
+        "no longer stalled once a signed head is read"
+    );
+    c.down().await;
+}

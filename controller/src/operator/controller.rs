@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::bundle_store::ROLLOUT_LABEL;
-use super::crd::ProxyRollout;
+use super::crd::{ProxyRollout, VerifyMode, VerifySpec};
 use super::credentials::{self, CredentialsError};
 use super::health::Readiness;
 use super::marks::APPLIED_ANNOTATION;
@@ -32,6 +32,7 @@ use crate::agent::kube::{ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
+use crate::source::verify::{KeyKind, TrustedKeys};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
 /// ProxyRollout goes.
@@ -363,14 +364,17 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         }
         None => Credentials::None,
     };
+    let keys = match &spec.source.verify {
+        Some(verify) => Some(Arc::new(trusted_keys(ctx, &namespace, verify).await?)),
+        None => None,
+    };
     // Opening (or creating) the bare cache is file I/O: off the async threads.
     let (for_source, git_dir) = (Arc::clone(object), cache.join("git"));
-    let source = tokio::task::spawn_blocking(move || {
-        worker::git_source(&for_source, credentials, &git_dir)
-    })
-    .await
-    .map_err(|e| ReconcileError::Source(e.to_string()))?
-    .map_err(|e| ReconcileError::Source(e.to_string()))?;
+    let source =
+        tokio::task::spawn_blocking(move || worker::git_source(&for_source, credentials, &git_dir))
+            .await
+            .map_err(|e| ReconcileError::Source(e.to_string()))?
+            .map_err(|e| ReconcileError::Source(e.to_string()))?;
     let mut fleet = KubeFleet::new(
         ctx.client.clone(),
         &namespace,
@@ -394,11 +398,39 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         interval,
         fleet,
         metrics: ctx.options.metrics.clone(),
+        keys,
         reporter: Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: ctx.options.instance.clone(),
         },
         resume: None,
+    })
+}
+
+/// The trusted keys from the Secret `spec.source.verify` names, narrowed to its mode.
+async fn trusted_keys(
+    ctx: &Context,
+    namespace: &str,
+    verify: &VerifySpec,
+) -> Result<TrustedKeys, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = &verify.secret_ref.name;
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
+    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let keys = TrustedKeys::from_secret_data(&data)
+        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
+    Ok(match verify.mode {
+        VerifyMode::Openpgp => keys.only(KeyKind::OpenPgp),
+        VerifyMode::Ssh => keys.only(KeyKind::Ssh),
+        VerifyMode::Any => keys,
     })
 }
 

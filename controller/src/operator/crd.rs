@@ -60,10 +60,39 @@ pub struct SourceSpec {
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub interval: String,
-    /// A Secret in the same namespace with `token`, or `username` and `password`, or
-    /// `identity` (an ssh private key) and optionally `known_hosts`.
+    /// A Secret in the same namespace with `bearerToken` (or `token`), or `username` and
+    /// `password`, or `identity` (an ssh private key) and optionally `passphrase`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// Roll out only commits signed by a trusted key; an unsigned or untrusted head is not
+    /// rolled out and `Stalled` says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// Which commits may be rolled out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// A Secret with the trusted keys: `*.asc` (armored OpenPGP public keys), `allowed_signers`
+    /// or `*.pub` (SSH signing keys).
+    pub secret_ref: LocalObjectReference,
+    /// Which kind of signature counts.
+    #[serde(default)]
+    pub mode: VerifyMode,
+}
+
+/// Which signatures count.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// OpenPGP signatures only.
+    Openpgp,
+    /// SSH signatures only.
+    Ssh,
+    /// Either.
+    #[default]
+    Any,
 }
 
 /// A reference to an object in the rollout's namespace.

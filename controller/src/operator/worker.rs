@@ -27,6 +27,7 @@ use crate::render::{self, Bundle, Digest};
 use crate::rollout::{Command, Incident, NoticeKind, Release, Rollout};
 use crate::runner::{Note, Runner, RunnerConfig};
 use crate::source::git::{Credentials, GitSource};
+use crate::source::verify::TrustedKeys;
 
 /// How long the worker lets the runner go between writes of status and pod marks.
 const TURN: Duration = Duration::from_millis(500);
@@ -58,6 +59,8 @@ pub struct WorkerSetup {
     pub reporter: Reporter,
     /// Where git fetches, rollbacks, phases and errors are counted.
     pub metrics: Metrics,
+    /// When the spec asks for signed commits: the keys a head must be signed by.
+    pub keys: Option<Arc<TrustedKeys>>,
     /// Where to continue from: the previous worker's checkpoint, if any.
     pub resume: Option<Checkpoint>,
 }
@@ -133,6 +136,7 @@ async fn run(
         fleet,
         reporter,
         metrics,
+        keys,
         resume,
     } = setup;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
@@ -173,7 +177,8 @@ async fn run(
 
     let mut written: Option<ProxyRolloutStatus> = object.status.clone();
     let mut next_fetch = tokio::time::Instant::now();
-    let mut last_source_error: Option<String> = None;
+    // (reason, message) of the last source failure, until a read succeeds.
+    let mut last_source_error: Option<(&'static str, String)> = None;
     let mut handled = object
         .status
         .as_ref()
@@ -196,26 +201,19 @@ async fn run(
         if !current.spec.suspend && tokio::time::Instant::now() >= next_fetch {
             next_fetch = tokio::time::Instant::now() + jittered(interval);
             let fetching = std::time::Instant::now();
-            let read = read(&source, &object).await;
+            let read = read(&source, &object, keys.clone()).await;
             metrics.observe_git_fetch(fetching.elapsed());
             match read {
                 Ok((release, bundle)) => {
                     last_source_error = None;
                     runner.submit(release, bundle);
                 }
-                Err((category, message)) => {
+                Err((category, reason, message)) => {
                     metrics.count_error(category);
-                    tracing::warn!(error = %message, "reading the source failed");
-                    if last_source_error.as_ref() != Some(&message) {
-                        publish(
-                            &recorder,
-                            &reference,
-                            EventType::Warning,
-                            "SourceFailed",
-                            &message,
-                        )
-                        .await;
-                        last_source_error = Some(message);
+                    tracing::warn!(error = %message, reason, "reading the source failed");
+                    if last_source_error.as_ref().map(|(_, m)| m) != Some(&message) {
+                        publish(&recorder, &reference, EventType::Warning, reason, &message).await;
+                        last_source_error = Some((reason, message));
                     }
                 }
             }
@@ -250,8 +248,8 @@ async fn run(
             brief.restored_at = incident.timeline.restored_at.map(|t| t.to_string());
             brief.report = Some(incident::report_name(&name, incident.id));
         }
-        if let Some(message) = &last_source_error {
-            source_stalled(&mut status, written.as_ref(), message);
+        if let Some((reason, message)) = &last_source_error {
+            source_stalled(&mut status, written.as_ref(), reason, message);
         }
         status.engine = serde_json::to_value(runner.rollout()).ok();
         if written.as_ref() != Some(&status) {
@@ -265,11 +263,13 @@ async fn run(
 }
 
 /// A source that keeps failing (git unreachable, credentials refused, a commit that does not
-/// render) is `Stalled=True` with reason `SourceFailed`, so `kubectl wait` and alerts see it; the
+/// render; reason `SourceFailed`) or whose head is not signed by a trusted key (reason
+/// `UnverifiedCommit`) is `Stalled=True`, so `kubectl wait` and alerts see it; the
 /// engine's own view (which knows nothing of the source) would say all is well.
 fn source_stalled(
     status: &mut ProxyRolloutStatus,
     previous: Option<&ProxyRolloutStatus>,
+    reason: &str,
     message: &str,
 ) {
     let Some(stalled) = status.conditions.iter_mut().find(|c| c.type_ == "Stalled") else {
@@ -285,7 +285,7 @@ fn source_stalled(
             );
     }
     stalled.status = "True".to_string();
-    stalled.reason = "SourceFailed".to_string();
+    stalled.reason = reason.to_string();
     stalled.message = message.chars().take(1000).collect();
 }
 
@@ -574,11 +574,19 @@ async fn render_commit(
 async fn read(
     source: &GitSource,
     object: &ProxyRollout,
-) -> Result<(Release, Bundle), (ErrorCategory, String)> {
+    keys: Option<Arc<TrustedKeys>>,
+) -> Result<(Release, Bundle), (ErrorCategory, &'static str, String)> {
     let revision = source
         .fetch(&object.spec.source.git_ref)
         .await
-        .map_err(|e| (ErrorCategory::Source, e.to_string()))?;
+        .map_err(|e| (ErrorCategory::Source, "SourceFailed", e.to_string()))?;
+    if let Some(keys) = keys {
+        // Before rendering: an unverified commit's templates are not even read.
+        source
+            .verify(&revision.commit, keys)
+            .await
+            .map_err(|e| (ErrorCategory::Source, "UnverifiedCommit", e.to_string()))?;
+    }
     let bundle = render_commit(source, object, &revision.commit)
         .await
         .map_err(|e| {
@@ -586,7 +594,7 @@ async fn read(
                 "{} does not render: {e}",
                 crate::rollout::revision::short(&revision.commit)
             );
-            (ErrorCategory::Render, message)
+            (ErrorCategory::Render, "SourceFailed", message)
         })?;
     Ok((
         Release {
