@@ -163,15 +163,17 @@ impl Cluster {
 
     /// Starts the controller in-process.
     pub async fn start_controller(&mut self) {
+        let options = self.controller_options();
+        self.start_controller_with(options).await;
+    }
+
+    /// Starts the controller in-process with these options.
+    pub async fn start_controller_with(&mut self, options: ControllerOptions) {
         let client = self.k.server.client().await;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(
-            client,
-            self.controller_options(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(controller::run(client, options, async move {
+            let _ = stopped.await;
+        }));
         self.controller = Some(Running { stop, task });
     }
 

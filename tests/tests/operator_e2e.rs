@@ -446,3 +446,69 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
     );
     c.down().await;
 }
+
+/// With a push webhook, a commit is rolled out when the signed push arrives, not at the next poll
+/// (the interval here is an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_push_fetches_at_once() {
+    use hmac::{KeyInit, Mac};
+    let Some(mut c) = Cluster::up(103, &["edge-0", "edge-1"]).await else {
+        return;
+    };
+    c.k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "hook",
+        "-n",
+        "edge",
+        "--from-literal=token=s3cret",
+    ])
+    .await;
+    let rollout = format!(
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1h\n    webhook:\n      secretRef:\n        name: hook\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}",
+        c.repo.display()
+    );
+    let file = c.k.file("rollout.yaml", &rollout);
+    c.k.ok(&["apply", "-f", &file]).await;
+    let addr = std::net::TcpListener::bind("127.0.103.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut options = c.controller_options();
+    options.webhook_addr = Some(addr);
+    c.start_controller_with(options).await;
+    c.wait_condition("Ready").await;
+
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    let body = serde_json::json!({
+        "repository": format!("file://{}", c.repo.display()),
+        "ref": "refs/heads/main",
+    })
+    .to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").expect("key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let url = format!("http://{addr}/hooks/generic/edge.hook");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sent = reqwest::Client::new()
+            .post(&url)
+            .header("X-Switchback-Signature", &signature)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        if sent.as_ref().is_ok_and(|r| r.status().as_u16() == 202) {
+            break;
+        }
+        // 404 until the worker has registered the hook's secret.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "push refused: {sent:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
+        .await;
+    c.down().await;
+}

@@ -42,6 +42,10 @@ pub(crate) struct ControllerArgs {
     /// the controller reaches only agents that run without one (local mode).
     #[arg(long)]
     agent_token_file: Option<PathBuf>,
+    /// Serve push webhooks on this address (`/hooks/<provider>/<namespace>.<secret>`); off when
+    /// not given. Only the leader acts on a push; the poll is the fallback.
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
 }
 
 /// The agents' token from the file or the environment; none at all is allowed (agents in local
@@ -89,6 +93,7 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         agent_token: agent_token(args.agent_token_file.as_deref())?,
         instance: std::env::var("POD_NAME").ok(),
         metrics: metrics.clone(),
+        webhook_addr: args.webhook_addr,
         // One replica: ready once its watch caches are filled. Electing: every replica, the
         // standby too, is ready once the API answers (a standby has no caches to fill, and a
         // Service in front of the replicas serves only metrics).

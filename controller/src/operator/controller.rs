@@ -33,6 +33,9 @@ use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, K
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
 use crate::source::verify::{KeyKind, TrustedKeys};
+use crate::source::webhook::{
+    self, HookSecret, HookSecrets, SecretMap, Trigger, WebhookConfig, WebhookMetrics,
+};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
 /// ProxyRollout goes.
@@ -44,6 +47,9 @@ pub enum OperatorError {
     /// The Kubernetes API failed.
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
+    /// The webhook receiver could not start.
+    #[error("webhooks: {0}")]
+    Webhook(String),
 }
 
 /// Why one reconcile failed, by category (the `switchback_errors_total` label and the log field),
@@ -98,6 +104,8 @@ pub struct ControllerOptions {
     pub metrics: Metrics,
     /// Flipped to ready once the watch caches are filled.
     pub readiness: Option<Readiness>,
+    /// Serve push webhooks here (`/hooks/<provider>/<namespace>.<secret>`); off when `None`.
+    pub webhook_addr: Option<std::net::SocketAddr>,
 }
 
 impl ControllerOptions {
@@ -111,6 +119,7 @@ impl ControllerOptions {
             instance: None,
             metrics: Metrics::new(),
             readiness: None,
+            webhook_addr: None,
         }
     }
 }
@@ -119,6 +128,7 @@ type Key = (String, String);
 
 struct Context {
     client: kube::Client,
+    hooks: Arc<SecretMap>,
     pods: PodCache,
     options: ControllerOptions,
     workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
@@ -154,6 +164,7 @@ pub async fn run(
     let context = Arc::new(Context {
         client: client.clone(),
         pods: PodCache::new(pod_store),
+        hooks: Arc::new(SecretMap::new()),
         options,
         workers: tokio::sync::Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
@@ -177,6 +188,10 @@ pub async fn run(
             readiness.set_ready();
         });
     }
+    let webhooks = match context.options.webhook_addr {
+        Some(addr) => Some(start_webhooks(addr, Arc::clone(&context)).await?),
+        None => None,
+    };
     let poker = tokio::spawn(poke_on_pod_changes(
         pod_events,
         rollout_store,
@@ -202,6 +217,11 @@ pub async fn run(
     }
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
+    if let Some(tasks) = webhooks {
+        for task in tasks {
+            task.abort();
+        }
+    }
     let workers: Vec<WorkerHandle> = context
         .workers
         .lock()
@@ -213,6 +233,43 @@ pub async fn run(
         worker.abort();
     }
     Ok(())
+}
+
+/// Serves push webhooks on `addr` and makes every worker a push is for fetch at once.
+async fn start_webhooks(
+    addr: std::net::SocketAddr,
+    ctx: Arc<Context>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, OperatorError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Trigger>(256);
+    let secrets: Arc<dyn HookSecrets> = Arc::clone(&ctx.hooks) as Arc<dyn HookSecrets>;
+    let router = webhook::router(
+        secrets,
+        WebhookConfig::default(),
+        tx,
+        WebhookMetrics::default(),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| OperatorError::Webhook(format!("binding {addr}: {e}")))?;
+    tracing::info!(%addr, "serving push webhooks");
+    let server = tokio::spawn(async move {
+        if let Err(e) = webhook::serve(listener, router, std::future::pending()).await {
+            tracing::error!(error = %e, "the webhook server stopped");
+        }
+    });
+    let consumer = tokio::spawn(async move {
+        while let Some(trigger) = rx.recv().await {
+            let workers = ctx.workers.lock().await;
+            for worker in workers.values() {
+                let (url, git_ref, hook) = &worker.follows;
+                if hook.as_deref() == Some(trigger.hook.as_str()) && trigger.matches(url, git_ref) {
+                    tracing::info!(hook = %trigger.hook, url = %url, "push: fetching now");
+                    worker.fetch_now();
+                }
+            }
+        }
+    });
+    Ok(vec![server, consumer])
 }
 
 /// Pokes the worker of every rollout selecting a pod that changed.
@@ -364,6 +421,33 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         }
         None => Credentials::None,
     };
+    let hook = match &spec.source.webhook {
+        Some(webhook) => {
+            let id = format!("{namespace}.{}", webhook.secret_ref.name);
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let secret = secrets.get(&webhook.secret_ref.name).await.map_err(|e| {
+                ReconcileError::Source(format!(
+                    "webhook secret {namespace}/{}: {e}",
+                    webhook.secret_ref.name
+                ))
+            })?;
+            let token = secret
+                .data
+                .unwrap_or_default()
+                .remove("token")
+                .map(|v| v.0)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ReconcileError::Source(format!(
+                        "webhook secret {namespace}/{} has no `token`",
+                        webhook.secret_ref.name
+                    ))
+                })?;
+            ctx.hooks.set(&id, HookSecret::new(token));
+            Some(id)
+        }
+        None => None,
+    };
     let keys = match &spec.source.verify {
         Some(verify) => Some(Arc::new(trusted_keys(ctx, &namespace, verify).await?)),
         None => None,
@@ -399,6 +483,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
         fleet,
         metrics: ctx.options.metrics.clone(),
         keys,
+        hook,
         reporter: Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: ctx.options.instance.clone(),

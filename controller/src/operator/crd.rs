@@ -68,6 +68,19 @@ pub struct SourceSpec {
     /// rolled out and `Stalled` says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// Push webhooks: a signed push for this repository and ref fetches at once (`interval` stays
+    /// the fallback). The Secret's `token` is the webhook secret; the hook's URL is
+    /// `/hooks/<provider>/<namespace>.<secret name>` on the controller's `--webhook-addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// Where the webhook secret is.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// A Secret in the rollout's namespace with the key `token`.
+    pub secret_ref: LocalObjectReference,
 }
 
 /// Which commits may be rolled out.

@@ -61,6 +61,8 @@ pub struct WorkerSetup {
     pub metrics: Metrics,
     /// When the spec asks for signed commits: the keys a head must be signed by.
     pub keys: Option<Arc<TrustedKeys>>,
+    /// The webhook id pushes for this rollout arrive under (`<namespace>.<secret>`).
+    pub hook: Option<String>,
     /// Where to continue from: the previous worker's checkpoint, if any.
     pub resume: Option<Checkpoint>,
 }
@@ -70,6 +72,9 @@ pub struct WorkerHandle {
     /// The spec generation it runs.
     pub generation: i64,
     poke: Arc<Notify>,
+    fetch: Arc<Notify>,
+    /// The source it follows (URL, ref) and its webhook id, for matching pushes.
+    pub follows: (String, String, Option<String>),
     latest: watch::Sender<Arc<ProxyRollout>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<Checkpoint>>,
@@ -80,12 +85,25 @@ impl WorkerHandle {
     pub fn start(setup: WorkerSetup) -> Self {
         let generation = setup.rollout.metadata.generation.unwrap_or(0);
         let poke = Arc::new(Notify::new());
+        let fetch = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let (latest, seen) = watch::channel(Arc::clone(&setup.rollout));
-        let task = tokio::spawn(run(setup, Arc::clone(&poke), seen, stopped));
+        let source = &setup.rollout.spec.source;
+        let follows = (
+            source.url.clone(),
+            source.git_ref.clone(),
+            setup.hook.clone(),
+        );
+        let signals = Signals {
+            poke: Arc::clone(&poke),
+            fetch: Arc::clone(&fetch),
+        };
+        let task = tokio::spawn(run(setup, signals, seen, stopped));
         WorkerHandle {
             generation,
             poke,
+            fetch,
+            follows,
             latest,
             stop,
             task,
@@ -101,6 +119,11 @@ impl WorkerHandle {
     /// Something it watches changed (a pod, the object): read the pods now.
     pub fn poke(&self) {
         self.poke.notify_one();
+    }
+
+    /// A push arrived for its source: fetch now instead of at the next interval.
+    pub fn fetch_now(&self) {
+        self.fetch.notify_one();
     }
 
     /// Whether the task is still running.
@@ -120,10 +143,16 @@ impl WorkerHandle {
     }
 }
 
+/// What wakes a worker early.
+struct Signals {
+    poke: Arc<Notify>,
+    fetch: Arc<Notify>,
+}
+
 #[tracing::instrument(name = "worker", skip_all, fields(rollout = %key(&setup.rollout)))]
 async fn run(
     setup: WorkerSetup,
-    poke: Arc<Notify>,
+    signals: Signals,
     latest: watch::Receiver<Arc<ProxyRollout>>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Checkpoint> {
@@ -138,7 +167,9 @@ async fn run(
         metrics,
         keys,
         resume,
+        hook: _,
     } = setup;
+    let Signals { poke, fetch } = signals;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
     let name = object.metadata.name.clone().unwrap_or_default();
     let generation = object.metadata.generation.unwrap_or(0);
@@ -221,6 +252,7 @@ async fn run(
         tokio::select! {
             () = runner.run_for(TURN) => {}
             () = poke.notified() => runner.poll_soon(),
+            () = fetch.notified() => next_fetch = tokio::time::Instant::now(),
             _ = stop.changed() => {
                 let (rollout, bundles) = runner.checkpoint();
                 return Some(Checkpoint { rollout, bundles });
