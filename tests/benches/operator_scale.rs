@@ -361,6 +361,8 @@ impl Controller {
             .arg("--metrics-addr")
             .arg(metrics.to_string())
             .env("KUBECONFIG", server.kubeconfig_path())
+            // The fake agents take any bearer token, as real ones take the Secret's.
+            .env("SWITCHBACK_AGENT_TOKEN", "bench-agent-token")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
