@@ -54,6 +54,31 @@ pub enum StoreError {
     },
 }
 
+/// The value of the rollout label for `rollout` (label values are at most 63 characters).
+pub fn rollout_label(rollout: &str) -> String {
+    rollout.chars().take(63).collect()
+}
+
+/// The value of the digest label for `digest` (its hex, cut to a label value's 63 characters).
+pub fn digest_label(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    hex.get(..63).unwrap_or(&hex).to_string()
+}
+
+/// The label selector of every ConfigMap of `rollout` (bundles and incident reports).
+pub fn rollout_selector(rollout: &str) -> String {
+    format!("{ROLLOUT_LABEL}={}", rollout_label(rollout))
+}
+
+/// The label selector of the parts of `digest`'s bundle of `rollout`.
+pub fn bundle_selector(rollout: &str, digest: &Digest) -> String {
+    format!(
+        "{},{DIGEST_LABEL}={}",
+        rollout_selector(rollout),
+        digest_label(digest)
+    )
+}
+
 /// The name of part `part` (0-based) of a rollout's bundle: `<rollout>-<12 hex>[-p<n>]`, short
 /// enough for any rollout name Kubernetes allows (names are cut to stay within 253 characters).
 pub fn part_name(rollout: &str, digest: &Digest, part: usize) -> String {
@@ -118,11 +143,8 @@ pub fn to_configmaps(
                     name: Some(part_name(rollout, &digest, n)),
                     namespace: Some(namespace.to_string()),
                     labels: Some(BTreeMap::from([
-                        (DIGEST_LABEL.to_string(), digest.to_hex()[..63].to_string()),
-                        (
-                            ROLLOUT_LABEL.to_string(),
-                            rollout.chars().take(63).collect(),
-                        ),
+                        (DIGEST_LABEL.to_string(), digest_label(&digest)),
+                        (ROLLOUT_LABEL.to_string(), rollout_label(rollout)),
                     ])),
                     owner_references: owner.clone().map(|o| vec![o]),
                     ..ObjectMeta::default()

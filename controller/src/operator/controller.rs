@@ -20,14 +20,15 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 
-use super::bundle_store::ROLLOUT_LABEL;
+use super::bundle_store::{self, ROLLOUT_LABEL};
 use super::crd::{ProxyRollout, VerifyMode, VerifySpec};
 use super::credentials::{self, CredentialsError};
+use super::fetch;
 use super::health::Readiness;
 use super::marks::APPLIED_ANNOTATION;
 use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
 use super::spec::{SpecError, go_duration, runner_config};
-use super::worker::{self, WorkerHandle, WorkerSetup};
+use super::worker::{WorkerHandle, WorkerSetup};
 use crate::agent::kube::{ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
 use crate::fleet::pod_cache::{PodCache, matches};
@@ -413,7 +414,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
     let config = runner_config(object)?;
     config.check().map_err(|e| SpecError(e.to_string()))?;
     let interval = go_duration(&spec.source.interval)?;
-    let cache = worker::cache_dir(&ctx.options.cache_dir, object);
+    let cache = fetch::cache_dir(&ctx.options.cache_dir, object);
     let credentials = match &spec.source.secret_ref {
         Some(secret) => {
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -455,7 +456,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
     // Opening (or creating) the bare cache is file I/O: off the async threads.
     let (for_source, git_dir) = (Arc::clone(object), cache.join("git"));
     let source =
-        tokio::task::spawn_blocking(move || worker::git_source(&for_source, credentials, &git_dir))
+        tokio::task::spawn_blocking(move || fetch::git_source(&for_source, credentials, &git_dir))
             .await
             .map_err(|e| ReconcileError::Source(e.to_string()))?
             .map_err(|e| ReconcileError::Source(e.to_string()))?;
@@ -529,10 +530,7 @@ async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, Rec
     let name = object.name_any();
     ctx.options.metrics.remove_rollout(&namespace, &name);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = format!(
-        "{ROLLOUT_LABEL}={}",
-        name.chars().take(63).collect::<String>()
-    );
+    let selector = bundle_store::rollout_selector(&name);
     for cm in maps
         .list(&ListParams::default().labels(&selector))
         .await?

@@ -5,28 +5,27 @@
 //! applied digest on each pod). It stops when asked and hands back its checkpoint, so a spec change
 //! continues the rollout where it was instead of starting over.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use tokio::sync::{Notify, mpsc, watch};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use tokio::sync::{Notify, watch};
 
-use super::bundle_store;
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
-use super::incident;
+use super::events::{object_reference, publish, report};
+use super::fetch::read;
+use super::incident::{self, report_inputs, write_reports};
 use super::marks::PodMarks;
-use super::metrics::{ErrorCategory, Metrics};
+use super::metrics::Metrics;
 use super::request;
+use super::resume::from_status;
 use super::status::to_status;
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
-use crate::render::{self, Bundle, Digest};
-use crate::rollout::{Command, Incident, NoticeKind, Release, Rollout};
-use crate::runner::{Note, Runner, RunnerConfig};
-use crate::source::git::{Credentials, GitSource};
+use crate::render::Bundle;
+use crate::rollout::Rollout;
+use crate::runner::{Runner, RunnerConfig};
+use crate::source::git::GitSource;
 use crate::source::verify::TrustedKeys;
 
 /// How long the worker lets the runner go between writes of status and pod marks.
@@ -359,136 +358,6 @@ fn act_on_request<F: crate::fleet::Fleet>(
     }
 }
 
-/// Turns the runner's notes into Kubernetes Events: every notice the machine emits (each
-/// transition) and every incident with its evidence.
-async fn report(
-    notes: &mut mpsc::UnboundedReceiver<Note>,
-    recorder: &Recorder,
-    reference: &ObjectReference,
-    metrics: &Metrics,
-) -> Vec<Incident> {
-    let mut incidents = Vec::new();
-    while let Ok(note) = notes.try_recv() {
-        let Note::Command { command, .. } = note else {
-            continue;
-        };
-        match command {
-            Command::Emit(notice) => {
-                let kind = match notice.kind {
-                    NoticeKind::Normal => EventType::Normal,
-                    NoticeKind::Warning => EventType::Warning,
-                };
-                let reason = notice.reason.to_string();
-                publish(recorder, reference, kind, &reason, &notice.message).await;
-            }
-            Command::RecordIncident(incident) => {
-                if incident.timeline.restored_at.is_none() {
-                    metrics.count_rollback();
-                    let message = incident_message(&incident);
-                    publish(
-                        recorder,
-                        reference,
-                        EventType::Warning,
-                        "RolledBack",
-                        &message,
-                    )
-                    .await;
-                }
-                incidents.push(*incident);
-            }
-            _ => {}
-        }
-    }
-    incidents
-}
-
-/// The report of each incident recorded this turn (at the decision, and again once every pod is
-/// restored), with the ConfigMap it goes to.
-fn report_inputs<F: crate::fleet::Fleet>(
-    incidents: Vec<Incident>,
-    runner: &Runner<F>,
-    object: &ProxyRollout,
-) -> Vec<(String, crate::report::IncidentInput)> {
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let method = format!("{:?}", object.spec.strategy.analysis.method).to_lowercase();
-    let mut inputs = Vec::new();
-    for incident in incidents {
-        let known = runner
-            .rollout()
-            .ledger()
-            .known_good()
-            .iter()
-            .find(|r| r.digest == incident.restored_to.digest);
-        let input = crate::report::from_incident(
-            &name,
-            &incident,
-            Some(&method),
-            crate::report::Restored {
-                revision: known.map(|r| &r.revision),
-                bundle: runner.bundle(&incident.restored_to.digest),
-            },
-            runner.bundle(&incident.revision.digest),
-            &object.spec.render.entry,
-        );
-        inputs.push((incident::report_name(&name, incident.id), input));
-    }
-    inputs
-}
-
-/// Writes the reports; a failed write is logged (the Event and status already carry the gist).
-async fn write_reports(
-    inputs: Vec<(String, crate::report::IncidentInput)>,
-    object: &ProxyRollout,
-    client: &kube::Client,
-) {
-    use kube::Resource;
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    for (map, input) in inputs {
-        if let Err(e) =
-            incident::store(&maps, &map, &name, object.controller_owner_ref(&()), &input).await
-        {
-            tracing::warn!(error = %e, report = %map, "writing the incident report failed");
-        }
-    }
-}
-
-fn incident_message(incident: &Incident) -> String {
-    format!(
-        "{} rolled back to {}: {}",
-        incident.revision,
-        incident.restored_to,
-        incident.reason.summary()
-    )
-}
-
-async fn publish(
-    recorder: &Recorder,
-    reference: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
-    // Event notes are limited to 1 kB by the API.
-    let note: String = note.chars().take(1000).collect();
-    let event = KubeEvent {
-        type_,
-        reason: reason.chars().take(128).collect(),
-        note: Some(note),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, reference).await {
-        tracing::debug!(error = %e, "publishing an event failed");
-    }
-}
-
-fn object_reference(object: &ProxyRollout) -> ObjectReference {
-    use kube::Resource;
-    object.object_ref(&())
-}
-
 /// Status by server-side apply, field manager `switchback`, forced: the controller is the only
 /// writer of status.
 async fn write_status(
@@ -521,144 +390,10 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - fraction)
 }
 
-/// The checkpoint a previous controller left in status, with the bundles it names read back
-/// from their ConfigMaps (or rendered again from git when no pod was ever told them).
-async fn from_status(
-    object: &ProxyRollout,
-    client: &kube::Client,
-    source: &GitSource,
-) -> Option<Checkpoint> {
-    let engine = object.status.as_ref()?.engine.clone()?;
-    let rollout: Rollout = match serde_json::from_value(engine) {
-        Ok(rollout) => rollout,
-        Err(e) => {
-            tracing::warn!(error = %e, "status.engine is not a checkpoint this version reads; starting afresh");
-            return None;
-        }
-    };
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let mut wanted: HashMap<Digest, String> = HashMap::new();
-    let state = rollout.state();
-    for release in [state.stable(), state.target(), rollout.pending()]
-        .into_iter()
-        .flatten()
-    {
-        wanted.insert(release.digest, release.revision.commit.clone());
-    }
-    for good in rollout.ledger().known_good() {
-        wanted.insert(good.digest, good.revision.commit.clone());
-    }
-    let mut bundles = Vec::new();
-    for (digest, commit) in wanted {
-        match stored_bundle(&maps, &name, &digest).await {
-            Some(bundle) => bundles.push(bundle),
-            None => match render_commit(source, object, &commit).await {
-                Ok(bundle) if bundle.digest() == digest => bundles.push(bundle),
-                Ok(bundle) => tracing::warn!(
-                    %digest, got = %bundle.digest(), commit,
-                    "the commit renders differently now; that revision cannot be told again"
-                ),
-                Err(e) => tracing::warn!(%digest, commit, error = %e, "bundle not found"),
-            },
-        }
-    }
-    Some(Checkpoint { rollout, bundles })
-}
-
-async fn stored_bundle(maps: &Api<ConfigMap>, rollout: &str, digest: &Digest) -> Option<Bundle> {
-    let hex = digest.to_hex();
-    let selector = format!(
-        "{}={},{}={}",
-        bundle_store::ROLLOUT_LABEL,
-        rollout.chars().take(63).collect::<String>(),
-        bundle_store::DIGEST_LABEL,
-        hex.get(..63).unwrap_or(&hex)
-    );
-    let parts = maps
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .ok()?;
-    bundle_store::from_configmaps(digest, &parts.items).ok()
-}
-
-async fn render_commit(
-    source: &GitSource,
-    object: &ProxyRollout,
-    commit: &str,
-) -> Result<Bundle, String> {
-    let tree = source
-        .read_tree(commit, &object.spec.source.path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let values = object
-        .spec
-        .render
-        .values
-        .clone()
-        .unwrap_or(serde_json::Value::Null);
-    render::render(&tree, &values).map_err(|e| e.to_diagnostic().to_string())
-}
-
-/// Fetches the ref and renders its tree. A commit that does not render never reaches the engine;
-/// it is reported (Event, log) with the template, line and variable the renderer named.
-async fn read(
-    source: &GitSource,
-    object: &ProxyRollout,
-    keys: Option<Arc<TrustedKeys>>,
-) -> Result<(Release, Bundle), (ErrorCategory, &'static str, String)> {
-    let revision = source
-        .fetch(&object.spec.source.git_ref)
-        .await
-        .map_err(|e| (ErrorCategory::Source, "SourceFailed", e.to_string()))?;
-    if let Some(keys) = keys {
-        // Before rendering: an unverified commit's templates are not even read.
-        source
-            .verify(&revision.commit, keys)
-            .await
-            .map_err(|e| (ErrorCategory::Source, "UnverifiedCommit", e.to_string()))?;
-    }
-    let bundle = render_commit(source, object, &revision.commit)
-        .await
-        .map_err(|e| {
-            let message = format!(
-                "{} does not render: {e}",
-                crate::rollout::revision::short(&revision.commit)
-            );
-            (ErrorCategory::Render, "SourceFailed", message)
-        })?;
-    Ok((
-        Release {
-            digest: bundle.digest(),
-            revision,
-        },
-        bundle,
-    ))
-}
-
 fn key(object: &ProxyRollout) -> String {
     format!(
         "{}/{}",
         object.metadata.namespace.as_deref().unwrap_or(""),
         object.metadata.name.as_deref().unwrap_or("")
     )
-}
-
-/// Credentials and a cache directory for one rollout's source.
-pub fn cache_dir(root: &std::path::Path, object: &ProxyRollout) -> PathBuf {
-    root.join(format!(
-        "{}.{}",
-        object.metadata.namespace.as_deref().unwrap_or(""),
-        object.metadata.name.as_deref().unwrap_or("")
-    ))
-}
-
-/// Builds the git source for a rollout.
-pub fn git_source(
-    object: &ProxyRollout,
-    credentials: Credentials,
-    cache: &std::path::Path,
-) -> Result<GitSource, crate::source::git::GitError> {
-    GitSource::new(&object.spec.source.url, credentials, cache)
 }
