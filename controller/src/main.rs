@@ -70,7 +70,12 @@ enum Command {
     /// resume).
     Plugin(PluginArgs),
     /// Print the ProxyRollout CustomResourceDefinition (what `crds/proxyrollout.yaml` holds).
-    Crd,
+    Crd {
+        /// Print the field reference tables instead (what `docs/proxyrollout.md` holds between
+        /// its markers).
+        #[arg(long)]
+        reference: bool,
+    },
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -133,7 +138,11 @@ fn main() -> ExitCode {
             rt.block_on(cli::plugin::run(args))
                 .map_err(anyhow::Error::from)
         }),
-        Command::Crd => switchback::operator::crd::crd_yaml()
+        Command::Crd { reference: true } => {
+            print!("{}", switchback::operator::reference::reference_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd { reference: false } => switchback::operator::crd::crd_yaml()
             .map_err(anyhow::Error::from)
             .map(|yaml| {
                 print!("{yaml}");

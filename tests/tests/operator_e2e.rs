@@ -178,6 +178,21 @@ async fn an_invalid_commit_never_reaches_a_pod_and_status_names_file_line_and_ru
         )
         .await;
     assert_eq!(reason, "SourceFailed");
+
+    // A spec the schema lets through but the controller cannot use: a Warning Event on the
+    // rollout says why, where `kubectl describe` shows it.
+    c.apply_rollout("    bake: soon\n").await;
+    let notes = c
+        .wait_for(
+            "events.events.k8s.io",
+            "{range .items[?(@.reason==\"InvalidSpec\")]}{.note}{\"\\n\"}{end}",
+            |out| !out.is_empty(),
+        )
+        .await;
+    assert!(
+        notes.contains("\"soon\"") && notes.contains("duration"),
+        "the InvalidSpec event names the bad value: {notes}"
+    );
     c.down().await;
 }
 

@@ -72,6 +72,16 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The Event reason for an error a user can fix in the spec or the Secret it names; `None`
+    /// for API failures, which only the logs and the metric report.
+    pub fn event_reason(&self) -> Option<&'static str> {
+        match self {
+            ReconcileError::Spec(_) => Some("InvalidSpec"),
+            ReconcileError::Source(_) => Some("SourceSetupFailed"),
+            ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => None,
+        }
+    }
+
     /// The error category.
     pub fn category(&self) -> ErrorCategory {
         match self {
@@ -369,6 +379,29 @@ fn error_policy(object: Arc<ProxyRollout>, error: &ReconcileError, ctx: Arc<Cont
         error = %error,
         "reconcile failed"
     );
+    // The first failure of a run says why on the object itself, where `kubectl describe`
+    // shows it; the retries stay in the logs and the metric.
+    if let (1, Some(reason)) = (attempt, error.event_reason()) {
+        let recorder = kube::runtime::events::Recorder::new(
+            ctx.client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance: ctx.options.instance.clone(),
+            },
+        );
+        let reference = super::events::object_reference(&object);
+        let message = error.to_string();
+        tokio::spawn(async move {
+            super::events::publish(
+                &recorder,
+                &reference,
+                kube::runtime::events::EventType::Warning,
+                reason,
+                &message,
+            )
+            .await;
+        });
+    }
     Action::requeue(delay)
 }
 

@@ -216,13 +216,14 @@ pub struct AnalysisSpec {
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.000001, max = 0.1))]
     pub alpha: f64,
-    /// Threshold: seconds between checks.
+    /// Threshold: seconds between checks (unset: 60, Flagger's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u32>,
-    /// Threshold: failed checks before rolling back.
+    /// Threshold: failed checks before rolling back (unset: 1, Flagger's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
-    /// Threshold: highest error rate (percent) a check passes with.
+    /// Threshold: highest error rate (percent) a check passes with (unset: 1, the 99% success rate
+    /// of Flagger's docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_error_rate: Option<f64>,
 }

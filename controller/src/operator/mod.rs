@@ -14,6 +14,7 @@ pub mod incident;
 pub mod leader;
 pub mod marks;
 pub mod metrics;
+pub mod reference;
 pub mod request;
 mod resume;
 pub mod spec;
