@@ -286,8 +286,16 @@ fn list(
     let labels = Selector::parse(q.get("labelSelector").map_or("", String::as_str))?;
     let fields = Selector::parse(q.get("fieldSelector").map_or("", String::as_str))?;
     let store = shared.lock();
-    let items: Vec<Value> = store
-        .list(&rt.group, &rt.plural, namespace)
+    let mut items = store.list(&rt.group, &rt.plural, namespace);
+    if rt.group.is_empty() && rt.plural == "events" {
+        items.extend(
+            store
+                .list("events.k8s.io", "events", namespace)
+                .iter()
+                .map(super::events::as_core_v1),
+        );
+    }
+    let items: Vec<Value> = items
         .into_iter()
         .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
         .collect();

@@ -233,6 +233,8 @@ async fn follow(
                         if let Some(p) = pods.remove(&key) {
                             errors.extend(halt(&key, p).await);
                         }
+                    } else if pods.contains_key(&key) {
+                        follow_gates(&ctx, &key, &e.object);
                     } else {
                         observe(&ctx, &mut pods, &e.object);
                     }
@@ -276,13 +278,16 @@ fn observe(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>, pod: &Value) {
         );
         return;
     };
-    let agent = launch(ctx, &key, octet);
+    let agent = launch(ctx, &key, octet, pod);
     pods.insert(key, agent);
 }
 
 /// Starts one Pod's agent on `127.<subnet>.<octet>` and a task that reports it Ready once its
 /// `/healthz` answers (or Failed if the agent ends first).
-fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
+fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8, pod: &Value) -> PodAgent {
+    let gated = pod["spec"]["readinessGates"]
+        .as_array()
+        .is_some_and(|g| !g.is_empty());
     let [a, b] = ctx.options.subnet;
     let ip = IpAddr::V4(Ipv4Addr::new(127, a, b, octet));
     let api = SocketAddr::new(ip, AGENT_PORT);
@@ -305,7 +310,19 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
     let client = ctx.kube.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let (ended_tx, ended) = watch::channel(false);
+    let mounted = secret_token(ctx, key, pod);
+    let mut args = args;
     let agent = tokio::spawn(async move {
+        // A token Secret the pod mounts is what its agent reads, as a real kubelet mounts it.
+        if let Some(mounted) = mounted {
+            match mounted.await {
+                Ok(file) => args.token_file = Some(file),
+                Err(e) => {
+                    let _ = ended_tx.send(true);
+                    return Err(AgentError::Kube(e));
+                }
+            }
+        }
         let result = match AgentConfig::from_args(args) {
             // Never fall back to the environment's cluster from a test.
             Ok(cfg) if cfg.kubernetes.is_some() && client.is_none() => Err(AgentError::Kube(
@@ -322,7 +339,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
         let _ = ended_tx.send(true);
         result
     });
-    let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip, ended));
+    let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip, gated, ended));
     PodAgent {
         octet,
         stop: Some(stop),
@@ -333,7 +350,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
 
 /// Waits for the agent's `/healthz`, then writes Running/Ready with the pod IP into the Pod's
 /// status; when the agent ends first, or after a minute without an answer, writes Failed.
-async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<bool>) {
+async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, gated: bool, ended: watch::Receiver<bool>) {
     let api = SocketAddr::new(ip, AGENT_PORT);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let up = match AgentClient::new(api) {
@@ -351,6 +368,13 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<b
     let now = jiff::Timestamp::now().to_string();
     let status = if up {
         let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+        // With readiness gates the pod starts not Ready; `follow_gates` flips it once every
+        // gate's condition is True.
+        let ready = if gated {
+            crate::kube::readiness::ready_patch(false, &now)["status"]["conditions"][0].clone()
+        } else {
+            cond("Ready")
+        };
         json!({
             "phase": "Running",
             "podIP": ip.to_string(),
@@ -358,7 +382,7 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<b
             "hostIP": "127.0.0.1",
             "startTime": now,
             "conditions": [
-                cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready"),
+                cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), ready,
             ],
         })
     } else {
@@ -391,6 +415,83 @@ async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, ended: watch::Receiver<b
         ),
         Err(e) => eprintln!("process kubelet: status of {}/{}: {e}", key.0, key.1),
     }
+}
+
+/// When `pod` mounts a Secret volume holding the key `token`, a future that waits (up to a
+/// minute, as a real kubelet retries the mount) for that Secret and writes the token into the
+/// pod's own file; `None` when it mounts none, and the kubelet's token is used.
+fn secret_token(
+    ctx: &Arc<Ctx>,
+    key: &PodKey,
+    pod: &Value,
+) -> Option<impl std::future::Future<Output = Result<PathBuf, String>> + Send + 'static> {
+    let secret = pod["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .next()?
+        .to_string();
+    let url = format!("{}/api/v1/namespaces/{}/secrets/{secret}", ctx.url, key.0);
+    let file = ctx.dir.join(format!("{}.{}.token", key.0, key.1));
+    let (http, token) = (ctx.http.clone(), ctx.token.clone());
+    Some(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = async {
+                http.get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json::<Value>()
+                    .await
+            }
+            .await;
+            if let Ok(obj) = got {
+                let value = obj["data"]["token"].as_str().unwrap_or_default();
+                let bytes = switchback::agent::base64::decode(value)
+                    .map_err(|e| format!("Secret {secret}: token: {e}"))?;
+                std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+                return Ok(file);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "Secret {secret} (the pod's token volume) never appeared"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Sets a running Pod's `Ready` from its readiness gates when they disagree (a real kubelet's
+/// status manager does this on every change of the Pod's conditions).
+fn follow_gates(ctx: &Arc<Ctx>, key: &PodKey, pod: &Value) {
+    use crate::kube::readiness::{ready_by_gates, ready_patch, says_ready};
+    let Some(ready) = ready_by_gates(pod) else {
+        return;
+    };
+    if says_ready(pod, ready) {
+        return;
+    }
+    let url = format!(
+        "{}/api/v1/namespaces/{}/pods/{}/status",
+        ctx.url, key.0, key.1
+    );
+    let patch = ready_patch(ready, &jiff::Timestamp::now().to_string());
+    let (http, token) = (ctx.http.clone(), ctx.token.clone());
+    tokio::spawn(async move {
+        let sent = http
+            .patch(url)
+            .bearer_auth(token)
+            .header("Content-Type", "application/strategic-merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await;
+        if let Err(e) = sent {
+            eprintln!("process kubelet: readiness: {e}");
+        }
+    });
 }
 
 /// A kube-rs client for the server, from its kubeconfig, as a Pod's service account would give.

@@ -5,11 +5,13 @@
 
 mod api;
 pub mod error;
+pub mod events;
 pub mod fixtures;
 pub mod kubectl;
 pub mod kubelet;
 pub mod patch;
 mod protobuf;
+pub mod readiness;
 pub mod resources;
 pub mod schema;
 pub mod select;
