@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check demo validate-example bench bench-operator fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check demo validate-example bench bench-operator fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ chart-check: tools-kubectl ## helm lint --strict and helm template of the chart,
 	$(HELM) template switchback $(CHART) -n switchback >/dev/null
 	$(HELM) template switchback $(CHART) -n switchback -f $(CHART)/ci/full-values.yaml >/dev/null
 	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart)"
+
+docs-check: tools ## The docs do what they say: the quickstart run command by command against the test API server, the ProxyRollout reference equal to the schema, no dead links
+	$(CARGO) test -p switchback --lib operator::reference
+	$(CARGO) test -p switchback-tests --test docs_quickstart --test docs_links
 
 test-real-cluster: tools-kubectl ## The operator against the cluster KUBECONFIG names (creates and deletes one namespace)
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to a cluster you may write to"; exit 2; }
