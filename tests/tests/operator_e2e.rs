@@ -491,6 +491,7 @@ async fn a_signed_push_fetches_at_once() {
         .expect("a free port");
     let mut options = c.controller_options();
     options.webhook_addr = Some(addr);
+    let metrics = options.metrics.clone();
     c.start_controller_with(options).await;
     c.wait_condition("Ready").await;
 
@@ -525,5 +526,13 @@ async fn a_signed_push_fetches_at_once() {
     }
     c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
         .await;
+    // The receiver's counters are on the controller's /metrics.
+    let text = metrics.encode().expect("encode metrics");
+    assert!(
+        text.contains(
+            "switchback_webhook_requests_total{provider=\"generic\",outcome=\"accepted\"} 1"
+        ),
+        "the accepted push is counted on /metrics:\n{text}"
+    );
     c.down().await;
 }

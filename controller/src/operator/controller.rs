@@ -34,9 +34,7 @@ use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, K
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
 use crate::source::verify::{KeyKind, TrustedKeys};
-use crate::source::webhook::{
-    self, HookSecret, HookSecrets, SecretMap, Trigger, WebhookConfig, WebhookMetrics,
-};
+use crate::source::webhook::{self, HookSecret, HookSecrets, SecretMap, Trigger, WebhookConfig};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
 /// ProxyRollout goes.
@@ -257,7 +255,7 @@ async fn start_webhooks(
         secrets,
         WebhookConfig::default(),
         tx,
-        WebhookMetrics::default(),
+        ctx.options.metrics.webhook(),
     );
     let listener = tokio::net::TcpListener::bind(addr)
         .await

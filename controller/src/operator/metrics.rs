@@ -134,6 +134,7 @@ struct Inner {
     phases: Mutex<BTreeMap<(String, String), Phase>>,
     is_leader: Gauge,
     git_fetch: Histogram,
+    webhook: crate::source::webhook::WebhookMetrics,
     samples: Option<Mutex<Samples>>,
 }
 
@@ -199,6 +200,8 @@ impl Metrics {
             "Time one git fetch of a rollout's source took",
             git_fetch.clone(),
         );
+        let webhook = crate::source::webhook::WebhookMetrics::default();
+        webhook.register(&mut registry);
         // Every bounded series exists from the start, at zero, so rate() and absent() work.
         for result in [ReconcileResult::Ok, ReconcileResult::Error] {
             drop(reconcile.get_or_create(&[("result", result.label())]));
@@ -219,9 +222,15 @@ impl Metrics {
                 phases: Mutex::new(BTreeMap::new()),
                 is_leader,
                 git_fetch,
+                webhook,
                 samples: samples.map(Mutex::new),
             }),
         }
+    }
+
+    /// The push webhook receiver's counters, registered here so `/metrics` serves them.
+    pub fn webhook(&self) -> crate::source::webhook::WebhookMetrics {
+        self.inner.webhook.clone()
     }
 
     /// Records one reconcile: how long it took and how it ended.
@@ -351,6 +360,27 @@ mod tests {
     }
 
     #[test]
+    fn every_family_served_is_in_the_metrics_reference() {
+        let page = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let text = Metrics::new().encode().unwrap();
+        for declared in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = declared.split_once(' ').unwrap_or((declared, ""));
+            let shown = if kind == "counter" {
+                format!("`{name}_total`")
+            } else {
+                format!("`{name}`")
+            };
+            assert!(
+                page.contains(&format!("| {shown} | {kind} |")),
+                "docs/operations.md has no row `| {shown} | {kind} |`"
+            );
+        }
+    }
+
+    #[test]
     fn every_family_is_exposed_with_its_labels_from_the_start() {
         let text = Metrics::new().encode().unwrap();
         for family in [
@@ -360,6 +390,8 @@ mod tests {
             "# TYPE switchback_rollouts gauge",
             "# TYPE switchback_is_leader gauge",
             "# TYPE switchback_git_fetch_duration_seconds histogram",
+            "# TYPE switchback_webhook_requests counter",
+            "# TYPE switchback_webhook_triggers_dropped counter",
         ] {
             assert!(text.contains(family), "{family} missing in\n{text}");
         }

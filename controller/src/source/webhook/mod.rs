@@ -208,6 +208,15 @@ impl WebhookMetrics {
             "Triggers dropped because the controller's queue was full (the poll catches up)",
             self.dropped.clone(),
         );
+        // The series alerts watch exist from the start, at zero, so rate() works.
+        for provider in Provider::ALL {
+            for outcome in [Outcome::Accepted, Outcome::Unauthorized] {
+                drop(self.requests.get_or_create(&[
+                    ("provider", provider.label()),
+                    ("outcome", outcome.label()),
+                ]));
+            }
+        }
     }
 
     /// How many requests of `provider` ended with `outcome`.

@@ -33,6 +33,16 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider, for metrics that exist from the start.
+    pub const ALL: [Provider; 6] = [
+        Provider::GitHub,
+        Provider::GitLab,
+        Provider::Gitea,
+        Provider::Forgejo,
+        Provider::Bitbucket,
+        Provider::Generic,
+    ];
+
     /// The provider a path segment names, `None` for anything else (answered 404).
     pub fn from_path(segment: &str) -> Option<Provider> {
         Some(match segment {
