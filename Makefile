@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check demo validate-example bench bench-operator fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingest
 bench-operator: ## Operator scale: controller RSS, reconcile p50/p99 at 1,000 pods, restore time at 500 (SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
 	$(CARGO) build --release --bin switchback
 	$(CARGO) bench -p switchback-tests --bench operator_scale
+
+bench-push: tools ## Push-to-canary latency, webhook vs polling (PUSH_SAMPLES, PUSH_POLL_INTERVAL)
+	$(CARGO) bench -p switchback-tests --bench push_latency
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
