@@ -58,7 +58,7 @@ chart-check: tools-kubectl ## helm lint --strict and helm template of the chart,
 	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/full-values.yaml
 	$(HELM) template switchback $(CHART) -n switchback >/dev/null
 	$(HELM) template switchback $(CHART) -n switchback -f $(CHART)/ci/full-values.yaml >/dev/null
-	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart)"
+	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart --test chart_controller)"
 
 test-real-cluster: tools-kubectl ## The operator against the cluster KUBECONFIG names (creates and deletes one namespace)
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to a cluster you may write to"; exit 2; }
