@@ -4,8 +4,54 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::kube::KubeServer;
 use crate::kube::authz::AuditRecord;
 use crate::kube::rbac::Grant;
+
+/// While alive, a test that panics (say a wait that timed out because the controller was
+/// refused) first prints the requests RBAC denied to `user`, so the failure shows the 403
+/// behind it rather than only the timeout.
+pub struct DenialsOnPanic<'a> {
+    server: &'a KubeServer,
+    user: String,
+}
+
+impl<'a> DenialsOnPanic<'a> {
+    /// Watches `user`'s requests to `server`.
+    pub fn new(server: &'a KubeServer, user: &str) -> Self {
+        DenialsOnPanic {
+            server,
+            user: user.to_string(),
+        }
+    }
+}
+
+impl Drop for DenialsOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let denied: Vec<AuditRecord> = self
+            .server
+            .audit()
+            .into_iter()
+            .filter(|r| r.user == self.user && !r.allowed)
+            .collect();
+        if !denied.is_empty() {
+            eprintln!("requests of {} that RBAC denied (403):", self.user);
+            for r in denied {
+                eprintln!(
+                    "  {} {} in API group {:?} namespace {:?} name {:?}",
+                    r.verb,
+                    r.combined_resource(),
+                    r.group,
+                    r.namespace,
+                    r.name
+                );
+            }
+        }
+    }
+}
 
 /// A grant a test run does not exercise, with the code path that needs it and why the run does
 /// not get there; every entry must be granted and unused, so the list cannot rot.
@@ -191,10 +237,16 @@ mod tests {
 
         let extra = least_privilege_problems(&granted, &used, &[]);
         assert_eq!(extra.len(), 1);
-        assert!(extra[0].contains("never used: get secrets (core)"), "{extra:?}");
+        assert!(
+            extra[0].contains("never used: get secrets (core)"),
+            "{extra:?}"
+        );
 
         let stale = least_privilege_problems(&used, &used, &[secrets]);
-        assert!(stale[0].contains("not granted: remove the entry"), "{stale:?}");
+        assert!(
+            stale[0].contains("not granted: remove the entry"),
+            "{stale:?}"
+        );
 
         let reached = Unreached {
             resource: "pods",

@@ -14,7 +14,7 @@ use switchback_tests::kube::kubectl::tool_bin;
 use switchback_tests::kube::rbac::{self, Policy};
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
 use switchback_tests::pod_process::PodProcess;
-use switchback_tests::rbac_audit::{self, Unreached};
+use switchback_tests::rbac_audit::{self, DenialsOnPanic, Unreached};
 
 /// The rollout strategy: one pod, then all, short bakes.
 const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
@@ -97,6 +97,7 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
     .await
     .expect("start the chart's controller pod");
     assert_eq!(pod.user, "system:serviceaccount:switchback:sb-switchback");
+    let denials = DenialsOnPanic::new(&c.k.server, &pod.user);
     let probe =
         c.k.ok(&[
             "get",
@@ -181,22 +182,21 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
         )
         .await;
     assert_eq!(marks, "", "the finalizer left pod annotations behind");
+    let user = pod.user.clone();
     pod.stop().await;
 
     // Least privilege: every call was allowed, and what the chart grants is what was used.
     let audit = c.k.server.audit();
-    let mine: Vec<_> = audit.iter().filter(|r| r.user == pod.user).cloned().collect();
+    let mine: Vec<_> = audit.iter().filter(|r| r.user == user).cloned().collect();
     println!(
-        "API calls of {} (verb x resource):\n{}",
-        pod.user,
+        "API calls of {user} (verb x resource):\n{}",
         rbac_audit::table(&mine)
     );
     assert!(!mine.is_empty(), "the controller made no audited request");
     let denied: Vec<_> = mine.iter().filter(|r| !r.allowed).collect();
     assert!(denied.is_empty(), "denied by the chart's RBAC: {denied:#?}");
-    let stored = c
-        .k
-        .json(&[
+    let stored =
+        c.k.json(&[
             "get",
             "clusterroles,clusterrolebindings,roles,rolebindings",
             "-A",
@@ -207,12 +207,13 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
         &Policy::from_objects(&objects),
         &User::service_account("switchback", "sb-switchback"),
     );
-    let used = rbac_audit::used(&mine, &pod.user);
+    let used = rbac_audit::used(&mine, &user);
     let problems = rbac_audit::least_privilege_problems(&granted, &used, UNREACHED);
     assert!(
         problems.is_empty(),
         "the chart's RBAC is not exactly what the controller uses:\n{}",
         problems.join("\n")
     );
+    drop(denials);
     c.down().await;
 }

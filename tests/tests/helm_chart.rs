@@ -30,20 +30,21 @@ fn full_values() -> String {
 }
 
 /// What the controller needs, as docs/operator.md ("RBAC the controller needs") lists it; the
-/// chart must grant exactly this, no more. `leases` is granted in the release namespace only.
+/// chart must grant exactly this, no more (chart_controller.rs checks it against the API calls
+/// the controller really makes). `leases` is granted in the release namespace only.
 const CONTROLLER_RBAC: &[(&str, &str, &[&str])] = &[
     (
         "switchback.dev",
         "proxyrollouts",
-        &["get", "list", "watch", "patch", "update"],
+        &["list", "watch", "patch"],
     ),
     ("switchback.dev", "proxyrollouts/status", &["patch"]),
-    ("", "pods", &["get", "list", "watch", "patch"]),
+    ("", "pods", &["list", "watch", "patch"]),
     ("", "pods/status", &["patch"]),
     (
         "",
         "configmaps",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     ("", "secrets", &["get"]),
     ("events.k8s.io", "events", &["create", "patch"]),

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use super::error::ApiError;
-use super::identity::{Identities, Identity};
+use super::identity::{Identities, Identity, User};
 use super::rbac::{self, Policy};
-use super::request_info::{RequestInfo, request_info};
+use super::request_info::{RequestInfo, ResourceAttributes, request_info};
 
 /// What happens to a ServiceAccount request RBAC does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,9 +117,11 @@ impl Gate {
         self.audit.clone()
     }
 
-    /// Authenticates and, for a ServiceAccount, authorises one request and records it. `policy`
-    /// is called only for ServiceAccount requests, to snapshot the stored RBAC objects (the
-    /// caller takes the store lock inside it, always after this gate's lock).
+    /// Authenticates and, for a ServiceAccount, authorises one request and records it; returns
+    /// the account and what it asked for, so a write that turns out to create can be checked
+    /// again ([`Gate::admit_create`]). `policy` is called only for ServiceAccount requests, to
+    /// snapshot the stored RBAC objects (the caller takes the store lock inside it, always after
+    /// this gate's lock).
     pub fn admit(
         &mut self,
         authorization: Option<&str>,
@@ -127,18 +129,41 @@ impl Gate {
         path: &str,
         query: &HashMap<String, String>,
         policy: impl FnOnce() -> Policy,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<(User, RequestInfo)>, ApiError> {
         let Identity::User(user) = self.identities.authenticate(authorization)? else {
-            return Ok(());
+            return Ok(None);
         };
         let info = request_info(method, path, query);
         let decision = rbac::authorize(&policy(), &user, &info);
         self.audit
             .push(AuditRecord::new(&user.name, &info, decision.allowed));
         if decision.allowed || self.mode == RbacMode::AuditOnly {
-            Ok(())
+            Ok(Some((user, info)))
         } else {
             Err(rbac::forbidden(&user, &info, &decision.reason))
+        }
+    }
+
+    /// The second check the apiserver makes when a server-side apply (or a PUT) would create the
+    /// object: the `create` verb on the same resource, recorded like any request. Denied, it is
+    /// the apiserver's create-on-update 403 (`configmaps "x" is forbidden: <reason>`).
+    pub fn admit_create(
+        &mut self,
+        user: &User,
+        attrs: &ResourceAttributes,
+        policy: impl FnOnce() -> Policy,
+    ) -> Result<(), ApiError> {
+        let info = RequestInfo::Resource(ResourceAttributes {
+            verb: "create".to_string(),
+            ..attrs.clone()
+        });
+        let decision = rbac::authorize(&policy(), user, &info);
+        self.audit
+            .push(AuditRecord::new(&user.name, &info, decision.allowed));
+        if decision.allowed || self.mode == RbacMode::AuditOnly {
+            Ok(())
+        } else {
+            Err(rbac::forbidden_create_on_update(attrs, &decision.reason))
         }
     }
 }

@@ -101,7 +101,10 @@ mod tests {
     fn admin_token_and_no_token_are_admin_issued_tokens_are_their_account() {
         let mut ids = Identities::new("adm".into());
         assert_eq!(ids.authenticate(None).unwrap(), Identity::Admin);
-        assert_eq!(ids.authenticate(Some("Bearer adm")).unwrap(), Identity::Admin);
+        assert_eq!(
+            ids.authenticate(Some("Bearer adm")).unwrap(),
+            Identity::Admin
+        );
         let t1 = ids.issue("switchback", "sb");
         let t2 = ids.issue("switchback", "sb");
         assert_ne!(t1, t2);
@@ -109,7 +112,10 @@ mod tests {
             panic!("an issued token is a user");
         };
         assert_eq!(u.name, "system:serviceaccount:switchback:sb");
-        assert!(u.groups.contains(&"system:serviceaccounts:switchback".to_string()));
+        assert!(
+            u.groups
+                .contains(&"system:serviceaccounts:switchback".to_string())
+        );
         assert!(u.groups.contains(&"system:authenticated".to_string()));
         for wrong in ["Bearer nope", "Basic adm", "adm"] {
             assert!(matches!(

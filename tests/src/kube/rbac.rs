@@ -238,6 +238,22 @@ pub fn forbidden(user: &User, request: &RequestInfo, reason: &str) -> ApiError {
     }
 }
 
+/// The 403 for a write that would create an object the user may update but not create, worded
+/// as the apiserver's `withAuthorization` check words it (reason only, often empty).
+pub fn forbidden_create_on_update(attrs: &ResourceAttributes, reason: &str) -> ApiError {
+    let qualified = if attrs.group.is_empty() {
+        attrs.resource.clone()
+    } else {
+        format!("{}.{}", attrs.resource, attrs.group)
+    };
+    ApiError::Forbidden {
+        message: format!("{qualified} {:?} is forbidden: {reason}", attrs.name),
+        group: attrs.group.clone(),
+        resource: attrs.resource.clone(),
+        name: attrs.name.clone(),
+    }
+}
+
 /// Whether `binding` (in namespace `ns`, `""` for a ClusterRoleBinding) names `user`.
 fn subjects_include(binding: &Value, ns: &str, user: &User) -> bool {
     let subjects = binding["subjects"]

@@ -67,9 +67,24 @@ fn a_cluster_role_binding_grants_everywhere_and_only_the_listed_verbs() {
     assert!(allowed(&objects, &c, "GET", "/api/v1/namespaces/b/pods"));
     assert!(allowed(&objects, &c, "GET", "/api/v1/pods"));
     assert!(!allowed(&objects, &c, "GET", "/api/v1/pods?watch=true"));
-    assert!(!allowed(&objects, &c, "DELETE", "/api/v1/namespaces/a/pods/p"));
-    assert!(!allowed(&objects, &c, "GET", "/api/v1/namespaces/a/configmaps"));
-    assert!(!allowed(&objects, &c, "GET", "/apis/x.dev/v1/namespaces/a/pods"));
+    assert!(!allowed(
+        &objects,
+        &c,
+        "DELETE",
+        "/api/v1/namespaces/a/pods/p"
+    ));
+    assert!(!allowed(
+        &objects,
+        &c,
+        "GET",
+        "/api/v1/namespaces/a/configmaps"
+    ));
+    assert!(!allowed(
+        &objects,
+        &c,
+        "GET",
+        "/apis/x.dev/v1/namespaces/a/pods"
+    ));
     // Another account, even of the same name elsewhere, gets nothing.
     assert!(!allowed(&objects, &sa("t", "c"), "GET", "/api/v1/pods"));
 }
@@ -110,7 +125,12 @@ fn a_role_binding_grants_only_in_its_namespace_even_for_a_cluster_role() {
             &format!("/api/v1/namespaces/{ns}/configmaps")
         ));
     }
-    assert!(!allowed(&objects, &c, "POST", "/api/v1/namespaces/x/configmaps"));
+    assert!(!allowed(
+        &objects,
+        &c,
+        "POST",
+        "/api/v1/namespaces/x/configmaps"
+    ));
     // A cluster-wide list is not a list in a or b.
     assert!(!allowed(&objects, &c, "GET", "/api/v1/configmaps"));
 }
@@ -177,9 +197,24 @@ fn wildcards_cover_groups_resources_subresources_and_verbs() {
         "/api/v1/namespaces/a/pods/p/status"
     ));
     let st = sa("s", "st");
-    assert!(allowed(&objects, &st, "PATCH", "/api/v1/namespaces/a/pods/p/status"));
-    assert!(!allowed(&objects, &st, "PATCH", "/api/v1/namespaces/a/pods/p"));
-    assert!(!allowed(&objects, &st, "PATCH", "/apis/apps/v1/namespaces/a/deployments/d/status"));
+    assert!(allowed(
+        &objects,
+        &st,
+        "PATCH",
+        "/api/v1/namespaces/a/pods/p/status"
+    ));
+    assert!(!allowed(
+        &objects,
+        &st,
+        "PATCH",
+        "/api/v1/namespaces/a/pods/p"
+    ));
+    assert!(!allowed(
+        &objects,
+        &st,
+        "PATCH",
+        "/apis/apps/v1/namespaces/a/deployments/d/status"
+    ));
 }
 
 #[test]
@@ -198,8 +233,18 @@ fn a_subresource_needs_its_own_rule() {
         ),
     ];
     let c = sa("s", "c");
-    assert!(allowed(&objects, &c, "PATCH", "/api/v1/namespaces/a/pods/p"));
-    assert!(!allowed(&objects, &c, "PATCH", "/api/v1/namespaces/a/pods/p/status"));
+    assert!(allowed(
+        &objects,
+        &c,
+        "PATCH",
+        "/api/v1/namespaces/a/pods/p"
+    ));
+    assert!(!allowed(
+        &objects,
+        &c,
+        "PATCH",
+        "/api/v1/namespaces/a/pods/p/status"
+    ));
 }
 
 #[test]
@@ -211,7 +256,13 @@ fn resource_names_limit_named_requests_and_never_allow_collections() {
             json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                     "resourceNames": ["mine"], "verbs": ["get", "update", "list", "watch", "create"]}]),
         ),
-        binding("RoleBinding", Some("a"), "Role", "lease", sa_subject("s", "c")),
+        binding(
+            "RoleBinding",
+            Some("a"),
+            "Role",
+            "lease",
+            sa_subject("s", "c"),
+        ),
     ];
     let c = sa("s", "c");
     let leases = "/apis/coordination.k8s.io/v1/namespaces/a/leases";
@@ -301,7 +352,10 @@ fn the_403_is_worded_like_the_apiserver() {
         s["message"],
         "pods is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"pods\" in API group \"\" in the namespace \"x\""
     );
-    assert_eq!((s["code"].as_u64(), s["reason"].as_str()), (Some(403), Some("Forbidden")));
+    assert_eq!(
+        (s["code"].as_u64(), s["reason"].as_str()),
+        (Some(403), Some("Forbidden"))
+    );
     assert_eq!(s["details"], json!({"kind": "pods"}));
 
     let s = status(
@@ -317,7 +371,10 @@ fn the_403_is_worded_like_the_apiserver() {
         json!({"group": "switchback.dev", "kind": "proxyrollouts", "name": "r"})
     );
 
-    let s = status("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions");
+    let s = status(
+        "GET",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    );
     assert!(
         s["message"]
             .as_str()
@@ -339,7 +396,13 @@ fn granted_lists_what_bindings_give_one_account_without_the_bootstrap() {
             "c",
             json!([{"apiGroups": ["", "apps"], "resources": ["pods", "pods/status"], "verbs": ["get", "patch"]}]),
         ),
-        binding("ClusterRoleBinding", None, "ClusterRole", "c", sa_subject("s", "c")),
+        binding(
+            "ClusterRoleBinding",
+            None,
+            "ClusterRole",
+            "c",
+            sa_subject("s", "c"),
+        ),
         role(
             "s",
             "l",
@@ -351,7 +414,13 @@ fn granted_lists_what_bindings_give_one_account_without_the_bootstrap() {
             "other",
             json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
         ),
-        binding("RoleBinding", Some("s"), "Role", "other", sa_subject("s", "d")),
+        binding(
+            "RoleBinding",
+            Some("s"),
+            "Role",
+            "other",
+            sa_subject("s", "d"),
+        ),
     ];
     let got = granted(&Policy::from_objects(&objects), &sa("s", "c"));
     let t = |g: &str, r: &str, v: &str| (g.to_string(), r.to_string(), v.to_string());

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(verb("GET", cm), "list");
         assert_eq!(verb("GET", &format!("{cm}?watch=true")), "watch");
         assert_eq!(verb("GET", &format!("{cm}?watch=1")), "watch");
-        assert_eq!(verb("GET", "/api/v1/watch/namespaces/x/configmaps"), "watch");
+        assert_eq!(
+            verb("GET", "/api/v1/watch/namespaces/x/configmaps"),
+            "watch"
+        );
         assert_eq!(verb("POST", cm), "create");
         assert_eq!(verb("PUT", &format!("{cm}/a")), "update");
         assert_eq!(verb("PATCH", &format!("{cm}/a")), "patch");
@@ -170,7 +173,11 @@ mod tests {
             "/apis/switchback.dev/v1alpha1/namespaces/edge/proxyrollouts/r/status",
         );
         assert_eq!(
-            (a.group.as_str(), a.resource.as_str(), a.subresource.as_str()),
+            (
+                a.group.as_str(),
+                a.resource.as_str(),
+                a.subresource.as_str()
+            ),
             ("switchback.dev", "proxyrollouts", "status")
         );
         assert_eq!((a.namespace.as_str(), a.name.as_str()), ("edge", "r"));
@@ -190,7 +197,11 @@ mod tests {
     fn a_namespace_is_its_own_namespace_and_keeps_its_subresources() {
         let ns = res("GET", "/api/v1/namespaces/edge");
         assert_eq!(
-            (ns.resource.as_str(), ns.name.as_str(), ns.namespace.as_str()),
+            (
+                ns.resource.as_str(),
+                ns.name.as_str(),
+                ns.namespace.as_str()
+            ),
             ("namespaces", "edge", "edge")
         );
         let fin = res("PUT", "/api/v1/namespaces/edge/finalize");
