@@ -93,6 +93,32 @@ impl Shared {
     }
 }
 
+/// Issues ServiceAccount tokens for one server; see [`KubeServer::token_issuer`].
+#[derive(Clone)]
+pub struct TokenIssuer {
+    shared: Arc<Shared>,
+    url: String,
+}
+
+impl TokenIssuer {
+    /// A kubeconfig (the server's URL, a fresh token for ServiceAccount `namespace/name`), as
+    /// text, as [`KubeServer::service_account_kubeconfig`] writes it.
+    pub fn kubeconfig(&self, namespace: &str, name: &str) -> String {
+        let token = self.shared.gate().issue(namespace, name);
+        kubeconfig_text(&self.url, &token)
+    }
+}
+
+/// A kubeconfig for `url` with bearer `token` (context `switchback-test`, namespace `default`).
+fn kubeconfig_text(url: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: switchback-test\n  cluster:\n    server: {url}\n\
+         users:\n- name: switchback-test\n  user:\n    token: {token}\n\
+         contexts:\n- name: switchback-test\n  context:\n    cluster: switchback-test\n    user: switchback-test\n    namespace: default\n\
+         current-context: switchback-test\n",
+    )
+}
+
 /// A running test API server on `127.0.0.1`; stops when dropped or on [`KubeServer::stop`].
 pub struct KubeServer {
     addr: SocketAddr,
@@ -134,8 +160,11 @@ impl KubeServer {
             stop,
             task: tokio::spawn(serve(listener, Arc::clone(&shared), shutdown)),
         };
-        std::fs::write(server.kubeconfig_path(), server.kubeconfig())
-            .map_err(KubeServerError::Kubeconfig)?;
+        std::fs::write(
+            server.kubeconfig_path(),
+            kubeconfig_text(&server.url(), server.token()),
+        )
+        .map_err(KubeServerError::Kubeconfig)?;
         Ok(server)
     }
 
@@ -180,7 +209,8 @@ impl KubeServer {
         let token = self.issue_token(namespace, name);
         // The token is unique (it carries a counter) and made of name characters.
         let path = self.dir.path().join(format!("kubeconfig-{token}"));
-        std::fs::write(&path, self.kubeconfig_with(&token)).map_err(KubeServerError::Kubeconfig)?;
+        std::fs::write(&path, kubeconfig_text(&self.url(), &token))
+            .map_err(KubeServerError::Kubeconfig)?;
         Ok(path)
     }
 
@@ -202,18 +232,13 @@ impl KubeServer {
         self.shared.gate().audit()
     }
 
-    fn kubeconfig(&self) -> String {
-        self.kubeconfig_with(&self.shared.token)
-    }
-
-    fn kubeconfig_with(&self, token: &str) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: switchback-test\n  cluster:\n    server: {url}\n\
-             users:\n- name: switchback-test\n  user:\n    token: {token}\n\
-             contexts:\n- name: switchback-test\n  context:\n    cluster: switchback-test\n    user: switchback-test\n    namespace: default\n\
-             current-context: switchback-test\n",
-            url = self.url(),
-        )
+    /// A handle that issues ServiceAccount tokens for this server, for tasks that outlive a
+    /// borrow of it (the process kubelet gives each Pod's agent its account's token).
+    pub fn token_issuer(&self) -> TokenIssuer {
+        TokenIssuer {
+            shared: Arc::clone(&self.shared),
+            url: self.url(),
+        }
     }
 
     /// Every current object of one resource plus a receiver for every later change, taken under
