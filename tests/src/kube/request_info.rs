@@ -83,12 +83,12 @@ pub fn request_info(method: &str, path: &str, query: &HashMap<String, String>) -
         version: version.to_string(),
         ..ResourceAttributes::default()
     };
-    if rest.first() == Some(&"namespaces") {
-        if let Some(ns) = rest.get(1) {
-            attrs.namespace = ns.to_string();
-            if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-                rest = &rest[2..];
-            }
+    if rest.first() == Some(&"namespaces")
+        && let Some(ns) = rest.get(1)
+    {
+        attrs.namespace = ns.to_string();
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest = &rest[2..];
         }
     }
     attrs.resource = rest.first().map(|s| s.to_string()).unwrap_or_default();
@@ -106,10 +106,11 @@ pub fn request_info(method: &str, path: &str, query: &HashMap<String, String>) -
         verb = "watch".to_string();
     }
     // A list or watch of one name (`fieldSelector=metadata.name=x`) is authorised as that name.
-    if matches!(verb.as_str(), "list" | "watch") && attrs.name.is_empty() {
-        if let Some(name) = query.get("fieldSelector").and_then(|s| exact_name(s)) {
-            attrs.name = name;
-        }
+    if matches!(verb.as_str(), "list" | "watch")
+        && attrs.name.is_empty()
+        && let Some(name) = query.get("fieldSelector").and_then(|s| exact_name(s))
+    {
+        attrs.name = name;
     }
     attrs.verb = verb;
     RequestInfo::Resource(attrs)
