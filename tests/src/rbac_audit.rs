@@ -207,6 +207,7 @@ mod tests {
             name: String::new(),
             path: String::new(),
             allowed,
+            reason: String::new(),
         }
     }
 

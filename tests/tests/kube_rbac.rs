@@ -176,6 +176,10 @@ async fn a_service_account_is_denied_until_a_binding_grants_it_and_every_request
             .iter()
             .all(|r| r.user == "system:serviceaccount:shop:reader")
     );
+    assert_eq!(
+        audit[5].reason,
+        "RBAC: allowed by RoleBinding \"read-cm\" of Role \"read-cm\""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

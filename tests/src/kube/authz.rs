@@ -42,6 +42,8 @@ pub struct AuditRecord {
     pub path: String,
     /// Whether RBAC allowed it.
     pub allowed: bool,
+    /// Which binding allowed it, or why not (see [`rbac::Decision::reason`]).
+    pub reason: String,
 }
 
 impl AuditRecord {
@@ -54,7 +56,7 @@ impl AuditRecord {
         }
     }
 
-    fn new(user: &str, info: &RequestInfo, allowed: bool) -> AuditRecord {
+    fn new(user: &str, info: &RequestInfo, decision: &rbac::Decision) -> AuditRecord {
         let mut r = AuditRecord {
             user: user.to_string(),
             verb: String::new(),
@@ -64,7 +66,8 @@ impl AuditRecord {
             namespace: String::new(),
             name: String::new(),
             path: String::new(),
-            allowed,
+            allowed: decision.allowed,
+            reason: decision.reason.clone(),
         };
         match info {
             RequestInfo::Resource(a) => {
@@ -136,7 +139,7 @@ impl Gate {
         let info = request_info(method, path, query);
         let decision = rbac::authorize(&policy(), &user, &info);
         self.audit
-            .push(AuditRecord::new(&user.name, &info, decision.allowed));
+            .push(AuditRecord::new(&user.name, &info, &decision));
         if decision.allowed || self.mode == RbacMode::AuditOnly {
             Ok(Some((user, info)))
         } else {
@@ -159,7 +162,7 @@ impl Gate {
         });
         let decision = rbac::authorize(&policy(), user, &info);
         self.audit
-            .push(AuditRecord::new(&user.name, &info, decision.allowed));
+            .push(AuditRecord::new(&user.name, &info, &decision));
         if decision.allowed || self.mode == RbacMode::AuditOnly {
             Ok(())
         } else {

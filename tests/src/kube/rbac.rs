@@ -47,7 +47,8 @@ impl Policy {
         policy
     }
 
-    /// Only the given objects (sorted by kind) plus the bootstrap policy; for unit tests.
+    /// The RBAC objects among `objects` (sorted by kind; others ignored) plus the bootstrap
+    /// policy: for unit tests, and for tests that read a cluster's RBAC back with kubectl.
     pub fn from_objects(objects: &[Value]) -> Policy {
         let of = |kind: &str| -> Vec<Value> {
             objects
