@@ -58,7 +58,7 @@ chart-check: tools-kubectl ## helm lint --strict and helm template of the chart,
 	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/full-values.yaml
 	$(HELM) template switchback $(CHART) -n switchback >/dev/null
 	$(HELM) template switchback $(CHART) -n switchback -f $(CHART)/ci/full-values.yaml >/dev/null
-	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart)"
+	@echo "chart ok (the full checks: cargo test -p switchback-tests --test helm_chart --test chart_controller)"
 
 docs-check: tools ## The docs do what they say: the quickstart run command by command against the test API server, the ProxyRollout reference equal to the schema, no dead links
 	$(CARGO) test -p switchback --lib operator::reference

@@ -9,5 +9,6 @@ pub mod manifests;
 pub mod operator_fixture;
 pub mod pod_process;
 pub mod pod_security;
+pub mod rbac_audit;
 pub mod release;
 pub mod upstream;

@@ -1,7 +1,7 @@
 //! Runs the pod of a Deployment stored in the test API server as a local process, the way a
 //! kubelet would start its container: the container's args, its env resolved (downward API
-//! `fieldRef`, `secretKeyRef` read from the server), emptyDir volumes as temp dirs, and the pod's
-//! address on loopback. This is how the chart's own Deployment (`switchback controller ...`) is
+//! `fieldRef`, `secretKeyRef` read from the server), emptyDir volumes as temp dirs, the pod's
+//! address on loopback, and a token for the pod's ServiceAccount, so RBAC applies to it. This is how the chart's own Deployment (`switchback controller ...`) is
 //! run against the test server, so a test goes helm install → ProxyRollout → Ready through what
 //! the chart renders rather than through flags the test picked.
 
@@ -40,6 +40,8 @@ pub enum PodProcessError {
 pub struct PodProcess {
     /// The pod's name (what `POD_NAME` was set to).
     pub name: String,
+    /// The user its API requests are made as: `system:serviceaccount:<namespace>:<account>`.
+    pub user: String,
     /// Where the container's first port is reachable: the pod's loopback IP and that port.
     pub addr: SocketAddr,
     child: Child,
@@ -49,7 +51,8 @@ impl PodProcess {
     /// Starts the first container of `namespace/deployment` as `binary` with the container's args.
     /// An arg `--flag=0.0.0.0:PORT` binds `ip` instead (the pod's address); `HOME` and every
     /// emptyDir mount point are replaced by directories under `scratch`; `KUBECONFIG` points at
-    /// the test server, as the in-cluster config would.
+    /// the test server with a token issued for the pod's `serviceAccountName` (`default` when
+    /// unset), as the in-cluster config would, so the server's RBAC decides what it may do.
     pub async fn start_deployment(
         k: &Kubectl,
         namespace: &str,
@@ -106,11 +109,24 @@ impl PodProcess {
             .map(rewrite)
             .collect();
 
+        // The pod's ServiceAccount token, as the kubelet mounts it: the process talks to the
+        // server as `system:serviceaccount:<namespace>:<account>`, so RBAC decides its requests.
+        if pod["automountServiceAccountToken"] == false {
+            return Err(fail(
+                "automountServiceAccountToken is false: the pod would have no API credentials"
+                    .to_string(),
+            ));
+        }
+        let account = pod["serviceAccountName"].as_str().unwrap_or("default");
+        let kubeconfig = k
+            .server
+            .service_account_kubeconfig(namespace, account)
+            .map_err(|e| fail(format!("service account token: {e}")))?;
         let mut cmd = Command::new(binary);
         cmd.args(&args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KUBECONFIG", k.server.kubeconfig_path())
+            .env("KUBECONFIG", &kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -160,7 +176,12 @@ impl PodProcess {
             binary: binary.to_path_buf(),
             source,
         })?;
-        Ok(PodProcess { name, addr, child })
+        Ok(PodProcess {
+            name,
+            user: format!("system:serviceaccount:{namespace}:{account}"),
+            addr,
+            child,
+        })
     }
 
     /// Polls `GET http://addr{path}` (the readiness probe) until it answers 200; fails the test

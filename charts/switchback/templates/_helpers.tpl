@@ -76,21 +76,27 @@ controller needs"). Secrets are granted separately when rbac.secretNamespaces li
 tests/tests/helm_chart.rs holds the same list and fails when the two differ.
 */}}
 {{- define "switchback.watchRules" -}}
+# Exactly what the controller calls (tests/tests/chart_controller.rs checks it from the API
+# server's audit): rollouts, pods and bundles come from list+watch caches, never a get.
+# ProxyRollouts: watched; patched for the finalizer; status by server-side apply.
 - apiGroups: ["switchback.dev"]
   resources: ["proxyrollouts"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["switchback.dev"]
   resources: ["proxyrollouts/status"]
   verbs: ["patch"]
+# Pods: watched; annotated (desired/applied digest), and the ConfigApplied condition.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
+# ConfigMaps: bundles (create, list on resume, delete in the finalizer) and incident reports
+# (server-side apply: patch, and create the first time).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -65,6 +65,18 @@ pub enum ApiError {
     /// The bearer token is missing or wrong.
     #[error("Unauthorized")]
     Unauthorized,
+    /// RBAC denies the request (see [`super::rbac::forbidden`] for the wording).
+    #[error("{message}")]
+    Forbidden {
+        /// The whole message, as the apiserver words it.
+        message: String,
+        /// API group of the resource, empty for the core group or a non-resource URL.
+        group: String,
+        /// Resource plural, empty for a non-resource URL.
+        resource: String,
+        /// Object name, empty for collections.
+        name: String,
+    },
 }
 
 impl ApiError {
@@ -81,6 +93,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -95,6 +108,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Gone(_) => "Expired",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden { .. } => "Forbidden",
         }
     }
 
@@ -118,6 +132,19 @@ impl ApiError {
                 details = json!({"name": name, "group": group, "kind": k, "causes": [
                     {"reason": "FieldValueInvalid", "message": format!("{field}: {detail}"), "field": field}
                 ]});
+            }
+            ApiError::Forbidden {
+                group,
+                resource,
+                name,
+                ..
+            } => {
+                // Empty fields are left out, as Go's `omitempty` leaves them out.
+                for (field, value) in [("group", group), ("kind", resource), ("name", name)] {
+                    if !value.is_empty() {
+                        details[field] = json!(value);
+                    }
+                }
             }
             _ => {}
         }

@@ -19,8 +19,8 @@ use switchback::agent::{self, AgentArgs, AgentClient, AgentConfig, AgentError, P
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::KubeServer;
 use super::store::Event;
+use super::{KubeServer, TokenIssuer};
 
 /// The port every pod's agent API listens on, like a container port.
 pub const AGENT_PORT: u16 = 9180;
@@ -64,6 +64,11 @@ pub struct KubeletOptions {
     /// Run the agents in Kubernetes mode (the default): bundles come from ConfigMaps, the API
     /// wants the kubelet's token. `false` runs them in local mode (bundles posted over HTTP).
     pub kubernetes: bool,
+    /// In Kubernetes mode, give each Pod's agent a token for the Pod's ServiceAccount
+    /// (`spec.serviceAccountName`, `default` when unset) instead of the admin's, so the server's
+    /// RBAC decides what the agent may read, as on a real cluster. Off by default: most tests
+    /// create no RBAC for their pods.
+    pub service_account_tokens: bool,
 }
 
 impl KubeletOptions {
@@ -78,6 +83,7 @@ impl KubeletOptions {
             node_name: None,
             labels: Vec::new(),
             kubernetes: true,
+            service_account_tokens: false,
         }
     }
 
@@ -132,6 +138,7 @@ impl ProcessKubelet {
             kubeconfig: server.kubeconfig_path(),
             token_file,
             kube: None,
+            issuer: server.token_issuer(),
         };
         let task = tokio::spawn(follow(ctx, initial, rx, stopped));
         Ok(ProcessKubelet {
@@ -188,6 +195,8 @@ struct Ctx {
     token_file: PathBuf,
     /// The agents' client to the server (Kubernetes mode), made when following starts.
     kube: Option<kube::Client>,
+    /// Issues each Pod's ServiceAccount token ([`KubeletOptions::service_account_tokens`]).
+    issuer: TokenIssuer,
 }
 
 /// One Pod's agent.
@@ -278,13 +287,17 @@ fn observe(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>, pod: &Value) {
         );
         return;
     };
-    let agent = launch(ctx, &key, octet, pod);
+    let account = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    let agent = launch(ctx, &key, account, octet, pod);
     pods.insert(key, agent);
 }
 
-/// Starts one Pod's agent on `127.<subnet>.<octet>` and a task that reports it Ready once its
-/// `/healthz` answers (or Failed if the agent ends first).
-fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8, pod: &Value) -> PodAgent {
+/// Starts one Pod's agent on `127.<subnet>.<octet>` (as ServiceAccount `account` when the
+/// options ask for it) and a task that reports it Ready once its `/healthz` answers (or Failed
+/// if the agent ends first).
+fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -> PodAgent {
     let gated = pod["spec"]["readinessGates"]
         .as_array()
         .is_some_and(|g| !g.is_empty());
@@ -307,7 +320,14 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8, pod: &Value) -> PodAgent {
         pod_namespace: Some(key.0.clone()),
         token_file: Some(ctx.token_file.clone()),
     };
-    let client = ctx.kube.clone();
+    let shared_client = ctx.kube.clone();
+    // The Pod's own token, as its projected ServiceAccount token would be mounted.
+    let own_account = (ctx.options.kubernetes && ctx.options.service_account_tokens).then(|| {
+        let path = ctx
+            .dir
+            .join(format!("{}.{}.{octet}.kubeconfig", key.0, key.1));
+        (path, ctx.issuer.kubeconfig(&key.0, account))
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let (ended_tx, ended) = watch::channel(false);
     let mounted = secret_token(ctx, key, pod);
@@ -323,18 +343,30 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8, pod: &Value) -> PodAgent {
                 }
             }
         }
-        let result = match AgentConfig::from_args(args) {
-            // Never fall back to the environment's cluster from a test.
-            Ok(cfg) if cfg.kubernetes.is_some() && client.is_none() => Err(AgentError::Kube(
-                "the kubelet has no client to the test server".to_string(),
-            )),
-            Ok(cfg) => {
-                agent::run_with_client(cfg, client, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            }
-            Err(e) => Err(AgentError::Config(e)),
+        let client = match own_account {
+            None => Ok(shared_client),
+            Some((path, text)) => match std::fs::write(&path, text) {
+                Ok(()) => kube_client(&path).await.map(Some),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let result = match (AgentConfig::from_args(args), client) {
+            (_, Err(e)) => Err(AgentError::Kube(format!(
+                "the pod's ServiceAccount client: {e}"
+            ))),
+            (cfg, Ok(client)) => match cfg {
+                // Never fall back to the environment's cluster from a test.
+                Ok(cfg) if cfg.kubernetes.is_some() && client.is_none() => Err(AgentError::Kube(
+                    "the kubelet has no client to the test server".to_string(),
+                )),
+                Ok(cfg) => {
+                    agent::run_with_client(cfg, client, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                }
+                Err(e) => Err(AgentError::Config(e)),
+            },
         };
         let _ = ended_tx.send(true);
         result

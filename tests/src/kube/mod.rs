@@ -4,14 +4,18 @@
 //! this instead (see docs/kube-test-server.md for what is and is not implemented).
 
 mod api;
+pub mod authz;
 pub mod error;
 pub mod events;
 pub mod fixtures;
+pub mod identity;
 pub mod kubectl;
 pub mod kubelet;
 pub mod patch;
 mod protobuf;
+pub mod rbac;
 pub mod readiness;
+pub mod request_info;
 pub mod resources;
 pub mod schema;
 pub mod select;
@@ -29,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::json;
 
+use authz::{AuditRecord, Gate, RbacMode};
 use resources::ResourceType;
 use store::Store;
 
@@ -62,6 +67,7 @@ pub struct Shared {
     store: Mutex<Store>,
     requests: Mutex<Vec<RecordedRequest>>,
     token: String,
+    gate: Mutex<Gate>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -70,6 +76,12 @@ impl Shared {
     /// because every write completes under the lock before it is observable.
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the gate (tokens, RBAC mode, audit log); taken before the store lock when both are
+    /// needed. Poisoning is harmless for the same reason as the store's.
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Built-in kinds plus those of every stored CRD.
@@ -81,6 +93,32 @@ impl Shared {
         types.extend(crds.iter().flat_map(resources::from_crd));
         types
     }
+}
+
+/// Issues ServiceAccount tokens for one server; see [`KubeServer::token_issuer`].
+#[derive(Clone)]
+pub struct TokenIssuer {
+    shared: Arc<Shared>,
+    url: String,
+}
+
+impl TokenIssuer {
+    /// A kubeconfig (the server's URL, a fresh token for ServiceAccount `namespace/name`), as
+    /// text, as [`KubeServer::service_account_kubeconfig`] writes it.
+    pub fn kubeconfig(&self, namespace: &str, name: &str) -> String {
+        let token = self.shared.gate().issue(namespace, name);
+        kubeconfig_text(&self.url, &token)
+    }
+}
+
+/// A kubeconfig for `url` with bearer `token` (context `switchback-test`, namespace `default`).
+fn kubeconfig_text(url: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: switchback-test\n  cluster:\n    server: {url}\n\
+         users:\n- name: switchback-test\n  user:\n    token: {token}\n\
+         contexts:\n- name: switchback-test\n  context:\n    cluster: switchback-test\n    user: switchback-test\n    namespace: default\n\
+         current-context: switchback-test\n",
+    )
 }
 
 /// A running test API server on `127.0.0.1`; stops when dropped or on [`KubeServer::stop`].
@@ -106,6 +144,7 @@ impl KubeServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             requests: Mutex::new(Vec::new()),
+            gate: Mutex::new(Gate::new(token.clone())),
             token,
             shutdown: shutdown.clone(),
         });
@@ -123,8 +162,11 @@ impl KubeServer {
             stop,
             task: tokio::spawn(serve(listener, Arc::clone(&shared), shutdown)),
         };
-        std::fs::write(server.kubeconfig_path(), server.kubeconfig())
-            .map_err(KubeServerError::Kubeconfig)?;
+        std::fs::write(
+            server.kubeconfig_path(),
+            kubeconfig_text(&server.url(), server.token()),
+        )
+        .map_err(KubeServerError::Kubeconfig)?;
         Ok(server)
     }
 
@@ -158,15 +200,47 @@ impl KubeServer {
         self.dir.path()
     }
 
-    fn kubeconfig(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: switchback-test\n  cluster:\n    server: {url}\n\
-             users:\n- name: switchback-test\n  user:\n    token: {token}\n\
-             contexts:\n- name: switchback-test\n  context:\n    cluster: switchback-test\n    user: switchback-test\n    namespace: default\n\
-             current-context: switchback-test\n",
-            url = self.url(),
-            token = self.shared.token,
-        )
+    /// Issues a token for ServiceAccount `namespace/name` (as a Pod's projected token) and
+    /// writes a kubeconfig holding it; requests with it are that account's and RBAC decides them
+    /// (see [`KubeServer::set_rbac_mode`]). Each call issues a fresh token and file.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, KubeServerError> {
+        let token = self.issue_token(namespace, name);
+        // The token is unique (it carries a counter) and made of name characters.
+        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        std::fs::write(&path, kubeconfig_text(&self.url(), &token))
+            .map_err(KubeServerError::Kubeconfig)?;
+        Ok(path)
+    }
+
+    /// Issues a bearer token for ServiceAccount `namespace/name`
+    /// (`system:serviceaccount:<namespace>:<name>`); each call gives a fresh one.
+    pub fn issue_token(&self, namespace: &str, name: &str) -> String {
+        self.shared.gate().issue(namespace, name)
+    }
+
+    /// What a denied ServiceAccount request gets: 403 ([`RbacMode::Enforce`], the default) or
+    /// served and only marked in the audit ([`RbacMode::AuditOnly`]).
+    pub fn set_rbac_mode(&self, mode: RbacMode) {
+        self.shared.gate().set_mode(mode);
+    }
+
+    /// Every ServiceAccount request so far, as RBAC judged it, oldest first. Admin (and
+    /// token-less) requests are not audited.
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.shared.gate().audit()
+    }
+
+    /// A handle that issues ServiceAccount tokens for this server, for tasks that outlive a
+    /// borrow of it (the process kubelet gives each Pod's agent its account's token).
+    pub fn token_issuer(&self) -> TokenIssuer {
+        TokenIssuer {
+            shared: Arc::clone(&self.shared),
+            url: self.url(),
+        }
     }
 
     /// Every current object of one resource plus a receiver for every later change, taken under
