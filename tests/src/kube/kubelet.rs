@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
-use switchback::agent::{self, AgentArgs, AgentClient, AgentConfig, AgentError, ProbeSpec, Token};
+use serde_json::Value;
+use switchback::agent::{self, AgentArgs, AgentConfig, AgentError, ProbeSpec, Token};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::mounts::secret_token;
+use super::pod_status::{follow_gates, report};
 use super::store::Event;
 use super::{KubeServer, TokenIssuer};
 
@@ -183,12 +184,12 @@ impl Drop for ProcessKubelet {
 }
 
 /// What the follow loop needs besides its pods.
-struct Ctx {
+pub(super) struct Ctx {
     options: KubeletOptions,
-    url: String,
-    token: String,
-    dir: PathBuf,
-    http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) token: String,
+    pub(super) dir: PathBuf,
+    pub(super) http: reqwest::Client,
     /// The server's kubeconfig, for the agents' kube client.
     kubeconfig: PathBuf,
     /// The file holding the agents' token.
@@ -208,7 +209,7 @@ struct PodAgent {
 }
 
 /// `(namespace, name)`.
-type PodKey = (String, String);
+pub(super) type PodKey = (String, String);
 
 async fn follow(
     ctx: Ctx,
@@ -378,152 +379,6 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         agent,
         ready,
     }
-}
-
-/// Waits for the agent's `/healthz`, then writes Running/Ready with the pod IP into the Pod's
-/// status; when the agent ends first, or after a minute without an answer, writes Failed.
-async fn report(ctx: Arc<Ctx>, key: PodKey, ip: IpAddr, gated: bool, ended: watch::Receiver<bool>) {
-    let api = SocketAddr::new(ip, AGENT_PORT);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let up = match AgentClient::new(api) {
-        Ok(client) => loop {
-            if client.healthz().await.is_ok() {
-                break true;
-            }
-            if tokio::time::Instant::now() >= deadline || *ended.borrow() {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        },
-        Err(_) => false,
-    };
-    let now = jiff::Timestamp::now().to_string();
-    let status = if up {
-        let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
-        // With readiness gates the pod starts not Ready; `follow_gates` flips it once every
-        // gate's condition is True.
-        let ready = if gated {
-            crate::kube::readiness::ready_patch(false, &now)["status"]["conditions"][0].clone()
-        } else {
-            cond("Ready")
-        };
-        json!({
-            "phase": "Running",
-            "podIP": ip.to_string(),
-            "podIPs": [{"ip": ip.to_string()}],
-            "hostIP": "127.0.0.1",
-            "startTime": now,
-            "conditions": [
-                cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), ready,
-            ],
-        })
-    } else {
-        json!({
-            "phase": "Failed",
-            "podIP": ip.to_string(),
-            "podIPs": [{"ip": ip.to_string()}],
-            "message": "the Switchback agent ended or did not answer /healthz within 60s",
-        })
-    };
-    let url = format!(
-        "{}/api/v1/namespaces/{}/pods/{}/status",
-        ctx.url, key.0, key.1
-    );
-    let sent = ctx
-        .http
-        .patch(url)
-        .bearer_auth(&ctx.token)
-        .header("Content-Type", "application/merge-patch+json")
-        .body(json!({ "status": status }).to_string())
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {}
-        Ok(r) => eprintln!(
-            "process kubelet: status of {}/{}: HTTP {}",
-            key.0,
-            key.1,
-            r.status()
-        ),
-        Err(e) => eprintln!("process kubelet: status of {}/{}: {e}", key.0, key.1),
-    }
-}
-
-/// When `pod` mounts a Secret volume holding the key `token`, a future that waits (up to a
-/// minute, as a real kubelet retries the mount) for that Secret and writes the token into the
-/// pod's own file; `None` when it mounts none, and the kubelet's token is used.
-fn secret_token(
-    ctx: &Arc<Ctx>,
-    key: &PodKey,
-    pod: &Value,
-) -> Option<impl std::future::Future<Output = Result<PathBuf, String>> + Send + 'static> {
-    let secret = pod["spec"]["volumes"]
-        .as_array()?
-        .iter()
-        .filter_map(|v| v["secret"]["secretName"].as_str())
-        .next()?
-        .to_string();
-    let url = format!("{}/api/v1/namespaces/{}/secrets/{secret}", ctx.url, key.0);
-    let file = ctx.dir.join(format!("{}.{}.token", key.0, key.1));
-    let (http, token) = (ctx.http.clone(), ctx.token.clone());
-    Some(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = async {
-                http.get(&url)
-                    .bearer_auth(&token)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json::<Value>()
-                    .await
-            }
-            .await;
-            if let Ok(obj) = got {
-                let value = obj["data"]["token"].as_str().unwrap_or_default();
-                let bytes = switchback::agent::base64::decode(value)
-                    .map_err(|e| format!("Secret {secret}: token: {e}"))?;
-                std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
-                return Ok(file);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "Secret {secret} (the pod's token volume) never appeared"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-}
-
-/// Sets a running Pod's `Ready` from its readiness gates when they disagree (a real kubelet's
-/// status manager does this on every change of the Pod's conditions).
-fn follow_gates(ctx: &Arc<Ctx>, key: &PodKey, pod: &Value) {
-    use crate::kube::readiness::{ready_by_gates, ready_patch, says_ready};
-    let Some(ready) = ready_by_gates(pod) else {
-        return;
-    };
-    if says_ready(pod, ready) {
-        return;
-    }
-    let url = format!(
-        "{}/api/v1/namespaces/{}/pods/{}/status",
-        ctx.url, key.0, key.1
-    );
-    let patch = ready_patch(ready, &jiff::Timestamp::now().to_string());
-    let (http, token) = (ctx.http.clone(), ctx.token.clone());
-    tokio::spawn(async move {
-        let sent = http
-            .patch(url)
-            .bearer_auth(token)
-            .header("Content-Type", "application/strategic-merge-patch+json")
-            .body(patch.to_string())
-            .send()
-            .await;
-        if let Err(e) = sent {
-            eprintln!("process kubelet: readiness: {e}");
-        }
-    });
 }
 
 /// A kube-rs client for the server, from its kubeconfig, as a Pod's service account would give.
