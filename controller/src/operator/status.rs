@@ -175,10 +175,99 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// How often a checkpoint that changed only in its volatile parts (the running analysis's latest
+/// verdict, whose rates move with every request) is written anyway, so a newly elected
+/// controller resumes with a recent one.
+pub const VOLATILE_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether `next` must be written over `written`: anything people or tools read changed, or
+/// the engine's checkpoint changed in a way that matters on resume; a change only in the
+/// analysis verdict waits for [`VOLATILE_REFRESH`]. Without this a baking canary rewrote its
+/// status on every turn (twice a second), an API write per rollout per turn that `kubectl get
+/// -w` shows as a stream of identical lines.
+pub fn needs_write(
+    next: &ProxyRolloutStatus,
+    written: Option<&ProxyRolloutStatus>,
+    since_written: std::time::Duration,
+) -> bool {
+    let Some(written) = written else {
+        return true;
+    };
+    if next == written {
+        return false;
+    }
+    let without_engine = |s: &ProxyRolloutStatus| ProxyRolloutStatus {
+        engine: None,
+        ..s.clone()
+    };
+    if without_engine(next) != without_engine(written) {
+        return true;
+    }
+    let material = |s: &ProxyRolloutStatus| s.engine.as_ref().map(without_verdicts);
+    material(next) != material(written) || since_written >= VOLATILE_REFRESH
+}
+
+/// The checkpoint without the running bake's latest verdict (also under a pause).
+fn without_verdicts(engine: &serde_json::Value) -> serde_json::Value {
+    let mut engine = engine.clone();
+    if let Some(state) = engine.pointer_mut("/state") {
+        for path in ["/bake", "/resume/bake"] {
+            if let Some(bake) = state.pointer_mut(path).and_then(|b| b.as_object_mut()) {
+                bake.remove("verdict");
+            }
+        }
+    }
+    engine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::render::Bundle;
+
+    fn with_engine(engine: serde_json::Value) -> ProxyRolloutStatus {
+        ProxyRolloutStatus {
+            engine: Some(engine),
+            ..ProxyRolloutStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_verdict_that_only_moves_is_written_at_most_every_refresh() {
+        let canary = |window: u64, rate: f64| {
+            serde_json::json!({"state": {"phase": "canary", "step": 0,
+                "bake": {"window": window, "verdict": {"inconclusive": {"reason": rate.to_string()}}}}})
+        };
+        let written = with_engine(canary(1, 0.1));
+        let second = std::time::Duration::from_secs(1);
+        assert!(!needs_write(&written, Some(&written), VOLATILE_REFRESH));
+        assert!(!needs_write(
+            &with_engine(canary(1, 0.2)),
+            Some(&written),
+            second
+        ));
+        assert!(needs_write(
+            &with_engine(canary(1, 0.2)),
+            Some(&written),
+            VOLATILE_REFRESH
+        ));
+        assert!(
+            needs_write(&with_engine(canary(2, 0.1)), Some(&written), second),
+            "a new window matters on resume"
+        );
+        let mut phase = written.clone();
+        phase.phase = Some("Idle".to_string());
+        assert!(
+            needs_write(&phase, Some(&written), second),
+            "what people read changed"
+        );
+        assert!(needs_write(&written, None, second));
+        let paused = |rate: f64| {
+            with_engine(serde_json::json!({"state": {"phase": "paused",
+                "resume": {"phase": "canary", "bake": {"window": 1, "verdict": rate}}}}))
+        };
+        assert!(!needs_write(&paused(0.2), Some(&paused(0.1)), second));
+    }
     use crate::rollout::status::PodCounts as EnginePods;
 
     fn id(n: u8) -> RevisionId {

@@ -206,6 +206,7 @@ async fn run(
     };
 
     let mut written: Option<ProxyRolloutStatus> = object.status.clone();
+    let mut written_at = std::time::Instant::now();
     let mut next_fetch = tokio::time::Instant::now();
     // (reason, message) of the last source failure, until a read succeeds.
     let mut last_source_error: Option<(&'static str, String)> = None;
@@ -283,9 +284,12 @@ async fn run(
             source_stalled(&mut status, written.as_ref(), reason, message);
         }
         status.engine = serde_json::to_value(runner.rollout()).ok();
-        if written.as_ref() != Some(&status) {
+        if super::status::needs_write(&status, written.as_ref(), written_at.elapsed()) {
             match write_status(&api, &name, &status).await {
-                Ok(()) => written = Some(status),
+                Ok(()) => {
+                    written = Some(status);
+                    written_at = std::time::Instant::now();
+                }
                 Err(e) => tracing::warn!(error = %e, "writing status failed"),
             }
         }
