@@ -68,6 +68,7 @@ fn current_swaps_and_applied_round_trips() {
         commit: "abc".into(),
         entry: "nginx.conf".into(),
         applied_at: Timestamp::UNIX_EPOCH,
+        tree: Default::default(),
     };
     l.write_applied(&rec).unwrap();
     assert_eq!(l.read_applied(), Some(rec));

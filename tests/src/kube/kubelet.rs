@@ -301,6 +301,8 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, octet: u8) -> PodAgent {
         pod_name: Some(key.1.clone()),
         pod_namespace: Some(key.0.clone()),
         token_file: Some(ctx.token_file.clone()),
+        drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
+        drift_policy: agent::DriftPolicy::Report,
     };
     let client = ctx.kube.clone();
     let (stop, stopped) = oneshot::channel::<()>();
