@@ -38,7 +38,11 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
     let agent = agent(&site_, DriftPolicy::Report).await;
     ready(&agent.client, false).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
-    let out = agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(applied(&out), "{out:?}");
     let s = state(&agent).await.expect("state");
     assert!(s.drift.enabled);
@@ -74,8 +78,15 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
         "{metrics}"
     );
     // Report only: the file stays as edited, nginx serves what it loaded, nothing reloaded.
-    assert!(std::fs::read_to_string(&live).expect("read").contains("hand"));
-    assert_eq!(get(site_.nginx, "/version").await, Some((200, "v1\n".into())));
+    assert!(
+        std::fs::read_to_string(&live)
+            .expect("read")
+            .contains("hand")
+    );
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
     assert_eq!(s.nginx.generation, 1);
 
     // Undone by hand: the episode ends as reverted.
@@ -91,7 +102,11 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
 
     // A new apply rewrites the live directory: still one episode, no new drift.
     let v2 = site(site_.nginx, app.addr(), "v2");
-    let out = agent.client.apply(&v2, "c2", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&v2, "c2", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(applied(&out), "{out:?}");
     let checks = state(&agent).await.expect("state").drift.checks;
     let s = eventually("a check after the apply", || async {
@@ -114,7 +129,11 @@ async fn under_repair_a_hand_edit_is_undone_and_nginx_serves_the_applied_config(
     let agent = agent(&site_, DriftPolicy::Repair).await;
     ready(&agent.client, false).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
-    let out = agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(applied(&out), "{out:?}");
     let before = state(&agent).await.expect("state");
     assert_eq!(before.drift.policy, DriftPolicy::Repair);
@@ -160,7 +179,10 @@ async fn under_repair_a_hand_edit_is_undone_and_nginx_serves_the_applied_config(
         metrics.contains("switchback_agent_config_drift_repairs_total{result=\"repaired\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("switchback_agent_config_drift 0"), "{metrics}");
+    assert!(
+        metrics.contains("switchback_agent_config_drift 0"),
+        "{metrics}"
+    );
 
     // A file removed by hand is put back too.
     std::fs::remove_file(&live).expect("remove");

@@ -272,8 +272,7 @@ async fn repair(shared: &Arc<Shared>, core: &mut Core, rec: &AppliedRecord) -> R
     })?;
     let request: ApplyRequest = serde_json::from_slice(&bytes)
         .map_err(|e| format!("the kept bundle is not readable: {e}"))?;
-    let bundle =
-        apply::decode(&request).map_err(|(_, why)| format!("the kept bundle: {why}"))?;
+    let bundle = apply::decode(&request).map_err(|(_, why)| format!("the kept bundle: {why}"))?;
     if bundle.digest() != rec.digest {
         return Err(format!(
             "the kept bundle is {}, not the applied {}",
@@ -391,7 +390,10 @@ mod tests {
     #[test]
     fn an_untouched_directory_is_no_drift() {
         let r = rec(&[("nginx.conf", "f:1")]);
-        assert_eq!(compare(&r, &r.tree.clone(), true, Timestamp::UNIX_EPOCH), None);
+        assert_eq!(
+            compare(&r, &r.tree.clone(), true, Timestamp::UNIX_EPOCH),
+            None
+        );
     }
 
     #[test]

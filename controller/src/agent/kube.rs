@@ -411,7 +411,10 @@ fn follow_policy(shared: &Shared, pod: &Pod) {
         return;
     };
     let Some(policy) = super::wire::DriftPolicy::parse(text) else {
-        tracing::warn!(value = text, "unknown {DRIFT_POLICY_ANNOTATION}; keeping the policy");
+        tracing::warn!(
+            value = text,
+            "unknown {DRIFT_POLICY_ANNOTATION}; keeping the policy"
+        );
         return;
     };
     let mut s = lock(&shared.status);

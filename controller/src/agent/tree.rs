@@ -62,7 +62,9 @@ pub struct TreeDiff {
 impl TreeDiff {
     /// Whether the manifests were equal.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
             && self.omitted == 0
     }
 }
@@ -180,7 +182,12 @@ mod tests {
     #[test]
     fn the_diff_names_added_removed_and_changed_paths() {
         let expected = manifest(&[("a", "f:1"), ("b", "f:2"), ("c", "d"), ("c/d", "f:3")]);
-        let found = manifest(&[("a", "f:1"), ("b", "l:/etc/passwd"), ("c", "d"), ("e", "f:4")]);
+        let found = manifest(&[
+            ("a", "f:1"),
+            ("b", "l:/etc/passwd"),
+            ("c", "d"),
+            ("e", "f:4"),
+        ]);
         let d = diff(&expected, &found, 10);
         assert_eq!(d.added, ["e"]);
         assert_eq!(d.removed, ["c/d"]);
@@ -192,7 +199,9 @@ mod tests {
 
     #[test]
     fn the_diff_is_bounded_and_counts_what_it_left_out() {
-        let expected: Manifest = (0..50).map(|i| (format!("f{i:02}"), "f:0".into())).collect();
+        let expected: Manifest = (0..50)
+            .map(|i| (format!("f{i:02}"), "f:0".into()))
+            .collect();
         let found = Manifest::new();
         let d = diff(&expected, &found, 5);
         assert_eq!(d.removed, ["f00", "f01", "f02", "f03", "f04"]);
