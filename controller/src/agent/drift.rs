@@ -66,7 +66,8 @@ pub async fn watch(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiv
 async fn settle(watcher: &mut Option<Watcher>, stop: &mut watch::Receiver<bool>) -> bool {
     let deadline = tokio::time::Instant::now() + MAX_DEFER;
     loop {
-        let quiet = tokio::time::sleep(DEBOUNCE.min(deadline - tokio::time::Instant::now()));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let quiet = tokio::time::sleep(DEBOUNCE.min(left));
         tokio::select! {
             _ = stop.changed() => return false,
             () = quiet => return true,
