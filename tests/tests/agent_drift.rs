@@ -100,7 +100,9 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
     let last = s.drift.report.expect("the last episode is kept");
     assert_eq!(last.resolution, Some(DriftResolution::Reverted));
 
-    // A new apply rewrites the live directory: still one episode, no new drift.
+    // A new apply rewrites the live directory: the check it causes finds no drift, and from
+    // then on the new directory is the one watched.
+    let checks = state(&agent).await.expect("state").drift.checks;
     let v2 = site(site_.nginx, app.addr(), "v2");
     let out = agent
         .client
@@ -108,7 +110,6 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
         .await
         .expect("apply");
     assert!(applied(&out), "{out:?}");
-    let checks = state(&agent).await.expect("state").drift.checks;
     let s = eventually("a check after the apply", || async {
         let s = state(&agent).await?;
         (s.drift.checks > checks).then_some(s)
@@ -116,6 +117,19 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
     .await;
     assert_eq!(s.drift.episodes, 1, "{:?}", s.drift);
     assert!(s.drift.open().is_none(), "{:?}", s.drift);
+    let live = site_.state.join("current/nginx.conf");
+    let v2_text = std::fs::read_to_string(&live).expect("read");
+    std::fs::write(&live, v2_text.replace("\"v2\\n\"", "\"hand\\n\"")).expect("edit");
+    let s = eventually("the drift of the new version to be reported", || async {
+        let s = state(&agent).await?;
+        (s.drift.open()?.digest == v2.digest()).then_some(s)
+    })
+    .await;
+    assert_eq!(s.drift.episodes, 2);
+    assert_eq!(
+        s.drift.open().map(|r| r.changed.clone()),
+        Some(vec!["nginx.conf".to_string()])
+    );
     agent.shutdown().await;
 }
 
