@@ -35,19 +35,25 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const MAX_DEFER: Duration = Duration::from_secs(2);
 /// Most differing paths named in one report; the rest are counted.
 pub const MAX_PATHS: usize = 20;
+/// Least time between two repairs, so something that keeps rewriting the live config cannot
+/// make the agent reload nginx in a loop; a drift seen sooner is repaired when the gap is over.
+const REPAIR_GAP: Duration = Duration::from_secs(5);
 /// The path reported as changed when `current` no longer points at the applied version.
 pub const CURRENT_LINK: &str = "../current";
 
 /// Runs drift checks until `stop`: at start, every `every`, after inotify events and kicks.
 pub async fn watch(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut watcher: Option<Watcher> = None;
+    let mut pace = Pace::default();
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        let recheck = pace.recheck_at.take();
         let event = tokio::select! {
             _ = stop.changed() => return,
             _ = ticks.tick() => false,
             () = shared.drift_kick.notified() => false,
+            () = sleep_until(recheck) => false,
             stale = changed(watcher.as_ref()) => {
                 if stale && let Some(w) = watcher.as_mut() {
                     w.stale = true;
@@ -58,7 +64,24 @@ pub async fn watch(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiv
         if event && !settle(&mut watcher, &mut stop).await {
             return;
         }
-        check(&shared, &mut watcher).await;
+        check(&shared, &mut watcher, &mut pace).await;
+    }
+}
+
+/// When repairs may run and when to look again without an event.
+#[derive(Default)]
+struct Pace {
+    /// No repair before this instant ([`REPAIR_GAP`] after the last one).
+    next_repair: Option<tokio::time::Instant>,
+    /// Check again at this instant (a repair was deferred or failed).
+    recheck_at: Option<tokio::time::Instant>,
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -93,7 +116,7 @@ async fn changed(watcher: Option<&Watcher>) -> bool {
 }
 
 /// One check under the apply lock: compare, record, and repair when the policy says so.
-async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>) {
+async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>, pace: &mut Pace) {
     let mut core = shared.core.lock().await;
     if core.stopping {
         return;
@@ -164,7 +187,7 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>) {
                     Some(open) => {
                         // The same episode: keep when it began and the last repair error.
                         new.detected_at = open.detected_at;
-                        new.repair_error = open.repair_error.take();
+                        new.repair_error.clone_from(&open.repair_error);
                         if new != *open {
                             tracing::warn!(files = ?new.paths().collect::<Vec<_>>(), "config drift changed");
                         }
@@ -184,8 +207,16 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>) {
             }
         }
     };
-    if policy == Some(DriftPolicy::Repair) {
+    let now = tokio::time::Instant::now();
+    if policy == Some(DriftPolicy::Repair) && pace.next_repair.is_some_and(|t| now < t) {
+        tracing::debug!("repair deferred: the last one was less than {REPAIR_GAP:?} ago");
+        pace.recheck_at = pace.next_repair;
+    } else if policy == Some(DriftPolicy::Repair) {
+        pace.next_repair = Some(now + REPAIR_GAP);
         let result = repair(shared, &mut core, &rec).await;
+        if result.is_err() {
+            pace.recheck_at = pace.next_repair;
+        }
         let mut s = lock(&shared.status);
         let d = &mut s.drift;
         match result {
