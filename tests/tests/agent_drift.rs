@@ -208,3 +208,42 @@ async fn under_repair_a_hand_edit_is_undone_and_nginx_serves_the_applied_config(
     .await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_version_touched_by_hand_is_rewritten_when_rolled_back_to() {
+    if !nginx_available() {
+        return;
+    }
+    let app = Upstream::start("app\n").await;
+    let site_ = Site::new();
+    let agent = agent(&site_, DriftPolicy::Report).await;
+    ready(&agent.client, false).await;
+    let v1 = site(site_.nginx, app.addr(), "v1");
+    let v2 = site(site_.nginx, app.addr(), "v2");
+    for (b, c) in [(&v1, "c1"), (&v2, "c2")] {
+        let out = agent.client.apply(b, c, "nginx.conf").await.expect("apply");
+        assert!(applied(&out), "{out:?}");
+    }
+    // v1 is kept, not live: a symlink dropped into it by hand is nobody's drift yet...
+    let kept = site_.state.join("versions").join(v1.digest().to_hex());
+    std::os::unix::fs::symlink("/etc/hostname", kept.join("extra.conf")).expect("add");
+    // ...but rolling back to v1 must not adopt it as part of what was applied.
+    let out = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
+    assert!(applied(&out), "{out:?}");
+    assert!(
+        !kept.join("extra.conf").exists(),
+        "the kept copy was rewritten"
+    );
+    assert_eq!(
+        get(site_.nginx, "/version").await,
+        Some((200, "v1\n".into()))
+    );
+    let s = state(&agent).await.expect("state");
+    assert!(s.drift.open().is_none(), "{:?}", s.drift);
+    assert_eq!(s.drift.episodes, 0);
+    agent.shutdown().await;
+}

@@ -240,8 +240,13 @@ async fn steps(
             let hook = |stage: &str| crash_hook(&shared, stage);
             let layout = &shared.layout;
             let digest = bundle.digest();
-            let dir = if !rewrite && layout.has_version(&digest, &edited) {
-                layout.version(&digest)
+            let expected = super::tree::of_files(&edited);
+            let kept = layout.version(&digest);
+            // Reused only when it holds exactly these files and nothing else (no file, link or
+            // directory added by hand), since its manifest becomes drift detection's baseline.
+            let reuse = !rewrite && super::tree::scan(&kept).is_ok_and(|m| m == expected);
+            let dir = if reuse {
+                kept
             } else {
                 layout
                     .write_version(&bundle, &edited, &hook)
@@ -250,8 +255,19 @@ async fn steps(
             layout
                 .write_bundle(&digest, &request)
                 .map_err(|e| e.to_string())?;
-            let tree = super::tree::scan(&dir).map_err(|e| e.to_string())?;
-            Ok((dir, tree))
+            let found = super::tree::scan(&dir).map_err(|e| e.to_string())?;
+            if found != expected {
+                let d = super::tree::diff(&expected, &found, 5);
+                return Err(format!(
+                    "{} does not hold exactly the files written (added {:?}, removed {:?}, \
+                     changed {:?})",
+                    dir.display(),
+                    d.added,
+                    d.removed,
+                    d.changed
+                ));
+            }
+            Ok((dir, expected))
         })
     };
     let (dir, tree) = writer

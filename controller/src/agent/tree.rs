@@ -46,6 +46,21 @@ pub fn file_entry(bytes: &[u8]) -> String {
     format!("f:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// The manifest a directory holding exactly `files` (relative `/`-separated paths) has: each
+/// file by content, and each directory on the way to one. Pure.
+pub fn of_files(files: &BTreeMap<String, Vec<u8>>) -> Manifest {
+    let mut out = Manifest::new();
+    for (path, bytes) in files {
+        let mut parent = path.as_str();
+        while let Some((dir, _)) = parent.rsplit_once('/') {
+            out.insert(dir.to_string(), "d".to_string());
+            parent = dir;
+        }
+        out.insert(path.clone(), file_entry(bytes));
+    }
+    out
+}
+
 /// How two manifests differ, each list sorted, each bounded by the `limit` given to [`diff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TreeDiff {
@@ -229,6 +244,13 @@ mod tests {
                 ("nginx.conf", &file_entry(b"events {}\n")),
             ])
         );
+        let files = BTreeMap::from([
+            ("nginx.conf".to_string(), b"events {}\n".to_vec()),
+            ("conf.d/a.conf".to_string(), Vec::new()),
+        ]);
+        let mut expected = of_files(&files);
+        expected.insert("conf.d/link".into(), "l:/etc/hostname".into());
+        assert_eq!(m, expected, "a scan and the manifest of the files agree");
         fs::write(root.join("nginx.conf"), b"events { }\n").unwrap();
         let d = diff(&m, &scan(&root).unwrap(), 10);
         assert_eq!(d.changed, ["nginx.conf"]);
