@@ -12,7 +12,8 @@ use std::time::Duration;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use switchback::agent::{
-    AgentClient, AgentConfig, AgentError, AgentState, ApplyOutcome, ProbeSpec, Timeouts,
+    AgentClient, AgentConfig, AgentError, AgentState, ApplyOutcome, DriftSettings, ProbeSpec,
+    Timeouts,
 };
 use switchback::render::Bundle;
 use switchback::validate::sandbox::Nginx;
@@ -175,6 +176,7 @@ impl Site {
             max_request_bytes: 16 * 1024 * 1024,
             crash_at: None,
             kubernetes: None,
+            drift: DriftSettings::default(),
         }
     }
 }

@@ -260,6 +260,7 @@ async fn state(State(pod): State<Arc<Pod>>) -> Json<AgentState> {
         counters,
         probes: Vec::new(),
         ingest: IngestStatus::default(),
+        drift: Default::default(),
     })
 }
 

@@ -246,6 +246,19 @@ impl Cluster {
         }
     }
 
+    /// The live config directory (`current`) nginx serves in `pod`, for tests that edit it by
+    /// hand as someone with a shell in the pod would.
+    pub fn live_config(&self, pod: &str) -> PathBuf {
+        let kubelet = self.kubelet.as_ref().expect("the kubelet runs");
+        let prefix = format!("edge.{pod}.");
+        let dir = std::fs::read_dir(kubelet.state_dir())
+            .expect("the kubelet's state dir")
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no state dir for pod {pod}"));
+        dir.path().join("current")
+    }
+
     /// Stops the controller and the pods; fails if a process is left behind.
     pub async fn down(mut self) {
         self.stop_controller().await;

@@ -128,17 +128,46 @@ pub async fn apply_bundle(
     commit: &str,
     entry: &str,
 ) -> ApplyOutcome {
-    let digest = bundle.digest();
     let mut core = shared.core.lock().await;
+    apply_locked(shared, &mut core, bundle, commit, entry, false).await
+}
+
+/// Drift repair: applies the applied digest's `bundle` again through the same steps, writing a
+/// fresh copy of its directory even though one with that name is there (the drifted one). The
+/// caller holds the apply lock and has checked, under it, that this digest is still the applied
+/// one, so a repair can never take nginx back from a newer apply.
+#[tracing::instrument(name = "agent_repair", skip_all, fields(digest = %bundle.digest().short(), commit = %commit))]
+pub async fn repair_locked(
+    shared: &Arc<Shared>,
+    core: &mut Core,
+    bundle: Bundle,
+    commit: &str,
+    entry: &str,
+) -> ApplyOutcome {
+    apply_locked(shared, core, bundle, commit, entry, true).await
+}
+
+async fn apply_locked(
+    shared: &Arc<Shared>,
+    core: &mut Core,
+    bundle: Bundle,
+    commit: &str,
+    entry: &str,
+    rewrite: bool,
+) -> ApplyOutcome {
+    let digest = bundle.digest();
     let result = if core.stopping {
         Err((ApplyStep::Reload, "the agent is shutting down".to_string()))
     } else {
-        steps(shared, &mut core, bundle, commit, entry).await
+        steps(shared, core, bundle, commit, entry, rewrite).await
     };
-    drop(core);
     match result {
         Ok(noop) => {
             tracing::info!(noop, "applied");
+            if !noop {
+                // The live directory changed: drift detection watches the new one from now.
+                shared.drift_kick.notify_one();
+            }
             ApplyOutcome::Applied {
                 digest,
                 commit: commit.to_string(),
@@ -158,12 +187,14 @@ async fn steps(
     bundle: Bundle,
     commit: &str,
     entry: &str,
+    rewrite: bool,
 ) -> StepResult<bool> {
     let digest = bundle.digest();
     let layout = &shared.layout;
     let running = core.master.as_mut().is_some_and(Master::is_alive);
     let applied = lock(&shared.status).applied.clone();
-    if running
+    if !rewrite
+        && running
         && applied
             .as_ref()
             .is_some_and(|a| a.digest == digest && a.entry == entry)
@@ -197,22 +228,52 @@ async fn steps(
         .map_err(|e| (ApplyStep::Prepare, e.to_string()))?;
 
     // Write: stage, fsync, verify, rename; or reuse an identical copy already in place (a
-    // rollback to a kept version), which never leaves `current` dangling.
+    // rollback to a kept version), which never leaves `current` dangling. The bundle as sent is
+    // kept beside it (drift repair re-applies it), and the directory's manifest is recorded as
+    // written (drift detection compares the live files with it).
+    let request = serde_json::to_vec(&super::client::apply_request(&bundle, commit, entry))
+        .map_err(|e| (ApplyStep::Write, format!("serialising the bundle: {e}")))?;
     let writer = {
         let shared = Arc::clone(shared);
         let bundle = bundle.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
             let hook = |stage: &str| crash_hook(&shared, stage);
-            if shared.layout.has_version(&bundle.digest(), &edited) {
-                return Ok(shared.layout.version(&bundle.digest()));
+            let layout = &shared.layout;
+            let digest = bundle.digest();
+            let expected = super::tree::of_files(&edited);
+            let kept = layout.version(&digest);
+            // Reused only when it holds exactly these files and nothing else (no file, link or
+            // directory added by hand), since its manifest becomes drift detection's baseline.
+            let reuse = !rewrite && super::tree::scan(&kept).is_ok_and(|m| m == expected);
+            let dir = if reuse {
+                kept
+            } else {
+                layout
+                    .write_version(&bundle, &edited, &hook)
+                    .map_err(|e| e.to_string())?
+            };
+            layout
+                .write_bundle(&digest, &request)
+                .map_err(|e| e.to_string())?;
+            let found = super::tree::scan(&dir).map_err(|e| e.to_string())?;
+            if found != expected {
+                let d = super::tree::diff(&expected, &found, 5);
+                return Err(format!(
+                    "{} does not hold exactly the files written (added {:?}, removed {:?}, \
+                     changed {:?})",
+                    dir.display(),
+                    d.added,
+                    d.removed,
+                    d.changed
+                ));
             }
-            shared.layout.write_version(&bundle, &edited, &hook)
+            Ok((dir, expected))
         })
     };
-    let dir = writer
+    let (dir, tree) = writer
         .await
         .map_err(|e| (ApplyStep::Write, format!("the writer task failed: {e}")))?
-        .map_err(|e| (ApplyStep::Write, e.to_string()))?;
+        .map_err(|e| (ApplyStep::Write, e))?;
     crash_hook(shared, "renamed");
 
     // nginx -t with the real prefix and -g, on the version directory.
@@ -243,6 +304,7 @@ async fn steps(
         commit: commit.to_string(),
         entry: entry.to_string(),
         applied_at: Timestamp::now(),
+        tree,
     };
     if let Err(e) = layout.write_applied(&rec) {
         restore(shared, core, previous, &digest).await;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::token::Token;
+use super::wire::DriftPolicy;
 
 /// Default number of version directories kept (the current and previous-good are always kept).
 pub const DEFAULT_KEEP_VERSIONS: usize = 5;
@@ -68,6 +69,36 @@ pub struct AgentArgs {
     /// it the token is read from `$SWITCHBACK_AGENT_TOKEN`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Seconds between full re-hashes of the live config (drift detection); changes are also
+    /// seen at once through inotify. `0` turns drift detection off.
+    #[arg(long, default_value_t = DEFAULT_DRIFT_INTERVAL_SECS)]
+    pub drift_interval: f64,
+    /// What a drift leads to: `report` it only, or `repair` it by re-applying the applied
+    /// digest. In Kubernetes mode the Pod's `switchback.dev/drift-policy` annotation (written by
+    /// the controller from `spec.drift.policy`) overrides it.
+    #[arg(long, value_enum, default_value_t = DriftPolicy::Report)]
+    pub drift_policy: DriftPolicy,
+}
+
+/// Default seconds between drift re-hashes; inotify catches most changes long before.
+pub const DEFAULT_DRIFT_INTERVAL_SECS: f64 = 30.0;
+
+/// Drift detection settings (`docs/drift.md`).
+#[derive(Debug, Clone)]
+pub struct DriftSettings {
+    /// How often the live config is re-hashed whatever inotify says; `None`: no detection.
+    pub interval: Option<Duration>,
+    /// The policy until the Pod's annotation says otherwise.
+    pub policy: DriftPolicy,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        DriftSettings {
+            interval: Some(Duration::from_secs_f64(DEFAULT_DRIFT_INTERVAL_SECS)),
+            policy: DriftPolicy::Report,
+        }
+    }
 }
 
 /// What Kubernetes mode needs: who this Pod is, the API token, and the bundle's entry file.
@@ -205,6 +236,8 @@ pub struct AgentConfig {
     /// Test hook: the apply stage at which the agent kills itself with `SIGKILL`
     /// (`$SWITCHBACK_AGENT_CRASH_AT`), used by the crash-safety tests.
     pub crash_at: Option<String>,
+    /// Drift detection.
+    pub drift: DriftSettings,
 }
 
 impl AgentConfig {
@@ -229,6 +262,18 @@ impl AgentConfig {
                  agent's own nginx"
             ));
         }
+        if !args.drift_interval.is_finite() || args.drift_interval < 0.0 {
+            return Err(format!(
+                "--drift-interval {} is not a number of seconds >= 0",
+                args.drift_interval
+            ));
+        }
+        let drift = DriftSettings {
+            // Below a tenth of a second a re-hash loop would only burn the CPU nginx needs.
+            interval: (args.drift_interval > 0.0)
+                .then(|| Duration::from_secs_f64(args.drift_interval.max(0.1))),
+            policy: args.drift_policy,
+        };
         let kubernetes = if args.kubernetes {
             let need = |v: Option<String>, flag: &str, env: &str| {
                 v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -245,6 +290,7 @@ impl AgentConfig {
             None
         };
         Ok(AgentConfig {
+            drift,
             kubernetes,
             state_dir,
             listen: args.listen,

@@ -42,6 +42,10 @@ pub const ROLLOUT_ANNOTATION: &str = "switchback.dev/rollout";
 /// without it the agent's `--entry` holds.
 pub const ENTRY_ANNOTATION: &str = "switchback.dev/entry";
 
+/// The annotation carrying the rollout's drift policy (`Report` or `Repair`,
+/// `spec.drift.policy`); the controller writes it, and it overrides `--drift-policy`.
+pub const DRIFT_POLICY_ANNOTATION: &str = "switchback.dev/drift-policy";
+
 /// Why the agent could not learn or fetch what to serve. Each names the object it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeAgentError {
@@ -370,7 +374,11 @@ async fn reconcile(
     acted: &mut Option<Digest>,
     via: &'static str,
 ) {
-    let desired = match source.get_pod().await.and_then(|p| desired_of(&p)) {
+    let pod = source.get_pod().await;
+    if let Ok(p) = &pod {
+        follow_policy(shared, p);
+    }
+    let desired = match pod.and_then(|p| desired_of(&p)) {
         Ok(Some(d)) => d,
         Ok(None) => return,
         Err(e) => {
@@ -394,6 +402,28 @@ async fn reconcile(
         *acted = Some(desired.digest);
     }
     tracing::info!(?outcome, via, "desired digest from the pod's annotation");
+}
+
+/// Takes the drift policy the Pod's annotation names, when it names a known one, and wakes drift
+/// detection when it changed (a drift reported so far is repaired at once under `Repair`).
+fn follow_policy(shared: &Shared, pod: &Pod) {
+    let Some(text) = annotation(pod, DRIFT_POLICY_ANNOTATION) else {
+        return;
+    };
+    let Some(policy) = super::wire::DriftPolicy::parse(text) else {
+        tracing::warn!(
+            value = text,
+            "unknown {DRIFT_POLICY_ANNOTATION}; keeping the policy"
+        );
+        return;
+    };
+    let mut s = lock(&shared.status);
+    if s.drift.policy != policy {
+        tracing::info!(?policy, "drift policy from the pod's annotation");
+        s.drift.policy = policy;
+        drop(s);
+        shared.drift_kick.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! STATE/
 //!   versions/<digest hex>/   one complete, agent-edited copy per bundle (written as .stage-*)
 //!   current -> versions/<hex> what nginx reads (-c current/<entry>); swapped by rename
-//!   applied                  JSON: the last digest applied and confirmed; written by rename
+//!   bundles/<digest hex>.json the bundle as sent (an apply request), for drift repair
+//!   applied                  JSON: the last digest applied and confirmed, with the manifest of
+//!                            its directory as written; written by rename
 //!   nginx.pid  logs/error.log  tmp/  log.sock
 //! ```
 //!
@@ -57,6 +59,10 @@ pub struct AppliedRecord {
     pub entry: String,
     /// When it was confirmed.
     pub applied_at: Timestamp,
+    /// The version directory as written (drift detection compares the live files with it).
+    /// Empty in records from agents that predate drift detection.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tree: super::tree::Manifest,
 }
 
 /// Paths inside the state directory.
@@ -106,6 +112,14 @@ impl Layout {
     pub fn version(&self, d: &Digest) -> PathBuf {
         self.versions().join(d.to_hex())
     }
+    /// Where the bundles as sent are kept, one per version directory.
+    pub fn bundles(&self) -> PathBuf {
+        self.root.join("bundles")
+    }
+    /// One version's bundle as sent.
+    pub fn bundle_file(&self, d: &Digest) -> PathBuf {
+        self.bundles().join(format!("{}.json", d.to_hex()))
+    }
     /// The symlink nginx reads through.
     pub fn current(&self) -> PathBuf {
         self.root.join("current")
@@ -136,6 +150,7 @@ impl Layout {
         for d in [
             self.root.clone(),
             self.versions(),
+            self.bundles(),
             self.root.join("logs"),
             self.temp_dir(),
         ] {
@@ -202,10 +217,22 @@ impl Layout {
         hook("written");
         let dest = self.version(&digest);
         if dest.symlink_metadata().is_ok() {
-            fs::remove_dir_all(&dest).map_err(fs_err("remove old copy", &dest))?;
+            // A copy is there (a drifted one being repaired, or one a crash left): exchange the
+            // two atomically, so `current` never points at nothing, then drop the old copy.
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &stage,
+                nix::fcntl::AT_FDCWD,
+                &dest,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(|e| fs_err("exchange stage with", &dest)(e.into()))?;
+            sync_dir(&self.versions())?;
+            fs::remove_dir_all(&stage).map_err(fs_err("remove old copy", &stage))?;
+        } else {
+            fs::rename(&stage, &dest).map_err(fs_err("rename stage to", &dest))?;
+            sync_dir(&self.versions())?;
         }
-        fs::rename(&stage, &dest).map_err(fs_err("rename stage to", &dest))?;
-        sync_dir(&self.versions())?;
         Ok(dest)
     }
 
@@ -257,8 +284,28 @@ impl Layout {
         self.version(&rec.digest).is_dir().then_some(rec)
     }
 
-    /// Removes a version directory (a refused apply's).
+    /// Keeps the bundle of version `d` as sent (`bytes`, an apply request's JSON), by rename.
+    pub fn write_bundle(&self, d: &Digest, bytes: &[u8]) -> Result<(), FsError> {
+        let path = self.bundle_file(d);
+        let tmp = self.bundles().join(format!(".{}.new", d.to_hex()));
+        write_synced(&tmp, bytes)?;
+        fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))?;
+        sync_dir(&self.bundles())
+    }
+
+    /// The bundle of version `d` as kept, if it is.
+    pub fn read_bundle(&self, d: &Digest) -> Option<Vec<u8>> {
+        fs::read(self.bundle_file(d)).ok()
+    }
+
+    /// Removes a version directory (a refused apply's) and its kept bundle.
     pub fn remove_version(&self, d: &Digest) -> Result<(), FsError> {
+        let kept = self.bundle_file(d);
+        if let Err(e) = fs::remove_file(&kept)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(fs_err("remove bundle", &kept)(e));
+        }
         let p = self.version(d);
         match fs::remove_dir_all(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -68,6 +68,7 @@ fn current_swaps_and_applied_round_trips() {
         commit: "abc".into(),
         entry: "nginx.conf".into(),
         applied_at: Timestamp::UNIX_EPOCH,
+        tree: Default::default(),
     };
     l.write_applied(&rec).unwrap();
     assert_eq!(l.read_applied(), Some(rec));
@@ -131,4 +132,41 @@ fn state_paths_nginx_cannot_quote_are_refused() {
     assert!(Layout::new("/tmp/a,b".into()).is_err());
     assert!(Layout::new(format!("/{}", "x".repeat(120)).into()).is_err());
     assert!(Layout::new("/tmp/sb-1.state_x".into()).is_ok());
+}
+
+#[test]
+fn kept_bundles_go_with_their_version_and_a_rewrite_replaces_a_drifted_copy() {
+    let (_d, l) = layout();
+    let b = bundle(&[("nginx.conf", "events {}\n")]);
+    let dir = l.write_version(&b, b.files(), &|_| {}).unwrap();
+    assert_eq!(l.read_bundle(&b.digest()), None);
+    l.write_bundle(&b.digest(), b"{\"kept\":1}").unwrap();
+    assert_eq!(
+        l.read_bundle(&b.digest()).as_deref(),
+        Some(&b"{\"kept\":1}"[..])
+    );
+    // Drift by hand: an edited file and an extra one.
+    fs::write(dir.join("nginx.conf"), "events { }\n").unwrap();
+    fs::write(dir.join("extra.conf"), "x;\n").unwrap();
+    l.swap_current(&b.digest()).unwrap();
+    let again = l.write_version(&b, b.files(), &|_| {}).unwrap();
+    assert_eq!(again, dir);
+    assert_eq!(fs::read(dir.join("nginx.conf")).unwrap(), b"events {}\n");
+    assert!(!dir.join("extra.conf").exists());
+    assert_eq!(l.read_current(), Some(b.digest()));
+    let names: Vec<_> = fs::read_dir(l.versions())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        [std::ffi::OsString::from(b.digest().to_hex())],
+        "no stage left"
+    );
+    l.remove_version(&b.digest()).unwrap();
+    assert_eq!(
+        l.read_bundle(&b.digest()),
+        None,
+        "the bundle goes with its version"
+    );
 }

@@ -148,6 +148,38 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
             add(&probes, labels, n);
         }
     }
+    let drifted = Gauge::<i64>::default();
+    drifted.set(i64::from(state.drift.open().is_some()));
+    reg.register(
+        "switchback_agent_config_drift",
+        "Whether the live config differs from the applied digest now (1) or not (0)",
+        drifted,
+    );
+    let episodes = Counter::<u64>::default();
+    episodes.inc_by(state.drift.episodes);
+    reg.register(
+        "switchback_agent_config_drift_episodes",
+        "Drift episodes seen: the live config began to differ from the applied digest",
+        episodes,
+    );
+    let repairs = counter_family(
+        &mut reg,
+        "switchback_agent_config_drift_repairs",
+        "Drift repairs (policy Repair) by result",
+    );
+    for (result, n) in [
+        ("repaired", state.drift.repairs),
+        ("failed", state.drift.repair_failures),
+    ] {
+        add(&repairs, vec![("result", result.to_string())], n);
+    }
+    let checks = Counter::<u64>::default();
+    checks.inc_by(state.drift.checks);
+    reg.register(
+        "switchback_agent_config_drift_checks",
+        "Drift checks done (inotify events, kicks and the interval)",
+        checks,
+    );
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)

@@ -7,6 +7,9 @@
 //! - an apply (`apply.rs`) is verify → prepare ([`directives`]) → write ([`layout`]) → the real
 //!   `nginx -t` → swap `current` → reload and confirm a new worker generation ([`nginx`]) →
 //!   persist; any failure leaves nginx on what it served;
+//! - drift detection ([`tree`], `drift.rs`, `docs/drift.md`) compares the live config directory
+//!   with what the last apply wrote, on inotify events and at an interval, and reports or
+//!   repairs a difference;
 //! - nginx's access and error logs arrive as syslog datagrams ([`ingest`]), attributed to digests
 //!   by a per-version tag, and become [`crate::analysis::Counters`] the canary analysis reads.
 //!
@@ -23,6 +26,7 @@ pub mod base64;
 pub mod client;
 pub mod config;
 pub mod directives;
+mod drift;
 pub mod ingest;
 pub mod kube;
 pub mod layout;
@@ -32,6 +36,7 @@ mod probe;
 mod state;
 mod supervise;
 pub mod token;
+pub mod tree;
 pub mod wire;
 
 use std::future::Future;
@@ -47,9 +52,12 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use client::{AgentClient, ClientError};
-pub use config::{AgentArgs, AgentConfig, KubeSettings, ProbeSpec, Timeouts};
+pub use config::{AgentArgs, AgentConfig, DriftSettings, KubeSettings, ProbeSpec, Timeouts};
 pub use token::{Token, TokenError};
-pub use wire::{AgentState, ApplyOutcome, ApplyRequest, ApplyStep, NudgeRequest};
+pub use wire::{
+    AgentState, ApplyOutcome, ApplyRequest, ApplyStep, DriftPolicy, DriftReport, DriftResolution,
+    DriftStatus, NudgeRequest,
+};
 
 use crate::validate::sandbox::Nginx;
 use layout::Layout;
@@ -193,6 +201,11 @@ async fn run_inner(
             ..Default::default()
         },
         probes: cfg.probes.iter().map(probe::initial_status).collect(),
+        drift: wire::DriftStatus {
+            enabled: cfg.drift.interval.is_some(),
+            policy: cfg.drift.policy,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let shared = Arc::new(Shared {
@@ -207,6 +220,7 @@ async fn run_inner(
         probe_token: probe_token(),
         started_at: jiff::Timestamp::now(),
         pod_source,
+        drift_kick: tokio::sync::Notify::new(),
         cfg,
     });
     tracing::info!(managed = shared.cfg.manage_nginx, "agent starting");
@@ -229,6 +243,11 @@ async fn run_inner(
             let outcome = apply::apply_bundle(&shared, bundle, "", &entry).await;
             tracing::info!(?outcome, "initial bundle");
         }
+    }
+
+    if let Some(every) = shared.cfg.drift.interval {
+        let watch = drift::watch(Arc::clone(&shared), every, stop_rx.clone());
+        tasks.spawn(watch.in_current_span());
     }
 
     if let Some(source) = shared.pod_source.clone() {

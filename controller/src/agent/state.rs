@@ -11,7 +11,7 @@ use super::config::AgentConfig;
 use super::ingest::Tally;
 use super::layout::{AppliedRecord, Layout};
 use super::nginx::{Launcher, Master};
-use super::wire::{AgentState, LastApply, NginxStatus, ProbeStatus, Revision};
+use super::wire::{AgentState, DriftStatus, LastApply, NginxStatus, ProbeStatus, Revision};
 
 /// Locks a std mutex, recovering the data if a panicking thread poisoned it: every value behind
 /// these locks is plain counters and records that stay meaningful after a panic elsewhere.
@@ -45,6 +45,8 @@ pub struct Status {
     pub probes: Vec<ProbeStatus>,
     /// Apply totals.
     pub applies: ApplyTotals,
+    /// Drift detection.
+    pub drift: DriftStatus,
 }
 
 /// Held while applying, restarting or stopping nginx: one change at a time.
@@ -86,6 +88,9 @@ pub struct Shared {
     pub started_at: Timestamp,
     /// Kubernetes mode: the agent's read-only view of its Pod and the bundle ConfigMaps.
     pub pod_source: Option<std::sync::Arc<super::kube::PodSource>>,
+    /// Wakes drift detection for a check now: the live directory changed by an apply, or the
+    /// policy changed.
+    pub drift_kick: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -106,6 +111,7 @@ impl Shared {
             counters,
             probes: status.probes.clone(),
             ingest,
+            drift: status.drift.clone(),
         }
     }
 

@@ -212,4 +212,139 @@ pub struct AgentState {
     pub probes: Vec<ProbeStatus>,
     /// Log ingestion totals.
     pub ingest: IngestStatus,
+    /// Drift detection: whether the live config still is what was applied (`docs/drift.md`).
+    /// Absent from agents that predate it, which read as detection off.
+    #[serde(default)]
+    pub drift: DriftStatus,
+}
+
+/// What the agent does when the live config no longer matches what it applied.
+///
+/// `Report` is the default: a hand edit on a live proxy is often an on-call's mitigation in the
+/// middle of an incident, and undoing it unasked could bring the incident back; people opt in to
+/// `Repair` per rollout once they want git to be the only way config changes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+pub enum DriftPolicy {
+    /// Report the drift (state, metric, the controller's pod condition and Event); leave nginx
+    /// and the files as they are.
+    #[default]
+    Report,
+    /// Report it, then re-apply the applied digest from the state directory through the normal
+    /// apply path (`nginx -t`, reload).
+    Repair,
+}
+
+impl DriftPolicy {
+    /// The policy named `text` (`Report`/`Repair`, any case), as a pod annotation carries it.
+    pub fn parse(text: &str) -> Option<DriftPolicy> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "report" => Some(DriftPolicy::Report),
+            "repair" => Some(DriftPolicy::Repair),
+            _ => None,
+        }
+    }
+
+    /// The name as written in the CRD and annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftPolicy::Report => "Report",
+            DriftPolicy::Repair => "Repair",
+        }
+    }
+}
+
+/// How a drift episode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftResolution {
+    /// The agent re-applied the digest (policy `Repair`).
+    Repaired,
+    /// The files became equal to what was applied again without the agent (someone undid the
+    /// edit).
+    Reverted,
+    /// Another digest was applied, which rewrote the live config.
+    Superseded,
+}
+
+/// One drift episode: from the first check that saw the live config differ until it matched
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftReport {
+    /// The applied digest whose files drifted.
+    pub digest: Digest,
+    /// When a check first saw the difference.
+    pub detected_at: Timestamp,
+    /// The tree hash recorded when the digest was applied.
+    pub expected: String,
+    /// The tree hash found by the latest check of the episode.
+    pub found: String,
+    /// Paths found that were not written (bounded, see `omitted`).
+    pub added: Vec<String>,
+    /// Paths written that are gone.
+    pub removed: Vec<String>,
+    /// Paths whose content or kind changed (`../current` when the `current` symlink was moved).
+    pub changed: Vec<String>,
+    /// Differing paths left out of the lists to keep them bounded.
+    pub omitted: usize,
+    /// Why the last repair failed, when it did (nginx keeps what it loaded; the drift stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_error: Option<String>,
+    /// When the episode ended; `None` while the live config still differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<DriftResolution>,
+}
+
+impl DriftReport {
+    /// Every differing path listed, changed first, for messages.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.changed
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.added)
+            .map(String::as_str)
+    }
+}
+
+/// Drift detection's state in `/v1/state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftStatus {
+    /// Whether detection runs (`--drift-interval 0` turns it off).
+    pub enabled: bool,
+    /// What a drift leads to.
+    pub policy: DriftPolicy,
+    /// Checks done since the agent started.
+    pub checks: u64,
+    /// When the last check finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<Timestamp>,
+    /// Drift episodes seen since the agent started.
+    pub episodes: u64,
+    /// Repairs that restored the applied config.
+    pub repairs: u64,
+    /// Repairs that failed.
+    pub repair_failures: u64,
+    /// The current episode, or the last one (then `resolved_at` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<DriftReport>,
+}
+
+impl DriftStatus {
+    /// The open episode, when the live config differs now.
+    pub fn open(&self) -> Option<&DriftReport> {
+        self.report.as_ref().filter(|r| r.resolved_at.is_none())
+    }
 }

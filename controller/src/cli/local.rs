@@ -90,6 +90,10 @@ pub(crate) struct LocalArgs {
     /// The nginx binary.
     #[arg(long)]
     nginx: Option<PathBuf>,
+    /// What each pod's agent does when its live config is edited by hand: `report` it, or
+    /// `repair` it by re-applying the digest (docs/drift.md).
+    #[arg(long, value_enum, default_value_t = switchback::agent::DriftPolicy::Report)]
+    drift_policy: switchback::agent::DriftPolicy,
 }
 
 pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
@@ -113,6 +117,7 @@ pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     options.http_port = args.http_port;
     options.nginx = args.nginx.clone();
     options.probes = args.probes.clone();
+    options.drift_policy = args.drift_policy;
     let fleet = Arc::new(LocalFleet::start(options).await?);
     let outcome = tokio::select! {
         r = follow(&args, &dir, Arc::clone(&fleet)) => r,

@@ -38,6 +38,8 @@ pub struct LocalFleetOptions {
     pub probes: Vec<ProbeSpec>,
     /// The bundle's entry file.
     pub entry: String,
+    /// What every agent does when its live config drifts from what it applied.
+    pub drift_policy: agent::DriftPolicy,
 }
 
 impl LocalFleetOptions {
@@ -52,6 +54,7 @@ impl LocalFleetOptions {
             nginx: None,
             probes: Vec::new(),
             entry: crate::validate::DEFAULT_ENTRY.to_string(),
+            drift_policy: agent::DriftPolicy::Report,
         }
     }
 }
@@ -120,6 +123,8 @@ impl LocalFleet {
                 pod_name: None,
                 pod_namespace: None,
                 token_file: None,
+                drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
+                drift_policy: options.drift_policy,
             };
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(agent::run(args, async move {

@@ -52,6 +52,10 @@ pub struct PodObservation {
     pub traffic: BTreeMap<Digest, Counters>,
     /// Cumulative active-probe counters per digest, kept apart from user traffic.
     pub probes: BTreeMap<Digest, Counters>,
+    /// Whether the live config still is what was applied (`docs/drift.md`). Reported to people
+    /// only: the rollout engine never reads it.
+    #[serde(default)]
+    pub drift: crate::agent::DriftStatus,
 }
 
 /// The pods of one rollout.
@@ -78,6 +82,7 @@ impl From<crate::agent::AgentState> for PodObservation {
     fn from(state: crate::agent::AgentState) -> Self {
         let mut obs = PodObservation {
             applied: state.applied.map(|r| r.digest),
+            drift: state.drift,
             ..PodObservation::default()
         };
         for c in state.counters {

@@ -29,7 +29,7 @@ use super::marks::APPLIED_ANNOTATION;
 use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
 use super::spec::{SpecError, go_duration, runner_config};
 use super::worker::{WorkerHandle, WorkerSetup};
-use crate::agent::kube::{ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
+use crate::agent::kube::{DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::Credentials;
@@ -584,7 +584,7 @@ async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, Rec
         .join(",");
     let unmark = serde_json::json!({"metadata": {"annotations": {
         DESIRED_ANNOTATION: null, COMMIT_ANNOTATION: null, APPLIED_ANNOTATION: null,
-        ROLLOUT_ANNOTATION: null, ENTRY_ANNOTATION: null,
+        ROLLOUT_ANNOTATION: null, ENTRY_ANNOTATION: null, DRIFT_POLICY_ANNOTATION: null,
     }}});
     for pod in pods
         .list(&ListParams::default().labels(&selector))

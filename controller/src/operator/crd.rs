@@ -41,6 +41,10 @@ pub struct ProxyRolloutSpec {
     /// Stop acting on new commits (pods keep what they serve; automatic rollback stays armed).
     #[serde(default)]
     pub suspend: bool,
+    /// What the pods' agents do when a pod's live config drifts from what was applied
+    /// (`docs/drift.md`).
+    #[serde(default)]
+    pub drift: super::drift::DriftSpec,
 }
 
 /// A git repository path at a branch, tag or commit.
@@ -303,6 +307,11 @@ pub struct ProxyRolloutStatus {
     /// The last revisions and what became of them, newest first.
     #[serde(default)]
     pub history: Vec<HistoryStatus>,
+    /// Pods whose live config differs from what their agent applied (edited by hand), by name,
+    /// at most 20; each pod's `switchback.dev/ConfigDrifted` condition has the full story.
+    /// Always written (an empty list when none), so a server-side apply clears it.
+    #[serde(default)]
+    pub drift: Vec<super::drift::PodDriftStatus>,
     /// The id of the last `switchback.dev/request` annotation the controller acted on, so
     /// `kubectl switchback promote` can tell that its request was seen, and a request is acted on
     /// once however often it is read.

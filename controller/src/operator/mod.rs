@@ -7,6 +7,7 @@ pub mod bundle_store;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod drift;
 mod events;
 mod fetch;
 pub mod health;

@@ -58,7 +58,11 @@ pub(super) async fn from_status(
             },
         }
     }
-    Some(Checkpoint { rollout, bundles })
+    Some(Checkpoint {
+        rollout,
+        bundles,
+        drift: None,
+    })
 }
 
 async fn stored_bundle(maps: &Api<ConfigMap>, rollout: &str, digest: &Digest) -> Option<Bundle> {

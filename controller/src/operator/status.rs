@@ -156,6 +156,8 @@ pub fn to_status(
             .collect(),
         // Written by the controller itself, not derived from the engine's status.
         handled_request: previous.and_then(|p| p.handled_request.clone()),
+        // From the agents' reports, set by the worker after this.
+        drift: previous.map(|p| p.drift.clone()).unwrap_or_default(),
         engine: previous.and_then(|p| p.engine.clone()),
     }
 }

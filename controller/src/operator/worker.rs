@@ -13,6 +13,7 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use tokio::sync::{Notify, watch};
 
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
+use super::drift::{DriftMarks, status_lines};
 use super::events::{object_reference, publish, report};
 use super::fetch::read;
 use super::incident::{self, report_inputs, write_reports};
@@ -37,6 +38,9 @@ pub struct Checkpoint {
     pub rollout: Rollout,
     /// Bundles by digest (stable, target, quarantined).
     pub bundles: Vec<Bundle>,
+    /// What the previous worker wrote and announced about drift, so a spec change (such as a
+    /// new `spec.drift.policy`) does not announce an open drift episode a second time.
+    pub drift: Option<DriftMarks>,
 }
 
 /// Everything a worker needs, built and checked by the reconciler (so a bad spec or a missing
@@ -178,12 +182,18 @@ async fn run(
     let reference = object_reference(&object);
     let mut marks = PodMarks::new(client.clone(), &namespace);
 
-    let resume = match resume {
+    let mut resume = match resume {
         Some(checkpoint) => Some(checkpoint),
         None => from_status(&object, &client, &source).await,
     };
+    let mut drift_marks = resume
+        .as_mut()
+        .and_then(|c| c.drift.take())
+        .unwrap_or_else(|| DriftMarks::new(client.clone(), &namespace));
     let started = match resume {
-        Some(Checkpoint { rollout, bundles }) => {
+        Some(Checkpoint {
+            rollout, bundles, ..
+        }) => {
             tracing::info!(phase = ?rollout.state().phase(), "resuming from the checkpoint");
             Runner::resume(config.clone(), Arc::clone(&fleet), rollout, bundles)
         }
@@ -255,7 +265,7 @@ async fn run(
             () = fetch.notified() => next_fetch = tokio::time::Instant::now(),
             _ = stop.changed() => {
                 let (rollout, bundles) = runner.checkpoint();
-                return Some(Checkpoint { rollout, bundles });
+                return Some(Checkpoint { rollout, bundles, drift: Some(drift_marks) });
             }
         }
         let incidents = report(&mut notes, &recorder, &reference, &metrics).await;
@@ -283,6 +293,7 @@ async fn run(
         if let Some((reason, message)) = &last_source_error {
             source_stalled(&mut status, written.as_ref(), reason, message);
         }
+        status.drift = status_lines(runner.drift());
         status.engine = serde_json::to_value(runner.rollout()).ok();
         if super::status::needs_write(&status, written.as_ref(), written_at.elapsed()) {
             match write_status(&api, &name, &status).await {
@@ -294,6 +305,10 @@ async fn run(
             }
         }
         marks.sync(runner.rollout().fleet()).await;
+        let policy = current.spec.drift.policy;
+        drift_marks
+            .sync(runner.drift(), policy, &recorder, &reference)
+            .await;
     }
 }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::agent::DriftStatus;
 use crate::analysis::{Analysis, AnalysisConfig, Counters, Sample, Verdict};
 use crate::fleet::{ApplyResult, Fleet};
 use crate::render::{Bundle, Digest};
@@ -136,6 +137,7 @@ pub struct Runner<F: Fleet> {
     status: Option<Status>,
     next_poll: Instant,
     lanes: PodLanes,
+    drift: BTreeMap<String, DriftStatus>,
 }
 
 impl<F: Fleet> Runner<F> {
@@ -168,6 +170,7 @@ impl<F: Fleet> Runner<F> {
                 status: None,
                 next_poll: Instant::now(),
                 lanes: PodLanes::default(),
+                drift: BTreeMap::new(),
             },
             notes_rx,
         ))
@@ -232,6 +235,13 @@ impl<F: Fleet> Runner<F> {
     /// Incidents recorded so far, by id.
     pub fn incidents(&self) -> &BTreeMap<u64, Incident> {
         &self.incidents
+    }
+
+    /// What each pod's agent last said about drift, by pod: for people (pod conditions, Events,
+    /// status) only. The machine never sees it, so a drifted pod is never a failed canary and
+    /// never causes a rollback.
+    pub fn drift(&self) -> &BTreeMap<String, DriftStatus> {
+        &self.drift
     }
 
     /// The last status the machine asked to write.
@@ -493,6 +503,10 @@ impl<F: Fleet> Runner<F> {
             }
         }
         observed.sort_by(|a, b| a.0.cmp(&b.0));
+        self.drift.retain(|pod, _| names.binary_search(pod).is_ok());
+        for (name, obs) in &observed {
+            self.drift.insert(name.clone(), obs.drift.clone());
+        }
         let now = Timestamp::now();
         let _ = self.notes.send(Note::Pods {
             at: now,

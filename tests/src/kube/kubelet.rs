@@ -320,6 +320,8 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         pod_name: Some(key.1.clone()),
         pod_namespace: Some(key.0.clone()),
         token_file: Some(ctx.token_file.clone()),
+        drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
+        drift_policy: agent::DriftPolicy::Report,
     };
     let shared_client = ctx.kube.clone();
     // The Pod's own token, as its projected ServiceAccount token would be mounted.
