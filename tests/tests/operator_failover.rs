@@ -28,6 +28,11 @@ fn replica(c: &Cluster, identity: &str) -> Child {
         .arg("--cache-dir")
         .arg(c.tmp.path().join(identity))
         .env("KUBECONFIG", c.k.server.kubeconfig_path())
+        // Its own Pod, as the downward API gives it: the leader labels it for the webhook
+        // Service, which is why it serves webhooks here.
+        .env("POD_NAME", identity)
+        .env("POD_NAMESPACE", "replicas")
+        .args(["--webhook-addr", "127.0.101.200:0"])
         .envs(c.controller_env())
         .env("SWITCHBACK_LOG", "switchback=info")
         .stdin(Stdio::null())
@@ -45,6 +50,23 @@ async fn holder(client: &kube::Client) -> Option<String> {
         .ok()??
         .spec?
         .holder_identity
+}
+
+/// The names of the replicas' Pods labelled leader, space-separated.
+async fn leader_labelled(c: &Cluster) -> String {
+    c.k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "replicas",
+        "-l",
+        "switchback.dev/leader=true",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .await
+    .trim()
+    .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +91,15 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
 
     c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 4s\n    onInconclusive: Promote\n")
         .await;
+    // The replicas' own Pods (not run by anyone: only their labels matter here).
+    c.k.ok(&["create", "namespace", "replicas"]).await;
+    for name in ["replica-a", "replica-b"] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: replicas\n  labels:\n    switchback.dev/leader: \"true\"\nspec:\n  nodeName: elsewhere\n  containers:\n  - name: controller\n    image: switchback\n"
+        );
+        let file = c.k.file(&format!("{name}.yaml"), &pod);
+        c.k.ok(&["apply", "-f", &file]).await;
+    }
     let mut a = replica(&c, "replica-a");
     let mut b = replica(&c, "replica-b");
     c.wait_condition("Ready").await;
@@ -81,6 +112,8 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
         .await;
     let client = c.k.server.client().await;
     let leader = holder(&client).await.expect("a lease holder");
+    // Only the leader's Pod carries the label (each replica cleared a stale one at start).
+    assert_eq!(leader_labelled(&c).await, leader, "the leader's pod, only");
     let (killed, survivor) = if leader == "replica-a" {
         (&mut a, "replica-b")
     } else {
@@ -102,6 +135,20 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
         .await;
     c.assert_all_told(&v1_digest, "every pod on the promoted commit")
         .await;
+    // The webhook Service follows: the survivor's Pod is labelled (the killed one could not
+    // clear its label; its restarted container does).
+    let labelled = leader_labelled(&c).await;
+    assert!(labelled.contains(survivor), "{labelled}");
+    let restarted = replica(&c, &leader);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while leader_labelled(&c).await != survivor {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted replica never cleared its stale leader label"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(restarted);
     recorder.abort();
     let told = told.lock().map(|t| t.clone()).unwrap_or_default();
     assert_eq!(

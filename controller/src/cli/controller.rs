@@ -106,6 +106,14 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     readiness.set_ready();
+    // With webhooks, the leader's Pod is labelled so the webhook Service reaches only it; a
+    // restarted container first clears what its predecessor in this Pod may have left.
+    let own_pod = args
+        .webhook_addr
+        .and_then(|_| switchback::operator::leader_label::OwnPod::from_env());
+    if let Some(pod) = &own_pod {
+        pod.mark(&client, false).await;
+    }
     let settings = lease_settings(&args);
     tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "electing a leader");
     let election = leader::spawn(client.clone(), settings)?;
@@ -134,7 +142,14 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
                     () = stopped(halt) => {}
                 }
             };
-            controller::run(client.clone(), options.clone(), until).await?;
+            if let Some(pod) = &own_pod {
+                pod.mark(&client, true).await;
+            }
+            let ran = controller::run(client.clone(), options.clone(), until).await;
+            if let Some(pod) = &own_pod {
+                pod.mark(&client, false).await;
+            }
+            ran?;
             if *stop.borrow() {
                 return Ok::<(), anyhow::Error>(());
             }

@@ -13,6 +13,7 @@ mod fetch;
 pub mod health;
 pub mod incident;
 pub mod leader;
+pub mod leader_label;
 pub mod marks;
 pub mod metrics;
 pub mod reference;
