@@ -20,3 +20,4 @@ mod resume;
 pub mod spec;
 pub mod status;
 pub mod worker;
+pub mod writeback;
