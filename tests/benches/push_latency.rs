@@ -187,10 +187,10 @@ async fn first_serving(agents: &[AgentClient], commit: &str, start: Instant) -> 
     let deadline = start + Duration::from_secs(120);
     loop {
         for agent in agents {
-            if let Ok(state) = agent.state().await {
-                if state.applied.as_ref().is_some_and(|r| r.commit == commit) {
-                    return start.elapsed();
-                }
+            if let Ok(state) = agent.state().await
+                && state.applied.as_ref().is_some_and(|r| r.commit == commit)
+            {
+                return start.elapsed();
             }
         }
         assert!(
