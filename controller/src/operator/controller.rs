@@ -445,6 +445,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
     let config = runner_config(object)?;
     config.check().map_err(|e| SpecError(e.to_string()))?;
     let interval = go_duration(&spec.source.interval)?;
+    let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;
     let cache = fetch::cache_dir(&ctx.options.cache_dir, object);
     let credentials = match &spec.source.secret_ref {
         Some(secret) => {
@@ -521,6 +522,7 @@ async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup,
             instance: ctx.options.instance.clone(),
         },
         resume: None,
+        write_back,
     })
 }
 

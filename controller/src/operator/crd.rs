@@ -8,6 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::writeback::{RevertStatus, WriteBackSpec};
+
 /// A ProxyRollout: a git path of nginx config, the proxy pods it goes to, and how.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -265,6 +267,10 @@ pub struct RollbackSpec {
     /// Never roll a rolled-back commit out again without an explicit retry.
     #[serde(default = "yes")]
     pub quarantine: bool,
+    /// After a rollback, write a revert commit to git so git names again what runs (a new
+    /// branch, or a fast-forward push to the followed branch). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<WriteBackSpec>,
 }
 
 impl Default for RollbackSpec {
@@ -272,6 +278,7 @@ impl Default for RollbackSpec {
         RollbackSpec {
             automatic: true,
             quarantine: true,
+            write_back: None,
         }
     }
 }
@@ -400,6 +407,9 @@ pub struct IncidentStatus {
     /// tools), in the rollout's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// What the git write-back (`spec.rollback.writeBack`) did for this incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertStatus>,
 }
 
 /// One revision's fate.

@@ -22,3 +22,4 @@ mod resume;
 pub mod spec;
 pub mod status;
 pub mod worker;
+pub mod writeback;

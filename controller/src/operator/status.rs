@@ -28,10 +28,14 @@ pub fn to_status(
     );
     // True once a rollback has finished (every pod back), so `kubectl wait
     // --for=condition=RolledBack` returns when the site is restored, not when restoring starts.
+    // A relabel (a new commit with the running config, such as a revert pushed by git
+    // write-back) changes nothing on pods, so it does not end it; the next real revision does.
     let rolled_back = !busy
         && status
             .history
-            .last()
+            .iter()
+            .rev()
+            .find(|h| h.outcome != Outcome::Relabelled)
             .is_some_and(|h| matches!(h.outcome, Outcome::RolledBack | Outcome::Aborted));
     let cond = |type_: &str, on: bool, reason: &str, message: String| {
         let state = if on { "True" } else { "False" };
@@ -143,6 +147,7 @@ pub fn to_status(
                 .map_or_else(|| now.to_string(), |h| h.at.to_string()),
             restored_at: None,
             report: None,
+            revert: None,
         }),
         history: status
             .history
@@ -316,6 +321,28 @@ mod tests {
         assert_eq!(condition(&all, "Ready").status, "True");
         assert_eq!(condition(&all, "Ready").observed_generation, Some(4));
         assert_eq!(all.pods.as_ref().map(|p| p.ready.as_str()), Some("3/3"));
+    }
+
+    #[test]
+    fn a_revert_relabelling_stable_after_a_rollback_keeps_rolled_back_true() {
+        use crate::rollout::HistoryEntry;
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let entry = |n: u8, outcome| HistoryEntry {
+            revision: id(n),
+            outcome,
+            at: now,
+        };
+        let mut status = idle(3);
+        status.history = vec![
+            entry(1, Outcome::Adopted),
+            entry(2, Outcome::RolledBack),
+            entry(3, Outcome::Relabelled),
+        ];
+        let s = to_status(&status, 1, None, now);
+        assert_eq!(condition(&s, "RolledBack").status, "True");
+        status.history.push(entry(4, Outcome::Promoted));
+        let s = to_status(&status, 1, None, now);
+        assert_eq!(condition(&s, "RolledBack").status, "False");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::metrics::Metrics;
 use super::request;
 use super::resume::from_status;
 use super::status::to_status;
+use super::writeback::{WriteBack, WriteBackSpec};
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
 use crate::render::Bundle;
 use crate::rollout::Rollout;
@@ -68,6 +69,8 @@ pub struct WorkerSetup {
     pub hook: Option<String>,
     /// Where to continue from: the previous worker's checkpoint, if any.
     pub resume: Option<Checkpoint>,
+    /// The checked `spec.rollback.writeBack`, when git write-back is on.
+    pub write_back: Option<WriteBackSpec>,
 }
 
 /// A running worker, as the reconciler holds it.
@@ -170,6 +173,7 @@ async fn run(
         metrics,
         keys,
         resume,
+        write_back,
         hook: _,
     } = setup;
     let Signals { poke, fetch } = signals;
@@ -181,6 +185,7 @@ async fn run(
     let recorder = Recorder::new(client.clone(), reporter);
     let reference = object_reference(&object);
     let mut marks = PodMarks::new(client.clone(), &namespace);
+    let mut write_back = WriteBack::new(write_back, source.clone(), &object);
 
     let mut resume = match resume {
         Some(checkpoint) => Some(checkpoint),
@@ -264,6 +269,7 @@ async fn run(
             () = poke.notified() => runner.poll_soon(),
             () = fetch.notified() => next_fetch = tokio::time::Instant::now(),
             _ = stop.changed() => {
+                write_back.abort();
                 let (rollout, bundles) = runner.checkpoint();
                 return Some(Checkpoint { rollout, bundles, drift: Some(drift_marks) });
             }
@@ -271,6 +277,9 @@ async fn run(
         let incidents = report(&mut notes, &recorder, &reference, &metrics).await;
         let inputs = report_inputs(incidents, &runner, &current);
         write_reports(inputs, &current, &client).await;
+        // After the engine decided and the pods were told: git is written back off this loop.
+        write_back.ensure(runner.rollout().ledger().last_incident(), written.as_ref());
+        write_back.collect(&recorder, &reference).await;
         metrics.set_phase(&namespace, &name, runner.rollout().state().phase());
         let mut status = to_status(
             &runner.rollout().status(),
@@ -290,6 +299,7 @@ async fn run(
             brief.restored_at = incident.timeline.restored_at.map(|t| t.to_string());
             brief.report = Some(incident::report_name(&name, incident.id));
         }
+        write_back.annotate(&mut status, written.as_ref());
         if let Some((reason, message)) = &last_source_error {
             source_stalled(&mut status, written.as_ref(), reason, message);
         }

@@ -7,4 +7,5 @@ mod manual;
 mod model;
 mod props;
 mod purity;
+mod revert;
 mod support;

@@ -18,7 +18,9 @@
 
 mod auth;
 mod fetch;
+mod push;
 mod redact;
+mod revert;
 mod tree;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use auth::Credentials;
 pub use redact::redact_url;
+pub use revert::{RevertError, RevertOutcome, RevertRequest, RevertTarget, is_valid_branch_name};
 
 use crate::render::ConfigTree;
 use crate::source::verify::{Signer, TrustedKeys, VerifyError};
