@@ -403,6 +403,11 @@ fn summary(input: &IncidentInput, r: &Report) -> String {
     let pods = if n == 1 { "pod" } else { "pods" };
     let back = &r.restored.short_commit;
     match r.time_to_restore_secs {
+        // Without per-pod times (the operator's engine keeps only when all were back), no count.
+        Some(restore) if n == 0 => s.push_str(&format!(
+            " Every pod was back on {back} {} after the decision (time to restore).",
+            span(restore)
+        )),
         Some(restore) => s.push_str(&format!(
             " Every pod was back on {back} {} after the decision (time to restore; {n} {pods} \
              restored).",

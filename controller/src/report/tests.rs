@@ -349,6 +349,10 @@ fn manual_abort_before_any_pod_applied() {
     assert_eq!(r.timeline_origin, input.timeline.decision);
     let md = r.to_markdown();
     assert!(md.contains("because alice aborted the rollout. It never went live on a pod;"));
+    assert!(
+        md.contains("after the decision (time to restore).") && !md.contains("0 pods restored"),
+        "no count without per-pod times: {md}"
+    );
     assert!(has_line(&md, "| Time to detect | n/a (never applied) |"));
     assert!(has_line(&md, "None: the rollout was aborted by hand."));
     assert!(md.contains("Offsets from 2025-03-14 03:12:05.600 UTC (the first step"));
