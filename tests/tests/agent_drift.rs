@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use switchback::agent::{AgentState, DriftPolicy, DriftResolution, DriftSettings};
+use switchback::render::Bundle;
 use switchback_tests::agent_harness::{
     InProcess, Site, applied, eventually, free_addr, get, nginx_available, pid_file, ready, site,
 };
@@ -24,18 +25,15 @@ async fn agent(site_: &Site, policy: DriftPolicy) -> InProcess {
     InProcess::start(cfg).await
 }
 
-async fn state(agent: &InProcess) -> Option<AgentState> {
-    agent.client.state().await.ok()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
+/// An agent under `policy` serving v1 of the test site, applied through its API (so not drift),
+/// and the upstream v1 proxies to; `None` (the test skipped) without nginx.
+async fn serving_v1(policy: DriftPolicy) -> Option<(Upstream, Site, InProcess, Bundle)> {
     if !nginx_available() {
-        return;
+        return None;
     }
     let app = Upstream::start("app\n").await;
     let site_ = Site::new();
-    let agent = agent(&site_, DriftPolicy::Report).await;
+    let agent = agent(&site_, policy).await;
     ready(&agent.client, false).await;
     let v1 = site(site_.nginx, app.addr(), "v1");
     let out = agent
@@ -44,6 +42,18 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
         .await
         .expect("apply");
     assert!(applied(&out), "{out:?}");
+    Some((app, site_, agent, v1))
+}
+
+async fn state(agent: &InProcess) -> Option<AgentState> {
+    agent.client.state().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
+    let Some((app, site_, agent, v1)) = serving_v1(DriftPolicy::Report).await else {
+        return;
+    };
     let s = state(&agent).await.expect("state");
     assert!(s.drift.enabled);
     assert_eq!(s.drift.policy, DriftPolicy::Report);
@@ -135,20 +145,9 @@ async fn a_hand_edit_is_reported_naming_the_file_and_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_repair_a_hand_edit_is_undone_and_nginx_serves_the_applied_config() {
-    if !nginx_available() {
+    let Some((_app, site_, agent, v1)) = serving_v1(DriftPolicy::Repair).await else {
         return;
-    }
-    let app = Upstream::start("app\n").await;
-    let site_ = Site::new();
-    let agent = agent(&site_, DriftPolicy::Repair).await;
-    ready(&agent.client, false).await;
-    let v1 = site(site_.nginx, app.addr(), "v1");
-    let out = agent
-        .client
-        .apply(&v1, "c1", "nginx.conf")
-        .await
-        .expect("apply");
-    assert!(applied(&out), "{out:?}");
+    };
     let before = state(&agent).await.expect("state");
     assert_eq!(before.drift.policy, DriftPolicy::Repair);
 
