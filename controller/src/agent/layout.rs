@@ -405,12 +405,7 @@ fn read_tree(root: &Path) -> Result<Tree, FsError> {
             if kind.is_dir() {
                 pending.push(p);
             } else if kind.is_file() {
-                let rel = p.strip_prefix(root).unwrap_or(&p);
-                let key = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let key = super::tree::relative_key(root, &p);
                 out.insert(key, fs::read(&p).map_err(fs_err("read back", &p))?);
             }
         }

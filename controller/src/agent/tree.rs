@@ -136,12 +136,7 @@ pub fn scan(root: &Path) -> Result<Manifest, FsError> {
         for entry in fs::read_dir(&dir).map_err(err("list", &dir))? {
             let entry = entry.map_err(err("list", &dir))?;
             let p = entry.path();
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            let key = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let key = relative_key(root, &p);
             if out.len() >= MAX_ENTRIES {
                 out.insert(format!("{key} (and more)"), "o".to_string());
                 return Ok(out);
@@ -162,6 +157,16 @@ pub fn scan(root: &Path) -> Result<Manifest, FsError> {
         }
     }
     Ok(out)
+}
+
+/// `path` below `root` as the bundle names it: components joined by `/`, whatever the platform.
+pub fn relative_key(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]
