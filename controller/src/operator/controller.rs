@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
@@ -21,20 +21,17 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::bundle_store::{self, ROLLOUT_LABEL};
-use super::crd::{ProxyRollout, VerifyMode, VerifySpec};
-use super::credentials::{self, CredentialsError};
-use super::fetch;
+use super::crd::ProxyRollout;
+use super::credentials::CredentialsError;
 use super::health::Readiness;
 use super::marks::APPLIED_ANNOTATION;
 use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
-use super::spec::{SpecError, go_duration, runner_config};
-use super::worker::{WorkerHandle, WorkerSetup};
+use super::spec::SpecError;
+use super::worker::WorkerHandle;
 use crate::agent::kube::{DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
-use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER, KubeFleet};
+use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER};
 use crate::fleet::pod_cache::{PodCache, matches};
-use crate::source::git::Credentials;
-use crate::source::verify::{KeyKind, TrustedKeys};
-use crate::source::webhook::{self, HookSecret, HookSecrets, SecretMap, Trigger, WebhookConfig};
+use crate::source::webhook::{self, HookSecrets, SecretMap, Trigger, WebhookConfig};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
 /// ProxyRollout goes.
@@ -133,18 +130,19 @@ impl ControllerOptions {
     }
 }
 
-type Key = (String, String);
+pub(super) type Key = (String, String);
 
-struct Context {
-    client: kube::Client,
-    hooks: Arc<SecretMap>,
-    pods: PodCache,
-    options: ControllerOptions,
-    workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
+/// What every reconcile shares.
+pub(super) struct Context {
+    pub(super) client: kube::Client,
+    pub(super) hooks: Arc<SecretMap>,
+    pub(super) pods: PodCache,
+    pub(super) options: ControllerOptions,
+    pub(super) workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
     failures: Mutex<HashMap<Key, usize>>,
 }
 
-fn key_of(object: &ProxyRollout) -> Key {
+pub(super) fn key_of(object: &ProxyRollout) -> Key {
     (object.namespace().unwrap_or_default(), object.name_any())
 }
 
@@ -425,7 +423,7 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
     // never runs two reconciles of one object at once, so nothing else touches this key meanwhile.
     // Build everything before stopping the old worker: a spec that fails here leaves the old
     // worker (and its safety: analysis, rollback) running.
-    let mut setup = setup(ctx, &object).await?;
+    let mut setup = super::setup::setup(ctx, &object).await?;
     let old = ctx.workers.lock().await.remove(&key);
     if let Some(old) = old {
         setup.resume = old.stop().await;
@@ -436,121 +434,6 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
         .await
         .insert(key, WorkerHandle::start(setup));
     Ok(Action::requeue(ctx.options.resync))
-}
-
-async fn setup(ctx: &Context, object: &Arc<ProxyRollout>) -> Result<WorkerSetup, ReconcileError> {
-    let namespace = object.namespace().unwrap_or_default();
-    let name = object.name_any();
-    let spec = &object.spec;
-    let config = runner_config(object)?;
-    config.check().map_err(|e| SpecError(e.to_string()))?;
-    let interval = go_duration(&spec.source.interval)?;
-    let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;
-    let cache = fetch::cache_dir(&ctx.options.cache_dir, object);
-    let credentials = match &spec.source.secret_ref {
-        Some(secret) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            credentials::from_secret(&secrets, &namespace, &secret.name, &cache).await?
-        }
-        None => Credentials::None,
-    };
-    let hook = match &spec.source.webhook {
-        Some(webhook) => {
-            let id = format!("{namespace}.{}", webhook.secret_ref.name);
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            let secret = secrets.get(&webhook.secret_ref.name).await.map_err(|e| {
-                ReconcileError::Source(format!(
-                    "webhook secret {namespace}/{}: {e}",
-                    webhook.secret_ref.name
-                ))
-            })?;
-            let token = secret
-                .data
-                .unwrap_or_default()
-                .remove("token")
-                .map(|v| v.0)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    ReconcileError::Source(format!(
-                        "webhook secret {namespace}/{} has no `token`",
-                        webhook.secret_ref.name
-                    ))
-                })?;
-            ctx.hooks.set(&id, HookSecret::new(token));
-            Some(id)
-        }
-        None => None,
-    };
-    let keys = match &spec.source.verify {
-        Some(verify) => Some(Arc::new(trusted_keys(ctx, &namespace, verify).await?)),
-        None => None,
-    };
-    // Opening (or creating) the bare cache is file I/O: off the async threads.
-    let (for_source, git_dir) = (Arc::clone(object), cache.join("git"));
-    let source =
-        tokio::task::spawn_blocking(move || fetch::git_source(&for_source, credentials, &git_dir))
-            .await
-            .map_err(|e| ReconcileError::Source(e.to_string()))?
-            .map_err(|e| ReconcileError::Source(e.to_string()))?;
-    let mut fleet = KubeFleet::new(
-        ctx.client.clone(),
-        &namespace,
-        &name,
-        &spec.target.selector,
-        spec.target.agent_port,
-        &spec.render.entry,
-    );
-    if let Some(owner) = object.controller_owner_ref(&()) {
-        fleet = fleet.with_owner(owner);
-    }
-    fleet = fleet.with_cache(ctx.pods.clone());
-    if let Some(token) = &ctx.options.agent_token {
-        fleet = fleet.with_agent_token(token.clone());
-    }
-    Ok(WorkerSetup {
-        rollout: Arc::clone(object),
-        client: ctx.client.clone(),
-        config,
-        source,
-        interval,
-        fleet,
-        metrics: ctx.options.metrics.clone(),
-        keys,
-        hook,
-        reporter: Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: ctx.options.instance.clone(),
-        },
-        resume: None,
-        write_back,
-    })
-}
-
-/// The trusted keys from the Secret `spec.source.verify` names, narrowed to its mode.
-async fn trusted_keys(
-    ctx: &Context,
-    namespace: &str,
-    verify: &VerifySpec,
-) -> Result<TrustedKeys, ReconcileError> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = &verify.secret_ref.name;
-    let secret = secrets
-        .get(name)
-        .await
-        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
-    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    let keys = TrustedKeys::from_secret_data(&data)
-        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
-    Ok(match verify.mode {
-        VerifyMode::Openpgp => keys.only(KeyKind::OpenPgp),
-        VerifyMode::Ssh => keys.only(KeyKind::Ssh),
-        VerifyMode::Any => keys,
-    })
 }
 
 /// The object is going: stop its worker, delete its bundles, take the annotations off its pods.

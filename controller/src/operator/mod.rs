@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod reference;
 pub mod request;
 mod resume;
+mod setup;
 pub mod spec;
 pub mod status;
 pub mod worker;

@@ -1,0 +1,142 @@
+//! Setting a worker up from a ProxyRollout's spec: the runner's settings, the Secrets it names
+//! (git credentials, trusted keys, the webhook secret), the git source opened off the async
+//! threads, and the fleet of pods. It runs before the old worker is stopped and outside the
+//! workers lock, so a spec that cannot be used leaves the old worker (and its rollback safety)
+//! running, and one slow setup never holds up the reconciles of other rollouts.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::Reporter;
+use kube::{Resource, ResourceExt};
+
+use super::controller::{Context, ReconcileError};
+use super::crd::{ProxyRollout, VerifyMode, VerifySpec};
+use super::credentials;
+use super::fetch;
+use super::spec::{SpecError, go_duration, runner_config};
+use super::worker::WorkerSetup;
+use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
+use crate::source::git::Credentials;
+use crate::source::verify::{KeyKind, TrustedKeys};
+use crate::source::webhook::HookSecret;
+
+/// A worker's setup for `object`'s current spec, or why the spec or its Secrets cannot be used.
+pub(super) async fn setup(
+    ctx: &Context,
+    object: &Arc<ProxyRollout>,
+) -> Result<WorkerSetup, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let spec = &object.spec;
+    let config = runner_config(object)?;
+    config.check().map_err(|e| SpecError(e.to_string()))?;
+    let interval = go_duration(&spec.source.interval)?;
+    let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;
+    let cache = fetch::cache_dir(&ctx.options.cache_dir, object);
+    let credentials = match &spec.source.secret_ref {
+        Some(secret) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            credentials::from_secret(&secrets, &namespace, &secret.name, &cache).await?
+        }
+        None => Credentials::None,
+    };
+    let hook = match &spec.source.webhook {
+        Some(webhook) => {
+            let id = format!("{namespace}.{}", webhook.secret_ref.name);
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let secret = secrets.get(&webhook.secret_ref.name).await.map_err(|e| {
+                ReconcileError::Source(format!(
+                    "webhook secret {namespace}/{}: {e}",
+                    webhook.secret_ref.name
+                ))
+            })?;
+            let token = secret
+                .data
+                .unwrap_or_default()
+                .remove("token")
+                .map(|v| v.0)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ReconcileError::Source(format!(
+                        "webhook secret {namespace}/{} has no `token`",
+                        webhook.secret_ref.name
+                    ))
+                })?;
+            ctx.hooks.set(&id, HookSecret::new(token));
+            Some(id)
+        }
+        None => None,
+    };
+    let keys = match &spec.source.verify {
+        Some(verify) => Some(Arc::new(trusted_keys(ctx, &namespace, verify).await?)),
+        None => None,
+    };
+    // Opening (or creating) the bare cache is file I/O: off the async threads.
+    let (for_source, git_dir) = (Arc::clone(object), cache.join("git"));
+    let source =
+        tokio::task::spawn_blocking(move || fetch::git_source(&for_source, credentials, &git_dir))
+            .await
+            .map_err(|e| ReconcileError::Source(e.to_string()))?
+            .map_err(|e| ReconcileError::Source(e.to_string()))?;
+    let mut fleet = KubeFleet::new(
+        ctx.client.clone(),
+        &namespace,
+        &name,
+        &spec.target.selector,
+        spec.target.agent_port,
+        &spec.render.entry,
+    );
+    if let Some(owner) = object.controller_owner_ref(&()) {
+        fleet = fleet.with_owner(owner);
+    }
+    fleet = fleet.with_cache(ctx.pods.clone());
+    if let Some(token) = &ctx.options.agent_token {
+        fleet = fleet.with_agent_token(token.clone());
+    }
+    Ok(WorkerSetup {
+        rollout: Arc::clone(object),
+        client: ctx.client.clone(),
+        config,
+        source,
+        interval,
+        fleet,
+        metrics: ctx.options.metrics.clone(),
+        keys,
+        hook,
+        reporter: Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: ctx.options.instance.clone(),
+        },
+        resume: None,
+        write_back,
+    })
+}
+
+/// The trusted keys from the Secret `spec.source.verify` names, narrowed to its mode.
+async fn trusted_keys(
+    ctx: &Context,
+    namespace: &str,
+    verify: &VerifySpec,
+) -> Result<TrustedKeys, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = &verify.secret_ref.name;
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
+    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let keys = TrustedKeys::from_secret_data(&data)
+        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
+    Ok(match verify.mode {
+        VerifyMode::Openpgp => keys.only(KeyKind::OpenPgp),
+        VerifyMode::Ssh => keys.only(KeyKind::Ssh),
+        VerifyMode::Any => keys,
+    })
+}
