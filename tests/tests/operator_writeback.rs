@@ -18,6 +18,8 @@ fn origin(c: &Cluster) -> PathBuf {
         c.tmp.path(),
         &["init", "-q", "--bare", "-b", "main", "origin.git"],
     );
+    // A reflog in the bare repository, so a failure can show who moved `main` and when.
+    git(&bare, &["config", "core.logAllRefUpdates", "always"]);
     let url = bare.display().to_string();
     git(&c.repo, &["remote", "add", "origin", &url]);
     git(&c.repo, &["push", "-q", "origin", "main"]);
@@ -202,7 +204,24 @@ async fn push_mode_fast_forwards_main_and_a_refused_push_leaves_the_rollback_alo
             |s| s.starts_with(&second) && s.split_whitespace().count() == 3,
         )
         .await;
-    assert!(failed.ends_with(" Failed"), "{failed}");
+    assert!(
+        failed.ends_with(" Failed"),
+        "{failed}\nlastIncident: {}\norigin's main:\n{}",
+        c.jsonpath("proxyrollout/edge", "{.status.lastIncident}")
+            .await,
+        in_origin(&bare, &["reflog", "show", "--date=iso", "refs/heads/main"]),
+    );
+    // Nothing of the first incident's write-back is left on the second's (status is applied
+    // whole: a field the controller stops writing is gone).
+    assert_eq!(
+        c.jsonpath(
+            "proxyrollout/edge",
+            "{.status.lastIncident.revert.commit}{.status.lastIncident.revert.pushedAt}"
+        )
+        .await,
+        "",
+        "a refused push has no commit and no push time"
+    );
     let error = c
         .jsonpath("proxyrollout/edge", "{.status.lastIncident.revert.error}")
         .await;
