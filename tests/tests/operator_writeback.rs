@@ -193,10 +193,21 @@ async fn push_mode_fast_forwards_main_and_a_refused_push_leaves_the_rollback_alo
     c.assert_all_told(&digest, "after the revert").await;
 
     // Another bad commit, and origin's main is locked (a push in progress) when the revert goes.
+    // The lock is taken before main names the commit, as a pusher holding it would move main,
+    // so the controller cannot see the commit (and roll it back and push) before the lock exists.
     git(&c.repo, &["pull", "-q", "--ff-only", "origin", "main"]);
-    let second = push(&c, "proxy_pass http://app/v2;", "move app again");
+    let second = c.commit("proxy_pass http://app/v2;", "move app again");
+    git(
+        &c.repo,
+        &["push", "-q", "origin", "HEAD:refs/heads/incoming"],
+    );
+    git(&bare, &["update-ref", "-d", "refs/heads/incoming"]);
     let lock = bare.join("refs/heads/main.lock");
     std::fs::write(&lock, format!("{second}\n")).expect("lock main");
+    // Whole or not at all (a rename), so a fetch never reads half a ref.
+    let moved = bare.join("main.new");
+    std::fs::write(&moved, format!("{second}\n")).expect("write main");
+    std::fs::rename(&moved, bare.join("refs/heads/main")).expect("move main");
     let failed = c
         .wait_for(
             "proxyrollout/edge",
