@@ -169,6 +169,7 @@ impl Cluster {
 
     /// Starts the controller in-process with these options.
     pub async fn start_controller_with(&mut self, options: ControllerOptions) {
+        log_controller();
         let client = self.k.server.client().await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(client, options, async move {
@@ -267,4 +268,17 @@ impl Cluster {
             assert!(left.is_empty(), "{left:?}");
         }
     }
+}
+
+/// With `SWITCHBACK_LOG` set (an `EnvFilter`, e.g. `switchback=info`), the in-process
+/// controller's tracing goes to the test's output (shown with `--nocapture` or on failure), so a
+/// flaky end-to-end run can be read afterwards. Once per test binary; later calls do nothing.
+fn log_controller() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SWITCHBACK_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

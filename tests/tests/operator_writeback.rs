@@ -18,6 +18,8 @@ fn origin(c: &Cluster) -> PathBuf {
         c.tmp.path(),
         &["init", "-q", "--bare", "-b", "main", "origin.git"],
     );
+    // A reflog in the bare repository, so a failure can show who moved `main` and when.
+    git(&bare, &["config", "core.logAllRefUpdates", "always"]);
     let url = bare.display().to_string();
     git(&c.repo, &["remote", "add", "origin", &url]);
     git(&c.repo, &["push", "-q", "origin", "main"]);
@@ -191,10 +193,21 @@ async fn push_mode_fast_forwards_main_and_a_refused_push_leaves_the_rollback_alo
     c.assert_all_told(&digest, "after the revert").await;
 
     // Another bad commit, and origin's main is locked (a push in progress) when the revert goes.
+    // The lock is taken before main names the commit, as a pusher holding it would move main,
+    // so the controller cannot see the commit (and roll it back and push) before the lock exists.
     git(&c.repo, &["pull", "-q", "--ff-only", "origin", "main"]);
-    let second = push(&c, "proxy_pass http://app/v2;", "move app again");
+    let second = c.commit("proxy_pass http://app/v2;", "move app again");
+    git(
+        &c.repo,
+        &["push", "-q", "origin", "HEAD:refs/heads/incoming"],
+    );
+    git(&bare, &["update-ref", "-d", "refs/heads/incoming"]);
     let lock = bare.join("refs/heads/main.lock");
     std::fs::write(&lock, format!("{second}\n")).expect("lock main");
+    // Whole or not at all (a rename), so a fetch never reads half a ref.
+    let moved = bare.join("main.new");
+    std::fs::write(&moved, format!("{second}\n")).expect("write main");
+    std::fs::rename(&moved, bare.join("refs/heads/main")).expect("move main");
     let failed = c
         .wait_for(
             "proxyrollout/edge",
@@ -202,7 +215,24 @@ async fn push_mode_fast_forwards_main_and_a_refused_push_leaves_the_rollback_alo
             |s| s.starts_with(&second) && s.split_whitespace().count() == 3,
         )
         .await;
-    assert!(failed.ends_with(" Failed"), "{failed}");
+    assert!(
+        failed.ends_with(" Failed"),
+        "{failed}\nlastIncident: {}\norigin's main:\n{}",
+        c.jsonpath("proxyrollout/edge", "{.status.lastIncident}")
+            .await,
+        in_origin(&bare, &["reflog", "show", "--date=iso", "refs/heads/main"]),
+    );
+    // Nothing of the first incident's write-back is left on the second's (status is applied
+    // whole: a field the controller stops writing is gone).
+    assert_eq!(
+        c.jsonpath(
+            "proxyrollout/edge",
+            "{.status.lastIncident.revert.commit}{.status.lastIncident.revert.pushedAt}"
+        )
+        .await,
+        "",
+        "a refused push has no commit and no push time"
+    );
     let error = c
         .jsonpath("proxyrollout/edge", "{.status.lastIncident.revert.error}")
         .await;

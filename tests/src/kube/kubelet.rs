@@ -177,9 +177,40 @@ impl ProcessKubelet {
 }
 
 impl Drop for ProcessKubelet {
-    /// Without [`ProcessKubelet::stop`], still asks the agents to stop (without waiting).
+    /// Without [`ProcessKubelet::stop`] (a test that panicked), asks the agents to stop and kills
+    /// their nginx at once: the runtime ends with the test, before any agent stops its nginx, and
+    /// nginx runs in its own process group so it outlives them. A leftover nginx holds its pod's
+    /// address, and the next run of the test fails to start its pods (`Address already in use`).
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if self.task.is_some() {
+            kill_nginx_under(self.dir.path());
+        }
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir`, with its process group (an nginx
+/// master leads its group, so its workers, whose titles name nothing, go too). Only this
+/// kubelet's processes name its unique state dir.
+fn kill_nginx_under(dir: &Path) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let mentions = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .is_ok_and(|cmd| cmd.contains(&needle));
+        if mentions {
+            // Not a group leader: killpg finds no group, and kill still ends the process.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
 

@@ -92,20 +92,28 @@ fn get<'a>(v: &'a Value, p: &Path) -> Option<&'a Value> {
     p.iter().try_fold(v, |cur, seg| cur.get(seg))
 }
 
-fn remove(v: &mut Value, p: &Path) {
-    let Some((last, init)) = p.split_last() else {
+/// Removes the field at `p` and the maps that held only it, as the API server does: nobody
+/// owns a map left empty by a dropped field (an applied `{}` is put back by the merge after).
+fn remove(v: &mut Value, p: &[String]) {
+    let Some((first, rest)) = p.split_first() else {
         return;
     };
-    let mut cur = v;
-    for seg in init {
-        match cur.get_mut(seg) {
-            Some(next) => cur = next,
+    let Some(m) = v.as_object_mut() else {
+        return;
+    };
+    if !rest.is_empty() {
+        match m.get_mut(first) {
+            Some(child) => remove(child, rest),
             None => return,
         }
+        if !m
+            .get(first)
+            .is_some_and(|c| c.as_object().is_some_and(Map::is_empty))
+        {
+            return;
+        }
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(last);
-    }
+    m.remove(first);
 }
 
 fn owned(entry: &Value) -> BTreeSet<Path> {

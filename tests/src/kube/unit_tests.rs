@@ -187,3 +187,41 @@ fn removing_an_owner_collects_its_dependents() {
         "2026-01-01T00:00:00Z"
     );
 }
+
+#[test]
+fn a_status_apply_removes_the_fields_its_manager_stopped_applying() {
+    use super::resources::builtins;
+    use super::store::Store;
+    use super::write::{Mode, patch};
+    let pods = builtins()
+        .into_iter()
+        .find(|r| r.plural == "pods")
+        .expect("pods are built in");
+    assert!(pods.has_status);
+    let mut store = Store::default();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": []}});
+    let key = super::write::key(&pods, Some("default"), "p");
+    store.put(key.clone(), pod);
+    let apply = |store: &mut Store, status: serde_json::Value| {
+        let body = json!({"apiVersion": "v1", "kind": "Pod", "status": status});
+        patch(
+            store,
+            &pods,
+            Some("default"),
+            "p",
+            "application/apply-patch+yaml",
+            &body,
+            Some("switchback"),
+            true,
+            true,
+            Mode::COMMIT,
+        )
+        .expect("status apply")
+        .0
+    };
+    let first = json!({"last": {"id": 1, "restoredAt": "t1", "revert": {"result": "Pushed"}}});
+    apply(&mut store, first);
+    let second = apply(&mut store, json!({"last": {"id": 2}}));
+    assert_eq!(second["status"], json!({"last": {"id": 2}}), "{second:#}");
+}

@@ -319,6 +319,12 @@ pub fn update(
     let mut result = if status_only {
         let mut r = existing.clone();
         r["status"] = new["status"].clone();
+        // A `/status` apply records what its manager now owns; without it the next apply
+        // cannot tell which fields the manager dropped, and those would linger (an old
+        // incident's `restoredAt` beside a new incident's commit).
+        if let Some(fields) = new["metadata"].get("managedFields") {
+            r["metadata"]["managedFields"] = fields.clone();
+        }
         r
     } else {
         let mut r = new;
