@@ -1,0 +1,207 @@
+//! The cluster side: the repository, the CRD, the pods, the ProxyRollouts, and a mirror of what the API server stores.
+
+use super::*;
+
+/// The nginx config of version `v`.
+pub(crate) fn site(v: &str) -> String {
+    format!(
+        "events {{}}\nhttp {{\n    upstream app {{ server 127.0.0.1:9001; }}\n    server {{\n        listen 8080;\n        location / {{ return 200 \"{v}\\n\"; }}\n        location /app {{ proxy_pass http://app; }}\n    }}\n}}\n"
+    )
+}
+
+/// The digest the controller will compute for `text` as `nginx.conf` (no values): the farm is
+/// told which digest is bad before the commit exists, so no read ever sees it good.
+pub(crate) fn digest_of(text: &str) -> Digest {
+    let mut tree = ConfigTree::new();
+    tree.insert_file("nginx.conf", text.as_bytes().to_vec());
+    render::render(&tree, &Value::Null)
+        .expect("the bench's config renders")
+        .digest()
+}
+
+pub(crate) struct Repo {
+    pub(crate) path: PathBuf,
+}
+
+impl Repo {
+    pub(crate) fn new(dir: &Path) -> Repo {
+        let path = dir.join("repo");
+        std::fs::create_dir(&path).expect("mkdir repo");
+        git(&path, &["init", "-q", "-b", "main"]);
+        Repo { path }
+    }
+
+    pub(crate) fn commit(&self, text: &str, message: &str) -> String {
+        std::fs::write(self.path.join("nginx.conf"), text).expect("write nginx.conf");
+        git(&self.path, &["add", "-A"]);
+        git(&self.path, &["commit", "-q", "-m", message]);
+        git(&self.path, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+pub(crate) async fn install_crd(client: &kube::Client) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/proxyrollout.yaml");
+    let text = std::fs::read_to_string(&path).expect("read crds/proxyrollout.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("the CRD parses");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("create the CRD");
+}
+
+/// Creates the namespace and one Pod per address (labels from `labels(i)`), then reports each
+/// Running and Ready on its address through the status subresource, as a kubelet would.
+pub(crate) async fn create_pods(
+    client: &kube::Client,
+    namespace: &str,
+    addrs: &[SocketAddr],
+    labels: impl Fn(usize) -> BTreeMap<String, String>,
+) {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    for chunk in addrs.iter().enumerate().collect::<Vec<_>>().chunks(64) {
+        let mut writes = tokio::task::JoinSet::new();
+        for &(i, addr) in chunk {
+            let (pods, addr, labels) = (pods.clone(), *addr, labels(i));
+            writes.spawn(async move {
+                let name = format!("pod-{i:05}");
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx"}]},
+                }))
+                .expect("pod");
+                pods.create(&PostParams::default(), &pod)
+                    .await
+                    .expect("create a pod");
+                let now = jiff::Timestamp::now().to_string();
+                let ip = addr.ip().to_string();
+                let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+                let status = json!({"status": {
+                    "phase": "Running",
+                    "podIP": ip,
+                    "podIPs": [{"ip": ip}],
+                    "hostIP": "127.0.0.1",
+                    "startTime": now,
+                    "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
+                }});
+                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .expect("report the pod Ready");
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.expect("pod write task");
+        }
+    }
+    println!(
+        "  {} pods created and Ready in {}",
+        addrs.len(),
+        secs(started.elapsed())
+    );
+}
+
+pub(crate) fn rollout(
+    name: &str,
+    namespace: &str,
+    repo: &Path,
+    selector: Value,
+    strategy: Value,
+) -> ProxyRollout {
+    serde_json::from_value(json!({
+        "apiVersion": "switchback.dev/v1alpha1",
+        "kind": "ProxyRollout",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"url": format!("file://{}", repo.display()), "ref": "main", "interval": "1s"},
+            "target": {"selector": selector},
+            "strategy": strategy,
+        },
+    }))
+    .expect("a ProxyRollout")
+}
+
+/// The objects of one resource as the API server holds them, followed in-process (no HTTP, so
+/// watching costs the controller nothing); `changed` is when the last change arrived.
+#[derive(Clone)]
+pub(crate) struct Mirror {
+    pub(crate) objects: Arc<Mutex<HashMap<String, Value>>>,
+    pub(crate) task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Mirror {
+    pub(crate) fn follow(server: &KubeServer, group: &'static str, plural: &'static str) -> Mirror {
+        let (initial, mut rx) = server.list_and_subscribe(group, plural);
+        let objects: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+        let name = |o: &Value| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        {
+            let mut map = objects.lock().expect("mirror lock");
+            for o in initial {
+                map.insert(name(&o), o);
+            }
+        }
+        let map = Arc::clone(&objects);
+        let task = tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.key.group == group && e.key.plural == plural => {
+                        let mut map = map.lock().expect("mirror lock");
+                        if e.kind == "DELETED" {
+                            map.remove(&e.key.name);
+                        } else {
+                            map.insert(e.key.name.clone(), e.object.clone());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        // Missed changes; the next change of each object brings it up to date.
+                        eprintln!("  (mirror of {plural} lagged by {n} events)");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Mirror {
+            objects,
+            task: Arc::new(task),
+        }
+    }
+
+    pub(crate) fn all(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        let map = self.objects.lock().expect("mirror lock");
+        !map.is_empty() && map.values().all(pred)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Value> {
+        self.objects.lock().expect("mirror lock").get(name).cloned()
+    }
+
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `done` every 10 ms until it holds; panics with `what` after [`PATIENCE`].
+pub(crate) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! Run 1: every rollout adopted, a commit rolled out everywhere, idle cost and memory.
+
+use super::*;
+
+pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
+    println!(
+        "\n== scale: {} pods in {} ProxyRollouts ({} pods each), one git repository",
+        s.pods,
+        s.rollouts,
+        s.pods / s.rollouts
+    );
+    let server = KubeServer::start().await.expect("the API test server");
+    let client = server.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path());
+    let v0 = repo.commit(&site("v0"), "v0");
+    let (d0, d1) = (digest_of(&site("v0")), digest_of(&site("v1")));
+    install_crd(&client).await;
+    let farm = FakeAgents::start(loopback_addresses(1, s.pods, AGENT_PORT))
+        .await
+        .expect("the fake agents (127.1.x.y:9180)");
+    let per = s.pods.div_ceil(s.rollouts);
+    let group = |i: usize| format!("r{:03}", i / per);
+    create_pods(&client, "scale", farm.addresses(), |i| {
+        BTreeMap::from([
+            ("app".to_string(), "edge".to_string()),
+            ("rollout".to_string(), group(i)),
+        ])
+    })
+    .await;
+    let rollouts: Api<ProxyRollout> = Api::namespaced(client.clone(), "scale");
+    let strategy = json!({"steps": ["1", "100%"], "bake": "1s", "maxSurge": "100%", "onInconclusive": "Promote"});
+    let groups = s.pods.div_ceil(per);
+    for r in 0..groups {
+        let name = format!("r{r:03}");
+        let object = rollout(
+            &name,
+            "scale",
+            &repo.path,
+            json!({"app": "edge", "rollout": name}),
+            strategy.clone(),
+        );
+        rollouts
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create a ProxyRollout");
+    }
+    let mirror = Mirror::follow(&server, "switchback.dev", "proxyrollouts");
+    let stable_is = |commit: String| {
+        move |o: &Value| status_str(o, &["stable", "commit"]) == Some(commit.as_str())
+    };
+
+    let started = Instant::now();
+    let controller = Controller::start(bin, &server, "scale", dir.path()).await;
+    let ready = started.elapsed();
+    wait_until(&format!("{groups} rollouts stable on v0"), || {
+        mirror.all(stable_is(v0.clone())) && farm.all_applied_at(&d0).is_some()
+    })
+    .await;
+    let adopted = started.elapsed();
+    println!(
+        "  controller ready in {}, every rollout stable on v0 and every pod on it {} after start",
+        secs(ready),
+        secs(adopted)
+    );
+    // Let the adoption's status writes and reconciles settle before reading memory.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_adopted, hwm_adopted) = controller.memory();
+    let (cpu0, reads0, at0) = (controller.cpu(), farm.counts(), Instant::now());
+    let api0 = server.requests().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = at0.elapsed().as_secs_f64();
+    let idle_cpu = (controller.cpu() - cpu0) / idle;
+    let idle_reads = (farm.counts().reads - reads0.reads) as f64 / idle;
+    let idle_api = (server.requests().len() - api0) as f64 / idle;
+    println!(
+        "  idle (all stable), over {idle:.0} s: controller CPU {:.0}% of a core, {idle_reads:.0} agent state reads/s, {idle_api:.0} API requests/s",
+        idle_cpu * 100.0
+    );
+
+    let committed = Instant::now();
+    let v1 = repo.commit(&site("v1"), "v1");
+    let applied_at = wait_until("every pod to apply v1", || {
+        farm.all_applied_at(&d1).is_some()
+    })
+    .await;
+    let applied = farm
+        .all_applied_at(&d1)
+        .unwrap_or(applied_at)
+        .duration_since(committed);
+    let promoted = wait_until(&format!("{groups} rollouts stable on v1"), || {
+        mirror.all(stable_is(v1.clone()))
+    })
+    .await
+    .duration_since(committed);
+    println!(
+        "  v1 committed: every pod applied it after {}, every rollout stable on it after {}",
+        secs(applied),
+        secs(promoted)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_after, hwm_after) = controller.memory();
+    let metrics = controller.scrape().await;
+    let (count, p50, p99) = reconcile_quantiles(&metrics);
+    let counts = farm.counts();
+    println!(
+        "  memory: after adoption VmRSS {:.1} MiB (peak {:.1}), after v1 VmRSS {:.1} MiB (peak {:.1})",
+        rss_adopted as f64 / MIB,
+        hwm_adopted as f64 / MIB,
+        rss_after as f64 / MIB,
+        hwm_after as f64 / MIB
+    );
+    println!(
+        "  {count} reconciles; agents answered {} applies, {} nudges, {} state reads; the API server {} requests; controller CPU {:.1} s",
+        counts.applies,
+        counts.nudges,
+        counts.reads,
+        server.requests().len(),
+        controller.cpu()
+    );
+    print_api_breakdown(&server);
+    println!(
+        "  controller log: {} (kept in the temp dir until the run ends)",
+        controller.log.display()
+    );
+    controller.stop().await;
+    mirror.stop();
+    farm.stop().await;
+
+    let goal_rss = 64.0 * MIB;
+    let peak = hwm_after.max(hwm_adopted);
+    vec![
+        row(
+            &format!("controller VmRSS, {} pods adopted", s.pods),
+            format!("{:.1} MiB", rss_adopted as f64 / MIB),
+            "< 64 MiB",
+            Some((rss_adopted as f64) < goal_rss),
+        ),
+        row(
+            "controller VmRSS after v1 everywhere",
+            format!("{:.1} MiB", rss_after as f64 / MIB),
+            "< 64 MiB",
+            Some((rss_after as f64) < goal_rss),
+        ),
+        row(
+            "controller VmHWM (peak RSS)",
+            format!("{:.1} MiB", peak as f64 / MIB),
+            "< 64 MiB",
+            Some((peak as f64) < goal_rss),
+        ),
+        row(
+            &format!("reconciles (of {} rollouts)", groups),
+            count.to_string(),
+            "",
+            None,
+        ),
+        row(
+            "reconcile p50 (bucket-interpolated)",
+            format!("{:.2} ms", p50.as_secs_f64() * 1e3),
+            "",
+            None,
+        ),
+        row(
+            "reconcile p99 (bucket-interpolated)",
+            format!("{:.2} ms", p99.as_secs_f64() * 1e3),
+            "< 50 ms",
+            Some(p99 < Duration::from_millis(50)),
+        ),
+        row(
+            &format!("adopt: start -> {} pods on v0", s.pods),
+            secs(adopted),
+            "",
+            None,
+        ),
+        row(
+            &format!("commit -> all {} pods applied", s.pods),
+            secs(applied),
+            "",
+            None,
+        ),
+        row(
+            &format!("commit -> all {groups} rollouts stable"),
+            secs(promoted),
+            "",
+            None,
+        ),
+        row(
+            "controller CPU while idle",
+            format!("{:.0}% core", idle_cpu * 100.0),
+            "",
+            None,
+        ),
+    ]
+}
+
+/// Requests the API server answered, by method and resource, most first: what the controller
+/// spends its API traffic on.
+pub(crate) fn print_api_breakdown(server: &KubeServer) {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for r in server.requests() {
+        let path = r.uri.split('?').next().unwrap_or_default();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        // /api/v1/namespaces/ns/<plural>[/name[/sub]] or /apis/g/v/namespaces/ns/<plural>/...
+        let at = parts.iter().position(|p| *p == "namespaces").map(|i| i + 2);
+        let resource = match at {
+            Some(i) if i < parts.len() => {
+                let sub = parts
+                    .get(i + 2)
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
+                format!("{}{sub}", parts[i])
+            }
+            _ => parts.last().copied().unwrap_or_default().to_string(),
+        };
+        let watch = if r.uri.contains("watch=true") {
+            " (watch)"
+        } else {
+            ""
+        };
+        *by.entry(format!("{} {resource}{watch}", r.method))
+            .or_default() += 1;
+    }
+    let mut by: Vec<_> = by.into_iter().collect();
+    by.sort_by_key(|b| std::cmp::Reverse(b.1));
+    let top: Vec<String> = by
+        .iter()
+        .take(8)
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    println!("  API requests by kind: {}", top.join(", "));
+}
