@@ -3,6 +3,7 @@
 pub mod agent_harness;
 pub mod bin;
 pub mod fake_agents;
+pub mod files;
 pub mod git_fixture;
 pub mod kube;
 pub mod manifests;

@@ -5,21 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 use switchback_tests::bin::switchback_bin;
+use switchback_tests::files::copy_tree;
 
 use switchback_tests::git_fixture::git_cli as git;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
 
 /// Renders `--path edge` of `repo` at `rev` and returns (digest, commit) from the JSON output.
 fn render(repo: &str, rev: &str) -> (String, String) {
@@ -49,7 +37,7 @@ fn the_same_commit_gives_the_same_digest_and_a_change_gives_another() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("work");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/basic");
-    copy_dir(&examples, &work.join("edge"));
+    copy_tree(&examples, &work.join("edge"));
     std::fs::write(work.join("README"), "proxy config\n").expect("write");
     git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
     git(&work, &["add", "-A"]);

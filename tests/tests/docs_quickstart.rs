@@ -15,6 +15,7 @@ use std::time::Duration;
 use switchback::agent::ProbeSpec;
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::bin::switchback_bin;
+use switchback_tests::files::copy_tree;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use switchback_tests::kube::kubelet::{KubeletOptions, ProcessKubelet};
@@ -152,19 +153,6 @@ impl World {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Copies `from` into `to` recursively (the chart and examples a reader has in their checkout).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 async fn world() -> Option<World> {

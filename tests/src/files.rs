@@ -1,0 +1,17 @@
+//! File-tree helpers the tests share.
+
+use std::path::Path;
+
+/// Copies the directory `from` into `to`, recursively (a reader's checkout of the examples, a
+/// config repository's starting content). Panics on any error: a test cannot go on without it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
