@@ -17,8 +17,12 @@
 pub mod ceiling;
 pub mod counters;
 pub(crate) mod eprocess;
+mod healthy;
 pub mod histogram;
+mod looks;
 pub(crate) mod math;
+pub(crate) mod noninferiority;
+pub mod reference;
 pub mod replay;
 pub mod sequential;
 pub mod threshold;
@@ -31,12 +35,13 @@ mod purity_test;
 #[cfg(test)]
 mod tests;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use ceiling::Ceiling;
 pub use counters::{BadDefinition, BadStatuses, Counters};
 pub use histogram::LatencyHistogram;
+pub use reference::{Reference, TrafficRecord};
 pub use replay::replay_table;
 pub use sequential::{LatencySignal, Sequential, SequentialConfig};
 pub use threshold::{Threshold, ThresholdConfig};
@@ -106,6 +111,32 @@ pub trait Analysis {
     fn observe(&mut self, sample: &Sample) -> Verdict;
 }
 
+/// The bake a window is planned with when nobody says otherwise, and the default of
+/// `strategy.bake`: three minutes, long enough that a healthy canary pod at 20 requests/s with
+/// 1% background errors is told apart from one a percentage point worse in one bake
+/// (`docs/analysis.md`, "Defaults and why").
+pub const DEFAULT_BAKE: SignedDuration = SignedDuration::from_mins(3);
+
+/// What the engine knows about an analysis window when it opens it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// How long the step bakes: the sequential method's healthy test looks at its end, and
+    /// once per further bake while the step is held.
+    pub bake: SignedDuration,
+    /// The stable revision's recorded traffic, for a step that leaves no pod on the baseline
+    /// (`None`: the baseline pods' own traffic is the comparison).
+    pub reference: Option<Reference>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            bake: DEFAULT_BAKE,
+            reference: None,
+        }
+    }
+}
+
 /// Which method analyses a canary, with its settings; what a rollout's spec carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
@@ -123,12 +154,17 @@ impl Default for AnalysisConfig {
 }
 
 impl AnalysisConfig {
-    /// Builds the analysis, checking the settings first.
-    pub fn build(&self) -> Result<Box<dyn Analysis + Send>, ConfigError> {
+    /// Builds the analysis for a window planned as `plan`, checking the settings first.
+    pub fn start(&self, plan: Plan) -> Result<Box<dyn Analysis + Send>, ConfigError> {
         Ok(match self {
-            AnalysisConfig::Sequential(c) => Box::new(Sequential::new(c.clone())?),
+            AnalysisConfig::Sequential(c) => Box::new(Sequential::planned(c.clone(), plan)?),
             AnalysisConfig::Threshold(c) => Box::new(Threshold::new(c.clone())?),
         })
+    }
+
+    /// Checks the settings without starting anything.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.start(Plan::default()).map(drop)
     }
 }
 

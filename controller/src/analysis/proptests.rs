@@ -7,8 +7,9 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::eprocess::RateComparison;
+use super::noninferiority::Tolerance;
 use super::replay::rng::{Rng, derive_seed};
-use super::{Analysis, Counters, Sample, Sequential, SequentialConfig, Verdict};
+use super::{Analysis, Counters, Plan, Sample, Sequential, SequentialConfig, Verdict};
 
 /// Feeds per-interval counts to an analysis as cumulative samples, one per second.
 struct Feed {
@@ -225,6 +226,80 @@ proptest! {
                 prop_assert!(b.log_e_value() >= a.log_e_value() - 1e-9);
             }
         }
+    }
+}
+
+/// One run of a canary exactly at the edge of the healthy tolerance (its rate is the baseline's
+/// plus the tolerance's margin, the worst canary that must not be called healthy more often than
+/// `healthy_alpha`), for `bakes` bakes of `bake_s` seconds each with a look at every bake's end.
+/// Returns whether it was ever called healthy.
+fn edge_run(
+    cfg: &SequentialConfig,
+    seed: u64,
+    p: f64,
+    rate: f64,
+    pods_b: u32,
+    bake_s: i64,
+    bakes: i64,
+) -> bool {
+    let plan = Plan {
+        bake: SignedDuration::from_secs(bake_s),
+        reference: None,
+    };
+    let mut a = match Sequential::planned(cfg.clone(), plan) {
+        Ok(a) => a,
+        Err(e) => panic!("config: {e}"),
+    };
+    let tolerance = Tolerance {
+        relative: cfg.healthy_relative_margin,
+        absolute: cfg.healthy_absolute_margin,
+    };
+    let p_c = tolerance.ceiling_for(p);
+    let mut rng = Rng::new(seed);
+    let mut feed = Feed::start(&mut a);
+    for _ in 0..bake_s * bakes {
+        let lb = rate * f64::from(pods_b);
+        let (gc, bc) = (rng.poisson(rate * (1.0 - p_c)), rng.poisson(rate * p_c));
+        let (gb, bb) = (rng.poisson(lb * (1.0 - p)), rng.poisson(lb * p));
+        if feed.push(&mut a, gc + bc, bc, gb + bb, bb) == Verdict::Healthy {
+            return true;
+        }
+    }
+    false
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    /// The false-promotion bound: a canary exactly at the tolerance's edge is called healthy
+    /// in at most `healthy_alpha` of the runs (plus binomial noise on 300 runs), at low and
+    /// high background rates, with few or many requests, over up to five looks. The ceiling
+    /// and latency are off so the healthy side is tested alone (the failing side would only
+    /// make healthy verdicts rarer).
+    #[test]
+    fn healthy_verdicts_at_the_edge_of_the_tolerance_stay_under_beta(
+        seed in any::<u64>(),
+        p in prop::sample::select(vec![0.0, 0.001, 0.01, 0.03, 0.1]),
+        rate in prop::sample::select(vec![5.0, 20.0, 100.0]),
+        pods_b in 1u32..=6,
+        bakes in 1i64..=5,
+    ) {
+        let cfg = SequentialConfig {
+            ceiling: None,
+            latency: None,
+            absolute_margin: 0.9,
+            ..SequentialConfig::default()
+        };
+        let runs = 300u32;
+        let mut healthy = 0u32;
+        for r in 0..runs {
+            let s = derive_seed(&[seed, u64::from(r)]);
+            healthy += u32::from(edge_run(&cfg, s, p, rate, pods_b, 30, bakes));
+        }
+        let beta = cfg.healthy_alpha;
+        let expected = beta * f64::from(runs);
+        let bound = expected + 3.0 * (expected * (1.0 - beta)).sqrt();
+        prop_assert!(f64::from(healthy) <= bound, "{healthy} healthy of {runs} at the edge");
     }
 }
 

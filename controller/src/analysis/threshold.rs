@@ -291,6 +291,7 @@ impl Analysis for Threshold {
         match &self.last {
             None => Verdict::Inconclusive {
                 reason: format!("first check at {} s", self.config.interval_secs),
+                pending: true,
             },
             Some(Ok(_)) => Verdict::Healthy,
             Some(Err(why)) => Verdict::Inconclusive {
@@ -298,6 +299,7 @@ impl Analysis for Threshold {
                     "last check failed ({why}); {}/{} failed checks",
                     self.failed_checks, self.config.threshold
                 ),
+                pending: false,
             },
         }
     }

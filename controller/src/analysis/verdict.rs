@@ -12,8 +12,14 @@ pub enum Verdict {
     Failing(Evidence),
     /// Not enough traffic (or signal) to decide either way.
     Inconclusive {
-        /// Why no decision could be made, for status and events.
+        /// Why no decision could be made, for status and events: what was seen and, once the
+        /// method has looked, what a verdict needs.
         reason: String,
+        /// The method has not reached its first decision point yet (the sequential test's look
+        /// at the bake's end, the threshold method's first check): no verdict is expected yet,
+        /// so a step whose bake just ended is not "held" until the look has been made.
+        #[serde(default)]
+        pending: bool,
     },
 }
 

@@ -18,7 +18,7 @@ use switchback::demo::upstreams::{self, UpstreamSpec};
 use switchback::fleet::local::{LocalFleet, LocalFleetOptions};
 use switchback::fleet::{ApplyResult, Fleet};
 use switchback::render::{self, Bundle};
-use switchback::rollout::{Amount, InconclusivePolicy, Release};
+use switchback::rollout::{InconclusivePolicy, Reason, Release, RolloutConfig};
 use switchback::runner::{Note, Runner, RunnerConfig};
 use switchback::source::git::{Credentials, GitSource};
 use switchback::validate::sandbox::Nginx;
@@ -62,9 +62,10 @@ pub(crate) struct LocalArgs {
     /// An active health check every agent runs: `host=…,path=/,status=200,rate=5` (repeatable).
     #[arg(long = "probe")]
     probes: Vec<ProbeSpec>,
-    /// How long each canary step bakes, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    bake: f64,
+    /// How long each canary step bakes, in seconds (default: 180, the operator's default
+    /// `strategy.bake`).
+    #[arg(long)]
+    bake: Option<f64>,
     /// The analysis that watches the canary.
     #[arg(long, value_enum, default_value_t = MethodArg::Sequential)]
     method: MethodArg,
@@ -97,7 +98,10 @@ pub(crate) struct LocalArgs {
 }
 
 pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
-    if !(0.2..=3600.0).contains(&args.poll) || !(0.5..=86_400.0).contains(&args.bake) {
+    let bake = args
+        .bake
+        .unwrap_or(RolloutConfig::default().bake.as_secs_f64());
+    if !(0.2..=3600.0).contains(&args.poll) || !(0.5..=86_400.0).contains(&bake) {
         anyhow::bail!("--poll must be 0.2-3600 s and --bake 0.5-86400 s");
     }
     let tmp = tempfile::Builder::new()
@@ -120,7 +124,7 @@ pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     options.drift_policy = args.drift_policy;
     let fleet = Arc::new(LocalFleet::start(options).await?);
     let outcome = tokio::select! {
-        r = follow(&args, &dir, Arc::clone(&fleet)) => r,
+        r = follow(&args, bake, &dir, Arc::clone(&fleet)) => r,
         () = switchback::signals::terminated() => Ok(()),
     };
     if let Ok(fleet) = Arc::try_unwrap(fleet) {
@@ -134,6 +138,7 @@ pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
 
 async fn follow(
     args: &LocalArgs,
+    bake: f64,
     dir: &std::path::Path,
     fleet: Arc<LocalFleet>,
 ) -> anyhow::Result<()> {
@@ -168,8 +173,8 @@ async fn follow(
         },
         ..RunnerConfig::default()
     };
-    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(50), Amount::Percent(100)];
-    config.rollout.bake = SignedDuration::try_from(Duration::from_secs_f64(args.bake))?;
+    // The operator's defaults (steps, policy, analysis), the bake as given.
+    config.rollout.bake = SignedDuration::try_from(Duration::from_secs_f64(bake))?;
     config.rollout.on_inconclusive = match args.on_inconclusive {
         OnInconclusive::Hold => InconclusivePolicy::Hold,
         OnInconclusive::Promote => InconclusivePolicy::Promote,
@@ -228,7 +233,15 @@ fn print_note(note: &Note, json: bool) {
     }
     match note {
         Note::Command { command, .. } => match command {
-            switchback::rollout::Command::Emit(n) => out(&format!("{:?}: {}", n.reason, n.message)),
+            switchback::rollout::Command::Emit(n) => {
+                out(&format!("{:?}: {}", n.reason, n.message));
+                if n.reason == Reason::StepHeld {
+                    out(
+                        "hint: here that means more traffic to the pods, a longer --bake, or \
+                         --on-inconclusive promote",
+                    );
+                }
+            }
             switchback::rollout::Command::Tell { pods, commit, .. } => {
                 out(&format!("tell {} -> {}", pods.join(", "), short(commit)));
             }

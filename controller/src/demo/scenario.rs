@@ -22,7 +22,7 @@ use crate::fleet::Fleet;
 use crate::fleet::local::{LocalFleet, LocalFleetOptions};
 use crate::render::{self, Bundle, Digest};
 use crate::report;
-use crate::rollout::{Amount, Incident, InconclusivePolicy, Phase, Release, Rollout, State};
+use crate::rollout::{Incident, Phase, Release, Rollout, State};
 use crate::runner::{Runner, RunnerConfig};
 use crate::source::git::{Credentials, GitSource};
 use crate::validate::sandbox::Nginx;
@@ -93,7 +93,7 @@ impl Default for DemoOptions {
             pods: 5,
             rate: 200,
             method: Method::Sequential,
-            bake: Duration::from_secs(3),
+            bake: Duration::from_secs(10),
             dir: None,
             subnet: [0, 7],
             nginx: None,
@@ -293,11 +293,11 @@ async fn story(
         nginx,
         ..RunnerConfig::default()
     };
-    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(40), Amount::Percent(100)];
+    // Every policy at its default (steps, surge, onInconclusive, analysis); only the bake is
+    // short, so the story fits in a minute or two.
     config.rollout.bake = SignedDuration::try_from(options.method.bake(options.bake))
-        .unwrap_or(SignedDuration::from_secs(3));
-    config.rollout.max_surge = Amount::Percent(100);
-    config.rollout.on_inconclusive = InconclusivePolicy::Promote;
+        .unwrap_or(SignedDuration::from_secs(10));
+    let config_steps = config.rollout.steps.len();
     let (mut runner, notes) =
         Runner::new(config, Arc::clone(&fleet), Some((r0.clone(), b0.clone())))
             .map_err(setup("runner"))?;
@@ -313,7 +313,9 @@ async fn story(
     let mut commits = Vec::new();
     let mut stable = (r0, b0);
     let mut bad = None;
-    let limit = options.method.bake(options.bake) * 4 + Duration::from_secs(60);
+    // Room for every step to be held for two more looks, and the applies.
+    let steps = u32::try_from(config_steps).unwrap_or(u32::MAX);
+    let limit = options.method.bake(options.bake) * (3 * steps) + Duration::from_secs(60);
     for step in &story[1..] {
         let (release, bundle) = commit_and_read(&git, step, &source).await?;
         progress.say(format!(

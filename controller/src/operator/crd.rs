@@ -23,6 +23,8 @@ pub use super::writeback::{RevertStatus, WriteBackSpec};
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target.commit","description":"The commit being rolled out"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.pods.ready","description":"Pods serving the stable or promoted config / pods selected"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.analysis.step","description":"The canary step in progress, of how many"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.analysis.verdict","description":"What analysis says of the step: Healthy, Failing, Inconclusive (held when the bake is over) or Waiting"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -308,6 +310,10 @@ pub struct ProxyRolloutStatus {
     /// Commits that are never rolled out again without a retry.
     #[serde(default)]
     pub quarantined: Vec<QuarantinedStatus>,
+    /// The canary step in progress and its analysis: the verdict so far, what the traffic
+    /// seen allows, and, when the bake ended without a verdict, since when the step is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
     /// The last rollback, in one line with its times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_incident: Option<IncidentStatus>,
@@ -412,6 +418,31 @@ pub struct IncidentStatus {
     pub revert: Option<RevertStatus>,
 }
 
+/// The canary step in progress, for people at 3 a.m.: where it is, what analysis says, and why a
+/// step is held.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// `2/4`: the step and how many there are.
+    pub step: String,
+    /// Pods the step puts on the target.
+    pub pods: u32,
+    /// When every pod of the step served the target and the bake began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baking_since: Option<String>,
+    /// `Healthy`, `Failing`, `Inconclusive`, or `Waiting` (no verdict yet).
+    pub verdict: String,
+    /// What analysis says: the traffic seen on the canary and its baseline, and, once the bake
+    /// has ended without a verdict, how much a verdict needs at the current rate. Refreshed at
+    /// most every 15 s while only the counts move.
+    pub message: String,
+    /// Set when the bake ended without a conclusive verdict and the step is held while
+    /// analysis goes on (RFC 3339). `kubectl switchback promote` moves it on; so does the
+    /// evidence, once there is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<String>,
+}
+
 /// One revision's fate.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct HistoryStatus {
@@ -452,7 +483,8 @@ fn default_steps() -> Vec<String> {
     ["1", "25%", "50%", "100%"].map(String::from).to_vec()
 }
 fn default_bake() -> String {
-    "5m".to_string()
+    // `crate::analysis::DEFAULT_BAKE`, written as a Go duration.
+    "3m".to_string()
 }
 fn default_max_bake() -> String {
     "30m".to_string()

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::crd::ProxyRollout;
 use super::metrics::Metrics;
-use crate::rollout::{Command, Incident, NoticeKind};
+use crate::rollout::{Command, Incident, NoticeKind, Reason};
 use crate::runner::Note;
 
 /// Turns the runner's notes into Kubernetes Events: every notice the machine emits (each
@@ -29,6 +29,9 @@ pub(super) async fn report(
                     NoticeKind::Normal => EventType::Normal,
                     NoticeKind::Warning => EventType::Warning,
                 };
+                if notice.reason == Reason::StepHeld {
+                    metrics.count_held_step();
+                }
                 let reason = notice.reason.to_string();
                 publish(recorder, reference, kind, &reason, &notice.message).await;
             }

@@ -130,6 +130,7 @@ struct Inner {
     reconcile: HistogramFamily,
     errors: Family<Label, Counter>,
     rollbacks: Counter,
+    held_steps: Counter,
     rollouts: Family<Label, Gauge>,
     phases: Mutex<BTreeMap<(String, String), Phase>>,
     is_leader: Gauge,
@@ -182,6 +183,13 @@ impl Metrics {
             "Rollbacks started, automatic or asked for",
             rollbacks.clone(),
         );
+        let held_steps = Counter::default();
+        registry.register(
+            "switchback_steps_held",
+            "Canary steps whose bake ended without a conclusive verdict (too little traffic or \
+             evidence) and were held",
+            held_steps.clone(),
+        );
         let rollouts = Family::<Label, Gauge>::default();
         registry.register(
             "switchback_rollouts",
@@ -218,6 +226,7 @@ impl Metrics {
                 reconcile,
                 errors,
                 rollbacks,
+                held_steps,
                 rollouts,
                 phases: Mutex::new(BTreeMap::new()),
                 is_leader,
@@ -255,6 +264,11 @@ impl Metrics {
     /// Counts one rollback started.
     pub fn count_rollback(&self) {
         self.inner.rollbacks.inc();
+    }
+
+    /// Counts one canary step held at the end of its bake.
+    pub fn count_held_step(&self) {
+        self.inner.held_steps.inc();
     }
 
     /// Records the phase a rollout is in now (moving it out of its previous phase's count).
@@ -387,6 +401,7 @@ mod tests {
             "# TYPE switchback_reconcile_duration_seconds histogram",
             "# TYPE switchback_errors counter",
             "# TYPE switchback_rollbacks counter",
+            "# TYPE switchback_steps_held counter",
             "# TYPE switchback_rollouts gauge",
             "# TYPE switchback_is_leader gauge",
             "# TYPE switchback_git_fetch_duration_seconds histogram",

@@ -6,9 +6,10 @@
 use jiff::Timestamp;
 
 use super::crd::{
-    Condition, HistoryStatus, IncidentStatus, PodCounts, ProxyRolloutStatus, QuarantinedStatus,
-    RevisionStatus,
+    AnalysisStatus, Condition, HistoryStatus, IncidentStatus, PodCounts, ProxyRolloutStatus,
+    QuarantinedStatus, RevisionStatus,
 };
+use crate::analysis::Verdict;
 use crate::rollout::status::Status;
 use crate::rollout::{Outcome, Phase, RevisionId};
 
@@ -53,6 +54,10 @@ pub fn to_status(
             observed_generation: Some(generation),
         }
     };
+    let held = status
+        .step
+        .as_ref()
+        .and_then(|step| step.held_since.map(|since| (step, since)));
     let stable_name = status
         .stable
         .as_ref()
@@ -74,9 +79,21 @@ pub fn to_status(
         cond(
             "Reconciling",
             busy,
-            if busy { "RollingOut" } else { "Idle" },
-            match &status.target {
-                Some(t) if busy => format!("{:?} {}", status.phase, short(t)),
+            match (busy, held) {
+                (true, Some(_)) => "StepHeld",
+                (true, None) => "RollingOut",
+                _ => "Idle",
+            },
+            match (&status.target, held) {
+                (Some(t), Some((step, since))) if busy => format!(
+                    "{:?} {}: step {}/{} held since {since}: its bake ended without enough \
+                     evidence; status.analysis.message says what a verdict needs",
+                    status.phase,
+                    short(t),
+                    step.number,
+                    step.of
+                ),
+                (Some(t), None) if busy => format!("{:?} {}", status.phase, short(t)),
                 _ => "nothing in progress".to_string(),
             },
         ),
@@ -136,6 +153,14 @@ pub fn to_status(
                     .map_or_else(|| now.to_string(), |h| h.at.to_string()),
             })
             .collect(),
+        analysis: status.step.as_ref().map(|step| AnalysisStatus {
+            step: format!("{}/{}", step.number, step.of),
+            pods: count(step.pods_allowed),
+            baking_since: step.baking_since.map(|t| t.to_string()),
+            verdict: "Waiting".to_string(),
+            message: String::new(),
+            held_since: step.held_since.map(|t| t.to_string()),
+        }),
         last_incident: status.last_incident.as_ref().map(|i| IncidentStatus {
             commit: i.revision.commit.clone(),
             reason: i.summary.clone(),
@@ -182,6 +207,23 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Fills `status.analysis` with the open bake's latest verdict: its kind and its reason (what
+/// was seen, what a verdict needs). The reason moves with every request, so [`needs_write`]
+/// treats it as volatile.
+pub fn describe_verdict(status: &mut ProxyRolloutStatus, verdict: Option<&Verdict>) {
+    let Some(analysis) = status.analysis.as_mut() else {
+        return;
+    };
+    let (kind, message) = match verdict {
+        None => ("Waiting", String::new()),
+        Some(Verdict::Healthy) => ("Healthy", "within tolerance of the baseline".to_string()),
+        Some(Verdict::Failing(e)) => ("Failing", e.summary.clone()),
+        Some(Verdict::Inconclusive { reason, .. }) => ("Inconclusive", reason.clone()),
+    };
+    analysis.verdict = kind.to_string();
+    analysis.message = message.chars().take(1000).collect();
+}
+
 /// How often a checkpoint that changed only in its volatile parts (the running analysis's latest
 /// verdict, whose rates move with every request) is written anyway, so a newly elected
 /// controller resumes with a recent one.
@@ -203,11 +245,17 @@ pub fn needs_write(
     if next == written {
         return false;
     }
-    let without_engine = |s: &ProxyRolloutStatus| ProxyRolloutStatus {
+    // What people read, without the two parts that move with every request: the engine's
+    // running verdict and the analysis message that spells it out.
+    let steady = |s: &ProxyRolloutStatus| ProxyRolloutStatus {
         engine: None,
+        analysis: s.analysis.as_ref().map(|a| AnalysisStatus {
+            message: String::new(),
+            ..a.clone()
+        }),
         ..s.clone()
     };
-    if without_engine(next) != without_engine(written) {
+    if steady(next) != steady(written) {
         return true;
     }
     let material = |s: &ProxyRolloutStatus| s.engine.as_ref().map(without_verdicts);
@@ -362,5 +410,107 @@ mod tests {
             t1.to_string(),
             "a condition that did not change keeps its time"
         );
+    }
+}
+
+#[cfg(test)]
+mod analysis_tests {
+    use super::*;
+    use crate::render::Bundle;
+    use crate::rollout::status::{PodCounts as EnginePods, StepStatus};
+
+    fn canary(held: bool) -> Status {
+        let bundle = Bundle::new([("nginx.conf".to_string(), vec![7])].into_iter().collect());
+        let at = Timestamp::from_second(1_800_000_000).expect("time");
+        Status {
+            phase: Phase::Canary,
+            paused: false,
+            stable: None,
+            target: Some(RevisionId {
+                commit: "c0ffee".repeat(7),
+                digest: bundle.digest(),
+            }),
+            step: Some(StepStatus {
+                number: 4,
+                of: 4,
+                pods_allowed: 3,
+                baking_since: Some(at),
+                held_since: held.then_some(at),
+            }),
+            pods: EnginePods::default(),
+            stalled: None,
+            pending: None,
+            quarantined: Vec::new(),
+            last_incident: None,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_held_step_shows_in_reconciling_and_in_the_analysis_status() {
+        let now = Timestamp::from_second(1_800_000_100).expect("time");
+        let mut s = to_status(&canary(true), 1, None, now);
+        let reconciling = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .expect("condition");
+        assert_eq!(reconciling.reason, "StepHeld");
+        assert!(
+            reconciling.message.contains("step 4/4 held"),
+            "{reconciling:?}"
+        );
+        let verdict = Verdict::Inconclusive {
+            reason: "too little traffic: canary 12 requests".to_string(),
+            pending: false,
+        };
+        describe_verdict(&mut s, Some(&verdict));
+        let a = s.analysis.as_ref().expect("analysis");
+        assert_eq!(
+            (a.step.as_str(), a.verdict.as_str()),
+            ("4/4", "Inconclusive")
+        );
+        assert!(a.held_since.is_some());
+        assert!(a.message.contains("12 requests"));
+        let not_held = to_status(&canary(false), 1, None, now);
+        assert_eq!(
+            not_held
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Reconciling")
+                .map(|c| c.reason.as_str()),
+            Some("RollingOut")
+        );
+    }
+
+    #[test]
+    fn the_analysis_message_is_volatile_but_its_verdict_is_not() {
+        let now = Timestamp::from_second(1_800_000_100).expect("time");
+        let with = |reason: &str, verdict: Option<Verdict>| {
+            let mut s = to_status(&canary(false), 1, None, now);
+            let v = verdict.unwrap_or(Verdict::Inconclusive {
+                reason: reason.to_string(),
+                pending: true,
+            });
+            describe_verdict(&mut s, Some(&v));
+            s
+        };
+        let second = std::time::Duration::from_secs(1);
+        let written = with("canary 100 requests", None);
+        assert!(!needs_write(
+            &with("canary 180 requests", None),
+            Some(&written),
+            second
+        ));
+        assert!(needs_write(
+            &with("canary 180 requests", None),
+            Some(&written),
+            VOLATILE_REFRESH
+        ));
+        assert!(needs_write(
+            &with("", Some(Verdict::Healthy)),
+            Some(&written),
+            second
+        ));
     }
 }

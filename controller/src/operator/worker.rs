@@ -288,6 +288,7 @@ async fn run(
             jiff::Timestamp::now(),
         );
         status.handled_request.clone_from(&handled);
+        super::status::describe_verdict(&mut status, runner.rollout().latest_verdict());
         if let (Some(brief), Some(incident)) = (
             status.last_incident.as_mut(),
             runner.rollout().ledger().last_incident(),

@@ -182,7 +182,7 @@ fn step(
                 message: "no pod could apply the target".to_string(),
             });
         }
-        open_window(c, cfg, ledger, placed.on, now, out);
+        open_window(c, cfg, ledger, placed.on, fleet.len(), now, out);
     }
     judge(c, cfg, now, out)
 }
@@ -328,36 +328,50 @@ fn open_window(
     cfg: &RolloutConfig,
     ledger: &mut Ledger,
     on: usize,
+    fleet_len: usize,
     now: Timestamp,
     out: &mut Vec<Command>,
 ) {
     let window = ledger.new_window();
+    let baseline_pods = fleet_len.saturating_sub(on);
     c.bake = Some(Bake {
         window,
         since: now,
         verdict: None,
         stalled: false,
+        held: None,
+        baseline_pods: Some(baseline_pods),
+        reference: None,
     });
     out.push(Command::StartAnalysis {
         window,
         canary: c.target.id(),
         baseline: c.stable.id(),
+        bake: cfg.bake,
+        baseline_pods,
+        reference: None,
     });
+    let against = if baseline_pods == 0 {
+        format!("the record of {} (no baseline pods at this step)", c.stable)
+    } else {
+        format!("{} on {baseline_pods} pod(s)", c.stable)
+    };
     out.push(Command::Emit(Notice::normal(
         Reason::AnalysisStarted,
         format!(
-            "step {}/{}: {on} pod(s) serve {}; baking {} against {}",
+            "step {}/{}: {on} pod(s) serve {}; baking {} against {against}",
             c.step + 1,
             cfg.steps.len(),
             c.target,
             cfg.bake,
-            c.stable
         ),
     )));
 }
 
-/// Once the bake time has passed: healthy moves on; inconclusive (or no verdict) follows the
-/// policy once `max_bake` has passed too.
+/// Once the bake time has passed: healthy moves on; inconclusive (or no verdict) holds the step,
+/// saying once why and what a verdict needs, and follows the policy once `max_bake` has passed
+/// too. An inconclusive verdict still `pending` (the analysis has not made its look at the bake's
+/// end yet, which comes with the next sample) is waited for quietly.
 fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Command>) -> Next {
     let Some(b) = c.bake.as_mut() else {
         return Next::Stay;
@@ -366,23 +380,39 @@ fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Comm
     if baked < cfg.bake {
         return Next::Stay;
     }
-    let reason = match &b.verdict {
+    let (reason, pending) = match &b.verdict {
         Some(Verdict::Healthy) => return Next::Advance,
         Some(Verdict::Failing(evidence)) => {
             return Next::RollBack(RollbackReason::AnalysisFailed {
                 evidence: Box::new(evidence.clone()),
             });
         }
-        Some(Verdict::Inconclusive { reason }) => {
-            if cfg.on_inconclusive == InconclusivePolicy::Promote {
+        Some(Verdict::Inconclusive { reason, pending }) => {
+            if cfg.on_inconclusive == InconclusivePolicy::Promote && !pending {
                 return Next::Advance;
             }
-            reason.clone()
+            (reason.clone(), *pending)
         }
         // No verdict means analysis is not running: never a reason to promote.
-        None => "no verdict from analysis".to_string(),
+        None => ("no verdict from analysis".to_string(), false),
     };
     if baked < cfg.max_bake {
+        if !pending && b.held.is_none() {
+            b.held = Some(now);
+            out.push(Command::Emit(Notice::warning(
+                Reason::StepHeld,
+                format!(
+                    "{} step {}/{} held after its {} bake: {reason}. It goes on by itself once \
+                     the evidence is there (analysis keeps running, up to maxBake {}); to move \
+                     on now, promote it, or give steps a longer bake, or set onInconclusive",
+                    c.target,
+                    c.step + 1,
+                    cfg.steps.len(),
+                    cfg.bake,
+                    cfg.max_bake,
+                ),
+            )));
+        }
         return Next::Stay;
     }
     if cfg.on_inconclusive == InconclusivePolicy::RollBack {

@@ -4,11 +4,13 @@
 
 use std::fmt;
 
+use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
 use super::revision::{Release, RevisionId};
 use super::state::{RollbackReason, Timeline};
 use super::status::Status;
+use crate::analysis::Reference;
 use crate::render::Digest;
 
 /// One thing for the edge to do.
@@ -40,6 +42,14 @@ pub enum Command {
         canary: RevisionId,
         /// The revision it is compared against.
         baseline: RevisionId,
+        /// The step's bake: the healthy test looks at its end.
+        bake: SignedDuration,
+        /// Pods on the baseline when the window opened. 0: the step leaves none, so the analysis
+        /// compares with the stable revision's record; the edge takes one (when this carries
+        /// none) and answers with `ReferenceTaken`.
+        baseline_pods: usize,
+        /// The record to compare with, when one was already taken (a resumed window).
+        reference: Option<Box<Reference>>,
     },
     /// Close an analysis window; its later verdicts are ignored anyway.
     StopAnalysis {
@@ -119,6 +129,9 @@ pub enum Reason {
     StepAdvanced,
     /// The target became stable.
     Promoted,
+    /// A bake ended without a conclusive verdict (too little traffic or evidence); the step is
+    /// held while analysis goes on. The message says what was seen and what a verdict needs.
+    StepHeld,
     /// No conclusive verdict within maxBake; a person may need to decide.
     AnalysisStalled,
     /// A pod could not apply the target.

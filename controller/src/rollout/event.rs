@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::Verdict;
+use crate::analysis::{Reference, Verdict};
 use crate::render::Digest;
 use crate::source::git::Revision;
 
@@ -70,6 +70,14 @@ pub enum Event {
         digest: Digest,
         /// The verdict.
         verdict: Verdict,
+    },
+    /// The edge took the stable revision's record for a window whose step has no baseline
+    /// pods; the machine keeps it in the bake so a resumed window compares with the same.
+    ReferenceTaken {
+        /// The window from `StartAnalysis`.
+        window: u64,
+        /// The record.
+        reference: Box<Reference>,
     },
     /// Time passed; bakes and apply timeouts are checked against `now`.
     Tick,

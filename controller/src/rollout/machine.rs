@@ -70,6 +70,11 @@ impl Rollout {
         &self.state
     }
 
+    /// The open bake's latest verdict (also under a pause): what status shows of the analysis.
+    pub fn latest_verdict(&self) -> Option<&crate::analysis::Verdict> {
+        self.state.canary()?.bake.as_ref()?.verdict.as_ref()
+    }
+
     /// The pods as the machine sees them.
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
@@ -142,6 +147,14 @@ impl Rollout {
                 digest,
                 verdict,
             } => self.verdict(window, digest, verdict, now, out),
+            Event::ReferenceTaken { window, reference } => {
+                if let State::Canary(c) = self.state.active_mut()
+                    && let Some(b) = c.bake.as_mut()
+                    && b.window == window
+                {
+                    b.reference = Some(reference);
+                }
+            }
             Event::Tick => {}
             Event::Manual { verb, by, request } => {
                 if self.ledger.first_time(request) {

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::revision::{Release, RevisionId};
-use crate::analysis::{Evidence, Verdict};
+use crate::analysis::{Evidence, Reference, Verdict};
 
 /// Where a rollout is. Serialisable so a restarted controller resumes from status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,20 @@ pub struct Bake {
     pub verdict: Option<Verdict>,
     /// Whether the "stalled" warning has been emitted (once per window).
     pub stalled: bool,
+    /// When the bake ended without a conclusive verdict and the step was held (the `StepHeld`
+    /// notice is emitted once per window, at that moment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Timestamp>,
+    /// Pods left on the baseline when the window opened. `Some(0)`: nothing to compare with
+    /// concurrently, so the analysis compares with the stable revision's record. `None` in
+    /// checkpoints written before this was kept (read as "has baseline pods").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_pods: Option<usize>,
+    /// The stable revision's record the analysis compares with, once the edge took it, so a
+    /// restarted controller resumes with the same comparison (nothing serves stable any more
+    /// to record it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Box<Reference>>,
 }
 
 /// A rollback in progress.

@@ -50,6 +50,9 @@ pub struct StepStatus {
     pub pods_allowed: usize,
     /// When the bake began, once every pod of the step applied the target.
     pub baking_since: Option<Timestamp>,
+    /// When the bake ended without a conclusive verdict and the step was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<Timestamp>,
 }
 
 /// Pod counts.
@@ -120,6 +123,7 @@ impl Rollout {
                 of: self.config.steps.len(),
                 pods_allowed: self.config.allowed(c.step, self.fleet.len()),
                 baking_since: c.bake.as_ref().map(|b| b.since),
+                held_since: c.bake.as_ref().and_then(|b| b.held),
             }),
             pods,
             stalled: canary

@@ -17,8 +17,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::DriftStatus;
-use crate::analysis::{Analysis, AnalysisConfig, Counters, Sample, Verdict};
-use crate::fleet::{ApplyResult, Fleet};
+use crate::analysis::{
+    Analysis, AnalysisConfig, Counters, Plan, Reference, Sample, TrafficRecord, Verdict,
+};
+use crate::fleet::{ApplyResult, Fleet, PodObservation};
 use crate::render::{Bundle, Digest};
 use crate::rollout::{
     Command, ConfigError, Event, Incident, ListedPod, Release, Rollout, RolloutConfig, State,
@@ -52,7 +54,7 @@ impl RunnerConfig {
     /// a working runner to start one with new settings).
     pub fn check(&self) -> Result<(), RunnerError> {
         self.rollout.validate()?;
-        self.analysis.build()?;
+        self.analysis.check()?;
         Ok(())
     }
 }
@@ -121,6 +123,9 @@ struct WindowRun {
     baseline: Digest,
     analysis: Box<dyn Analysis + Send>,
     last: Option<Verdict>,
+    /// The canary's user traffic and probe traffic when the window's first sample was taken,
+    /// so a window whose only traffic is the agents' probes can say so.
+    first: Option<(u64, u64)>,
 }
 
 /// Drives one rollout against a fleet.
@@ -138,6 +143,9 @@ pub struct Runner<F: Fleet> {
     next_poll: Instant,
     lanes: PodLanes,
     drift: BTreeMap<String, DriftStatus>,
+    /// The traffic of the stable and target revisions, recorded as pods serve them: the
+    /// baseline of a step that leaves no pod on the stable revision.
+    records: BTreeMap<Digest, TrafficRecord>,
 }
 
 impl<F: Fleet> Runner<F> {
@@ -147,7 +155,7 @@ impl<F: Fleet> Runner<F> {
         fleet: Arc<F>,
         stable: Option<(Release, Bundle)>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Note>), RunnerError> {
-        config.analysis.build()?;
+        config.analysis.check()?;
         let mut bundles = HashMap::new();
         let stable = stable.map(|(release, bundle)| {
             bundles.insert(release.digest, bundle);
@@ -171,6 +179,7 @@ impl<F: Fleet> Runner<F> {
                 next_poll: Instant::now(),
                 lanes: PodLanes::default(),
                 drift: BTreeMap::new(),
+                records: BTreeMap::new(),
             },
             notes_rx,
         ))
@@ -206,6 +215,10 @@ impl<F: Fleet> Runner<F> {
                         window: bake.window,
                         canary: c.target.id(),
                         baseline: c.stable.id(),
+                        bake: runner.config.rollout.bake,
+                        // Checkpoints from before this was kept had baseline pods.
+                        baseline_pods: bake.baseline_pods.unwrap_or(1),
+                        reference: bake.reference.clone(),
                     });
                 }
             }
@@ -358,20 +371,17 @@ impl<F: Fleet> Runner<F> {
                 window,
                 canary,
                 baseline,
-            } => match self.config.analysis.build() {
-                Ok(analysis) => {
-                    self.windows.insert(
-                        window,
-                        WindowRun {
-                            canary: canary.digest,
-                            baseline: baseline.digest,
-                            analysis,
-                            last: None,
-                        },
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, "analysis settings were checked at start"),
-            },
+                bake,
+                baseline_pods,
+                reference,
+            } => self.start_analysis(
+                window,
+                canary.digest,
+                baseline.digest,
+                bake,
+                baseline_pods,
+                reference,
+            ),
             Command::StopAnalysis { window } => {
                 self.windows.remove(&window);
             }
@@ -382,6 +392,52 @@ impl<F: Fleet> Runner<F> {
                 tracing::info!(reason = ?notice.reason, "{}", notice.message);
             }
             Command::UpdateStatus(status) => self.status = Some(*status),
+        }
+    }
+
+    /// Opens an analysis window. A step with no baseline pods compares with the stable
+    /// revision's record: the one the machine kept (a resumed window), else the one recorded
+    /// here, which the machine is then given to keep.
+    fn start_analysis(
+        &mut self,
+        window: u64,
+        canary: Digest,
+        baseline: Digest,
+        bake: jiff::SignedDuration,
+        baseline_pods: usize,
+        reference: Option<Box<Reference>>,
+    ) {
+        let reference = match reference {
+            Some(r) => Some(*r),
+            None if baseline_pods == 0 => {
+                let taken = self
+                    .records
+                    .get(&baseline)
+                    .and_then(|r| r.reference(Timestamp::now()));
+                if let Some(r) = &taken {
+                    let _ = self.events_tx.send(Event::ReferenceTaken {
+                        window,
+                        reference: Box::new(r.clone()),
+                    });
+                }
+                taken
+            }
+            None => None,
+        };
+        match self.config.analysis.start(Plan { bake, reference }) {
+            Ok(analysis) => {
+                self.windows.insert(
+                    window,
+                    WindowRun {
+                        canary,
+                        baseline,
+                        analysis,
+                        last: None,
+                        first: None,
+                    },
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "analysis settings were checked at start"),
         }
     }
 
@@ -530,28 +586,38 @@ impl<F: Fleet> Runner<F> {
                 .collect(),
         });
 
+        self.record(now, &observed);
         let sum = |digest: &Digest| {
             let mut total = Counters::default();
+            let (mut user, mut probes) = (0, 0);
             for (_, obs) in &observed {
                 if let Some(c) = obs.traffic.get(digest) {
                     total.merge(c);
+                    user += c.total();
                 }
-                if self.config.count_probes
-                    && let Some(c) = obs.probes.get(digest)
-                {
-                    total.merge(c);
+                if let Some(c) = obs.probes.get(digest) {
+                    probes += c.total();
+                    if self.config.count_probes {
+                        total.merge(c);
+                    }
                 }
             }
-            total
+            (total, (user, probes))
         };
         let mut verdicts = Vec::new();
         for (&window, run) in &mut self.windows {
+            let (canary, seen) = sum(&run.canary);
             let sample = Sample {
                 at: now,
-                canary: sum(&run.canary),
-                baseline: sum(&run.baseline),
+                canary,
+                baseline: sum(&run.baseline).0,
             };
-            let verdict = run.analysis.observe(&sample);
+            let first = *run.first.get_or_insert(seen);
+            let verdict = probes_only(
+                run.analysis.observe(&sample),
+                seen.0.saturating_sub(first.0),
+                seen.1.saturating_sub(first.1),
+            );
             if run.last.as_ref() != Some(&verdict) {
                 run.last = Some(verdict.clone());
                 let _ = self.notes.send(Note::Verdict {
@@ -570,6 +636,58 @@ impl<F: Fleet> Runner<F> {
             self.handle(event);
         }
         self.handle(Event::Tick);
+    }
+}
+
+impl<F: Fleet> Runner<F> {
+    /// Records what the stable and target revisions served this round (the target too, so a
+    /// promoted revision has a record before the next rollout needs one), and forgets the
+    /// records of every other revision.
+    /// What the analysis counts (user traffic, and probes when they count) is what is recorded.
+    fn record(&mut self, now: Timestamp, observed: &[(String, PodObservation)]) {
+        let state = self.rollout.state();
+        let keep: Vec<Digest> = [state.stable(), state.target()]
+            .into_iter()
+            .flatten()
+            .map(|r| r.digest)
+            .collect();
+        self.records.retain(|d, _| keep.contains(d));
+        for digest in keep {
+            let pods: Vec<(&str, Counters)> = observed
+                .iter()
+                .filter_map(|(name, obs)| {
+                    let mut counted = obs.traffic.get(&digest).cloned();
+                    if self.config.count_probes
+                        && let Some(p) = obs.probes.get(&digest)
+                    {
+                        counted.get_or_insert_with(Counters::default).merge(p);
+                    }
+                    counted.map(|c| (name.as_str(), c))
+                })
+                .collect();
+            self.records
+                .entry(digest)
+                .or_default()
+                .observe(now, pods.iter().map(|(n, c)| (*n, c)));
+        }
+    }
+}
+
+/// A verdict that is inconclusive while the canary served only the agents' own health probes
+/// (no user traffic at all) says so first: without it, a fleet nobody uses would wait out its
+/// bake with a bare "too little traffic".
+fn probes_only(verdict: Verdict, user: u64, probes: u64) -> Verdict {
+    match verdict {
+        Verdict::Inconclusive { reason, pending } if user == 0 && probes > 0 => {
+            Verdict::Inconclusive {
+                reason: format!(
+                    "only the agents' health probes reached the canary ({probes} probe requests, \
+                     no user traffic): {reason}"
+                ),
+                pending,
+            }
+        }
+        other => other,
     }
 }
 

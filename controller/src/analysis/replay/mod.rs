@@ -8,6 +8,7 @@
 //! requests), every pod at the same request rate, counters sampled every second for at most
 //! [`HORIZON_S`] seconds. Figures for failing traces are medians over the seeded runs.
 
+pub mod promotion;
 pub(crate) mod rng;
 pub(crate) mod traces;
 
@@ -228,10 +229,15 @@ pub(crate) fn rows(seed: u64, healthy_runs: usize, failing_runs: usize) -> Vec<R
     out
 }
 
-/// The comparison table for `seed`, as plain text: one row per trace, rate and method, then the
-/// goals and whether this replay met them. Deterministic: the same seed prints the same table.
+/// The comparison tables for `seed`, as plain text: detection (one row per trace, rate and
+/// method, then the goals and whether this replay met them), then the healthy path (a harmless
+/// commit through every default step, [`promotion`]). Deterministic: the same seed prints the
+/// same tables.
 pub fn replay_table(seed: u64) -> String {
-    render(&rows(seed, HEALTHY_RUNS, FAILING_RUNS), seed)
+    let mut s = render(&rows(seed, HEALTHY_RUNS, FAILING_RUNS), seed);
+    s.push('\n');
+    s.push_str(&promotion::promotion_table(seed));
+    s
 }
 
 /// Formats rows and the goal summary.

@@ -243,12 +243,27 @@ fn inconclusive_holds_then_stalls_once_and_a_healthy_verdict_moves_on() {
     h.apply_all();
     h.verdict(Verdict::Inconclusive {
         reason: "12 requests".to_string(),
+        pending: false,
     });
-    h.tick(mins(5));
+    let out = h.tick(mins(5));
     assert_eq!(
         h.r.state().canary().map(|c| c.step),
         Some(0),
         "inconclusive does not promote"
+    );
+    let held: Vec<_> = notices(&out, Reason::StepHeld);
+    assert_eq!(
+        held.len(),
+        1,
+        "the bake's end says the step is held: {out:?}"
+    );
+    assert!(
+        held[0].contains("12 requests") && held[0].contains("promote"),
+        "{held:?}"
+    );
+    assert!(
+        !emits(&h.tick(mins(1)), Reason::StepHeld),
+        "once per window"
     );
     let out = h.tick(mins(25));
     assert!(emits(&out, Reason::AnalysisStalled));
@@ -275,12 +290,39 @@ fn inconclusive_policies_promote_and_roll_back() {
         h.apply_all();
         h.verdict(Verdict::Inconclusive {
             reason: "quiet".to_string(),
+            pending: false,
         });
         h.tick(mins(30));
         assert_eq!(h.r.state().phase(), phase_after, "{policy:?}");
         if policy == InconclusivePolicy::Promote {
             assert_eq!(h.r.state().canary().map(|c| c.step), Some(1));
         }
+    }
+}
+
+#[test]
+fn a_look_still_pending_at_the_bake_end_is_waited_for_quietly() {
+    // The analysis looks at the first sample after the bake's end; until then its inconclusive
+    // verdict is pending, and the step is not held (nor promoted under `Promote`).
+    for policy in [InconclusivePolicy::Hold, InconclusivePolicy::Promote] {
+        let config = RolloutConfig {
+            on_inconclusive: policy,
+            ..RolloutConfig::default()
+        };
+        let t = release(2, 2);
+        let mut h = Harness::new(config, 8);
+        h.seen(&t);
+        h.validation(&t, true);
+        h.apply_all();
+        h.verdict(Verdict::Inconclusive {
+            reason: "baking".to_string(),
+            pending: true,
+        });
+        let out = h.tick(mins(4));
+        assert!(!emits(&out, Reason::StepHeld), "{policy:?}: {out:?}");
+        assert_eq!(h.r.state().canary().map(|c| c.step), Some(0), "{policy:?}");
+        h.verdict(Verdict::Healthy);
+        assert_eq!(h.r.state().canary().map(|c| c.step), Some(1), "{policy:?}");
     }
 }
 

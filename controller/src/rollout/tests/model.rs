@@ -230,6 +230,7 @@ impl Model {
                     0 => Verdict::Healthy,
                     1 => Verdict::Inconclusive {
                         reason: "too little traffic".to_string(),
+                        pending: false,
                     },
                     _ => super::support::failing(),
                 };

@@ -198,3 +198,13 @@ pub fn emits(cmds: &[Command], reason: crate::rollout::Reason) -> bool {
     cmds.iter()
         .any(|c| matches!(c, Command::Emit(n) if n.reason == reason))
 }
+
+/// The messages of every event with this reason.
+pub fn notices(cmds: &[Command], reason: crate::rollout::Reason) -> Vec<String> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Emit(n) if n.reason == reason => Some(n.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
