@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::fleet::{FleetError, PodObservation};
-use crate::rollout::{Amount, InconclusivePolicy, Phase, State};
+use crate::rollout::{Phase, State};
 use crate::source::git::Revision;
 
 /// Pods that apply at once and serve 50 requests per read: 85% 502 on a bad digest.
@@ -20,6 +20,10 @@ struct FakeFleet {
     told: Mutex<Vec<(String, Digest)>>,
     /// Applies of this digest take this long to land (a slow agent, a big bundle).
     slow: Option<(Digest, Duration)>,
+    /// Requests served per read (50 unless a test says otherwise).
+    per_read: u32,
+    /// Count them as the agents' own health probes, not user traffic.
+    probes_only: bool,
 }
 
 impl FakeFleet {
@@ -38,6 +42,8 @@ impl FakeFleet {
             bad,
             told: Mutex::new(Vec::new()),
             slow: None,
+            per_read: 50,
+            probes_only: false,
         }
     }
 
@@ -82,8 +88,12 @@ impl Fleet for FakeFleet {
             .get_mut(pod)
             .ok_or_else(|| FleetError::NoSuchPod(pod.to_string()))?;
         if let Some(digest) = obs.applied {
-            let counters = obs.traffic.entry(digest).or_default();
-            for i in 0..50 {
+            let counters = if self.probes_only {
+                obs.probes.entry(digest).or_default()
+            } else {
+                obs.traffic.entry(digest).or_default()
+            };
+            for i in 0..self.per_read {
                 let status = if self.bad.contains(&digest) && i % 20 < 17 {
                     502
                 } else {
@@ -123,14 +133,14 @@ fn release(n: u8, body: &str) -> (Release, Bundle) {
     )
 }
 
+/// The defaults (steps, policy, analysis) with a short bake: the fake pods serve 50 requests a
+/// read every 10 ms, so a 200 ms bake holds ~1,000 requests per pod, plenty for a first look.
 fn config() -> RunnerConfig {
     let mut config = RunnerConfig {
         poll_every: Duration::from_millis(10),
         ..RunnerConfig::default()
     };
-    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(100)];
     config.rollout.bake = SignedDuration::from_millis(200);
-    config.rollout.on_inconclusive = InconclusivePolicy::Promote;
     config
 }
 
@@ -314,4 +324,88 @@ async fn a_runner_resumed_from_a_checkpoint_mid_canary_finishes_the_rollback() {
         told_bad, 1,
         "only the canary pod may ever get the bad digest"
     );
+}
+
+/// With the default steps the last step leaves no pod on the stable revision: it is judged
+/// against the stable revision's record, which the engine keeps in its checkpoint, so a runner
+/// resumed during that step (with no record of its own) still promotes.
+#[tokio::test]
+async fn the_last_step_is_judged_against_the_stable_record_even_after_a_restart() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let fleet = Arc::new(FakeFleet::new(4, r0.digest, BTreeSet::new()));
+    let mut cfg = config();
+    // Bakes long enough that the restart happens inside the last one.
+    cfg.rollout.bake = SignedDuration::from_secs(2);
+    let (mut runner, _notes) = Runner::new(
+        cfg.clone(),
+        Arc::clone(&fleet),
+        Some((r0.clone(), b0.clone())),
+    )
+    .expect("runner");
+    runner.submit(r1.clone(), b1.clone());
+    runner
+        .run_until("reach the 100% step with a record", LIMIT, |r| {
+            r.state().canary().is_some_and(|c| {
+                c.step == 3
+                    && c.bake.as_ref().is_some_and(|b| {
+                        b.baseline_pods == Some(0)
+                            && b.reference
+                                .as_ref()
+                                .is_some_and(|r| r.counters.total() >= 200)
+                    })
+            })
+        })
+        .await
+        .expect("the last step compares with the record");
+    let checkpoint = serde_json::to_value(runner.rollout()).expect("serialise");
+    drop(runner);
+    let restored: Rollout = serde_json::from_value(checkpoint).expect("deserialise");
+    let (mut runner, _notes) =
+        Runner::resume(cfg, Arc::clone(&fleet), restored, vec![b0, b1]).expect("resume");
+    runner
+        .run_until("promote after the restart", LIMIT, idle_on(r1.digest))
+        .await
+        .expect("promoted through the 100% step");
+    assert!(
+        runner
+            .rollout()
+            .ledger()
+            .history
+            .iter()
+            .any(|h| h.revision.digest == r1.digest
+                && h.outcome == crate::rollout::Outcome::Promoted)
+    );
+}
+
+/// A fleet whose only traffic is the agents' probes gets a verdict that says so, not a bare
+/// "too little traffic".
+#[tokio::test]
+async fn a_canary_that_only_sees_probes_is_told_so() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let mut fleet = FakeFleet::new(3, r0.digest, BTreeSet::new());
+    fleet.probes_only = true;
+    fleet.per_read = 1;
+    let fleet = Arc::new(fleet);
+    let (mut runner, mut notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0, b0))).expect("runner");
+    runner.submit(r1, b1);
+    let mut said = None;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while said.is_none() && tokio::time::Instant::now() < deadline {
+        runner.run_for(Duration::from_millis(50)).await;
+        while let Ok(note) = notes.try_recv() {
+            if let Note::Verdict {
+                verdict: Verdict::Inconclusive { reason, .. },
+                ..
+            } = note
+                && reason.contains("only the agents' health probes")
+            {
+                said = Some(reason);
+            }
+        }
+    }
+    let said = said.expect("a verdict that names the probes");
+    assert!(said.contains("no user traffic"), "{said}");
 }

@@ -463,8 +463,7 @@ pub(crate) fn render(rows: &[Row], seed: u64, runs: usize) -> String {
             r.method,
             format!("{}/{}", r.promoted, r.runs),
             one_bake,
-            r.median_total
-                .map_or_else(|| "never".to_string(), minutes),
+            r.median_total.map_or_else(|| "never".to_string(), minutes),
             steps,
             format!("{}/{}", r.false_rollbacks, r.runs),
         );
