@@ -138,6 +138,33 @@ pub(crate) fn status(rollout: &ProxyRollout, now: Timestamp) -> String {
             }
         );
     }
+    if let Some(a) = &status.analysis {
+        let baking = a
+            .baking_since
+            .as_deref()
+            .map(|t| format!(", baking {}", age(now, t)))
+            .unwrap_or_else(|| ", pods moving".to_string());
+        let held = a
+            .held_since
+            .as_deref()
+            .map(|t| {
+                format!(
+                    "  <- HELD {} (not enough evidence when the bake ended): `kubectl switchback \
+                     promote {}` moves it on, or wait for traffic",
+                    age(now, t),
+                    rollout.metadata.name.as_deref().unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  step        {} ({} pods){baking}: {}{held}",
+            a.step, a.pods, a.verdict
+        );
+        if !a.message.is_empty() {
+            let _ = writeln!(out, "  analysis    {}", a.message);
+        }
+    }
     let _ = writeln!(out, "  request     {}", request_line(rollout, now));
     if !status.conditions.is_empty() {
         let _ = writeln!(out, "  conditions");
@@ -427,6 +454,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("none pending (last handled: old)"), "{text}");
+    }
+
+    #[test]
+    fn a_held_step_says_what_it_needs_and_how_to_move_on() {
+        let mut r = rollout();
+        let status = r.status.as_mut().expect("status");
+        status.analysis = Some(switchback::operator::crd::AnalysisStatus {
+            step: "1/4".to_string(),
+            pods: 1,
+            baking_since: Some("2026-11-25T02:55:00Z".to_string()),
+            verdict: "Inconclusive".to_string(),
+            message: "too little traffic: canary 0.00% bad (120/…); need 200 requests in each"
+                .to_string(),
+            held_since: Some("2026-11-25T02:58:00Z".to_string()),
+        });
+        let text = self::status(&r, now());
+        assert!(
+            text.contains("step        1/4 (1 pods), baking 5m0s: Inconclusive  <- HELD 2m0s"),
+            "{text}"
+        );
+        assert!(text.contains("kubectl switchback promote edge"), "{text}");
+        assert!(text.contains("analysis    too little traffic"), "{text}");
     }
 
     #[test]
