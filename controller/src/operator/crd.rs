@@ -224,6 +224,12 @@ pub struct AnalysisSpec {
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.000001, max = 0.1))]
     pub alpha: f64,
+    /// Sequential: how much worse than its baseline a canary may be and still be called
+    /// healthy at a step's end. Unset: 2 times the baseline's odds of a bad response, or 1
+    /// percentage point above its rate, whichever is more. A tighter tolerance needs more
+    /// traffic per bake (`docs/analysis.md`, "The healthy side").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<ToleranceSpec>,
     /// Threshold: seconds between checks (unset: 60, Flagger's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u32>,
@@ -241,11 +247,34 @@ impl Default for AnalysisSpec {
         AnalysisSpec {
             method: AnalysisMethod::default(),
             alpha: default_alpha(),
+            tolerance: None,
             interval_seconds: None,
             threshold: None,
             max_error_rate: None,
         }
     }
+}
+
+/// The healthy side's tolerance: the larger of the two margins.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToleranceSpec {
+    /// The canary's odds of a bad response may be up to this multiple of the baseline's.
+    #[serde(default = "default_tolerance_relative")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub relative: f64,
+    /// The canary's bad-response rate may be up to this many percentage points above the
+    /// baseline's.
+    #[serde(default = "default_tolerance_points")]
+    #[schemars(range(min = 0.01, max = 50.0))]
+    pub absolute_points: f64,
+}
+
+fn default_tolerance_relative() -> f64 {
+    2.0
+}
+fn default_tolerance_points() -> f64 {
+    1.0
 }
 
 /// The analysis methods.

@@ -43,10 +43,22 @@ pub fn runner_config(rollout: &ProxyRollout) -> Result<RunnerConfig, SpecError> 
     };
     let a = &s.analysis;
     let analysis = match a.method {
-        AnalysisMethod::Sequential => AnalysisConfig::Sequential(SequentialConfig {
-            alpha: a.alpha,
-            ..SequentialConfig::default()
-        }),
+        AnalysisMethod::Sequential => {
+            let defaults = SequentialConfig::default();
+            let (relative, absolute) = a.tolerance.as_ref().map_or(
+                (
+                    defaults.healthy_relative_margin,
+                    defaults.healthy_absolute_margin,
+                ),
+                |t| (t.relative, t.absolute_points / 100.0),
+            );
+            AnalysisConfig::Sequential(SequentialConfig {
+                alpha: a.alpha,
+                healthy_relative_margin: relative,
+                healthy_absolute_margin: absolute,
+                ..defaults
+            })
+        }
         AnalysisMethod::Threshold => AnalysisConfig::Threshold(ThresholdConfig::flagger_defaults()),
     };
     Ok(RunnerConfig {
@@ -85,4 +97,41 @@ pub fn go_duration(text: &str) -> Result<Duration, SpecError> {
         total += Duration::from_secs_f64(value * secs);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(strategy: serde_json::Value) -> ProxyRollout {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchback.dev/v1alpha1",
+            "kind": "ProxyRollout",
+            "metadata": {"name": "edge", "namespace": "prod"},
+            "spec": {
+                "source": {"url": "https://git.example.test/x.git"},
+                "target": {"selector": {"app": "edge"}},
+                "strategy": strategy,
+            }
+        }))
+        .expect("a ProxyRollout")
+    }
+
+    #[test]
+    fn an_empty_strategy_is_the_engines_default() {
+        let config = runner_config(&rollout(serde_json::json!({}))).expect("config");
+        assert_eq!(config.rollout, RolloutConfig::default());
+        assert_eq!(config.analysis, AnalysisConfig::default());
+    }
+
+    #[test]
+    fn the_tolerance_reaches_the_healthy_test() {
+        let strategy = serde_json::json!({"analysis": {"tolerance": {"absolutePoints": 0.25}}});
+        let config = runner_config(&rollout(strategy)).expect("config");
+        let AnalysisConfig::Sequential(s) = config.analysis else {
+            panic!("sequential");
+        };
+        assert!((s.healthy_absolute_margin - 0.0025).abs() < 1e-12);
+        assert_eq!(s.healthy_relative_margin, 2.0, "unset: the default");
+    }
 }
