@@ -34,8 +34,9 @@ fn the_demo_rolls_back_the_bad_upstream_commit_and_leaves_nothing_behind() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let reports = dir.path().join("reports");
+    // The demo as a user runs it: every policy at its default, the demo's own 10-s bake.
     let out = Command::new(switchback_bin())
-        .args(["demo", "--json", "--bake", "1", "--subnet", "0.20", "--dir"])
+        .args(["demo", "--json", "--subnet", "0.20", "--dir"])
         .arg(dir.path().join("run"))
         .arg("--report-dir")
         .arg(&reports)
