@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::Rollout;
 use super::command::{Command, Notice, Reason};
@@ -359,7 +359,7 @@ fn open_window(
     out.push(Command::Emit(Notice::normal(
         Reason::AnalysisStarted,
         format!(
-            "step {}/{}: {on} pod(s) serve {}; baking {} against {against}",
+            "step {}/{}: {on} pod(s) serve {}; baking {:#} against {against}",
             c.step + 1,
             cfg.steps.len(),
             c.target,
@@ -402,9 +402,10 @@ fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Comm
             out.push(Command::Emit(Notice::warning(
                 Reason::StepHeld,
                 format!(
-                    "{} step {}/{} held after its {} bake: {reason}. It goes on by itself once \
-                     the evidence is there (analysis keeps running, up to maxBake {}); to move \
-                     on now, promote it, or give steps a longer bake, or set onInconclusive",
+                    "{} step {}/{} held after its {:#} bake: {reason}. It goes on by itself once \
+                     the evidence is there (analysis keeps running, up to maxBake {:#}); to \
+                     move on now, promote it, or give steps a longer bake, or set \
+                     onInconclusive",
                     c.target,
                     c.step + 1,
                     cfg.steps.len(),
@@ -423,9 +424,10 @@ fn judge(c: &mut Canary, cfg: &RolloutConfig, now: Timestamp, out: &mut Vec<Comm
         out.push(Command::Emit(Notice::warning(
             Reason::AnalysisStalled,
             format!(
-                "{} has baked {baked} at step {} without a conclusive verdict ({reason}); \
+                "{} has baked {:#} at step {} without a conclusive verdict ({reason}); \
                  holding: `promote` or `abort`, or wait for traffic",
                 c.target,
+                SignedDuration::from_secs(baked.as_secs()),
                 c.step + 1
             ),
         )));
