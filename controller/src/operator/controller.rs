@@ -31,6 +31,7 @@ use super::worker::WorkerHandle;
 use crate::agent::kube::{DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER};
 use crate::fleet::pod_cache::{PodCache, matches};
+use crate::source::git::redact_url;
 use crate::source::webhook::{self, HookSecrets, SecretMap, Trigger, WebhookConfig};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
@@ -270,7 +271,8 @@ async fn start_webhooks(
             for worker in workers.values() {
                 let (url, git_ref, hook) = &worker.follows;
                 if hook.as_deref() == Some(trigger.hook.as_str()) && trigger.matches(url, git_ref) {
-                    tracing::info!(hook = %trigger.hook, url = %url, "push: fetching now");
+                    // The spec's URL as written may hold a token: logged redacted only.
+                    tracing::info!(hook = %trigger.hook, url = %redact_url(url), "push: fetching now");
                     worker.fetch_now();
                 }
             }
