@@ -65,6 +65,15 @@ pub enum ReconcileError {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The spec names a source or a Secret this rollout may not use (issue 13); the message
+    /// says what would allow it.
+    #[error("{message}")]
+    NotAllowed {
+        /// The Event reason: `SourceNotAllowed` or `SecretNotAllowed`.
+        reason: &'static str,
+        /// What was refused and what to change.
+        message: String,
+    },
 }
 
 impl ReconcileError {
@@ -74,6 +83,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Spec(_) => Some("InvalidSpec"),
             ReconcileError::Source(_) => Some("SourceSetupFailed"),
+            ReconcileError::NotAllowed { reason, .. } => Some(reason),
             ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => None,
         }
     }
@@ -81,7 +91,7 @@ impl ReconcileError {
     /// The error category.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            ReconcileError::Spec(_) => ErrorCategory::Spec,
+            ReconcileError::Spec(_) | ReconcileError::NotAllowed { .. } => ErrorCategory::Spec,
             ReconcileError::Source(_) => ErrorCategory::Source,
             ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => ErrorCategory::Kube,
         }
@@ -90,7 +100,15 @@ impl ReconcileError {
 
 impl From<CredentialsError> for ReconcileError {
     fn from(e: CredentialsError) -> Self {
-        ReconcileError::Source(e.to_string())
+        match e {
+            CredentialsError::NotAllowed { .. }
+            | CredentialsError::NoHost { .. }
+            | CredentialsError::OtherHost { .. } => ReconcileError::NotAllowed {
+                reason: "SecretNotAllowed",
+                message: e.to_string(),
+            },
+            other => ReconcileError::Source(other.to_string()),
+        }
     }
 }
 
@@ -103,7 +121,8 @@ pub struct ControllerOptions {
     pub cache_dir: PathBuf,
     /// How often every rollout is reconciled even when nothing changed.
     pub resync: Duration,
-    /// The bearer token agents require on a nudge (from the Secret both mount).
+    /// The master of the agents' bearer tokens: the agents of namespace N require
+    /// [`crate::agent::Token::for_namespace`]`(N)` of it, which is all their Secret holds.
     pub agent_token: Option<crate::agent::Token>,
     /// This replica's name in Events (the pod name in a cluster).
     pub instance: Option<String>,
@@ -113,10 +132,13 @@ pub struct ControllerOptions {
     pub readiness: Option<Readiness>,
     /// Serve push webhooks here (`/hooks/<provider>/<namespace>.<secret>`); off when `None`.
     pub webhook_addr: Option<std::net::SocketAddr>,
+    /// Follow `http://`, `git://`, `file://` and local-path sources too (for tests); off, only
+    /// `https://` and ssh sources are followed (`source_policy`).
+    pub allow_insecure_sources: bool,
 }
 
 impl ControllerOptions {
-    /// Defaults: all namespaces, a five-minute resync, no agent token.
+    /// Defaults: all namespaces, a five-minute resync, no agent token, https and ssh sources only.
     pub fn new(cache_dir: PathBuf) -> Self {
         ControllerOptions {
             namespace: None,
@@ -127,6 +149,7 @@ impl ControllerOptions {
             metrics: Metrics::new(),
             readiness: None,
             webhook_addr: None,
+            allow_insecure_sources: false,
         }
     }
 }

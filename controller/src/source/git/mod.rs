@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use auth::Credentials;
+pub(crate) use redact::percent_decode;
 pub use redact::redact_url;
 pub use remote::{Remote, RemoteError, Transport};
 pub use revert::{RevertError, RevertOutcome, RevertRequest, RevertTarget, is_valid_branch_name};

@@ -155,8 +155,9 @@ fn url_secrets(url: &str) -> Vec<String> {
     out
 }
 
-/// Decodes `%XX` escapes; anything malformed is kept as written (this only feeds the scrubber).
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes; anything malformed is kept as written (it feeds the scrubber, and the
+/// operator's reading of `file://` URLs as libgit2 reads them).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -57,8 +57,8 @@ impl Transport {
         }
     }
 
-    /// The port a URL of this transport means when it names none.
-    fn default_port(self) -> Option<u16> {
+    /// The port a URL of this transport means when it names none (`None`: no network port).
+    pub fn default_port(self) -> Option<u16> {
         match self {
             Transport::Https => Some(443),
             Transport::Http => Some(80),
