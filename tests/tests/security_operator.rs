@@ -138,7 +138,12 @@ async fn file_urls_and_local_paths_are_not_followed_by_default() {
     w.rollout("by-path", &repo.display().to_string(), json!({}))
         .await;
     for (name, kind) in [("by-url", "file://"), ("by-path", "local path")] {
-        let tried = |events: &str| events.contains("SourceFailed").then(|| "it fetched".into());
+        let tried = |events: &str| {
+            ["SourceFailed", "Validating"]
+                .iter()
+                .any(|r| events.contains(r))
+                .then(|| "it was fetched".to_string())
+        };
         let message = w.event(name, "SourceNotAllowed", tried).await;
         let message = message.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
@@ -166,6 +171,9 @@ async fn a_file_url_into_another_rollouts_git_cache_is_refused() {
     std::fs::write(repo.join("nginx.conf"), private).expect("write");
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "victim's config"]);
+    // The cache keeps the remote's tags as they are (refs/tags/*), so a tag is what another
+    // repository fetching from the cache would get.
+    git(&repo, &["tag", "v1"]);
     let victim_commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
     let victim_url = format!("file://{}", repo.display());
     let mut controller = w.controller(&["--allow-insecure-sources"], None);
@@ -180,7 +188,7 @@ async fn a_file_url_into_another_rollouts_git_cache_is_refused() {
     .cache_path()
     .to_path_buf();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cache.join("HEAD").exists() {
+    while !cache.join("refs/tags/v1").exists() {
         controller.assert_running();
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -190,8 +198,12 @@ async fn a_file_url_into_another_rollouts_git_cache_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
-    w.rollout("evil", &format!("file://{}", cache.display()), json!({}))
-        .await;
+    w.rollout(
+        "evil",
+        &format!("file://{}", cache.display()),
+        json!({"ref": "v1"}),
+    )
+    .await;
     let read = |events: &str| {
         events
             .contains(&victim_commit[..12])
