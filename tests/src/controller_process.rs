@@ -219,6 +219,33 @@ impl World {
     }
 }
 
+impl World {
+    /// The words the controller wrote for people: every Event's message and every rollout's
+    /// condition messages, one per line (no uids, versions or times to match by accident).
+    pub async fn messages_written(&self) -> String {
+        let events = self.k.json(&["get", "events", "-n", &self.namespace]).await;
+        let rollouts = self
+            .k
+            .json(&["get", "proxyrollouts", "-n", &self.namespace])
+            .await;
+        let items = |list: &Value| list["items"].as_array().cloned().unwrap_or_default();
+        let mut lines: Vec<String> = items(&events)
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect();
+        for rollout in items(&rollouts) {
+            for condition in rollout["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                lines.extend(condition["message"].as_str().map(str::to_string));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
 /// A running controller process; killed when dropped.
 pub struct Controller {
     child: Child,

@@ -202,6 +202,21 @@ impl Recorder {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// `Some(what)` when a request carried `secret` in its `Authorization` header, as it is
+    /// (bearer) or inside basic auth's base64.
+    pub fn secret_seen(&self, secret: &str) -> Option<String> {
+        use base64::Engine as _;
+        self.authorizations().into_iter().find_map(|header| {
+            let decoded = header
+                .strip_prefix("Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (header.contains(secret) || decoded.contains(secret))
+                .then(|| format!("{} received the secret: {header}", self.addr))
+        })
+    }
+
     /// The `Authorization` headers received, in order.
     pub fn authorizations(&self) -> Vec<String> {
         self.seen()
