@@ -108,6 +108,16 @@ async fn run(mode: Mode, samples: usize, interval: &str, subnet: u8) -> Vec<Samp
         &format!("--from-literal=token={SECRET}"),
     ])
     .await;
+    // A Secret says which ProxyRollouts may use it (issue 13).
+    c.k.ok(&[
+        "annotate",
+        "secret",
+        "hook",
+        "-n",
+        "edge",
+        "switchback.dev/allowed-rollouts=edge",
+    ])
+    .await;
     let webhook = if mode == Mode::Webhook {
         "    webhook:\n      secretRef:\n        name: hook\n"
     } else {
@@ -123,7 +133,11 @@ async fn run(mode: Mode, samples: usize, interval: &str, subnet: u8) -> Vec<Samp
         .expect("a free port");
     let mut options = c.controller_options();
     options.webhook_addr = (mode == Mode::Webhook).then_some(hook_addr);
-    let token = options.agent_token.clone();
+    // The agents of `edge` hold that namespace's token, derived from the controller's master.
+    let token = options
+        .agent_token
+        .as_ref()
+        .map(|t| t.for_namespace("edge"));
     c.start_controller_with(options).await;
     c.wait_condition("Ready").await;
 

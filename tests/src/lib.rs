@@ -2,9 +2,11 @@
 
 pub mod agent_harness;
 pub mod bin;
+pub mod controller_process;
 pub mod fake_agents;
 pub mod files;
 pub mod git_fixture;
+pub mod http_recorder;
 pub mod kube;
 pub mod manifests;
 pub mod operator_fixture;

@@ -139,11 +139,13 @@ impl Cluster {
         self.k.ok(&["apply", "-f", &file]).await;
     }
 
-    /// Controller options for this cluster.
+    /// Controller options for this cluster. The repository is a local one (`file://`), which a
+    /// controller only follows when told to (issue 13).
     pub fn controller_options(&self) -> ControllerOptions {
         ControllerOptions {
             namespace: Some("edge".to_string()),
             agent_token: self.kubelet.as_ref().map(ProcessKubelet::agent_token),
+            allow_insecure_sources: true,
             ..ControllerOptions::new(self.tmp.path().join("cache"))
         }
     }

@@ -50,8 +50,9 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
     };
     let Some(helm) = tool_bin("helm") else { return };
     c.k.ok(&["create", "namespace", "switchback"]).await;
-    // The proxy pods' agents (the process kubelet's) hold one token; the chart takes it as an
-    // existing Secret, as a user whose proxies already have one would.
+    // The proxy pods' agents (the process kubelet's) hold their namespace's token, derived from
+    // the kubelet's master; the chart takes that master as an existing Secret, as a user whose
+    // proxies already have their tokens would.
     let token = c
         .controller_env()
         .into_iter()
@@ -81,6 +82,9 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
             "--skip-crds",
             "--set",
             "agentToken.existingSecret=agents-token",
+            // The rollout follows a local repository.
+            "--set",
+            "git.allowInsecureSources=true",
         ],
     )
     .await;

@@ -311,22 +311,36 @@ fn full_values_render_every_option_and_a_namespaced_role() {
     let c = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
     let args = c["args"].to_string();
     assert!(args.contains("--namespace=proxies"), "{args}");
+    assert!(args.contains("--allow-insecure-sources"), "{args}");
     assert!(c["image"].as_str().is_some_and(|i| i.contains("@sha256:")));
-    // The token Secret goes to the proxies' namespaces too, with one value.
+    // The master stays in the release namespace; each proxies' namespace gets its own token,
+    // the one the controller derives from the master (issue 13: a token read in one namespace
+    // is useless in another).
     let secrets = find(&objects, "Secret");
-    let namespaces: BTreeSet<&str> = secrets
+    let token_of = |s: &Value| {
+        let text = switchback::agent::base64::decode(s["data"]["token"].as_str().unwrap_or(""))
+            .expect("base64");
+        String::from_utf8(text).expect("text")
+    };
+    let token_ref = &env(c, "SWITCHBACK_AGENT_TOKEN")["valueFrom"]["secretKeyRef"];
+    let master = secrets
         .iter()
-        .filter_map(|s| s["metadata"]["namespace"].as_str())
-        .collect();
-    assert_eq!(
-        namespaces,
-        BTreeSet::from(["switchback", "proxies", "edge"])
-    );
-    let tokens: BTreeSet<&str> = secrets
+        .find(|s| s["metadata"]["name"] == token_ref["name"])
+        .expect("the master Secret");
+    assert_eq!(master["metadata"]["namespace"], "switchback");
+    let master = switchback::agent::Token::new(&token_of(master), "chart").expect("a token");
+    let mut namespaces = BTreeSet::new();
+    for s in secrets
         .iter()
-        .filter_map(|s| s["data"]["token"].as_str())
-        .collect();
-    assert_eq!(tokens.len(), 1, "one token everywhere");
+        .filter(|s| s["metadata"]["name"] != token_ref["name"])
+    {
+        let ns = s["metadata"]["namespace"].as_str().expect("a namespace");
+        let name = s["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(name.ends_with("-agent-token"), "{name}");
+        assert_eq!(token_of(s), master.for_namespace(ns).expose(), "{ns}");
+        namespaces.insert(ns);
+    }
+    assert_eq!(namespaces, BTreeSet::from(["proxies", "edge"]));
     let np = &find(&objects, "NetworkPolicy")[0]["spec"];
     let egress_ports = np["egress"].to_string();
     for port in ["6443", "9180", "443", "22", "53"] {
@@ -477,7 +491,7 @@ async fn helm_install_upgrade_keeps_the_token_and_uninstall_removes_the_chart() 
     let out = helm(&["install", "sb", &chart, "-n", "switchback"]).await;
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
-        out.contains("kubectl -n switchback get secret sb-switchback-agent-token"),
+        out.contains("kubectl -n switchback get secret sb-switchback-agent-master"),
         "{out}"
     );
 
@@ -494,7 +508,7 @@ async fn helm_install_upgrade_keeps_the_token_and_uninstall_removes_the_chart() 
     for want in [
         "deployment.apps/sb-switchback",
         "serviceaccount/sb-switchback",
-        "secret/sb-switchback-agent-token",
+        "secret/sb-switchback-agent-master",
         "service/sb-switchback-metrics",
         "role.rbac.authorization.k8s.io/sb-switchback-leader-election",
         "rolebinding.rbac.authorization.k8s.io/sb-switchback-leader-election",
@@ -517,7 +531,7 @@ async fn helm_install_upgrade_keeps_the_token_and_uninstall_removes_the_chart() 
             "-n",
             "switchback",
             "secret",
-            "sb-switchback-agent-token",
+            "sb-switchback-agent-master",
             "-o",
             "jsonpath={.data.token}",
         ])

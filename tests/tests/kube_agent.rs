@@ -155,7 +155,7 @@ async fn nudges_need_the_token_and_content_matching_the_digest() {
         AGENT_PORT,
         "nginx.conf",
     )
-    .with_agent_token(kubelet.agent_token());
+    .with_agent_token(kubelet.agent_token_for("edge"));
     let b1 = bundle("v1");
     let got = fleet.apply("edge-a", &b1, "c1").await.expect("apply");
     assert_eq!(got, ApplyResult::Applied);
@@ -188,7 +188,7 @@ async fn nudges_need_the_token_and_content_matching_the_digest() {
         .with_token(Token::new("not-the-token", "test").expect("token"));
     let authed = AgentClient::new(addr)
         .expect("client")
-        .with_token(kubelet.agent_token());
+        .with_token(kubelet.agent_token_for("edge"));
     assert_eq!(status_of(anonymous.nudge(b2.digest(), "c2").await), 401);
     assert_eq!(status_of(wrong.nudge(b2.digest(), "c2").await), 401);
     assert!(
@@ -309,7 +309,7 @@ async fn an_agent_follows_its_pods_annotation_without_any_nudge() {
     until_serves(&http, ip, "w2\n").await;
     let agent = AgentClient::new(SocketAddr::new(ip, AGENT_PORT))
         .expect("client")
-        .with_token(kubelet.agent_token());
+        .with_token(kubelet.agent_token_for("shop"));
     // nginx serves w2 once reloaded; the agent records the apply a moment later (persist).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while applied(&agent).await != Some(b2.digest()) {

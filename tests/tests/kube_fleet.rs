@@ -71,7 +71,7 @@ async fn a_dead_upstream_is_rolled_back_on_every_kubernetes_pod() {
     let selector = BTreeMap::from([("app".to_string(), "edge".to_string())]);
     let fleet = Arc::new(
         KubeFleet::new(client, "edge", "edge", &selector, 9180, "nginx.conf")
-            .with_agent_token(kubelet.agent_token()),
+            .with_agent_token(kubelet.agent_token_for("edge")),
     );
     assert_eq!(
         fleet.pods().await.expect("pods"),

@@ -105,13 +105,13 @@ async fn applied_pod_runs_an_agent_until_deleted() {
         .expect("http client");
     let url = format!("http://{ip}:{AGENT_PORT}/healthz");
     assert!(healthz(&client, &url).await, "agent answers {url}");
-    // The agent runs in Kubernetes mode: its state is for holders of the kubelet's token only.
+    // The agent runs in Kubernetes mode: its state is for holders of its namespace's token only.
     let state = format!("http://{ip}:{AGENT_PORT}/v1/state");
     let anonymous = client.get(&state).send().await.expect("state answers");
     assert_eq!(anonymous.status().as_u16(), 401);
     let authed = client
         .get(&state)
-        .bearer_auth(kubelet.agent_token().expose())
+        .bearer_auth(kubelet.agent_token_for("shop").expose())
         .send()
         .await
         .expect("state answers");

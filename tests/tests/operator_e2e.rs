@@ -397,6 +397,16 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
         &format!("--from-file=allowed_signers={allowed}"),
     ])
     .await;
+    // A Secret says which ProxyRollouts may use it (issue 13).
+    c.k.ok(&[
+        "annotate",
+        "secret",
+        "signers",
+        "-n",
+        "edge",
+        "switchback.dev/allowed-rollouts=edge",
+    ])
+    .await;
     let rollout = format!(
         "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n    verify:\n      secretRef:\n        name: signers\n      mode: ssh\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}",
         c.repo.display()
@@ -478,6 +488,15 @@ async fn a_signed_push_fetches_at_once() {
         "-n",
         "edge",
         "--from-literal=token=s3cret",
+    ])
+    .await;
+    c.k.ok(&[
+        "annotate",
+        "secret",
+        "hook",
+        "-n",
+        "edge",
+        "switchback.dev/allowed-rollouts=edge",
     ])
     .await;
     let rollout = format!(

@@ -24,6 +24,8 @@ fn replica(c: &Cluster, identity: &str) -> Child {
             "edge",
             "--namespace",
             "edge",
+            // The repository is a local one.
+            "--allow-insecure-sources",
         ])
         .arg("--cache-dir")
         .arg(c.tmp.path().join(identity))

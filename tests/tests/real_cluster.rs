@@ -108,6 +108,8 @@ async fn the_operator_on_a_real_cluster() {
         client,
         ControllerOptions {
             namespace: Some(ns.clone()),
+            // The rollout follows a file:// repository.
+            allow_insecure_sources: true,
             ..ControllerOptions::new(tmp.path().join("cache"))
         },
         async move {

@@ -472,31 +472,33 @@ fn basic(user: &str, password: &str) -> String {
     out
 }
 
+/// Over plain http a token is never sent, whatever the server asks (issue 13): the error says
+/// why. (That a token goes at most once over https is `auth::tests`; an https server that asks
+/// twice is in `security_operator.rs`.)
 #[test]
-fn rejected_credentials_are_tried_once_and_not_leaked() -> Result<()> {
+fn a_token_is_never_sent_over_plain_http() -> Result<()> {
     let cache = tempfile::tempdir()?;
-    for (user_in_url, expected_user) in [(None, "x-access-token"), (Some("oauth2"), "oauth2")] {
+    for user_in_url in [None, Some("oauth2")] {
         let (port, seen) = start_401_server()?;
         let userinfo = user_in_url.map(|u| format!("{u}@")).unwrap_or_default();
         let url = format!("http://{userinfo}127.0.0.1:{port}/repo.git");
         let source = GitSource::new(&url, Credentials::Token(CRED_SECRET.into()), cache.path())?;
         let err = source.fetch_blocking("main").err().context("always 401")?;
         assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+        assert!(err.to_string().contains("plain http"), "{err}");
         assert_no_secret(&err);
 
         let seen = seen
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .clone();
-        assert!(
-            seen.len() <= 4,
-            "libgit2 kept retrying: {} requests",
-            seen.len()
-        );
-        // libgit2 may first try the bare user from the URL on its own; our token goes once.
-        let ours = basic(expected_user, CRED_SECRET);
-        if seen.iter().flatten().filter(|h| **h == ours).count() != 1 {
-            bail!("expected one attempt as {expected_user}, server saw {seen:?}");
+        assert!(!seen.is_empty(), "the server was asked");
+        // libgit2 may first try the bare user from the URL on its own; our token never goes.
+        for user in ["x-access-token", "oauth2"] {
+            let ours = basic(user, CRED_SECRET);
+            if seen.iter().flatten().any(|h| *h == ours) {
+                bail!("the token went over plain http as {user}: {seen:?}");
+            }
         }
     }
     Ok(())

@@ -42,9 +42,14 @@ app.kubernetes.io/component: controller
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the agent token (key `token`). */}}
+{{/* The Secret holding the master of the agents' tokens (key `token`), in the release namespace. */}}
+{{- define "switchback.agentMasterSecretName" -}}
+{{- default (printf "%s-agent-master" (include "switchback.fullname" .)) .Values.agentToken.existingSecret }}
+{{- end }}
+
+{{/* The Secret the agents of each namespace mount (key `token`: that namespace's own token). */}}
 {{- define "switchback.agentTokenSecretName" -}}
-{{- default (printf "%s-agent-token" (include "switchback.fullname" .)) .Values.agentToken.existingSecret }}
+{{- printf "%s-agent-token" (include "switchback.fullname" .) }}
 {{- end }}
 
 {{/* The image reference: repository@digest, else repository:tag (tag defaults to appVersion). */}}
@@ -57,12 +62,13 @@ app.kubernetes.io/component: controller
 {{- end }}
 
 {{/*
-The agent token, base64 as stored in Secret data: the one already in the cluster when there is
-one (so upgrades keep it and running agents keep working), else a fresh random one. `lookup`
-answers nothing under `helm template`, so a template render always shows a new random value.
+The master agent token, base64 as stored in Secret data: the one already in the cluster when
+there is one (so upgrades keep it and running agents keep working), else a fresh random one.
+`lookup` answers nothing under `helm template`, so a template render always shows a new random
+value.
 */}}
 {{- define "switchback.agentToken" -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "switchback.agentTokenSecretName" .) }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "switchback.agentMasterSecretName" .) }}
 {{- if and $existing $existing.data (hasKey $existing.data "token") }}
 {{- index $existing.data "token" }}
 {{- else }}

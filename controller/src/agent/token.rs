@@ -4,6 +4,16 @@
 //!
 //! The token never appears in `Debug` output, errors or logs, and a presented token is compared in
 //! constant time (over SHA-256 digests of both, so even the length does not leak).
+//!
+//! One token per namespace, not one for the whole cluster: the controller holds a master token,
+//! and the agents of namespace N hold only [`Token::for_namespace`] of it, the lowercase hex of
+//! `SHA-256(master ":" N)`. Whoever can read a Secret or a proxy pod in one namespace (or points a
+//! ProxyRollout's selector at a pod of their own, which then receives the nudges) learns that
+//! namespace's token and nothing that works against the agents of another. SHA-256 rather than
+//! an HMAC because Helm can compute it (`sha256sum`), so the chart writes each namespace's Secret
+//! and the controller needs no write access to Secrets; a length extension of one namespace's
+//! token gives the token of a "namespace" containing SHA-256 padding bytes, which no namespace
+//! name can be.
 
 use std::fmt;
 use std::path::Path;
@@ -77,6 +87,15 @@ impl Token {
         }
     }
 
+    /// The token of the agents in `namespace`, when this is the controller's master token: the
+    /// lowercase hex of SHA-256 over the master, `:` and the namespace name. `charts/switchback`
+    /// computes the same with `sha256sum` for each namespace's Secret; by hand it is
+    /// `printf '%s:%s' "$MASTER" "$NAMESPACE" | sha256sum | cut -d' ' -f1`.
+    pub fn for_namespace(&self, namespace: &str) -> Token {
+        let digest = sha2::Sha256::digest(format!("{}:{namespace}", self.0).as_bytes());
+        Token(Arc::from(hex::encode(digest)))
+    }
+
     /// The secret itself, for the one place that sends it (the client's `Authorization` header).
     pub fn expose(&self) -> &str {
         &self.0
@@ -140,6 +159,26 @@ mod tests {
         assert!(!t.authorizes(Some(b"Basic s3cret-token")));
         assert!(!t.authorizes(Some(b"Bearer ")));
         assert!(!t.authorizes(None));
+    }
+
+    #[test]
+    fn each_namespace_gets_its_own_token_from_the_master() {
+        let master = Token::new("m4ster\n", "test").expect("token");
+        let a = master.for_namespace("team-a");
+        let b = master.for_namespace("team-b");
+        // printf '%s:%s' m4ster team-a | sha256sum
+        assert_eq!(
+            a.expose(),
+            hex::encode(sha2::Sha256::digest(b"m4ster:team-a"))
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, master);
+        assert!(!b.authorizes(Some(format!("Bearer {}", a.expose()).as_bytes())));
+        assert!(
+            Token::new(a.expose(), "derived").is_ok(),
+            "usable in a header"
+        );
+        assert!(!format!("{a:?}").contains(a.expose()));
     }
 
     #[test]

@@ -38,10 +38,16 @@ pub(crate) struct ControllerArgs {
     /// Serve /healthz, /readyz and /metrics on this address (off when not given).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
-    /// The agents' bearer token (a mounted Secret); else $SWITCHBACK_AGENT_TOKEN. Without either,
-    /// the controller reaches only agents that run without one (local mode).
+    /// The master of the agents' bearer tokens (a mounted Secret); else $SWITCHBACK_AGENT_TOKEN.
+    /// The agents of namespace N hold sha256(master ":" N) in hex (docs/agent-kubernetes.md).
+    /// Without either, the controller reaches only agents that run without one (local mode).
     #[arg(long)]
     agent_token_file: Option<PathBuf>,
+    /// Also follow http://, git://, file:// and local-path sources (tests, experiments). Off:
+    /// only https:// and ssh sources, since whoever may create a ProxyRollout picks the URL.
+    /// Credentials are never sent over plain http either way.
+    #[arg(long)]
+    allow_insecure_sources: bool,
     /// Serve push webhooks on this address (`/hooks/<provider>/<namespace>.<secret>`); off when
     /// not given. Only the leader acts on a push; the poll is the fallback.
     #[arg(long)]
@@ -69,6 +75,11 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         switchback::signals::terminated().await;
         stop_tx.send_replace(true);
     });
+    if args.allow_insecure_sources {
+        tracing::warn!(
+            "--allow-insecure-sources: following http://, git://, file:// and local-path sources too; for tests only"
+        );
+    }
     let metrics = Metrics::new();
     let readiness = Readiness::not_ready("connecting to the Kubernetes API");
     if let Some(addr) = args.metrics_addr {
@@ -94,6 +105,7 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         instance: std::env::var("POD_NAME").ok(),
         metrics: metrics.clone(),
         webhook_addr: args.webhook_addr,
+        allow_insecure_sources: args.allow_insecure_sources,
         // One replica: ready once its watch caches are filled. Electing: every replica, the
         // standby too, is ready once the API answers (a standby has no caches to fill, and a
         // Service in front of the replicas serves only metrics).

@@ -31,6 +31,7 @@ use super::worker::WorkerHandle;
 use crate::agent::kube::{DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER};
 use crate::fleet::pod_cache::{PodCache, matches};
+use crate::source::git::redact_url;
 use crate::source::webhook::{self, HookSecrets, SecretMap, Trigger, WebhookConfig};
 
 /// The finalizer that lets the controller clean up bundles and pod annotations before a
@@ -64,6 +65,15 @@ pub enum ReconcileError {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The spec names a source or a Secret this rollout may not use (issue 13); the message
+    /// says what would allow it.
+    #[error("{message}")]
+    NotAllowed {
+        /// The Event reason: `SourceNotAllowed` or `SecretNotAllowed`.
+        reason: &'static str,
+        /// What was refused and what to change.
+        message: String,
+    },
 }
 
 impl ReconcileError {
@@ -73,6 +83,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Spec(_) => Some("InvalidSpec"),
             ReconcileError::Source(_) => Some("SourceSetupFailed"),
+            ReconcileError::NotAllowed { reason, .. } => Some(reason),
             ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => None,
         }
     }
@@ -80,7 +91,7 @@ impl ReconcileError {
     /// The error category.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            ReconcileError::Spec(_) => ErrorCategory::Spec,
+            ReconcileError::Spec(_) | ReconcileError::NotAllowed { .. } => ErrorCategory::Spec,
             ReconcileError::Source(_) => ErrorCategory::Source,
             ReconcileError::Kube(_) | ReconcileError::Finalizer(_) => ErrorCategory::Kube,
         }
@@ -89,7 +100,15 @@ impl ReconcileError {
 
 impl From<CredentialsError> for ReconcileError {
     fn from(e: CredentialsError) -> Self {
-        ReconcileError::Source(e.to_string())
+        match e {
+            CredentialsError::NotAllowed { .. }
+            | CredentialsError::NoHost { .. }
+            | CredentialsError::OtherHost { .. } => ReconcileError::NotAllowed {
+                reason: "SecretNotAllowed",
+                message: e.to_string(),
+            },
+            other => ReconcileError::Source(other.to_string()),
+        }
     }
 }
 
@@ -102,7 +121,8 @@ pub struct ControllerOptions {
     pub cache_dir: PathBuf,
     /// How often every rollout is reconciled even when nothing changed.
     pub resync: Duration,
-    /// The bearer token agents require on a nudge (from the Secret both mount).
+    /// The master of the agents' bearer tokens: the agents of namespace N require
+    /// [`crate::agent::Token::for_namespace`]`(N)` of it, which is all their Secret holds.
     pub agent_token: Option<crate::agent::Token>,
     /// This replica's name in Events (the pod name in a cluster).
     pub instance: Option<String>,
@@ -112,10 +132,13 @@ pub struct ControllerOptions {
     pub readiness: Option<Readiness>,
     /// Serve push webhooks here (`/hooks/<provider>/<namespace>.<secret>`); off when `None`.
     pub webhook_addr: Option<std::net::SocketAddr>,
+    /// Follow `http://`, `git://`, `file://` and local-path sources too (for tests); off, only
+    /// `https://` and ssh sources are followed (`source_policy`).
+    pub allow_insecure_sources: bool,
 }
 
 impl ControllerOptions {
-    /// Defaults: all namespaces, a five-minute resync, no agent token.
+    /// Defaults: all namespaces, a five-minute resync, no agent token, https and ssh sources only.
     pub fn new(cache_dir: PathBuf) -> Self {
         ControllerOptions {
             namespace: None,
@@ -126,6 +149,7 @@ impl ControllerOptions {
             metrics: Metrics::new(),
             readiness: None,
             webhook_addr: None,
+            allow_insecure_sources: false,
         }
     }
 }
@@ -270,7 +294,8 @@ async fn start_webhooks(
             for worker in workers.values() {
                 let (url, git_ref, hook) = &worker.follows;
                 if hook.as_deref() == Some(trigger.hook.as_str()) && trigger.matches(url, git_ref) {
-                    tracing::info!(hook = %trigger.hook, url = %url, "push: fetching now");
+                    // The spec's URL as written may hold a token: logged redacted only.
+                    tracing::info!(hook = %trigger.hook, url = %redact_url(url), "push: fetching now");
                     worker.fetch_now();
                 }
             }

@@ -55,7 +55,9 @@ pub struct ProxyRolloutSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
-    /// Repository URL: https, ssh or file. Credentials never go here; use `secretRef`.
+    /// Repository URL: `https://`, `ssh://` or `git@host:path`; `http://`, `git://`, `file://` and
+    /// local paths only when the controller runs with `--allow-insecure-sources`. Credentials
+    /// never go here; use `secretRef`.
     #[schemars(length(min = 1))]
     pub url: String,
     /// Branch, tag or commit to follow.
@@ -69,7 +71,9 @@ pub struct SourceSpec {
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub interval: String,
     /// A Secret in the same namespace with `bearerToken` (or `token`), or `username` and
-    /// `password`, or `identity` (an ssh private key) and optionally `passphrase`.
+    /// `password`, or `identity` (an ssh private key) and optionally `passphrase`. It must carry
+    /// the annotations `switchback.dev/allowed-rollouts` (this rollout's name, or `*`) and
+    /// `switchback.dev/git-host` (the server of `url`, `host` or `host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
     /// Roll out only commits signed by a trusted key; an unsigned or untrusted head is not
@@ -87,7 +91,8 @@ pub struct SourceSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
-    /// A Secret in the rollout's namespace with the key `token`.
+    /// A Secret in the rollout's namespace with the key `token`, annotated
+    /// `switchback.dev/allowed-rollouts`.
     pub secret_ref: LocalObjectReference,
 }
 
@@ -96,7 +101,7 @@ pub struct WebhookSpec {
 #[serde(rename_all = "camelCase")]
 pub struct VerifySpec {
     /// A Secret with the trusted keys: `*.asc` (armored OpenPGP public keys), `allowed_signers`
-    /// or `*.pub` (SSH signing keys).
+    /// or `*.pub` (SSH signing keys), annotated `switchback.dev/allowed-rollouts`.
     pub secret_ref: LocalObjectReference,
     /// Which kind of signature counts.
     #[serde(default)]

@@ -1,6 +1,7 @@
-//! Setting a worker up from a ProxyRollout's spec: the runner's settings, the Secrets it names
-//! (git credentials, trusted keys, the webhook secret), the git source opened off the async
-//! threads, and the fleet of pods. It runs before the old worker is stopped and outside the
+//! Setting a worker up from a ProxyRollout's spec: the runner's settings, whether its URL may be
+//! followed (`source_policy`), the Secrets it names (git credentials, trusted keys, the webhook
+//! secret; each must allow the rollout, see `credentials`), the git source opened off the async
+//! threads, and the fleet of pods with its namespace's agent token. It runs before the old worker is stopped and outside the
 //! workers lock, so a spec that cannot be used leaves the old worker (and its rollback safety)
 //! running, and one slow setup never holds up the reconciles of other rollouts.
 
@@ -15,6 +16,7 @@ use super::controller::{Context, ReconcileError};
 use super::crd::{ProxyRollout, VerifyMode, VerifySpec};
 use super::credentials;
 use super::fetch;
+use super::source_policy;
 use super::spec::{SpecError, go_duration, runner_config};
 use super::worker::WorkerSetup;
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
@@ -35,23 +37,37 @@ pub(super) async fn setup(
     let interval = go_duration(&spec.source.interval)?;
     let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;
     let cache = fetch::cache_dir(&ctx.options.cache_dir, object);
+    // Before any Secret is read or anything fetched: may this rollout follow this URL at all?
+    let server = source_policy::check(
+        &spec.source.url,
+        ctx.options.allow_insecure_sources,
+        &ctx.options.cache_dir,
+    )
+    .map_err(|message| ReconcileError::NotAllowed {
+        reason: "SourceNotAllowed",
+        message,
+    })?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let credentials = match &spec.source.secret_ref {
         Some(secret) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            credentials::from_secret(&secrets, &namespace, &secret.name, &cache).await?
+            credentials::from_secret(
+                &secrets,
+                &namespace,
+                &secret.name,
+                &name,
+                server.as_ref(),
+                &cache,
+            )
+            .await?
         }
         None => Credentials::None,
     };
     let hook = match &spec.source.webhook {
         Some(webhook) => {
             let id = format!("{namespace}.{}", webhook.secret_ref.name);
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            let secret = secrets.get(&webhook.secret_ref.name).await.map_err(|e| {
-                ReconcileError::Source(format!(
-                    "webhook secret {namespace}/{}: {e}",
-                    webhook.secret_ref.name
-                ))
-            })?;
+            let secret_name = &webhook.secret_ref.name;
+            let secret = credentials::read(&secrets, &namespace, secret_name).await?;
+            credentials::allowed(&secret, &namespace, secret_name, &name)?;
             let token = secret
                 .data
                 .unwrap_or_default()
@@ -70,7 +86,9 @@ pub(super) async fn setup(
         None => None,
     };
     let keys = match &spec.source.verify {
-        Some(verify) => Some(Arc::new(trusted_keys(ctx, &namespace, verify).await?)),
+        Some(verify) => Some(Arc::new(
+            trusted_keys(ctx, &namespace, &name, verify).await?,
+        )),
         None => None,
     };
     // Opening (or creating) the bare cache is file I/O: off the async threads.
@@ -92,8 +110,9 @@ pub(super) async fn setup(
         fleet = fleet.with_owner(owner);
     }
     fleet = fleet.with_cache(ctx.pods.clone());
-    if let Some(token) = &ctx.options.agent_token {
-        fleet = fleet.with_agent_token(token.clone());
+    if let Some(master) = &ctx.options.agent_token {
+        // The agents of this namespace hold only their namespace's token (agent::token).
+        fleet = fleet.with_agent_token(master.for_namespace(&namespace));
     }
     Ok(WorkerSetup {
         rollout: Arc::clone(object),
@@ -118,14 +137,13 @@ pub(super) async fn setup(
 async fn trusted_keys(
     ctx: &Context,
     namespace: &str,
+    rollout: &str,
     verify: &VerifySpec,
 ) -> Result<TrustedKeys, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = &verify.secret_ref.name;
-    let secret = secrets
-        .get(name)
-        .await
-        .map_err(|e| ReconcileError::Source(format!("verify secret {namespace}/{name}: {e}")))?;
+    let secret = credentials::read(&secrets, namespace, name).await?;
+    credentials::allowed(&secret, namespace, name, rollout)?;
     let data: std::collections::BTreeMap<String, Vec<u8>> = secret
         .data
         .unwrap_or_default()

@@ -23,7 +23,13 @@ impl Controller {
         let log = dir.join("controller.log");
         let file = std::fs::File::create(&log).expect("controller log");
         let child = Command::new(bin)
-            .args(["controller", "--namespace", namespace])
+            // The repository is a local one.
+            .args([
+                "controller",
+                "--allow-insecure-sources",
+                "--namespace",
+                namespace,
+            ])
             .arg("--cache-dir")
             .arg(dir.join("cache"))
             .arg("--metrics-addr")

@@ -5,8 +5,9 @@
 //! container runtime on the machine.
 //!
 //! By default every agent runs in Kubernetes mode, as in a real Pod: it reads its own Pod and the
-//! bundle ConfigMaps through this server with the Pod's name and namespace, and its API wants the
-//! kubelet's token ([`ProcessKubelet::agent_token`]), as if mounted from a Secret.
+//! bundle ConfigMaps through this server with the Pod's name and namespace, and its API wants its
+//! namespace's token ([`ProcessKubelet::agent_token_for`], derived from the kubelet's master
+//! [`ProcessKubelet::agent_token`] as the chart derives it), as if mounted from a Secret.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -118,16 +119,14 @@ impl ProcessKubelet {
             .prefix("sb-kubelet-")
             .tempdir()
             .map_err(KubeletError::StateDir)?;
-        // A fresh token per kubelet, as a Secret would hold; the kernel's random UUID makes it
-        // unguessable, the directory name unique either way.
+        // A fresh master token per kubelet, as the chart's Secret would hold; the kernel's random
+        // UUID makes it unguessable, the directory name unique either way. Each pod's agent gets
+        // its namespace's token derived from it (`launch`), as the chart's per-namespace Secrets.
         let seed = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap_or_default();
         let name = dir.path().file_name().unwrap_or_default().to_string_lossy();
         let text = format!("kubelet-{}-{name}", seed.trim());
         let token =
             Token::new(&text, "process kubelet").map_err(|e| KubeletError::Token(e.to_string()))?;
-        let token_file = dir.path().join("agent-token");
-        std::fs::write(&token_file, format!("{text}\n"))
-            .map_err(|e| KubeletError::Token(e.to_string()))?;
         let (initial, rx) = server.list_and_subscribe("", "pods");
         let (stop, stopped) = watch::channel(false);
         let ctx = Ctx {
@@ -137,7 +136,7 @@ impl ProcessKubelet {
             dir: dir.path().to_path_buf(),
             http: reqwest::Client::new(),
             kubeconfig: server.kubeconfig_path(),
-            token_file,
+            master: token.clone(),
             kube: None,
             issuer: server.token_issuer(),
         };
@@ -150,11 +149,17 @@ impl ProcessKubelet {
         })
     }
 
-    /// The bearer token every pod's agent wants (Kubernetes mode), for controllers
-    /// ([`switchback::fleet::kube::KubeFleet::with_agent_token`]) and tests
-    /// ([`AgentClient::with_token`]).
+    /// The master token, for controllers (`ControllerOptions::agent_token`, the env
+    /// `SWITCHBACK_AGENT_TOKEN`), which derive each namespace's token from it. No agent takes it.
     pub fn agent_token(&self) -> Token {
         self.token.clone()
+    }
+
+    /// The bearer token the agents of pods in `namespace` want (Kubernetes mode), for tests
+    /// that talk to them directly ([`AgentClient::with_token`],
+    /// [`switchback::fleet::kube::KubeFleet::with_agent_token`]).
+    pub fn agent_token_for(&self, namespace: &str) -> Token {
+        self.token.for_namespace(namespace)
     }
 
     /// Where the pods' agents keep their state (`<dir>/<namespace>.<name>.<octet>`); nginx
@@ -223,8 +228,8 @@ pub(super) struct Ctx {
     pub(super) http: reqwest::Client,
     /// The server's kubeconfig, for the agents' kube client.
     kubeconfig: PathBuf,
-    /// The file holding the agents' token.
-    token_file: PathBuf,
+    /// The master the agents' tokens are derived from, one per namespace.
+    master: Token,
     /// The agents' client to the server (Kubernetes mode), made when following starts.
     kube: Option<kube::Client>,
     /// Issues each Pod's ServiceAccount token ([`KubeletOptions::service_account_tokens`]).
@@ -350,7 +355,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         kubernetes: ctx.options.kubernetes,
         pod_name: Some(key.1.clone()),
         pod_namespace: Some(key.0.clone()),
-        token_file: Some(ctx.token_file.clone()),
+        token_file: namespace_token_file(ctx, &key.0),
         drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
         drift_policy: agent::DriftPolicy::Report,
     };
@@ -412,6 +417,17 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         agent,
         ready,
     }
+}
+
+/// The file holding the token of `namespace`'s agents (written on first use), as the chart's
+/// Secret in that namespace would be mounted; `None` when it cannot be written (the agent then
+/// refuses to start, saying so).
+fn namespace_token_file(ctx: &Ctx, namespace: &str) -> Option<PathBuf> {
+    let file = ctx.dir.join(format!("{namespace}.agent-token"));
+    let token = ctx.master.for_namespace(namespace);
+    std::fs::write(&file, format!("{}\n", token.expose()))
+        .ok()
+        .map(|()| file)
 }
 
 /// A kube-rs client for the server, from its kubeconfig, as a Pod's service account would give.

@@ -11,7 +11,8 @@ use super::kubelet::{Ctx, PodKey};
 
 /// When `pod` mounts a Secret volume holding the key `token`, a future that waits (up to a
 /// minute, as a real kubelet retries the mount) for that Secret and writes the token into the
-/// pod's own file; `None` when it mounts none, and the kubelet's token is used.
+/// pod's own file; `None` when it mounts none, and its namespace's token (derived from the
+/// kubelet's master) is used.
 pub(super) fn secret_token(
     ctx: &Arc<Ctx>,
     key: &PodKey,

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use git2::{Cred, CredentialType, ErrorClass, ErrorCode};
 
+use super::remote::{Remote, Transport};
+
 /// How to authenticate to a git remote.
 ///
 /// Kept apart from the URL so secrets never have to be written into one (where they end up in
@@ -116,18 +118,32 @@ impl Attempts {
 }
 
 fn auth_error(message: &str) -> git2::Error {
-    git2::Error::new(ErrorCode::Auth, ErrorClass::Net, message)
+    git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, message)
 }
 
+/// Where the configured credentials may be sent: the server the source URL names (`None` when
+/// that URL names no host for certain, and then nowhere), read before any connection so that a
+/// redirect cannot change it.
+pub(crate) type Pin<'a> = Option<&'a Remote>;
+
 /// The answer to one call of libgit2's credentials callback: the configured credentials in the
-/// form the remote allows, at most once per form.
+/// form the remote allows, at most once per form, and only when [`may_offer`] allows it for
+/// `url`, the URL libgit2 is authenticating to (after any redirect).
 pub(crate) fn credential(
     credentials: &Credentials,
     attempts: &RefCell<Attempts>,
+    pin: Pin<'_>,
+    url: &str,
     username_from_url: Option<&str>,
     allowed: CredentialType,
 ) -> Result<Cred, git2::Error> {
     let mut attempts = attempts.borrow_mut();
+    if !matches!(credentials, Credentials::None) {
+        if let Err(why) = may_offer(credentials, pin, url) {
+            attempts.refused = true;
+            return Err(auth_error(&why));
+        }
+    }
     let url_user = username_from_url.filter(|u| !u.is_empty());
     let plain = CredentialType::USER_PASS_PLAINTEXT;
     match credentials {
@@ -173,6 +189,53 @@ pub(crate) fn credential(
     }
 }
 
+/// Whether `credentials` may be handed to `url`: a token or password only over https, an ssh
+/// key only over ssh, and either only to the pinned server. The reason for a refusal never
+/// names the host asked for, which after a redirect is the remote's text, not the user's.
+fn may_offer(credentials: &Credentials, pin: Pin<'_>, url: &str) -> Result<(), String> {
+    let Some(pin) = pin else {
+        return Err(format!(
+            "{} is configured, but the source URL names no host switchback can be sure of, so \
+             it is sent nowhere",
+            credentials.kind()
+        ));
+    };
+    let Ok(asking) = Remote::parse(url) else {
+        return Err(format!(
+            "the remote asked for credentials at a URL whose host cannot be told for certain; \
+             {} for {pin} were not sent",
+            credentials.kind()
+        ));
+    };
+    let wanted = match credentials {
+        Credentials::SshKey { .. } => Transport::Ssh,
+        _ => Transport::Https,
+    };
+    if asking.transport != wanted {
+        return Err(match asking.transport {
+            Transport::Http => format!(
+                "the remote asks for credentials over plain http, and switchback never sends \
+                 {} over it: use an https:// URL",
+                credentials.kind()
+            ),
+            other => format!(
+                "the remote asks for credentials over {}, and {} is only sent over {}",
+                other.name(),
+                credentials.kind(),
+                wanted.name()
+            ),
+        });
+    }
+    if !asking.same_server(pin) {
+        return Err(format!(
+            "{} is for {pin} only, and the remote asking for it is another server (a \
+             redirect?); nothing was sent",
+            credentials.kind()
+        ));
+    }
+    Ok(())
+}
+
 /// The credential forms libgit2 says the remote accepts, in words.
 fn describe(allowed: CredentialType) -> String {
     let mut forms = Vec::new();
@@ -196,6 +259,17 @@ fn describe(allowed: CredentialType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HTTPS: &str = "https://git.example/org/x.git";
+    const SSH: &str = "git@git.example:org/x.git";
+
+    fn pin() -> Remote {
+        Remote::parse(HTTPS).expect("an https remote")
+    }
+
+    fn ssh_pin() -> Remote {
+        Remote::parse(SSH).expect("an ssh remote")
+    }
 
     #[test]
     fn debug_never_prints_secrets() {
@@ -225,9 +299,9 @@ mod tests {
         let attempts = RefCell::new(Attempts::default());
         let token = Credentials::Token("t".into());
         let plain = CredentialType::USER_PASS_PLAINTEXT;
-        let first = credential(&token, &attempts, None, plain);
+        let first = credential(&token, &attempts, Some(&pin()), HTTPS, None, plain);
         assert!(first.is_ok_and(|c| c.credtype() == plain.bits()));
-        let second = credential(&token, &attempts, None, plain);
+        let second = credential(&token, &attempts, Some(&pin()), HTTPS, None, plain);
         assert!(second.is_err_and(|e| e.code() == ErrorCode::Auth));
         assert!(attempts.borrow().rejected);
     }
@@ -240,12 +314,19 @@ mod tests {
             private_key: "/nonexistent/id_ed25519".into(),
             passphrase: None,
         };
-        let user = credential(&key, &attempts, None, CredentialType::USERNAME);
+        let user = credential(
+            &key,
+            &attempts,
+            Some(&ssh_pin()),
+            SSH,
+            None,
+            CredentialType::USERNAME,
+        );
         assert!(user.is_ok_and(|c| c.credtype() == CredentialType::USERNAME.bits()));
         let ssh = CredentialType::SSH_KEY | CredentialType::SSH_MEMORY;
-        let k = credential(&key, &attempts, Some("git"), ssh);
+        let k = credential(&key, &attempts, Some(&ssh_pin()), SSH, Some("git"), ssh);
         assert!(k.is_ok_and(|c| c.credtype() == CredentialType::SSH_KEY.bits()));
-        assert!(credential(&key, &attempts, Some("git"), ssh).is_err());
+        assert!(credential(&key, &attempts, Some(&ssh_pin()), SSH, Some("git"), ssh).is_err());
         assert!(attempts.borrow().rejected);
     }
 
@@ -255,6 +336,8 @@ mod tests {
         let err = credential(
             &Credentials::Token("t".into()),
             &attempts,
+            Some(&pin()),
+            HTTPS,
             Some("git"),
             CredentialType::SSH_KEY,
         )
@@ -268,10 +351,77 @@ mod tests {
             &Credentials::None,
             &attempts,
             None,
+            "http://h/x",
+            None,
             CredentialType::USER_PASS_PLAINTEXT,
         );
         assert!(none.is_err_and(|e| e.message().contains("none are configured")));
         assert!(attempts.borrow().refused);
         assert!(!attempts.borrow().rejected);
+    }
+
+    /// The URL libgit2 asks at (after any redirect) decides, not the URL the source started with.
+    #[test]
+    fn credentials_go_only_over_https_or_ssh_to_the_pinned_server() {
+        let token = Credentials::Token("t".into());
+        let plain = CredentialType::USER_PASS_PLAINTEXT;
+        let refused = |creds: &Credentials, pin: Pin<'_>, url: &str, allowed| {
+            let attempts = RefCell::new(Attempts::default());
+            let answer = credential(creds, &attempts, pin, url, None, allowed);
+            let refused = attempts.borrow().refused;
+            answer
+                .err()
+                .filter(|_| refused)
+                .map(|e| e.message().to_string())
+        };
+        let ok = |creds: &Credentials, url: &str, allowed| {
+            let attempts = RefCell::new(Attempts::default());
+            let pinned = Remote::parse(url).expect("parse");
+            credential(creds, &attempts, Some(&pinned), url, None, allowed).is_ok()
+        };
+        assert!(ok(&token, HTTPS, plain));
+        assert!(ok(&token, "https://GIT.example:443/moved.git", plain));
+        let http = refused(&token, Some(&pin()), "http://git.example/org/x.git", plain);
+        assert!(
+            http.as_deref().is_some_and(|m| m.contains("plain http")),
+            "{http:?}"
+        );
+        for other in [
+            "https://evil.example/org/x.git",
+            "https://git.example:8443/org/x.git",
+            "https://x@evil.example/",
+        ] {
+            let why = refused(&token, Some(&pin()), other, plain);
+            assert!(
+                why.as_deref()
+                    .is_some_and(|m| m.contains("git.example:443 only")
+                        && !m.contains("evil")
+                        && !m.contains("8443")),
+                "{other}: {why:?}"
+            );
+        }
+        let odd = refused(&token, Some(&pin()), "https://a#@git.example/", plain);
+        assert!(odd.is_some_and(|m| m.contains("cannot be told")));
+        let nowhere = refused(&token, None, HTTPS, plain);
+        assert!(nowhere.is_some_and(|m| m.contains("sent nowhere")));
+
+        let key = Credentials::SshKey {
+            username: String::new(),
+            private_key: "/nonexistent/id".into(),
+            passphrase: None,
+        };
+        assert!(ok(&key, SSH, CredentialType::USERNAME));
+        let elsewhere = refused(
+            &key,
+            Some(&ssh_pin()),
+            "git@evil.example:org/x.git",
+            CredentialType::USERNAME,
+        );
+        assert!(
+            elsewhere.is_some(),
+            "an ssh key goes to the pinned host only"
+        );
+        let over_https = refused(&key, Some(&ssh_pin()), HTTPS, CredentialType::SSH_KEY);
+        assert!(over_https.is_some_and(|m| m.contains("only sent over ssh")));
     }
 }

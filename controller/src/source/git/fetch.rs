@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use git2::{
-    AutotagOption, Commit, ErrorCode, FetchOptions, FetchPrune, Oid, RemoteCallbacks, Repository,
+    AutotagOption, Commit, ErrorCode, FetchOptions, FetchPrune, Oid, RemoteCallbacks,
+    RemoteRedirect, Repository,
 };
 
 use super::auth::{Attempts, credential};
+use super::failure;
 use super::{GitError, Inner, Revision};
 
 /// What every fetch brings in: the remote's HEAD (for an empty rev), all branches under
@@ -91,12 +93,23 @@ fn open_error(source: &Inner, e: &git2::Error) -> GitError {
 fn fetch_refs(repo: &Repository, source: &Inner, rev: &str) -> Result<(), GitError> {
     let attempts = RefCell::new(Attempts::default());
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username_from_url, allowed| {
-        credential(&source.credentials, &attempts, username_from_url, allowed)
+    callbacks.credentials(|url, username_from_url, allowed| {
+        let pin = source.pin.as_ref();
+        credential(
+            &source.credentials,
+            &attempts,
+            pin,
+            url,
+            username_from_url,
+            allowed,
+        )
     });
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks)
+        // A redirect to another host is not followed: the URL a user wrote is the server that
+        // is reached (and the only one the credentials would ever be offered to, see auth.rs).
+        .follow_redirects(RemoteRedirect::None)
         .prune(FetchPrune::On)
         .download_tags(AutotagOption::None)
         // FETCH_HEAD would record the raw URL (and any token in it) on disk.
@@ -115,7 +128,7 @@ fn fetch_refs(repo: &Repository, source: &Inner, rev: &str) -> Result<(), GitErr
         // libgit2 says "unsupported URL protocol" for a local path that does not exist.
         "no such directory".to_string()
     } else {
-        source.scrubber.scrub(e.message())
+        failure::describe(&e, &source.scrubber)
     };
     let url = source.redacted.clone();
     let rev = rev.to_string();

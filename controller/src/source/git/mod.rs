@@ -14,12 +14,17 @@
 //! Secrets: credentials are passed as [`Credentials`], never needed in the URL; every URL in an
 //! error or a span is [`redact_url`]ed, and every message from libgit2 is scrubbed of the raw URL
 //! and of the secrets before it is wrapped into a [`GitError`]. The URL is never written into the
-//! cache (anonymous remote, no `FETCH_HEAD`, fixed reflog message).
+//! cache (anonymous remote, no `FETCH_HEAD`, fixed reflog message). Credentials are only offered
+//! to the server the source URL names ([`Remote`]), a token or password only over https, and a
+//! redirect to another host is not followed. What a remote answered (an HTTP status, a content
+//! type) is reduced to a fixed sentence before it reaches an error (`failure`).
 
 mod auth;
+mod failure;
 mod fetch;
 mod push;
 mod redact;
+mod remote;
 mod revert;
 mod tree;
 
@@ -30,7 +35,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use auth::Credentials;
+pub(crate) use redact::percent_decode;
 pub use redact::redact_url;
+pub use remote::{Remote, RemoteError, Transport};
 pub use revert::{RevertError, RevertOutcome, RevertRequest, RevertTarget, is_valid_branch_name};
 
 use crate::render::ConfigTree;
@@ -225,6 +232,8 @@ struct Inner {
     /// The URL as shown in errors and spans.
     redacted: String,
     credentials: Credentials,
+    /// The server the credentials are for: the source URL's, read before any connection.
+    pin: Option<Remote>,
     cache_path: PathBuf,
     scrubber: Scrubber,
 }
@@ -258,6 +267,7 @@ impl GitSource {
         let scrubber = Scrubber::new(&url, &credentials);
         Ok(GitSource {
             inner: Arc::new(Inner {
+                pin: Remote::parse(&url).ok(),
                 cache_path: cache_dir.join(key),
                 raw_url: url,
                 redacted,

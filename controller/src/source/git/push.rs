@@ -5,10 +5,11 @@
 
 use std::cell::RefCell;
 
-use git2::{ErrorCode, PushOptions, RemoteCallbacks, Repository};
+use git2::{ErrorCode, PushOptions, RemoteCallbacks, RemoteRedirect, Repository};
 
 use super::Inner;
 use super::auth::{Attempts, credential};
+use super::failure;
 use super::revert::{Prepared, RevertError};
 
 /// Pushes `prepared.commit` to `refs/heads/<prepared.branch>` of the source's remote. libgit2
@@ -22,8 +23,16 @@ pub(super) fn push(
     let attempts = RefCell::new(Attempts::default());
     let refused: RefCell<Option<String>> = RefCell::new(None);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username_from_url, allowed| {
-        credential(&source.credentials, &attempts, username_from_url, allowed)
+    callbacks.credentials(|url, username_from_url, allowed| {
+        let pin = source.pin.as_ref();
+        credential(
+            &source.credentials,
+            &attempts,
+            pin,
+            url,
+            username_from_url,
+            allowed,
+        )
     });
     callbacks.push_update_reference(|refname, status| {
         if let Some(status) = status {
@@ -32,7 +41,9 @@ pub(super) fn push(
         Ok(())
     });
     let mut options = PushOptions::new();
-    options.remote_callbacks(callbacks);
+    options
+        .remote_callbacks(callbacks)
+        .follow_redirects(RemoteRedirect::None);
     let spec = format!("{}:refs/heads/{}", prepared.commit, prepared.branch);
     // Anonymous: the URL (which may hold a token) is never written into the cache's config.
     let result = repo
@@ -52,7 +63,7 @@ pub(super) fn push(
             }),
         },
         Err(e) => {
-            let message = source.scrubber.scrub(e.message());
+            let message = failure::describe(&e, &source.scrubber);
             if e.code() == ErrorCode::Auth || attempts.rejected || attempts.refused {
                 Err(RevertError::Auth {
                     url,

@@ -24,8 +24,12 @@ const SSH_SCHEMES: &[&str] = &["ssh", "git+ssh", "ssh+git"];
 ///   an ssh password (`ssh://user:pw@host/x`) is masked like the https one;
 /// - local paths and URLs without userinfo are unchanged.
 ///
-/// The userinfo ends at the last `@` before the first `/`, `?` or `#` after the scheme, as RFC 3986
-/// says; a password containing a raw `/` must be percent-encoded (libgit2 needs that too).
+/// RFC 3986 wants `/`, `?`, `#` and `@` in a password percent-encoded, but people paste tokens as
+/// they are, and a redactor that stops at the first `/` shows the rest of such a password. So
+/// the userinfo here ends at the *last* `@` that is followed by something shaped like a host (and
+/// port) and then the end of the authority (`/`, `?`, `#`, the end; `:` for scp-like URLs). The
+/// price is paid by URLs with an `@` in their path: `https://host/org/repo@v1` is shown as
+/// `https://***@v1`. Showing too little is the safe way to be wrong.
 pub fn redact_url(url: &str) -> String {
     let Some(info) = userinfo(url) else {
         return url.to_string();
@@ -51,26 +55,85 @@ struct UserInfo {
 
 fn userinfo(url: &str) -> Option<UserInfo> {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let start = scheme.len() + 3;
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let at = rest[..authority_end].rfind('@')?;
-        let user_is_login = SSH_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s));
-        return Some(UserInfo {
-            range: start..start + at,
-            user_is_login,
-        });
+        if is_scheme(scheme) {
+            let start = scheme.len() + 3;
+            let at = userinfo_end(rest, |tail| {
+                tail.is_empty() || tail.starts_with(['/', '?', '#'])
+            })?;
+            let user_is_login = SSH_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s));
+            return Some(UserInfo {
+                range: start..start + at,
+                user_is_login,
+            });
+        }
     }
-    // scp-like `[user@]host:path`; anything with a `/` before the first `:` is a local path.
-    let colon = url.find(':')?;
-    if url[..colon].contains('/') {
-        return None;
-    }
-    let end = url.find('/').unwrap_or(url.len());
-    let at = url[..end].rfind('@')?;
+    // scp-like `[user@]host:path`: the host is followed by `:`. A local path with `@` in it and a
+    // `:` after (rare) is read as one too; its lone "user" is shown as it is.
+    let at = userinfo_end(url, |tail| tail.starts_with(':'))?;
     Some(UserInfo {
         range: 0..at,
         user_is_login: true,
     })
+}
+
+/// `scheme` is a URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(scheme: &str) -> bool {
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// Where the userinfo of `rest` (what follows `scheme://`, or a whole scp-like URL) ends: the last
+/// `@` followed by a host, an optional `:port`, and then text that `ends_authority` accepts. With
+/// no such `@`, the last `@` at all: when in doubt, mask more. `None` without any `@`.
+fn userinfo_end(rest: &str, ends_authority: impl Fn(&str) -> bool) -> Option<usize> {
+    let mut last = None;
+    for (i, _) in rest.match_indices('@').rev() {
+        last.get_or_insert(i);
+        let tail = &rest[i + 1..];
+        let after_host = &tail[host_len(tail)..];
+        if ends_authority(after_host) {
+            return Some(i);
+        }
+        if let Some(port) = after_host.strip_prefix(':') {
+            let digits = port.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && ends_authority(&port[digits..]) {
+                return Some(i);
+            }
+        }
+    }
+    last
+}
+
+/// The length of the host at the start of `s`: an `[IP literal]`, or RFC 3986 reg-name
+/// characters (unreserved, sub-delims, `%`).
+fn host_len(s: &str) -> usize {
+    if s.starts_with('[') {
+        return s.find(']').map_or(0, |end| end + 1);
+    }
+    s.bytes()
+        .take_while(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        })
+        .count()
 }
 
 /// The secret part of a URL's userinfo, as written and percent-decoded (libgit2 may echo either).
@@ -92,8 +155,9 @@ fn url_secrets(url: &str) -> Vec<String> {
     out
 }
 
-/// Decodes `%XX` escapes; anything malformed is kept as written (this only feeds the scrubber).
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes; anything malformed is kept as written (it feeds the scrubber, and the
+/// operator's reading of `file://` URLs as libgit2 reads them).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -196,11 +260,36 @@ mod tests {
     }
 
     #[test]
-    fn at_in_path_is_not_userinfo() {
+    fn an_at_in_the_path_is_masked_rather_than_risk_a_password() {
+        // Indistinguishable from `https://<token with a slash>@v1`: masked, never shown.
+        assert_eq!(redact_url("https://host/org/repo@v1"), "https://***@v1");
         assert_eq!(
-            redact_url("https://host/org/repo@v1"),
-            "https://host/org/repo@v1"
+            redact_url("https://user:tok@host/org/repo@v1"),
+            "https://user:***@v1"
         );
+    }
+
+    #[test]
+    fn passwords_with_raw_delimiters_are_masked_whole() {
+        for (url, shown) in [
+            ("https://user:pa#ss@host/x", "https://user:***@host/x"),
+            ("https://user:pa?ss@host/x", "https://user:***@host/x"),
+            ("https://user:pa/ss@host/x", "https://user:***@host/x"),
+            (
+                "https://user:p@s/s@host:8443/x?y#z",
+                "https://user:***@host:8443/x?y#z",
+            ),
+            ("https://user:a/b?c#d@e@host", "https://user:***@host"),
+            ("https://tok/en+x==@host/x", "https://***@host/x"),
+            ("http://u:p#w@[::1]:80/x", "http://u:***@[::1]:80/x"),
+            ("ssh://git:pa/ss@host/x", "ssh://git:***@host/x"),
+            ("git:pa/ss#x@host:org/repo", "git:***@host:org/repo"),
+            ("https://user:pw@ho st/x", "https://user:***@ho st/x"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            let secrets = url_secrets(url);
+            assert!(!secrets.is_empty(), "{url}: no secret found");
+        }
     }
 
     #[test]
@@ -257,5 +346,72 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb"), "a/b");
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz%"), "%zz%");
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Hosts, with or without a port, as URLs name them.
+        fn host() -> impl Strategy<Value = String> {
+            (
+                "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,2}",
+                proptest::option::of(1u16..),
+            )
+                .prop_map(|(h, port)| match port {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                })
+        }
+
+        /// A path, query and fragment without `@` (an `@` there is masked too: see
+        /// `an_at_in_the_path_is_masked_rather_than_risk_a_password`).
+        fn rest() -> impl Strategy<Value = String> {
+            "(/[A-Za-z0-9._~-]{0,8}){0,3}(\\?[a-z=&]{0,6})?(#[a-z]{0,4})?"
+        }
+
+        proptest! {
+            #[test]
+            fn an_https_password_never_shows(
+                user in "[^:]{0,12}",
+                password in ".{1,24}",
+                host in host(),
+                rest in rest(),
+            ) {
+                let url = format!("https://{user}:{password}@{host}{rest}");
+                let shown = format!("https://{user}:***@{host}{rest}");
+                prop_assert_eq!(redact_url(&url), shown.clone());
+                // libgit2 may echo the URL, or the password alone (decoded or not).
+                let scrubbed = Scrubber::new(&url, &Credentials::None)
+                    .scrub(&format!("could not fetch {url}: {password}"));
+                prop_assume!(!format!("could not fetch {shown}").contains(&password));
+                prop_assert!(!scrubbed.contains(&password), "{}", scrubbed);
+            }
+
+            #[test]
+            fn an_https_token_never_shows(
+                token in "[^:]{1,24}",
+                host in host(),
+                rest in rest(),
+            ) {
+                let url = format!("https://{token}@{host}{rest}");
+                prop_assert_eq!(redact_url(&url), format!("https://***@{host}{rest}"));
+            }
+
+            #[test]
+            fn an_ssh_password_never_shows(
+                user in "[a-z]{1,8}",
+                password in ".{1,24}",
+                host in "[a-z][a-z0-9.-]{0,20}",
+                path in "[A-Za-z0-9/._-]{1,20}",
+            ) {
+                // `ab://...` would be a URL of scheme `ab`, whose userinfo is all after `://`.
+                prop_assume!(!password.starts_with("//"));
+                let scp = format!("{user}:{password}@{host}:{path}");
+                prop_assert_eq!(redact_url(&scp), format!("{user}:***@{host}:{path}"));
+                let url = format!("ssh://{user}:{password}@{host}/{path}");
+                prop_assert_eq!(redact_url(&url), format!("ssh://{user}:***@{host}/{path}"));
+            }
+        }
     }
 }
