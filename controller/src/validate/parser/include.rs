@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{INCLUDE_CYCLE, MAX_INCLUDE_EXPANSIONS, parse_file};
+use super::{INCLUDE_CYCLE, MAX_INCLUDE_DEPTH, MAX_INCLUDE_EXPANSIONS, parse_file};
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
 
@@ -212,7 +212,7 @@ impl Resolver<'_> {
 impl Resolver<'_> {
     /// Counts the file reads nginx would make following the includes (a file is read again at
     /// every include of it), depth-first in nginx's order, and reports the include at which the
-    /// count passes [`MAX_INCLUDE_EXPANSIONS`]. Each step follows one include edge, so the work is
+    /// count passes [`MAX_INCLUDE_EXPANSIONS`] or the nesting passes [`MAX_INCLUDE_DEPTH`]. Each step follows one include edge, so the work is
     /// bounded by the limit whatever the bundle. Edges that close a cycle are already reported
     /// and are not followed.
     fn bound_expansions(&mut self) {
@@ -231,6 +231,21 @@ impl Resolver<'_> {
             }
             if on_path[edge.to] {
                 continue;
+            }
+            if stack.len() > MAX_INCLUDE_DEPTH {
+                let message = format!(
+                    "include \"{}\" nests includes deeper than {MAX_INCLUDE_DEPTH} levels ({} \
+                     includes {} through a chain of {} files); flatten the chain",
+                    edge.arg,
+                    self.order[0],
+                    self.order[edge.to],
+                    stack.len()
+                );
+                let (line, col) = (edge.span.line, edge.span.col);
+                let path = self.order[node].clone();
+                self.diags
+                    .push(Diagnostic::error("SB002", path, line, col, message));
+                return;
             }
             reads += 1;
             if reads > MAX_INCLUDE_EXPANSIONS {

@@ -25,7 +25,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_include;
+pub(crate) mod tests_include;
 #[cfg(test)]
 mod tests_props;
 
@@ -44,6 +44,11 @@ pub const MAX_DEPTH: usize = 100;
 /// each include a glob of 300 files are 27 million reads, minutes of `nginx -t`. Past this the
 /// bundle gets an `SB002` error at the include that crossed it and no later gate runs.
 pub const MAX_INCLUDE_EXPANSIONS: usize = 50_000;
+
+/// Deepest include nesting accepted (a file including a file including … this many levels).
+/// Real configs nest three or four; every later walk (lint, sandbox, agent) stops here too, so
+/// deeper files would go unchecked.
+pub const MAX_INCLUDE_DEPTH: usize = 32;
 
 /// The message of the `SB002` diagnostic for an include cycle starts with this, so consumers that
 /// mirror crossplane (which silently parses each file once) can tell it apart.
