@@ -52,10 +52,12 @@ fn visit(file: &str, dirs: &[Directive], names: &BTreeSet<&str>, out: &mut Vec<D
             Diagnostic::error(RULE, file, d.span.line, d.span.col, format!("{message}; {FIX}"))
         };
         if d.name.eq_ignore_ascii_case("ssl_engine") {
+            let named: Vec<&str> = d.arg_values().collect();
             out.push(at(format!(
-                "`{}` makes nginx load an OpenSSL engine, a shared library that runs as soon as \
-                 it is loaded, on the validator and on every proxy",
-                d.name
+                "`{} {}` makes nginx load an OpenSSL engine, a shared library that runs as soon \
+                 as it is loaded, on the validator and on every proxy",
+                d.name,
+                shorten(&named.join(" "))
             )));
         }
         for a in &d.args {
@@ -183,7 +185,11 @@ mod tests {
             "{d:?}"
         );
         assert!(d.iter().all(|d| d.rule == RULE && d.is_error()));
-        assert!(d[0].message.contains("ssl_engine"), "{}", d[0]);
+        assert!(
+            d[0].message.contains("`ssl_engine /proc/self/cwd/conf/evil.so`"),
+            "{}",
+            d[0]
+        );
         assert!(d[2].message.contains("engine:/x/evil.so:k"), "{}", d[2]);
     }
 
