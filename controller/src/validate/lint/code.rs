@@ -126,14 +126,15 @@ pub fn load_module_problem(value: &str, bundle_names: &BTreeSet<&str>) -> Option
     None
 }
 
-/// A value for a message: at most 80 characters.
+/// A value for a message: at most 120 characters, the start and the end (the file name) kept.
 fn shorten(v: &str) -> String {
-    if v.chars().count() <= 80 {
+    let n = v.chars().count();
+    if n <= 120 {
         return v.to_string();
     }
-    let mut s: String = v.chars().take(77).collect();
-    s.push_str("...");
-    s
+    let head: String = v.chars().take(40).collect();
+    let tail: String = v.chars().skip(n - 77).collect();
+    format!("{head}...{tail}")
 }
 
 #[cfg(test)]
@@ -234,6 +235,14 @@ mod tests {
         ] {
             assert_eq!(load_module_problem(good, &names), None, "{good:?}");
         }
+    }
+
+    #[test]
+    fn long_values_keep_their_file_name() {
+        let long = format!("/state/versions/{}/evil.so", "a".repeat(200));
+        let short = shorten(&long);
+        assert!(short.chars().count() <= 120 && short.ends_with("/evil.so"), "{short}");
+        assert_eq!(shorten("/x/evil.so"), "/x/evil.so");
     }
 
     #[test]
