@@ -117,6 +117,19 @@ pub(super) async fn render_commit(
         .values
         .clone()
         .unwrap_or(serde_json::Value::Null);
+    render_tree(tree, values).await
+}
+
+/// Renders a tree confined, on a blocking thread, so the async threads keep serving while a
+/// child grinds through a template.
+async fn render_tree(
+    tree: crate::render::ConfigTree,
+    values: serde_json::Value,
+) -> Result<Bundle, RenderFailed> {
+    let transient = |message: String| RenderFailed {
+        message,
+        deterministic: false,
+    };
     let rendered = tokio::task::spawn_blocking(move || {
         confine::render::render(&tree, &values, &confine::Limits::RENDER)
     })
@@ -170,6 +183,33 @@ fn memo_key(object: &ProxyRollout, commit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rendering_leaves_the_async_thread_free() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (ticks, stop) = (Arc::clone(&ticks), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut tree = crate::render::ConfigTree::new();
+        tree.insert_file("nginx.conf.j2", b"events {}\n".to_vec());
+        let before = ticks.load(Ordering::Relaxed);
+        let bundle = render_tree(tree, serde_json::Value::Null).await;
+        let during = ticks.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Relaxed);
+        let _ = ticker.await;
+        assert!(bundle.is_ok(), "{:?}", bundle.err());
+        // On this one-thread runtime another task only runs if rendering awaited.
+        assert!(during > 0, "the render held the async thread");
+    }
 
     #[test]
     fn only_the_same_commit_path_and_values_reuse_a_failure() {
