@@ -52,7 +52,11 @@ impl Evil {
             .arg(&src)
             .output()
             .expect("gcc is needed for the security suite (apt-get install gcc)");
-        assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Evil {
             so: std::fs::read(&so).expect("read evil.so"),
             _dir: dir,
@@ -131,7 +135,9 @@ fn nginx_here() -> bool {
     match Nginx::find(None) {
         Ok(Some(_)) => true,
         Ok(None) if skip => {
-            eprintln!("\n!!!!!!!! SKIPPING a security test: no nginx and SWITCHBACK_SKIP_NGINX=1 !!!!!!!!\n");
+            eprintln!(
+                "\n!!!!!!!! SKIPPING a security test: no nginx and SWITCHBACK_SKIP_NGINX=1 !!!!!!!!\n"
+            );
             false
         }
         other => panic!("nginx is needed for the security suite: {other:?}"),
@@ -167,7 +173,10 @@ fn assert_refused(what: &str, out: &(Option<i32>, String, String), path: &str, l
         .find(|l| l.contains("error[SB109]"))
         .unwrap_or_else(|| panic!("{what}: no SB109 finding\n{stdout}{stderr}"));
     assert!(finding.contains(&want), "{what}: not at {want}: {finding}");
-    assert!(finding.contains("evil.so"), "{what}: names no file: {finding}");
+    assert!(
+        finding.contains("evil.so"),
+        "{what}: names no file: {finding}"
+    );
     assert!(stdout.contains("nginx -t not run"), "{what}: {stdout}");
 }
 
@@ -244,15 +253,29 @@ fn tls_pair(dir: &Path) -> PathBuf {
     let pem = dir.join("site.pem");
     let out = Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=t", "-keyout",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=t",
+            "-keyout",
         ])
         .arg(&pem)
         .arg("-out")
         .arg(dir.join("cert.pem"))
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("cert.pem")
 }
 
@@ -277,11 +300,19 @@ async fn the_agent_refuses_bundles_that_load_code_before_its_nginx_test() {
     files.insert("nginx.conf".to_string(), page("v1").into_bytes());
     files.insert("evil.so".to_string(), evil.so.clone());
     let v1 = Bundle::new(files);
-    let out = agent.client.apply(&v1, "c1", "nginx.conf").await.expect("apply");
+    let out = agent
+        .client
+        .apply(&v1, "c1", "nginx.conf")
+        .await
+        .expect("apply");
     assert!(applied(&out), "{out:?}");
 
     // Later bundles reach v1's copy by the state directory's paths.
-    let kept = site.state.join("versions").join(v1.digest().to_hex()).join("evil.so");
+    let kept = site
+        .state
+        .join("versions")
+        .join(v1.digest().to_hex())
+        .join("evil.so");
     let current = site.state.join("current").join("evil.so");
     let body = page("v2");
     let forms: Vec<(&str, String, &str)> = vec![
@@ -326,7 +357,10 @@ async fn the_agent_refuses_bundles_that_load_code_before_its_nginx_test() {
             .apply(&v2, &format!("c{}", i + 2), "nginx.conf")
             .await
             .expect("apply");
-        assert!(!evil.ran(), "{what}: the library's constructor ran in the agent");
+        assert!(
+            !evil.ran(),
+            "{what}: the library's constructor ran in the agent"
+        );
         let ApplyOutcome::ApplyFailed { step, reason, .. } = &out else {
             panic!("{what}: accepted: {out:?}");
         };
@@ -392,7 +426,11 @@ fn nginx_test_runs_without_the_callers_secrets_and_under_limits() {
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .output()
         .expect("run switchback");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = std::fs::read_to_string(&record).expect("the fake nginx ran");
     let env = text
         .split("== env\n")
@@ -405,7 +443,10 @@ fn nginx_test_runs_without_the_callers_secrets_and_under_limits() {
         .lines()
         .find_map(|l| l.strip_prefix("TMPDIR="))
         .unwrap_or_else(|| panic!("no TMPDIR of its own:\n{env}"));
-    assert!(tmpdir.contains("sb-nginx-"), "TMPDIR {tmpdir} is not the sandbox's");
+    assert!(
+        tmpdir.contains("sb-nginx-"),
+        "TMPDIR {tmpdir} is not the sandbox's"
+    );
     for line in env.lines() {
         let name = line.split('=').next().unwrap_or_default();
         assert!(
@@ -415,7 +456,10 @@ fn nginx_test_runs_without_the_callers_secrets_and_under_limits() {
     }
     assert_eq!(soft_limit(&text, "Max cpu time"), "30");
     assert_eq!(soft_limit(&text, "Max data size"), (1u64 << 30).to_string());
-    assert_eq!(soft_limit(&text, "Max file size"), (64u64 << 20).to_string());
+    assert_eq!(
+        soft_limit(&text, "Max file size"),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(soft_limit(&text, "Max core file size"), "0");
     let group = text.split("== group\n").nth(1).expect("group section");
     let ids: Vec<&str> = group.split_whitespace().collect();
@@ -524,7 +568,9 @@ fn a_namespace_doubling_template_is_stopped_by_the_cpu_limit_with_bounded_memory
          {% for i in range(33) %}{% set ns.l = ns.l + ns.l %}{% endfor %}\nevents {}\n",
     );
     assert!(
-        stdout.contains("nginx.conf.j2:0:0: error[SB010]: rendering stopped: it reached the CPU limit"),
+        stdout.contains(
+            "nginx.conf.j2:0:0: error[SB010]: rendering stopped: it reached the CPU limit"
+        ),
         "{stdout}"
     );
     assert!(peak <= RENDER_LIMIT_KIB, "peak {peak} KiB");
@@ -572,7 +618,8 @@ fn layered_include_globs_are_refused_before_nginx_reads_them() {
         .find(|l| l.contains("error[SB002]"))
         .unwrap_or_else(|| panic!("no SB002\n{stdout}"));
     assert!(
-        finding.contains("/l2/f") && finding.contains(".conf:1:9: error[SB002]: include \"l3/*.conf\""),
+        finding.contains("/l2/f")
+            && finding.contains(".conf:1:9: error[SB002]: include \"l3/*.conf\""),
         "{finding}"
     );
     assert!(finding.contains("past 50000 file reads"), "{finding}");

@@ -116,7 +116,10 @@ mod tests {
             "load_module {}/ngx_x_module.so;\nevents {{}}\n",
             modules.display()
         );
-        assert_eq!(refuse_code(&files(&ok), "nginx.conf", &modules, &prefix), Ok(()));
+        assert_eq!(
+            refuse_code(&files(&ok), "nginx.conf", &modules, &prefix),
+            Ok(())
+        );
 
         for bad in [
             // An earlier version's file, by the absolute path of the state directory.
@@ -133,7 +136,10 @@ mod tests {
         // A relative path through a link into the module directory resolves like nginx does.
         let conf = "load_module mods/ngx_x_module.so;\nevents {}\n";
         let err = refuse_code(&files(conf), "nginx.conf", &modules, &prefix).unwrap_err();
-        assert!(err.contains("modules/NAME"), "the static rule still applies: {err}");
+        assert!(
+            err.contains("modules/NAME"),
+            "the static rule still applies: {err}"
+        );
     }
 
     #[test]

@@ -114,9 +114,8 @@ impl Launcher {
             .env("TMPDIR", self.layout.temp_dir())
             .current_dir(self.layout.root());
         let program = self.binary.path.clone();
-        let run = tokio::task::spawn_blocking(move || {
-            crate::confine::run(cmd, &program, None, &limits)
-        });
+        let run =
+            tokio::task::spawn_blocking(move || crate::confine::run(cmd, &program, None, &limits));
         let out = match run.await {
             Err(e) => return Err(format!("the nginx -t task failed: {e}")),
             Ok(Err(e)) => return Err(e.to_string()),

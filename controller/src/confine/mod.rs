@@ -177,10 +177,12 @@ pub fn dispatch() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     let first = args.next()?;
     let rest = || -> Result<Vec<String>, ExitCode> {
-        args.map(|a| a.into_string()).collect::<Result<_, _>>().map_err(|_| {
-            eprintln!("switchback: hidden subcommand arguments must be UTF-8");
-            ExitCode::from(126)
-        })
+        args.map(|a| a.into_string())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                eprintln!("switchback: hidden subcommand arguments must be UTF-8");
+                ExitCode::from(126)
+            })
     };
     match first.to_str()? {
         CONFINE_COMMAND => Some(rest().map_or_else(|code| code, launcher::exec_main)),

@@ -36,8 +36,8 @@ pub fn render(
     let stderr = String::from_utf8_lossy(&out.stderr);
     let at = stderr
         .lines()
-        .filter_map(|l| l.strip_prefix(TEMPLATE_MARK))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(TEMPLATE_MARK))
         .unwrap_or(crate::render::VALUES_FILE)
         .to_string();
     if let Some(hit) = out.limit {

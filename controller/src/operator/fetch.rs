@@ -219,6 +219,10 @@ mod tests {
         assert_eq!(memo.known_failure("a"), Some("a.j2:1: boom"));
         assert_eq!(memo.known_failure("b"), None);
         memo.remember("b".into(), "other".into());
-        assert_eq!(memo.known_failure("a"), None, "only the last failure is kept");
+        assert_eq!(
+            memo.known_failure("a"),
+            None,
+            "only the last failure is kept"
+        );
     }
 }

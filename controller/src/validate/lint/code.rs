@@ -35,10 +35,7 @@ const FIX: &str = "the bundle must not load code: keep TLS keys in files, and lo
 /// Every SB109 finding of a parsed bundle. `files` are the bundle's paths (to refuse a
 /// `load_module` of a file it carries).
 pub fn check<V>(config: &Config, files: &BTreeMap<String, V>) -> Vec<Diagnostic> {
-    let names: BTreeSet<&str> = files
-        .keys()
-        .filter_map(|p| p.rsplit('/').next())
-        .collect();
+    let names: BTreeSet<&str> = files.keys().filter_map(|p| p.rsplit('/').next()).collect();
     let mut out = Vec::new();
     for file in &config.files {
         visit(&file.path, &file.directives, &names, &mut out);
@@ -49,7 +46,13 @@ pub fn check<V>(config: &Config, files: &BTreeMap<String, V>) -> Vec<Diagnostic>
 fn visit(file: &str, dirs: &[Directive], names: &BTreeSet<&str>, out: &mut Vec<Diagnostic>) {
     for d in dirs {
         let at = |message: String| {
-            Diagnostic::error(RULE, file, d.span.line, d.span.col, format!("{message}; {FIX}"))
+            Diagnostic::error(
+                RULE,
+                file,
+                d.span.line,
+                d.span.col,
+                format!("{message}; {FIX}"),
+            )
         };
         if d.name.eq_ignore_ascii_case("ssl_engine") {
             let named: Vec<&str> = d.arg_values().collect();
@@ -187,7 +190,8 @@ mod tests {
         );
         assert!(d.iter().all(|d| d.rule == RULE && d.is_error()));
         assert!(
-            d[0].message.contains("`ssl_engine /proc/self/cwd/conf/evil.so`"),
+            d[0].message
+                .contains("`ssl_engine /proc/self/cwd/conf/evil.so`"),
             "{}",
             d[0]
         );
@@ -241,7 +245,10 @@ mod tests {
     fn long_values_keep_their_file_name() {
         let long = format!("/state/versions/{}/evil.so", "a".repeat(200));
         let short = shorten(&long);
-        assert!(short.chars().count() <= 120 && short.ends_with("/evil.so"), "{short}");
+        assert!(
+            short.chars().count() <= 120 && short.ends_with("/evil.so"),
+            "{short}"
+        );
         assert_eq!(shorten("/x/evil.so"), "/x/evil.so");
     }
 
