@@ -5,6 +5,7 @@ pub mod bin;
 pub mod fake_agents;
 pub mod files;
 pub mod git_fixture;
+pub mod hostile;
 pub mod kube;
 pub mod manifests;
 pub mod operator_fixture;

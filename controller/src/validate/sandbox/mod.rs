@@ -16,6 +16,7 @@
 
 mod address;
 pub mod edit;
+mod files;
 mod output;
 mod placeholder;
 mod process;
@@ -26,7 +27,7 @@ mod tests_rewrite;
 
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -225,7 +226,7 @@ impl Nginx {
         );
         let _guard = span.enter();
         let started = Instant::now();
-        check_inputs(bundle, entry, config)?;
+        files::check_inputs(bundle, entry, config)?;
         // Again here, whatever the caller linted: a loaded library runs before nginx checks it.
         let loads_code = code::check(config, bundle.files());
         if !loads_code.is_empty() {
@@ -275,7 +276,7 @@ impl Nginx {
             );
             return Ok(plan.refused.iter().map(refused_module).collect());
         }
-        write_sandbox(bundle, &layout, &plan)?;
+        files::write_sandbox(bundle, &layout, &plan)?;
 
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| io_err(tmp.clone(), e))?;
@@ -423,81 +424,6 @@ fn is_executable(p: &Path) -> bool {
 
 fn io_err(path: PathBuf, source: std::io::Error) -> SandboxError {
     SandboxError::Io { path, source }
-}
-
-/// Refuses inputs the rewrite cannot vouch for (see [`SandboxError::ConfigMismatch`]).
-fn check_inputs(bundle: &Bundle, entry: &str, config: &Config) -> Result<(), SandboxError> {
-    if bundle.get(entry).is_none() {
-        return Err(SandboxError::NoEntry(entry.to_string()));
-    }
-    match config.files.first() {
-        Some(f) if f.path == entry => {}
-        Some(f) => {
-            return Err(SandboxError::ConfigMismatch(format!(
-                "its first file is {:?}, the entry is {entry:?}",
-                f.path
-            )));
-        }
-        None => {
-            return Err(SandboxError::ConfigMismatch(
-                "it has no files (was the bundle parsed?)".to_string(),
-            ));
-        }
-    }
-    if let Some(f) = config.files.iter().find(|f| !f.ok) {
-        return Err(SandboxError::Unparsed(f.path.clone()));
-    }
-    if let Some(f) = config.files.iter().find(|f| bundle.get(&f.path).is_none()) {
-        return Err(SandboxError::ConfigMismatch(format!(
-            "{:?} is parsed but not in the bundle",
-            f.path
-        )));
-    }
-    Ok(())
-}
-
-/// Writes the rewritten bundle, the directories nginx expects and the stand-in files.
-fn write_sandbox(
-    bundle: &Bundle,
-    layout: &rewrite::Layout,
-    plan: &rewrite::Plan,
-) -> Result<(), SandboxError> {
-    let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| io_err(p.to_path_buf(), e));
-    let write =
-        |p: &Path, bytes: &[u8]| std::fs::write(p, bytes).map_err(|e| io_err(p.to_path_buf(), e));
-    mkdir(&layout.conf)?;
-    mkdir(&layout.sockets)?;
-    for (path, bytes) in bundle.files() {
-        let rel = Path::new(path);
-        if path.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(SandboxError::BadPath(path.clone()));
-        }
-        let dest = layout.conf.join(rel);
-        if let Some(parent) = dest.parent() {
-            mkdir(parent)?;
-        }
-        match plan.edits.get(path) {
-            Some(edits) => write(&dest, &edit::apply(bytes, edits))?,
-            None => write(&dest, bytes)?,
-        }
-    }
-    for d in &plan.dirs {
-        mkdir(d)?;
-    }
-    for (path, kind) in &plan.placeholders {
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        let bytes: &[u8] = match kind {
-            rewrite::Placeholder::CertAndKey => placeholder::CERT_AND_KEY.as_bytes(),
-            rewrite::Placeholder::Crl => placeholder::CRL.as_bytes(),
-            rewrite::Placeholder::DhParams => placeholder::DH_PARAMS.as_bytes(),
-            rewrite::Placeholder::Password => placeholder::PASSWORD.as_bytes(),
-            rewrite::Placeholder::TicketKey => &placeholder::TICKET_KEY,
-        };
-        write(path, bytes)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
