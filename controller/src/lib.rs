@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod analysis;
+pub mod confine;
 pub mod demo;
 pub mod fleet;
 pub mod operator;

@@ -105,6 +105,12 @@ pub(crate) enum Format {
 }
 
 fn main() -> ExitCode {
+    // The hidden subcommands that run untrusted work under resource limits (`__confine`,
+    // `__render`) come first: no logging, no argument parsing, nothing else runs in them.
+    if let Some(code) = switchback::confine::dispatch() {
+        return code;
+    }
+    switchback::confine::register_self();
     // Started as `kubectl-switchback` (a symlink on PATH), the plugin's arguments are the whole
     // command line.
     let cli = match cli::plugin::parse_if_plugin() {

@@ -6,6 +6,7 @@ pub mod controller_process;
 pub mod fake_agents;
 pub mod files;
 pub mod git_fixture;
+pub mod hostile;
 pub mod http_recorder;
 pub mod kube;
 pub mod manifests;

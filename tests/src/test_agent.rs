@@ -1,6 +1,7 @@
 //! `sb-test-agent`: the agent as its own process, for tests that must kill it with `SIGKILL`
 //! (crash safety). The same wiring `switchback agent` has: flags, then `agent::run` until
-//! `SIGTERM` or `SIGINT`.
+//! `SIGTERM` or `SIGINT`. It answers the hidden `__confine`/`__render` subcommands like
+//! `switchback`, so it confines its own `nginx -t` runs without needing the `switchback` binary.
 
 use std::process::ExitCode;
 
@@ -15,8 +16,22 @@ struct Cli {
     agent: AgentArgs,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Like `switchback`, this binary launches its own confined `nginx -t` runs.
+    if let Some(code) = switchback::confine::dispatch() {
+        return code;
+    }
+    switchback::confine::register_self();
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(agent_main()),
+        Err(e) => {
+            eprintln!("sb-test-agent: no runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn agent_main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -224,6 +224,15 @@ async fn steps(
         run_as_root: shared.run_as_root,
         pin_listen: shared.cfg.pin_listen,
     };
+    // Before anything is written or run: a bundle that would make nginx load code is refused
+    // here whatever the controller decided (SB109, and modules only from the build).
+    super::guard::refuse_code(
+        bundle.files(),
+        entry,
+        &shared.launcher.binary.modules,
+        layout.root(),
+    )
+    .map_err(|why| (ApplyStep::Prepare, why))?;
     let edited = directives::prepare(bundle.files(), entry, &d)
         .map_err(|e| (ApplyStep::Prepare, e.to_string()))?;
 

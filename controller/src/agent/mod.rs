@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod directives;
 mod drift;
+pub mod guard;
 pub mod ingest;
 pub mod kube;
 pub mod layout;

@@ -38,6 +38,8 @@ pub struct Binary {
     pub version: String,
     /// The `*_temp_path` directives this build has.
     pub temp_paths: Vec<String>,
+    /// `--modules-path`: the only directory `load_module` may load from.
+    pub modules: PathBuf,
 }
 
 impl Binary {
@@ -45,14 +47,16 @@ impl Binary {
     pub fn inspect(path: &Path, version: String) -> std::io::Result<Binary> {
         let out = std::process::Command::new(path)
             .arg("-V")
+            .env_clear()
             .stdin(Stdio::null())
             .output()?;
         let text = String::from_utf8_lossy(&out.stderr);
-        let temp_paths = crate::validate::sandbox::BuildInfo::parse(&text).temp_paths;
+        let build = crate::validate::sandbox::BuildInfo::parse(&text);
         Ok(Binary {
             path: path.to_path_buf(),
             version,
-            temp_paths,
+            temp_paths: build.temp_paths,
+            modules: build.modules,
         })
     }
 }
@@ -82,8 +86,10 @@ impl Launcher {
         format!("current/{entry}")
     }
 
-    /// Runs the real `nginx -t` on `versions/<hex>/<entry>`. `Err` carries nginx's messages with
-    /// the version directory stripped, so they read `nginx.conf:3` like the bundle.
+    /// Runs the real `nginx -t` on `versions/<hex>/<entry>`, confined like the controller's
+    /// sandbox ([`crate::confine`]: empty environment but `TMPDIR`, CPU/memory/file-size limits,
+    /// `timeout` of wall time). `Err` carries nginx's messages with the version directory
+    /// stripped, so they read `nginx.conf:3` like the bundle.
     pub async fn test(
         &self,
         version_dir: &Path,
@@ -94,22 +100,34 @@ impl Launcher {
             .strip_prefix(self.layout.root())
             .unwrap_or(version_dir)
             .join(entry);
-        let mut cmd = tokio::process::Command::new(&self.binary.path);
+        let launcher = crate::confine::Launcher::find().map_err(|e| e.to_string())?;
+        let limits = crate::confine::Limits {
+            wall: timeout,
+            ..crate::confine::Limits::NGINX_TEST
+        };
+        let mut cmd = launcher.command(&limits, &self.binary.path);
         cmd.arg("-t").arg("-q");
         let mut args = self.args(&rel.to_string_lossy());
         // Messages to stderr, where they are collected, rather than to the shared error log.
         args[3] = "stderr".into();
         cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let run = cmd.output();
-        let out = match tokio::time::timeout(timeout, run).await {
-            Err(_) => return Err(format!("nginx -t did not finish within {timeout:?}")),
-            Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.binary.path.display())),
+            .env("TMPDIR", self.layout.temp_dir())
+            .current_dir(self.layout.root());
+        let program = self.binary.path.clone();
+        let run =
+            tokio::task::spawn_blocking(move || crate::confine::run(cmd, &program, None, &limits));
+        let out = match run.await {
+            Err(e) => return Err(format!("the nginx -t task failed: {e}")),
+            Ok(Err(e)) => return Err(e.to_string()),
             Ok(Ok(out)) => out,
         };
+        match out.limit {
+            Some(crate::confine::LimitHit::WallTime(_)) => {
+                return Err(format!("nginx -t did not finish within {timeout:?}"));
+            }
+            Some(hit) => return Err(format!("nginx -t was stopped by {hit}")),
+            None => {}
+        }
         if out.status.success() {
             return Ok(());
         }
@@ -133,6 +151,12 @@ impl Launcher {
         let _ = rotate_if_large(&self.layout.error_log());
         let offset = log_len(&self.layout.error_log());
         let mut cmd = tokio::process::Command::new(&self.binary.path);
+        // Nothing from the agent's environment (a token in `$SWITCHBACK_AGENT_TOKEN` would
+        // otherwise reach workers through an `env` directive); the time zone for log lines.
+        cmd.env_clear();
+        if let Some(tz) = std::env::var_os("TZ") {
+            cmd.env("TZ", tz);
+        }
         cmd.args(self.args(&Self::running_conf(entry)))
             .current_dir(self.layout.root())
             .stdin(Stdio::null())

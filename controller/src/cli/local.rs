@@ -17,7 +17,7 @@ use switchback::analysis::{AnalysisConfig, ThresholdConfig};
 use switchback::demo::upstreams::{self, UpstreamSpec};
 use switchback::fleet::local::{LocalFleet, LocalFleetOptions};
 use switchback::fleet::{ApplyResult, Fleet};
-use switchback::render::{self, Bundle};
+use switchback::render::Bundle;
 use switchback::rollout::{InconclusivePolicy, Reason, Release, RolloutConfig};
 use switchback::runner::{Note, Runner, RunnerConfig};
 use switchback::source::git::{Credentials, GitSource};
@@ -209,8 +209,13 @@ async fn follow(
 async fn read(source: &GitSource, args: &LocalArgs) -> anyhow::Result<(Release, Bundle)> {
     let revision = source.fetch(&args.branch).await?;
     let tree = source.read_tree(&revision.commit, &args.path).await?;
-    let bundle = render::render(&tree, &serde_json::Value::Null)
-        .map_err(|e| anyhow::anyhow!("{}: {}", short(&revision.commit), e.to_diagnostic()))?;
+    // Confined, off the async threads: a template bomb on the branch stops at its limits.
+    let bundle = tokio::task::spawn_blocking(move || {
+        let limits = switchback::confine::Limits::RENDER;
+        switchback::confine::render::render(&tree, &serde_json::Value::Null, &limits)
+    })
+    .await??
+    .map_err(|e| anyhow::anyhow!("{}: {}", short(&revision.commit), e.to_diagnostic()))?;
     Ok((
         Release {
             digest: bundle.digest(),

@@ -142,8 +142,12 @@ pub(crate) fn render_loaded(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    Ok(render::render(&loaded.tree, &overrides)
-        .and_then(|bundle| render::require_entry(&bundle, &args.entry).map(|()| bundle)))
+    // In a confined child: a template bomb stops at its limits, not at this machine's.
+    let limits = switchback::confine::Limits::RENDER;
+    Ok(
+        switchback::confine::render::render(&loaded.tree, &overrides, &limits)?
+            .and_then(|bundle| render::require_entry(&bundle, &args.entry).map(|()| bundle)),
+    )
 }
 
 /// The path to print for a bundle file: prefixed with the directory, and naming the template a

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::drift::{DriftMarks, status_lines};
 use super::events::{object_reference, publish, report};
-use super::fetch::read;
+use super::fetch::{RenderMemo, read};
 use super::incident::{self, report_inputs, write_reports};
 use super::marks::PodMarks;
 use super::metrics::Metrics;
@@ -225,6 +225,8 @@ async fn run(
     let mut next_fetch = tokio::time::Instant::now();
     // (reason, message) of the last source failure, until a read succeeds.
     let mut last_source_error: Option<(&'static str, String)> = None;
+    // A head that does not render (deterministically) is not rendered again until it changes.
+    let mut render_memo = RenderMemo::default();
     let mut handled = object
         .status
         .as_ref()
@@ -247,7 +249,7 @@ async fn run(
         if !current.spec.suspend && tokio::time::Instant::now() >= next_fetch {
             next_fetch = tokio::time::Instant::now() + jittered(interval);
             let fetching = std::time::Instant::now();
-            let read = read(&source, &object, keys.clone()).await;
+            let read = read(&source, &object, keys.clone(), &mut render_memo).await;
             metrics.observe_git_fetch(fetching.elapsed());
             match read {
                 Ok((release, bundle)) => {

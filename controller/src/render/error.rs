@@ -1,8 +1,9 @@
 //! Why a config directory could not be rendered. Every variant names the file (and the line where
 //! one is known) so the person who pushed the commit can fix it without reading Switchback's code.
 
-/// A render failure.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// A render failure. Serialisable, because a confined render (`crate::confine::render`) sends it
+/// back from its child process.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RenderError {
     /// `values.yaml` (or a values override) is not valid YAML or not a mapping.
     #[error("{path}:{line}:{col}: invalid values: {message}")]
@@ -44,7 +45,7 @@ pub enum RenderError {
         /// Its target as stored.
         target: String,
         /// What is wrong with it.
-        why: &'static str,
+        why: String,
     },
     /// A rendered template and a plain file would produce the same output path.
     #[error("{path}: produced both by {first} and by {second}; rename one of them")]
@@ -63,6 +64,30 @@ pub enum RenderError {
         entry: String,
         /// The files that were produced, comma separated.
         files: String,
+    },
+    /// Rendering was stopped by a resource limit of the confined render (CPU time, memory, wall
+    /// time, output size): a template that needs that much is refused, whatever it would produce.
+    #[error(
+        "{path}: rendering stopped: it reached {limit}; a template (or values) needing that much \
+         work is refused: look for loops that grow lists or strings"
+    )]
+    Limit {
+        /// The template being rendered (or `values.yaml` when no template had started).
+        path: String,
+        /// Which limit, for people.
+        limit: String,
+        /// Whether trying again may succeed (wall time depends on the machine's load); CPU and
+        /// memory limits are a property of the commit, so it is not rendered again.
+        retry: bool,
+    },
+    /// The confined render crashed without hitting a limit (e.g. a stack overflow on values nested
+    /// too deeply).
+    #[error("{path}: rendering crashed: {why}")]
+    Crashed {
+        /// The template being rendered (or `values.yaml`).
+        path: String,
+        /// The exit status and the first lines the renderer printed.
+        why: String,
     },
     /// A template is not UTF-8.
     #[error("{path}: template is not valid UTF-8 (byte {offset})")]
@@ -104,6 +129,8 @@ impl RenderError {
             RenderError::SymlinkEscapes { path, .. }
             | RenderError::SymlinkBroken { path, .. }
             | RenderError::Collision { path, .. }
+            | RenderError::Limit { path, .. }
+            | RenderError::Crashed { path, .. }
             | RenderError::NotUtf8 { path, .. } => (path.clone(), 0, 0, self.to_string()),
             RenderError::MissingEntry { entry, .. } => (entry.clone(), 0, 0, self.to_string()),
         };

@@ -32,7 +32,8 @@ pub fn resolve<'t>(tree: &'t ConfigTree, path: &str) -> Result<&'t [u8], RenderE
                         "points at a directory; link the files instead"
                     } else {
                         "points at nothing in the config directory"
-                    },
+                    }
+                    .to_string(),
                 });
             }
         }
@@ -40,7 +41,7 @@ pub fn resolve<'t>(tree: &'t ConfigTree, path: &str) -> Result<&'t [u8], RenderE
     Err(RenderError::SymlinkBroken {
         path: path.to_string(),
         target: current,
-        why: "is part of a loop of links",
+        why: "is part of a loop of links".to_string(),
     })
 }
 

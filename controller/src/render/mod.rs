@@ -35,6 +35,16 @@ const TEMPLATE_SUFFIX: &str = ".j2";
 /// Renders a config directory. `overrides` is a mapping deep-merged over `values.yaml`
 /// (use `serde_json::Value::Null` or an empty object for none).
 pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle, RenderError> {
+    render_with(tree, overrides, &mut |_| {})
+}
+
+/// [`render`], calling `started` with each template's path before rendering it, so a confined
+/// render killed by a limit can say which template it was in (`crate::confine::render`).
+pub fn render_with(
+    tree: &ConfigTree,
+    overrides: &serde_json::Value,
+    started: &mut dyn FnMut(&str),
+) -> Result<Bundle, RenderError> {
     let mut values = match tree.get(VALUES_FILE) {
         Some(_) => {
             let bytes = links::resolve(tree, VALUES_FILE)?;
@@ -83,6 +93,7 @@ pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle
                 second: name.clone(),
             });
         }
+        started(name);
         let text = templates.render(name, &values)?;
         origin.insert(output.clone(), name.clone());
         files.insert(output, text.into_bytes());

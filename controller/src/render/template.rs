@@ -11,8 +11,11 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 
 use super::error::RenderError;
 
-/// Upper bound on template work, so a hostile or buggy template (deep loops) ends with an error
-/// instead of pinning the controller. Generous: a 5,000-line config uses well under 1% of it.
+/// Upper bound on template work (instructions, and bytes produced), so a buggy template (deep
+/// loops) ends with a precise error. Generous: a 5,000-line config uses well under 1% of it. Fuel
+/// does not count the work of minijinja's lazy sequences (`ns.l = ns.l + ns.l` doubled 33 times
+/// runs for minutes) and allows ~640 MB of strings, so the edges that render untrusted commits do
+/// it in a confined child with CPU, memory and time limits (`crate::confine::render`).
 const FUEL: u64 = 10_000_000;
 
 /// A set of templates ready to render.

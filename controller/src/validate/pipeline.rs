@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::ast::Config;
 use super::diagnostic::{self, Diagnostic, Severity};
-use super::lint::lint;
+use super::lint::{code, lint};
 use super::parser::parse_bundle;
 use super::sandbox::{Nginx, SandboxError};
 use crate::render::{Bundle, Digest};
@@ -75,6 +75,8 @@ pub fn check_static(bundle: &Bundle, entry: &str) -> (Config, Vec<Diagnostic>) {
     if !diagnostics.iter().any(Diagnostic::is_error) {
         diagnostics.extend(lint(&config));
     }
+    // SB109 even over a half-read tree: a line that loads code is wrong whatever follows it.
+    diagnostics.extend(code::check(&config, bundle.files()));
     diagnostic::sort(&mut diagnostics);
     diagnostics.dedup();
     (config, diagnostics)

@@ -15,7 +15,7 @@ macro_rules! pages {
 
 pages!(
     "SB001", "SB002", "SB003", "SB010", "SB101", "SB102", "SB103", "SB104", "SB105", "SB106",
-    "SB107", "SB108", "SB900", "SB901",
+    "SB107", "SB108", "SB109", "SB900", "SB901",
 );
 
 #[cfg(test)]

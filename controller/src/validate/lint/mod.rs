@@ -2,6 +2,7 @@
 //! a stable id and a page under `docs/rules/`. Pure: a parsed bundle in, diagnostics out.
 
 mod address;
+pub mod code;
 mod contexts;
 pub mod docs;
 mod index;

@@ -137,6 +137,13 @@ pub const RULES: &[RuleInfo] = &[
         "a directive has the wrong number of arguments or a block where it takes none",
     ),
     rule(
+        "SB109",
+        "loads-code",
+        Lint,
+        E,
+        "ssl_engine, an engine: value or a load_module that can reach the bundle: nginx would load and run a shared object",
+    ),
+    rule(
         "SB900",
         "nginx-test-failed",
         Nginx,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{INCLUDE_CYCLE, parse_file};
+use super::{INCLUDE_CYCLE, MAX_INCLUDE_DEPTH, MAX_INCLUDE_EXPANSIONS, parse_file};
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
 
@@ -84,6 +84,7 @@ pub(super) fn parse_bundle(
         });
     }
     r.find_cycles();
+    r.bound_expansions();
     let mut diags = r.diags;
     diagnostic::sort(&mut diags);
     (Config { files: parsed }, diags)
@@ -204,6 +205,64 @@ impl Resolver<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+impl Resolver<'_> {
+    /// Counts the file reads nginx would make following the includes (a file is read again at
+    /// every include of it), depth-first in nginx's order, and reports the include at which the
+    /// count passes [`MAX_INCLUDE_EXPANSIONS`] or the nesting passes [`MAX_INCLUDE_DEPTH`]. Each step follows one include edge, so the work is
+    /// bounded by the limit whatever the bundle. Edges that close a cycle are already reported
+    /// and are not followed.
+    fn bound_expansions(&mut self) {
+        let mut on_path = vec![false; self.order.len()];
+        on_path[0] = true;
+        let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+        let mut reads = 0usize;
+        while let Some(&(node, next)) = stack.last() {
+            let Some(edge) = self.edges[node].get(next) else {
+                on_path[node] = false;
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            if on_path[edge.to] {
+                continue;
+            }
+            if stack.len() > MAX_INCLUDE_DEPTH {
+                let message = format!(
+                    "include \"{}\" nests includes deeper than {MAX_INCLUDE_DEPTH} levels ({} \
+                     includes {} through a chain of {} files); flatten the chain",
+                    edge.arg,
+                    self.order[0],
+                    self.order[edge.to],
+                    stack.len()
+                );
+                let (line, col) = (edge.span.line, edge.span.col);
+                let path = self.order[node].clone();
+                self.diags
+                    .push(Diagnostic::error("SB002", path, line, col, message));
+                return;
+            }
+            reads += 1;
+            if reads > MAX_INCLUDE_EXPANSIONS {
+                let message = format!(
+                    "include \"{}\" takes the bundle's includes past {MAX_INCLUDE_EXPANSIONS} \
+                     file reads (nginx reads a file again at every include of it, so includes of \
+                     globs whose files include globs multiply); include each file from one place",
+                    edge.arg
+                );
+                let (line, col) = (edge.span.line, edge.span.col);
+                let path = self.order[node].clone();
+                self.diags
+                    .push(Diagnostic::error("SB002", path, line, col, message));
+                return;
+            }
+            on_path[edge.to] = true;
+            stack.push((edge.to, 0));
         }
     }
 }

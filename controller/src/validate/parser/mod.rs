@@ -8,8 +8,9 @@
 //! Diagnostics:
 //! - `SB001` a syntax error; it stops that file (as in nginx) but what was read before it is kept;
 //! - `SB002` an `include` of a file that is not in the bundle (an error), a glob matching nothing
-//!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever), or a
-//!   missing entry file (an error at line 0 of the entry's path);
+//!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever),
+//!   includes that expand past [`MAX_INCLUDE_EXPANSIONS`] file reads (an error), or a missing
+//!   entry file (an error at line 0 of the entry's path);
 //! - `SB003` an `include` path that is absolute or climbs out of the bundle.
 //!
 //! Includes differ from crossplane's on purpose in three ways: paths are normalized (crossplane
@@ -24,7 +25,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_include;
+pub(crate) mod tests_include;
 #[cfg(test)]
 mod tests_props;
 
@@ -37,6 +38,17 @@ use super::diagnostic::Diagnostic;
 /// configuration comes near it and it bounds the work (and the stack of every later tree walk) on
 /// hostile input.
 pub const MAX_DEPTH: usize = 100;
+
+/// Most file reads the includes of a bundle may expand to (nginx reads a file again at every
+/// include of it). Layered globs multiply: 300 files that each include a glob of 300 files that
+/// each include a glob of 300 files are 27 million reads, minutes of `nginx -t`. Past this the
+/// bundle gets an `SB002` error at the include that crossed it and no later gate runs.
+pub const MAX_INCLUDE_EXPANSIONS: usize = 50_000;
+
+/// Deepest include nesting accepted (a file including a file including … this many levels).
+/// Real configs nest three or four; every later walk (lint, sandbox, agent) stops here too, so
+/// deeper files would go unchecked.
+pub const MAX_INCLUDE_DEPTH: usize = 32;
 
 /// The message of the `SB002` diagnostic for an include cycle starts with this, so consumers that
 /// mirror crossplane (which silently parses each file once) can tell it apart.

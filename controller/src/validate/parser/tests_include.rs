@@ -272,3 +272,71 @@ fn a_missing_entry_is_sb002_at_line_zero() {
         "entry file \"nginx.conf\" is not in the bundle"
     );
 }
+
+/// Layered globs: `levels` directories of `width` files, each file including the next level's
+/// glob; nginx reads `width + width^2 + ... + width^levels` files.
+pub(crate) fn layered(levels: usize, width: usize) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "nginx.conf".to_string(),
+        b"events {}\nhttp {\n  include l1/*.conf;\n}\n".to_vec(),
+    );
+    for level in 1..=levels {
+        for i in 0..width {
+            let body = if level < levels {
+                format!("include l{}/*.conf;\n", level + 1)
+            } else {
+                "gzip_types text/plain;\n".to_string()
+            };
+            files.insert(format!("l{level}/f{i:03}.conf"), body.into_bytes());
+        }
+    }
+    files
+}
+
+#[test]
+fn includes_that_expand_past_the_limit_are_refused_at_the_include_that_crossed_it() {
+    // 60 + 3,600 + 216,000 reads.
+    let (config, diags) = parse_bundle(&layered(3, 60), "nginx.conf");
+    assert_eq!(
+        config.files.len(),
+        1 + 3 * 60,
+        "each file is still parsed once"
+    );
+    let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{diags:?}");
+    let e = errors[0];
+    assert_eq!((e.rule.as_str(), e.line, e.col), ("SB002", 1, 9), "{e}");
+    assert!(e.path.starts_with("l2/"), "{e}");
+    assert!(e.message.contains("past 50000 file reads"), "{e}");
+    assert!(e.message.contains("include \"l3/*.conf\""), "{e}");
+
+    // Just under it: 30 + 900 + 27,000.
+    let (_, diags) = parse_bundle(&layered(3, 30), "nginx.conf");
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+}
+
+#[test]
+fn includes_nested_deeper_than_the_limit_are_refused() {
+    let mut files = BTreeMap::new();
+    files.insert("nginx.conf".to_string(), b"include c0.conf;\n".to_vec());
+    for i in 0..40 {
+        files.insert(
+            format!("c{i}.conf"),
+            format!("include c{}.conf;\n", i + 1).into_bytes(),
+        );
+    }
+    files.insert("c40.conf".to_string(), b"events {}\n".to_vec());
+    let (_, diags) = parse_bundle(&files, "nginx.conf");
+    let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{diags:?}");
+    assert_eq!((errors[0].path.as_str(), errors[0].line), ("c31.conf", 1));
+    assert!(
+        errors[0].message.contains("deeper than 32"),
+        "{}",
+        errors[0]
+    );
+    files.insert("c20.conf".to_string(), b"events {}\n".to_vec());
+    let (_, diags) = parse_bundle(&files, "nginx.conf");
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+}

@@ -16,6 +16,7 @@
 
 mod address;
 pub mod edit;
+mod files;
 mod output;
 mod placeholder;
 mod process;
@@ -26,13 +27,15 @@ mod tests_rewrite;
 
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::confine::{self, ConfineError, LimitHit, Limits};
 use crate::render::Bundle;
 use crate::validate::ast::Config;
 use crate::validate::diagnostic::{self, Diagnostic};
+use crate::validate::lint::code;
 
 pub use output::{RULE_ERROR, RULE_WARNING};
 
@@ -41,10 +44,6 @@ pub const NGINX_ENV: &str = "SWITCHBACK_NGINX";
 
 /// Where Debian and most distributions install nginx, tried after `PATH`.
 const FALLBACK_PATH: &str = "/usr/sbin/nginx";
-
-/// Default bound on one `nginx -t` run; it has no reason to take more than a second or two once
-/// names are not resolved, so this only stops a wedged process from hanging a validation.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Unix socket paths longer than this do not fit `sun_path` (108 bytes with the terminator).
 const MAX_SOCKET_PATH: usize = 100;
@@ -106,6 +105,12 @@ pub enum SandboxError {
     /// nginx did not finish in time and was killed.
     #[error("nginx -t did not finish within {0:?}")]
     Timeout(Duration),
+    /// nginx was stopped by a resource limit other than time.
+    #[error("nginx -t was stopped by {0}; a config that needs that much is refused")]
+    Limit(LimitHit),
+    /// nginx could not be run under its limits (no launcher binary); it is never run without them.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
 }
 
 /// A usable nginx binary: its path, its version and what its build needs pinned in a sandbox.
@@ -115,7 +120,7 @@ pub struct Nginx {
     version: String,
     modules: PathBuf,
     temp_paths: Vec<String>,
-    timeout: Duration,
+    limits: Limits,
     report_external: bool,
 }
 
@@ -136,6 +141,7 @@ impl Nginx {
     pub fn at(path: &Path) -> Result<Nginx, SandboxError> {
         let out = Command::new(path)
             .arg("-V")
+            .env_clear()
             .stdin(Stdio::null())
             .output()
             .map_err(|source| SandboxError::Spawn {
@@ -160,7 +166,7 @@ impl Nginx {
             version,
             modules: build.modules,
             temp_paths: build.temp_paths,
-            timeout: DEFAULT_TIMEOUT,
+            limits: Limits::NGINX_TEST,
             report_external: true,
         })
     }
@@ -178,7 +184,14 @@ impl Nginx {
 
     /// Bounds each run (default 60 s); a run past it is killed and reported as an error.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.limits.wall = timeout;
+        self
+    }
+
+    /// The resource limits each run gets (default [`Limits::NGINX_TEST`]); a run stopped by one
+    /// is reported as an error.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -194,7 +207,10 @@ impl Nginx {
     /// is removed afterwards. `config` is the bundle's parse tree (entry first); it says which
     /// tokens to rewrite. Blocking: call it from `spawn_blocking` in async code.
     ///
-    /// Returns nginx's errors as SB900 and warnings as SB901, at bundle paths and lines.
+    /// Returns nginx's errors as SB900 and warnings as SB901, at bundle paths and lines. A bundle
+    /// that would load code (SB109: `ssl_engine`, `engine:` values, `load_module` of a bundle
+    /// file) or a Perl/Lua module gets those findings and nginx is not run. nginx runs under
+    /// [`Limits`] with an empty environment (see [`crate::confine`]).
     pub fn test(
         &self,
         bundle: &Bundle,
@@ -210,7 +226,17 @@ impl Nginx {
         );
         let _guard = span.enter();
         let started = Instant::now();
-        check_inputs(bundle, entry, config)?;
+        files::check_inputs(bundle, entry, config)?;
+        // Again here, whatever the caller linted: a loaded library runs before nginx checks it.
+        let loads_code = code::check(config, bundle.files());
+        if !loads_code.is_empty() {
+            tracing::warn!(
+                findings = loads_code.len(),
+                "nginx -t not run: the bundle loads code"
+            );
+            return Ok(loads_code);
+        }
+        let launcher = confine::Launcher::find()?;
 
         let dir = tempfile::Builder::new()
             .prefix("sb-nginx-")
@@ -250,9 +276,14 @@ impl Nginx {
             );
             return Ok(plan.refused.iter().map(refused_module).collect());
         }
-        write_sandbox(bundle, &layout, &plan)?;
+        files::write_sandbox(bundle, &layout, &plan)?;
 
-        let mut cmd = Command::new(&self.path);
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| io_err(tmp.clone(), e))?;
+        // An empty environment (no inherited `NGINX` listening sockets, no proxy settings, no
+        // tokens) but its own TMPDIR, and the limits.
+        let mut cmd = launcher.command(&self.limits, &self.path);
+        cmd.env("TMPDIR", &tmp).current_dir(root);
         cmd.arg("-t")
             .arg("-q")
             .arg("-p")
@@ -273,9 +304,14 @@ impl Nginx {
         if !globals.is_empty() {
             cmd.arg("-g").arg(globals.join(" "));
         }
-        // No inherited `NGINX` variable (listening sockets of a binary upgrade), no proxy settings.
-        cmd.env_clear().current_dir(root);
-        let (status, stderr) = process::run(cmd, &self.path, self.timeout)?;
+        let finished = confine::run(cmd, &self.path, None, &self.limits)?;
+        match finished.limit {
+            Some(LimitHit::WallTime(d)) => return Err(SandboxError::Timeout(d)),
+            Some(hit) => return Err(SandboxError::Limit(hit)),
+            None => {}
+        }
+        let status = finished.status;
+        let stderr = String::from_utf8_lossy(&finished.stderr).into_owned();
 
         let mut replacements = vec![
             (
@@ -388,81 +424,6 @@ fn is_executable(p: &Path) -> bool {
 
 fn io_err(path: PathBuf, source: std::io::Error) -> SandboxError {
     SandboxError::Io { path, source }
-}
-
-/// Refuses inputs the rewrite cannot vouch for (see [`SandboxError::ConfigMismatch`]).
-fn check_inputs(bundle: &Bundle, entry: &str, config: &Config) -> Result<(), SandboxError> {
-    if bundle.get(entry).is_none() {
-        return Err(SandboxError::NoEntry(entry.to_string()));
-    }
-    match config.files.first() {
-        Some(f) if f.path == entry => {}
-        Some(f) => {
-            return Err(SandboxError::ConfigMismatch(format!(
-                "its first file is {:?}, the entry is {entry:?}",
-                f.path
-            )));
-        }
-        None => {
-            return Err(SandboxError::ConfigMismatch(
-                "it has no files (was the bundle parsed?)".to_string(),
-            ));
-        }
-    }
-    if let Some(f) = config.files.iter().find(|f| !f.ok) {
-        return Err(SandboxError::Unparsed(f.path.clone()));
-    }
-    if let Some(f) = config.files.iter().find(|f| bundle.get(&f.path).is_none()) {
-        return Err(SandboxError::ConfigMismatch(format!(
-            "{:?} is parsed but not in the bundle",
-            f.path
-        )));
-    }
-    Ok(())
-}
-
-/// Writes the rewritten bundle, the directories nginx expects and the stand-in files.
-fn write_sandbox(
-    bundle: &Bundle,
-    layout: &rewrite::Layout,
-    plan: &rewrite::Plan,
-) -> Result<(), SandboxError> {
-    let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| io_err(p.to_path_buf(), e));
-    let write =
-        |p: &Path, bytes: &[u8]| std::fs::write(p, bytes).map_err(|e| io_err(p.to_path_buf(), e));
-    mkdir(&layout.conf)?;
-    mkdir(&layout.sockets)?;
-    for (path, bytes) in bundle.files() {
-        let rel = Path::new(path);
-        if path.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(SandboxError::BadPath(path.clone()));
-        }
-        let dest = layout.conf.join(rel);
-        if let Some(parent) = dest.parent() {
-            mkdir(parent)?;
-        }
-        match plan.edits.get(path) {
-            Some(edits) => write(&dest, &edit::apply(bytes, edits))?,
-            None => write(&dest, bytes)?,
-        }
-    }
-    for d in &plan.dirs {
-        mkdir(d)?;
-    }
-    for (path, kind) in &plan.placeholders {
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        let bytes: &[u8] = match kind {
-            rewrite::Placeholder::CertAndKey => placeholder::CERT_AND_KEY.as_bytes(),
-            rewrite::Placeholder::Crl => placeholder::CRL.as_bytes(),
-            rewrite::Placeholder::DhParams => placeholder::DH_PARAMS.as_bytes(),
-            rewrite::Placeholder::Password => placeholder::PASSWORD.as_bytes(),
-            rewrite::Placeholder::TicketKey => &placeholder::TICKET_KEY,
-        };
-        write(path, bytes)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,7 @@
-//! Talking to the nginx binary: what its build needs, and one bounded run of it.
+//! What the nginx binary's build needs pinned in a sandbox (its runs go through
+//! [`crate::confine`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use super::SandboxError;
 
 /// What `nginx -V` says about the build that matters to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,53 +41,6 @@ impl BuildInfo {
             temp_paths,
         }
     }
-}
-
-/// Runs the command, collecting stderr, and kills it after `timeout`. A watchdog thread owns the
-/// child and waits on a channel, so no polling and no sleeping is involved.
-pub fn run(
-    mut cmd: Command,
-    path: &Path,
-    timeout: Duration,
-) -> Result<(ExitStatus, String), SandboxError> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SandboxError::Spawn {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let stderr = child.stderr.take();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let timed_out = matches!(
-            done_rx.recv_timeout(timeout),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        if timed_out {
-            let _ = child.kill();
-        }
-        (child.wait(), timed_out)
-    });
-    let mut text = Vec::new();
-    if let Some(mut s) = stderr {
-        // Ends when nginx exits or is killed; a read error leaves what was read.
-        let _ = s.read_to_end(&mut text);
-    }
-    let _ = done_tx.send(());
-    let (status, timed_out) = watchdog
-        .join()
-        .map_err(|_| SandboxError::Plan("the nginx watchdog thread panicked".to_string()))?;
-    if timed_out {
-        return Err(SandboxError::Timeout(timeout));
-    }
-    let status = status.map_err(|source| SandboxError::Spawn {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok((status, String::from_utf8_lossy(&text).into_owned()))
 }
 
 #[cfg(test)]

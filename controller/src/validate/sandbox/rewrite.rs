@@ -11,9 +11,9 @@ use super::address;
 use super::edit::{Edit, find_brace, token};
 use crate::validate::ast::{Arg, Config, Directive};
 
-/// Include nesting deeper than this is not followed (the parser refuses cycles; this only bounds
-/// the work on hostile input).
-const MAX_DEPTH: usize = 32;
+/// Include nesting deeper than this is refused (the parser refuses it too, and cycles): a file
+/// left unplanned would reach nginx unrewritten.
+const MAX_DEPTH: usize = crate::validate::parser::MAX_INCLUDE_DEPTH;
 
 /// Blocks whose children are data (`map` entries, MIME types…), never directives to rewrite.
 const OPAQUE_BLOCKS: &[&str] = &[
@@ -177,6 +177,8 @@ pub struct Plan {
     pub has_user: bool,
     /// `load_module` lines naming a module that runs code while nginx reads the config.
     pub refused: Vec<External>,
+    /// Included files walked (the planner's work; each file is walked once per context).
+    pub files_walked: usize,
 }
 
 /// The inputs of [`plan`] besides the parse tree.
@@ -214,6 +216,7 @@ pub fn plan(config: &Config, opts: &Options<'_>) -> Result<Plan, PlanError> {
         sockets: HashMap::new(),
         external_seen: HashSet::new(),
         stack: Vec::new(),
+        walked: HashSet::new(),
     };
     if let Some(entry) = config.files.first() {
         planner.stack.push(&entry.path);
@@ -251,6 +254,9 @@ struct Planner<'a> {
     external_seen: HashSet<String>,
     /// Files being walked, outermost first, to catch include cycles.
     stack: Vec<&'a str>,
+    /// (file index, enclosing block) pairs already walked: a file's rewrite depends only on
+    /// those, so a file included a thousand times in one context is planned once.
+    walked: HashSet<(usize, Option<&'a str>)>,
 }
 
 impl<'a> Planner<'a> {
@@ -263,13 +269,23 @@ impl<'a> Planner<'a> {
     ) -> Result<(), PlanError> {
         for d in dirs {
             self.directive(file, d, parent);
-            if d.name == "include" && depth < MAX_DEPTH {
+            if d.name == "include" {
                 for &i in &d.includes {
                     if let Some(f) = self.config.files.get(i) {
                         if self.stack.contains(&f.path.as_str()) {
                             return Err(PlanError::Cycle(f.path.clone()));
                         }
+                        if depth >= MAX_DEPTH {
+                            return Err(PlanError::Other(format!(
+                                "includes nest deeper than {MAX_DEPTH} levels at {file}:{}",
+                                d.span.line
+                            )));
+                        }
+                        if !self.walked.insert((i, parent)) {
+                            continue;
+                        }
                         self.stack.push(&f.path);
+                        self.plan.files_walked += 1;
                         self.walk(&f.path, &f.directives, parent, depth + 1)?;
                         self.stack.pop();
                     }
@@ -510,14 +526,27 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// The directive names of one block level, includes inlined.
+    /// The directive names of one block level, includes inlined (each file once).
     fn names_at_level(&self, dirs: &'a [Directive], out: &mut HashSet<&'a str>, depth: usize) {
+        let mut seen = HashSet::new();
+        self.names_once(dirs, out, &mut seen, depth);
+    }
+
+    fn names_once(
+        &self,
+        dirs: &'a [Directive],
+        out: &mut HashSet<&'a str>,
+        seen: &mut HashSet<usize>,
+        depth: usize,
+    ) {
         for d in dirs {
             out.insert(&d.name);
             if d.name == "include" && depth < MAX_DEPTH {
                 for &i in &d.includes {
-                    if let Some(f) = self.config.files.get(i) {
-                        self.names_at_level(&f.directives, out, depth + 1);
+                    if let Some(f) = self.config.files.get(i)
+                        && seen.insert(i)
+                    {
+                        self.names_once(&f.directives, out, seen, depth + 1);
                     }
                 }
             }

@@ -100,3 +100,29 @@ fn tls_directives_have_kinds() {
     assert_eq!(placeholder_kind("ssl_crl"), Some(Placeholder::Crl));
     assert_eq!(placeholder_kind("ssl_protocols"), None);
 }
+
+#[test]
+fn layered_include_globs_are_planned_once_per_file() {
+    // 20 + 400 + 8,000 inclusions of 60 files: nginx reads each file at every include of it,
+    // but the rewrite of a file depends only on the file and its context.
+    let files = crate::validate::parser::tests_include::layered(3, 20);
+    let (config, diags) = parse_bundle(&files, "nginx.conf");
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+    let layout = Layout::new(Path::new("/T"), PathBuf::from("/mods"));
+    let opts = Options {
+        layout: &layout,
+        entry: "nginx.conf",
+        files: &files,
+        as_root: false,
+        temp_paths: &[],
+    };
+    let Ok(plan) = plan(&config, &opts) else {
+        panic!("no plan");
+    };
+    assert!(
+        plan.files_walked <= files.len(),
+        "{} file walks for {} files",
+        plan.files_walked,
+        files.len()
+    );
+}
