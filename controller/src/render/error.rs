@@ -64,6 +64,17 @@ pub enum RenderError {
         /// The files that were produced, comma separated.
         files: String,
     },
+    /// A path of the tree is not a plain relative path (`..`, `.`, an empty part...). The readers
+    /// of git trees and directories already refuse such names; this guards every other way a
+    /// [`super::ConfigTree`] can be built, so no bundle path can leave a directory it is joined to.
+    #[error(
+        "{path:?} is not a plain relative path (no `.`, `..`, empty part, `\\` or NUL); it would \
+         leave the directory the bundle is written to"
+    )]
+    UnsafePath {
+        /// The path as it was in the tree.
+        path: String,
+    },
     /// A template is not UTF-8.
     #[error("{path}: template is not valid UTF-8 (byte {offset})")]
     NotUtf8 {
@@ -104,7 +115,8 @@ impl RenderError {
             RenderError::SymlinkEscapes { path, .. }
             | RenderError::SymlinkBroken { path, .. }
             | RenderError::Collision { path, .. }
-            | RenderError::NotUtf8 { path, .. } => (path.clone(), 0, 0, self.to_string()),
+            | RenderError::NotUtf8 { path, .. }
+            | RenderError::UnsafePath { path } => (path.clone(), 0, 0, self.to_string()),
             RenderError::MissingEntry { entry, .. } => (entry.clone(), 0, 0, self.to_string()),
         };
         let message = message

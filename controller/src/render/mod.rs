@@ -50,6 +50,11 @@ pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle
     let mut sources = BTreeMap::new();
     let mut plain = BTreeMap::new();
     for (path, _) in tree.iter() {
+        if !tree::is_plain_path(path) {
+            return Err(RenderError::UnsafePath {
+                path: path.to_string(),
+            });
+        }
         if path == VALUES_FILE {
             continue;
         }

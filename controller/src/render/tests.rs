@@ -176,3 +176,17 @@ fn missing_entry_lists_files() {
     let err = require_entry(&b, "nginx.conf").unwrap_err();
     assert!(err.to_string().contains("other.conf"));
 }
+
+#[test]
+fn a_tree_path_that_climbs_out_is_refused_whoever_built_the_tree() {
+    for bad in ["../../../x", "conf.d/../../x", "a//b.conf", "a\\b.conf"] {
+        let t = tree(&[("nginx.conf", "events {}\n"), (bad, "x")]);
+        assert_eq!(
+            render(&t, &serde_json::Value::Null),
+            Err(RenderError::UnsafePath {
+                path: bad.to_string()
+            }),
+            "{bad}"
+        );
+    }
+}
