@@ -44,6 +44,7 @@ pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
     if !overrides.is_null() {
+        values::check_depth("render.values", overrides)?;
         values::merge(&mut values, overrides);
     }
 
