@@ -21,7 +21,9 @@ use switchback::validate::parser::parse_bundle;
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::files::copy_tree;
 
-use support::{both, commit_tree, non_directories, raw_tree, run_bounded, serve, served_conf, switchback};
+use support::{
+    both, commit_tree, non_directories, raw_tree, run_bounded, serve, served_conf, switchback,
+};
 
 /// The value from the review: it closes `listen`, adds a location serving `/etc/` and opens a new
 /// `listen` for what the template writes after the value.
@@ -44,21 +46,33 @@ fn render_out_never_writes_outside_out_for_a_hand_made_tree_entry() {
         } else {
             evil
         };
-        let root = raw_tree(&repo, &[("100644", "nginx.conf", conf), (mode, name, target)]);
+        let root = raw_tree(
+            &repo,
+            &[("100644", "nginx.conf", conf), (mode, name, target)],
+        );
         let commit = commit_tree(&repo, root).to_string();
         let url = format!("file://{}", repo_dir.path().display());
 
         let area = tempfile::tempdir().expect("tempdir");
         let out = area.path().join("a/b/c/out");
         fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-        let run = switchback(&["render", "--repo", &url, "--out", out.to_str().expect("utf8")]);
+        let run = switchback(&[
+            "render",
+            "--repo",
+            &url,
+            "--out",
+            out.to_str().expect("utf8"),
+        ]);
         assert_eq!(run.status.code(), Some(2), "{}", both(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(
             stderr.contains(&commit) && stderr.contains(&format!("{name:?}")),
             "the error names the commit and the entry: {stderr}"
         );
-        assert_eq!(non_directories(area.path()), Vec::<std::path::PathBuf>::new());
+        assert_eq!(
+            non_directories(area.path()),
+            Vec::<std::path::PathBuf>::new()
+        );
 
         // Every other reader of the tree refuses it the same way.
         let run = switchback(&["validate", "--repo", &url]);
@@ -76,8 +90,11 @@ fn render_out_does_not_follow_a_link_planted_in_out() {
         area.path().join("outside"),
     );
     fs::create_dir_all(config.join("conf.d")).expect("mkdir");
-    fs::write(config.join("nginx.conf"), "events {}\nhttp { include conf.d/*.conf; }\n")
-        .expect("write");
+    fs::write(
+        config.join("nginx.conf"),
+        "events {}\nhttp { include conf.d/*.conf; }\n",
+    )
+    .expect("write");
     fs::write(config.join("conf.d/site.conf"), "server { listen 8080; }\n").expect("write");
     fs::create_dir_all(&out).expect("mkdir");
     fs::create_dir_all(&outside).expect("mkdir");
@@ -103,7 +120,12 @@ fn a_set_key_of_30000_segments_is_refused_not_a_stack_overflow() {
     let key = vec!["a"; 30_000].join(".");
     let assignment = format!("{key}=1");
 
-    let run = switchback(&["render", examples().to_str().expect("utf8"), "--set", &assignment]);
+    let run = switchback(&[
+        "render",
+        examples().to_str().expect("utf8"),
+        "--set",
+        &assignment,
+    ]);
     assert_eq!(
         run.status.code(),
         Some(1),
@@ -169,7 +191,9 @@ fn a_sparse_2_gib_file_is_refused_without_being_read() {
     assert_eq!(run.status.code(), Some(2), "{}", both(&run));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
-        stderr.contains("big.conf") && stderr.contains("2147483648 bytes") && stderr.contains("it was not read"),
+        stderr.contains("big.conf")
+            && stderr.contains("2147483648 bytes")
+            && stderr.contains("it was not read"),
         "{stderr}"
     );
 
@@ -177,9 +201,15 @@ fn a_sparse_2_gib_file_is_refused_without_being_read() {
     let before = peak_rss_kib();
     let err = local::read_dir(dir.path()).expect_err("refused");
     let grown = peak_rss_kib().saturating_sub(before);
-    assert!(grown < 256 * 1024, "peak RSS grew by {grown} KiB: the file was read");
+    assert!(
+        grown < 256 * 1024,
+        "peak RSS grew by {grown} KiB: the file was read"
+    );
     let err = err.to_string();
-    assert!(err.contains("big.conf") && err.contains("it was not read"), "{err}");
+    assert!(
+        err.contains("big.conf") && err.contains("it was not read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -213,14 +243,21 @@ fn a_set_value_cannot_add_a_location_with_or_without_the_filter() {
     ]);
     assert_eq!(run.status.code(), Some(1), "{}", both(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("error[SB010]") && stdout.contains("nginx_token"), "{stdout}");
+    assert!(
+        stdout.contains("error[SB010]") && stdout.contains("nginx_token"),
+        "{stdout}"
+    );
 
     // A template that forgot the filter: the override may not change the config's structure.
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&basic, dir.path());
     let site = dir.path().join("conf.d/site.conf.j2");
     let text = fs::read_to_string(&site).expect("read");
-    fs::write(&site, text.replace("site.listen | nginx_token", "site.listen")).expect("write");
+    fs::write(
+        &site,
+        text.replace("site.listen | nginx_token", "site.listen"),
+    )
+    .expect("write");
     let run = switchback(&[
         "validate",
         dir.path().to_str().expect("utf8"),
@@ -253,9 +290,18 @@ fn nginx_quote_keeps_the_injection_one_string_for_real_nginx() {
     }
     let config = tempfile::tempdir().expect("tempdir");
     let prefix = tempfile::tempdir().expect("tempdir");
-    let body = "        location / {\n            return 200 {{ site.body | nginx_quote }};\n        }\n";
-    fs::write(config.path().join("nginx.conf.j2"), served_conf(prefix.path(), body)).expect("write");
-    fs::write(config.path().join("values.yaml"), "site:\n  body: welcome\n").expect("write");
+    let body =
+        "        location / {\n            return 200 {{ site.body | nginx_quote }};\n        }\n";
+    fs::write(
+        config.path().join("nginx.conf.j2"),
+        served_conf(prefix.path(), body),
+    )
+    .expect("write");
+    fs::write(
+        config.path().join("values.yaml"),
+        "site:\n  body: welcome\n",
+    )
+    .expect("write");
     let dir = config.path().to_str().expect("utf8");
     let set = format!("site.body={INJECTION}");
 
@@ -297,17 +343,28 @@ fn nginx_quote_round_trips_arbitrary_strings_through_real_nginx() {
             .collect()
     };
     let mut strings = draw(any::<String>().boxed(), 200);
-    strings.extend(draw("[ ;{}#\"'\\\\\n\r\ta-z(),=~*^\u{e9}\u{1F600}]{0,48}".boxed(), 200));
+    strings.extend(draw(
+        "[ ;{}#\"'\\\\\n\r\ta-z(),=~*^\u{e9}\u{1F600}]{0,48}".boxed(),
+        200,
+    ));
     strings.extend(
-        ["", "\\", "\"", "x\\", "\\\"", "'", "#", "}", "{", ";", "\\n", "a\r\nb", " lead", "trail "]
-            .map(String::from),
+        [
+            "", "\\", "\"", "x\\", "\\\"", "'", "#", "}", "{", ";", "\\n", "a\r\nb", " lead",
+            "trail ",
+        ]
+        .map(String::from),
     );
-    strings.iter_mut().for_each(|s| s.retain(|c| c != '\0' && c != '$'));
+    strings
+        .iter_mut()
+        .for_each(|s| s.retain(|c| c != '\0' && c != '$'));
 
     let prefix = tempfile::tempdir().expect("tempdir");
     let body = "{% for s in strings %}        location = /{{ loop.index }} { return 200 {{ s | nginx_quote }}; }\n{% endfor %}";
     let mut tree = ConfigTree::new();
-    tree.insert_file("nginx.conf.j2", served_conf(prefix.path(), body).into_bytes());
+    tree.insert_file(
+        "nginx.conf.j2",
+        served_conf(prefix.path(), body).into_bytes(),
+    );
     let bundle = render::render(&tree, &json!({ "strings": strings })).expect("render");
     fs::write(
         prefix.path().join("nginx.conf"),
@@ -319,6 +376,10 @@ fn nginx_quote_round_trips_arbitrary_strings_through_real_nginx() {
     for (i, s) in strings.iter().enumerate() {
         let (status, got) = nginx.get(&format!("/{}", i + 1));
         assert_eq!(status, 200, "{s:?}");
-        assert_eq!(String::from_utf8_lossy(&got), *s, "nginx read back another string");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            *s,
+            "nginx read back another string"
+        );
     }
 }

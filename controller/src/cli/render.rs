@@ -175,15 +175,25 @@ mod tests {
     fn writes_files_and_directories_under_out() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        write_bundle(&bundle(&[("nginx.conf", "a"), ("conf.d/x/y.conf", "b")]), &out).unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("nginx.conf")).unwrap(), "a");
+        write_bundle(
+            &bundle(&[("nginx.conf", "a"), ("conf.d/x/y.conf", "b")]),
+            &out,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("nginx.conf")).unwrap(),
+            "a"
+        );
         assert_eq!(
             std::fs::read_to_string(out.join("conf.d/x/y.conf")).unwrap(),
             "b"
         );
         // A second run over the same directory replaces the files.
         write_bundle(&bundle(&[("nginx.conf", "c")]), &out).unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("nginx.conf")).unwrap(), "c");
+        assert_eq!(
+            std::fs::read_to_string(out.join("nginx.conf")).unwrap(),
+            "c"
+        );
     }
 
     #[test]

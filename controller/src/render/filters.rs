@@ -55,10 +55,12 @@ pub fn quote(text: &str, variables: bool) -> Result<String, String> {
         return Err("contains a NUL byte, which nginx cannot carry in a string".to_string());
     }
     if !variables && text.contains('$') {
-        return Err("contains `$`, which nginx expands as a variable inside a quoted string and \
+        return Err(
+            "contains `$`, which nginx expands as a variable inside a quoted string and \
              which no quoting can escape; remove it, or use nginx_quote(variables=true) if the \
              template means variables to be expanded"
-            .to_string());
+                .to_string(),
+        );
     }
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');

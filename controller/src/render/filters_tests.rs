@@ -49,7 +49,10 @@ fn read_back(quoted: &str) -> Result<String, String> {
         return Err(format!("{} top-level directives", directives.len()));
     };
     let [ret] = location.children() else {
-        return Err(format!("{} directives in the block", location.children().len()));
+        return Err(format!(
+            "{} directives in the block",
+            location.children().len()
+        ));
     };
     let [_, arg] = ret.args.as_slice() else {
         return Err(format!("{} arguments", ret.args.len()));
@@ -66,8 +69,10 @@ fn render_with(template: &str, value: serde_json::Value) -> Result<String, Strin
     register(&mut env);
     env.add_template("t", template).map_err(|e| e.to_string())?;
     let tmpl = env.get_template("t").map_err(|e| e.to_string())?;
-    tmpl.render(minijinja::context! { v => minijinja::Value::from(minijinja::value::Serde(&value)) })
-        .map_err(|e| format!("{e:#}"))
+    tmpl.render(
+        minijinja::context! { v => minijinja::Value::from(minijinja::value::Serde(&value)) },
+    )
+    .map_err(|e| format!("{e:#}"))
 }
 
 const INJECTION: &str = "8080; location /leak { alias /etc/; autoindex on; }";
@@ -114,7 +119,9 @@ fn tokens_are_plain_words_only() {
     ] {
         assert_eq!(token(good), Ok(()), "{good}");
     }
-    for bad in [INJECTION, "", "a b", "a;", "{", "}", "#x", "$host", "\"x\"", "'x'", "a\\b"] {
+    for bad in [
+        INJECTION, "", "a b", "a;", "{", "}", "#x", "$host", "\"x\"", "'x'", "a\\b",
+    ] {
         assert!(token(bad).is_err(), "{bad:?}");
     }
 }
@@ -122,7 +129,10 @@ fn tokens_are_plain_words_only() {
 #[test]
 fn filters_in_a_template() {
     let quoted = render_with("return 200 {{ v | nginx_quote }};", INJECTION.into()).unwrap();
-    assert_eq!(quoted, format!("return 200 {};", quote(INJECTION, false).unwrap()));
+    assert_eq!(
+        quoted,
+        format!("return 200 {};", quote(INJECTION, false).unwrap())
+    );
     let err = render_with("listen {{ v | nginx_token }};", INJECTION.into()).unwrap_err();
     assert!(
         err.contains("nginx_token") && err.contains("contains ';' at byte 4"),
@@ -133,7 +143,11 @@ fn filters_in_a_template() {
         "listen 8080;"
     );
     assert_eq!(
-        render_with("set $x {{ v | nginx_quote(variables=true) }};", "$host".into()).unwrap(),
+        render_with(
+            "set $x {{ v | nginx_quote(variables=true) }};",
+            "$host".into()
+        )
+        .unwrap(),
         "set $x \"$host\";"
     );
     let err = render_with("{{ v | nginx_quote }}", serde_json::json!([1])).unwrap_err();

@@ -81,7 +81,11 @@ pub(super) fn uncheckable(keys: &[String], why: &RenderError) -> RenderError {
 
 /// Checks that every file of `masked` that parses as nginx config has the same directives and
 /// blocks in `actual`.
-pub(super) fn compare(actual: &Bundle, masked: &Bundle, keys: &[String]) -> Result<(), RenderError> {
+pub(super) fn compare(
+    actual: &Bundle,
+    masked: &Bundle,
+    keys: &[String],
+) -> Result<(), RenderError> {
     for (path, masked_bytes) in masked.files() {
         let (masked_tree, masked_error) = parse_file(path, masked_bytes);
         if masked_error.is_some() {
@@ -94,7 +98,10 @@ pub(super) fn compare(actual: &Bundle, masked: &Bundle, keys: &[String]) -> Resu
             detail,
         };
         let Some(actual_bytes) = actual.get(path) else {
-            return Err(changed(0, "the file is only there without the values".to_string()));
+            return Err(changed(
+                0,
+                "the file is only there without the values".to_string(),
+            ));
         };
         let (actual_tree, actual_error) = parse_file(path, actual_bytes);
         if let Some(e) = actual_error {
@@ -143,7 +150,10 @@ fn first_difference(actual: &[Directive], masked: &[Directive]) -> Option<(u32, 
     }
     masked.get(actual.len()).map(|m| {
         let line = actual.last().map_or(1, |a| a.span.line);
-        (line, format!("`{}` disappears because of the values", m.name))
+        (
+            line,
+            format!("`{}` disappears because of the values", m.name),
+        )
     })
 }
 
@@ -167,7 +177,10 @@ mod tests {
 
     #[test]
     fn only_strings_with_structural_characters_are_masked() {
-        assert_eq!(mask(&json!({"a": "plain word", "b": 8080, "c": "$host"})), None);
+        assert_eq!(
+            mask(&json!({"a": "plain word", "b": 8080, "c": "$host"})),
+            None
+        );
         let (masked, keys) = mask(&json!({
             "site": {"listen": "8080; x", "name": "ok"},
             "list": ["a", "b{"],
@@ -193,7 +206,10 @@ mod tests {
     fn arguments_may_differ_directives_may_not() {
         let keys = vec!["v".to_string()];
         let masked = one("a.conf", "server { listen x; return 200 \"x\"; }\n");
-        let same = one("a.conf", "server { listen 80 default; return 200 \"a; b }\"; }\n");
+        let same = one(
+            "a.conf",
+            "server { listen 80 default; return 200 \"a; b }\"; }\n",
+        );
         assert_eq!(compare(&same, &masked, &keys), Ok(()));
         let added = one(
             "a.conf",
@@ -205,6 +221,9 @@ mod tests {
         assert!(compare(&broken, &masked, &keys).is_err());
         // A file that is not nginx config is not compared.
         let page = one("index.html", "<p>x</p>\n");
-        assert_eq!(compare(&one("index.html", "<p>a; b {</p>\n"), &page, &keys), Ok(()));
+        assert_eq!(
+            compare(&one("index.html", "<p>a; b {</p>\n"), &page, &keys),
+            Ok(())
+        );
     }
 }

@@ -213,7 +213,10 @@ fn an_override_that_adds_a_location_is_refused() {
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("`location`") && text.contains("nginx_quote"), "{text}");
+    assert!(
+        text.contains("`location`") && text.contains("nginx_quote"),
+        "{text}"
+    );
     // The same text in values.yaml is the repository's own config: trusted, rendered as written.
     let trusted = tree(&[
         ("nginx.conf.j2", SITE_J2),
@@ -237,7 +240,10 @@ fn overrides_with_syntax_characters_that_stay_arguments_are_fine() {
     )
     .unwrap();
     let conf = text(&b, "nginx.conf");
-    assert!(conf.contains("add_header X-Site \"default-src 'self'; img-src *\";"), "{conf}");
+    assert!(
+        conf.contains("add_header X-Site \"default-src 'self'; img-src *\";"),
+        "{conf}"
+    );
     assert!(conf.contains("return 200 \"}; location /x {\";"), "{conf}");
     // ... unless they break out of the quotes the template put around them.
     let err = render(
@@ -245,7 +251,10 @@ fn overrides_with_syntax_characters_that_stay_arguments_are_fine() {
         &json!({"site": {"name": "x\"; location /leak { alias /etc/; } #"}}),
     )
     .unwrap_err();
-    assert!(matches!(err, RenderError::OverrideChangesStructure { .. }), "{err:?}");
+    assert!(
+        matches!(err, RenderError::OverrideChangesStructure { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -111,7 +111,14 @@ mod tests {
         for bad in ["", ".", "..", "../x", "a/b", "/etc", "a\\b", "a\0b"] {
             assert!(unsafe_name(bad).is_some(), "{bad:?}");
         }
-        for good in ["nginx.conf", ".hidden", "..x", "a..b", "x.j2", "_partial.j2"] {
+        for good in [
+            "nginx.conf",
+            ".hidden",
+            "..x",
+            "a..b",
+            "x.j2",
+            "_partial.j2",
+        ] {
             assert_eq!(unsafe_name(good), None, "{good:?}");
         }
         assert!(is_plain_path("conf.d/site.conf"));

@@ -40,9 +40,7 @@ pub fn check_depth(what: &str, value: &Value) -> Result<(), RenderError> {
         path: what.to_string(),
         line: 0,
         col: 0,
-        message: format!(
-            "values nest {found} levels deep; at most {MAX_DEPTH} are allowed"
-        ),
+        message: format!("values nest {found} levels deep; at most {MAX_DEPTH} are allowed"),
     })
 }
 

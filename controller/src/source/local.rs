@@ -300,7 +300,11 @@ mod tests {
         assert_eq!(read_file(&file, 10).unwrap(), b"0123456789");
         assert!(matches!(
             read_file(&file, 9),
-            Err(LocalError::FileTooLarge { size: 10, left: 9, .. })
+            Err(LocalError::FileTooLarge {
+                size: 10,
+                left: 9,
+                ..
+            })
         ));
     }
 

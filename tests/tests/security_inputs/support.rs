@@ -69,8 +69,12 @@ pub fn raw_tree(repo: &Repository, entries: &[(&str, &str, Oid)]) -> Oid {
 
 /// Commits `tree` on HEAD of `repo`.
 pub fn commit_tree(repo: &Repository, tree: Oid) -> Oid {
-    let sig = git2::Signature::new("Mallory", "m@example.invalid", &git2::Time::new(1_700_000_000, 0))
-        .expect("signature");
+    let sig = git2::Signature::new(
+        "Mallory",
+        "m@example.invalid",
+        &git2::Time::new(1_700_000_000, 0),
+    )
+    .expect("signature");
     let tree = repo.find_tree(tree).expect("tree");
     repo.commit(Some("HEAD"), &sig, &sig, "a hand-made tree", &tree, &[])
         .expect("commit")

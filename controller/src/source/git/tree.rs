@@ -88,7 +88,11 @@ pub(super) fn read(
                             .join("/");
                         return Err(GitError::UnsafeName {
                             commit: id.clone(),
-                            dir: if holder.is_empty() { ".".into() } else { holder },
+                            dir: if holder.is_empty() {
+                                ".".into()
+                            } else {
+                                holder
+                            },
                             name: name.to_string(),
                             why,
                         });
@@ -233,7 +237,9 @@ mod tests {
     }
 
     fn read_at(repo: &Repository, commit: Oid, dir: &str) -> Result<ConfigTree, GitError> {
-        read(repo, &repo.find_commit(commit).unwrap(), dir, &|m| m.to_string())
+        read(repo, &repo.find_commit(commit).unwrap(), dir, &|m| {
+            m.to_string()
+        })
     }
 
     #[test]
@@ -309,7 +315,10 @@ mod tests {
             repo.odb().unwrap().read_header(huge).unwrap(),
             (2 << 30, ObjectType::Blob)
         );
-        assert!(repo.find_blob(huge).is_err(), "reading the blob itself fails");
+        assert!(
+            repo.find_blob(huge).is_err(),
+            "reading the blob itself fails"
+        );
         let root = raw_tree(&repo, &[("100644", "big.conf", huge)]);
         let commit = commit_of(&repo, root);
         let err = read_at(&repo, commit, "").unwrap_err();
