@@ -288,8 +288,8 @@ mod tests {
     }
 
     /// A loose object whose header says `size` bytes and whose body holds only a few: reading the
-    /// blob fails (the stream ends early), reading the header does not. A reader that reads blobs
-    /// before checking sizes gets a read error here, not the size error.
+    /// header works, reading the blob does not (libgit2 spun for minutes on it when tried: a reader
+    /// that read blobs before checking sizes would not pass here).
     fn loose_blob_claiming(repo: &Repository, size: u64) -> Oid {
         let mut raw = format!("blob {size}\0").into_bytes();
         raw.extend_from_slice(b"only a few bytes");
@@ -310,14 +310,11 @@ mod tests {
     fn a_blob_past_the_budget_is_refused_from_its_header_without_reading_it() {
         let tmp = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(tmp.path()).unwrap();
-        let huge = loose_blob_claiming(&repo, 2 << 30);
+        let claim = MAX_BYTES + 1;
+        let huge = loose_blob_claiming(&repo, claim);
         assert_eq!(
             repo.odb().unwrap().read_header(huge).unwrap(),
-            (2 << 30, ObjectType::Blob)
-        );
-        assert!(
-            repo.find_blob(huge).is_err(),
-            "reading the blob itself fails"
+            (usize::try_from(claim).unwrap(), ObjectType::Blob)
         );
         let root = raw_tree(&repo, &[("100644", "big.conf", huge)]);
         let commit = commit_of(&repo, root);
