@@ -151,11 +151,15 @@ pub(crate) fn render_loaded(
 }
 
 /// The path to print for a bundle file: prefixed with the directory, and naming the template a
-/// rendered file came from (its line numbers are those of the rendered output).
+/// rendered file came from (its line numbers are those of the rendered output). A name that is no
+/// file of the directory (`--set`, `render.values`, an absolute `--values` path) is printed as is.
 pub(crate) fn shown_path(loaded: &Loaded, path: &str) -> String {
     let template = format!("{path}.j2");
     if loaded.tree.get(path).is_none() && loaded.tree.get(&template).is_some() {
         return format!("{}{path} (rendered from {template})", loaded.display_root);
+    }
+    if path == "--set" || path == "render.values" || path.starts_with('/') {
+        return path.to_string();
     }
     format!("{}{path}", loaded.display_root)
 }

@@ -89,6 +89,48 @@ pub enum RenderError {
         /// The exit status and the first lines the renderer printed.
         why: String,
     },
+    /// A path of the tree is not a plain relative path (`..`, `.`, an empty part...). The readers
+    /// of git trees and directories already refuse such names; this guards every other way a
+    /// [`super::ConfigTree`] can be built, so no bundle path can leave a directory it is joined to.
+    #[error(
+        "{path:?} is not a plain relative path (no `.`, `..`, empty part, `\\` or NUL); it would \
+         leave the directory the bundle is written to"
+    )]
+    UnsafePath {
+        /// The path as it was in the tree.
+        path: String,
+    },
+    /// A value from outside the repository (`render.values`, `--set`, `--values`) adds, removes
+    /// or moves directives or blocks of the rendered config (see `render::shape`).
+    #[error(
+        "{path}:{line}: the override value {keys} changes the structure of the config: {detail}. \
+         Values from render.values, --set or --values may fill in arguments, not add directives \
+         or blocks; in the template, pass the value through `nginx_quote` (text) or \
+         `nginx_token` (a port, an address, a name)"
+    )]
+    OverrideChangesStructure {
+        /// The rendered file.
+        path: String,
+        /// 1-based line in the rendered file, 0 when unknown.
+        line: u32,
+        /// The override keys whose strings hold nginx syntax characters.
+        keys: String,
+        /// What differs.
+        detail: String,
+    },
+    /// Override strings hold nginx syntax characters and the templates cannot be rendered with a
+    /// plain word in their place, so whether they change the config's structure cannot be checked.
+    #[error(
+        "the override value {keys} holds nginx syntax characters (; {{ }} # quotes or \\), and \
+         the templates fail when it is replaced by a plain word ({why}), so Switchback cannot \
+         check that it only fills in arguments; drop those characters from the value"
+    )]
+    OverrideUncheckable {
+        /// The override keys whose strings hold nginx syntax characters.
+        keys: String,
+        /// The render error with the plain word in place.
+        why: String,
+    },
     /// A template is not UTF-8.
     #[error("{path}: template is not valid UTF-8 (byte {offset})")]
     NotUtf8 {
@@ -131,8 +173,19 @@ impl RenderError {
             | RenderError::Collision { path, .. }
             | RenderError::Limit { path, .. }
             | RenderError::Crashed { path, .. }
-            | RenderError::NotUtf8 { path, .. } => (path.clone(), 0, 0, self.to_string()),
+            | RenderError::NotUtf8 { path, .. }
+            | RenderError::UnsafePath { path } => (path.clone(), 0, 0, self.to_string()),
             RenderError::MissingEntry { entry, .. } => (entry.clone(), 0, 0, self.to_string()),
+            RenderError::OverrideChangesStructure { path, line, .. } => {
+                let text = self.to_string();
+                let message = text
+                    .strip_prefix(&format!("{path}:{line}: "))
+                    .map_or(text.clone(), str::to_owned);
+                (path.clone(), u64::from(*line), 0, message)
+            }
+            RenderError::OverrideUncheckable { .. } => {
+                ("render.values".to_string(), 0, 0, self.to_string())
+            }
         };
         let message = message
             .strip_prefix(&format!("{path}: "))

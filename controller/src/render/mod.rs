@@ -13,7 +13,9 @@
 
 pub mod bundle;
 pub mod error;
+pub mod filters;
 mod links;
+mod shape;
 mod template;
 pub mod tree;
 pub mod values;
@@ -34,6 +36,10 @@ const TEMPLATE_SUFFIX: &str = ".j2";
 
 /// Renders a config directory. `overrides` is a mapping deep-merged over `values.yaml`
 /// (use `serde_json::Value::Null` or an empty object for none).
+///
+/// Overrides come from outside the repository and are not trusted with the config's structure:
+/// when one of their strings holds nginx syntax characters, the bundle must have the same
+/// directives and blocks as with a plain word in its place (see [`shape`]).
 pub fn render(tree: &ConfigTree, overrides: &serde_json::Value) -> Result<Bundle, RenderError> {
     render_with(tree, overrides, &mut |_| {})
 }
@@ -45,7 +51,7 @@ pub fn render_with(
     overrides: &serde_json::Value,
     started: &mut dyn FnMut(&str),
 ) -> Result<Bundle, RenderError> {
-    let mut values = match tree.get(VALUES_FILE) {
+    let base = match tree.get(VALUES_FILE) {
         Some(_) => {
             let bytes = links::resolve(tree, VALUES_FILE)?;
             let text = utf8(VALUES_FILE, bytes)?;
@@ -54,12 +60,24 @@ pub fn render_with(
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
     if !overrides.is_null() {
-        values::merge(&mut values, overrides);
+        values::check_depth("render.values", overrides)?;
     }
+    let with = |overrides: &serde_json::Value| {
+        let mut values = base.clone();
+        if !overrides.is_null() {
+            values::merge(&mut values, overrides);
+        }
+        values
+    };
 
     let mut sources = BTreeMap::new();
     let mut plain = BTreeMap::new();
     for (path, _) in tree.iter() {
+        if !tree::is_plain_path(path) {
+            return Err(RenderError::UnsafePath {
+                path: path.to_string(),
+            });
+        }
         if path == VALUES_FILE {
             continue;
         }
@@ -72,11 +90,28 @@ pub fn render_with(
     }
 
     let templates = Templates::new(sources.clone())?;
+    let bundle = produce(&templates, &sources, &plain, &with(overrides), started)?;
+    if let Some((masked, keys)) = shape::mask(overrides) {
+        let without = produce(&templates, &sources, &plain, &with(&masked), started)
+            .map_err(|e| shape::uncheckable(&keys, &e))?;
+        shape::compare(&bundle, &without, &keys)?;
+    }
+    Ok(bundle)
+}
+
+/// The bundle of `plain` files and rendered templates for one set of values.
+fn produce(
+    templates: &Templates,
+    sources: &BTreeMap<String, String>,
+    plain: &BTreeMap<String, Vec<u8>>,
+    values: &serde_json::Value,
+    started: &mut dyn FnMut(&str),
+) -> Result<Bundle, RenderError> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut origin: BTreeMap<String, String> = BTreeMap::new();
     for (path, bytes) in plain {
         origin.insert(path.clone(), path.clone());
-        files.insert(path, bytes);
+        files.insert(path.clone(), bytes.clone());
     }
     for name in sources.keys() {
         if is_partial(name) {
@@ -94,7 +129,7 @@ pub fn render_with(
             });
         }
         started(name);
-        let text = templates.render(name, &values)?;
+        let text = templates.render(name, values)?;
         origin.insert(output.clone(), name.clone());
         files.insert(output, text.into_bytes());
     }

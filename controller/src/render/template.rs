@@ -38,6 +38,7 @@ impl Templates {
             .map_err(|e| to_render_error(&e, "<syntax>", &sources))?;
         env.set_syntax(syntax);
         env.set_fuel(Some(FUEL));
+        super::filters::register(&mut env);
         for (name, source) in &sources {
             env.add_template_owned(name.clone(), source.clone())
                 .map_err(|e| to_render_error(&e, name, &sources))?;

@@ -176,3 +176,96 @@ fn missing_entry_lists_files() {
     let err = require_entry(&b, "nginx.conf").unwrap_err();
     assert!(err.to_string().contains("other.conf"));
 }
+
+#[test]
+fn a_tree_path_that_climbs_out_is_refused_whoever_built_the_tree() {
+    for bad in ["../../../x", "conf.d/../../x", "a//b.conf", "a\\b.conf"] {
+        let t = tree(&[("nginx.conf", "events {}\n"), (bad, "x")]);
+        assert_eq!(
+            render(&t, &serde_json::Value::Null),
+            Err(RenderError::UnsafePath {
+                path: bad.to_string()
+            }),
+            "{bad}"
+        );
+    }
+}
+
+const SITE_J2: &str = "server {\n    listen {{ site.listen }};\n    add_header X-Site \"{{ site.name }}\";\n    return 200 {{ site.body | nginx_quote }};\n}\n";
+
+fn site_tree() -> ConfigTree {
+    tree(&[
+        ("nginx.conf.j2", SITE_J2),
+        (
+            "values.yaml",
+            "site:\n  listen: 8080\n  name: shop\n  body: \"ok; { fine }\"\n",
+        ),
+    ])
+}
+
+#[test]
+fn an_override_that_adds_a_location_is_refused() {
+    let injection = "8080; location /leak { alias /etc/; autoindex on; } listen 8081";
+    let err = render(&site_tree(), &json!({"site": {"listen": injection}})).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::OverrideChangesStructure { path, line: 2, keys, .. }
+            if path == "nginx.conf" && keys == "`site.listen`"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("`location`") && text.contains("nginx_quote"),
+        "{text}"
+    );
+    // The same text in values.yaml is the repository's own config: trusted, rendered as written.
+    let trusted = tree(&[
+        ("nginx.conf.j2", SITE_J2),
+        (
+            "values.yaml",
+            &format!("site:\n  listen: \"{injection}\"\n  name: shop\n  body: x\n"),
+        ),
+    ]);
+    assert!(text_of(&trusted).contains("location /leak"));
+}
+
+fn text_of(t: &ConfigTree) -> String {
+    text(&render(t, &serde_json::Value::Null).unwrap(), "nginx.conf")
+}
+
+#[test]
+fn overrides_with_syntax_characters_that_stay_arguments_are_fine() {
+    let b = render(
+        &site_tree(),
+        &json!({"site": {"name": "default-src 'self'; img-src *", "body": "}; location /x {"}}),
+    )
+    .unwrap();
+    let conf = text(&b, "nginx.conf");
+    assert!(
+        conf.contains("add_header X-Site \"default-src 'self'; img-src *\";"),
+        "{conf}"
+    );
+    assert!(conf.contains("return 200 \"}; location /x {\";"), "{conf}");
+    // ... unless they break out of the quotes the template put around them.
+    let err = render(
+        &site_tree(),
+        &json!({"site": {"name": "x\"; location /leak { alias /etc/; } #"}}),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RenderError::OverrideChangesStructure { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_override_the_check_cannot_replace_is_refused() {
+    let t = tree(&[(
+        "nginx.conf.j2",
+        "events {}\n{% set parts = v | split(';') | list %}\nworker_processes {{ parts[1] }};\n",
+    )]);
+    let err = render(&t, &json!({"v": "a;2"})).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::OverrideUncheckable { keys, .. } if keys == "`v`"),
+        "{err:?}"
+    );
+}

@@ -4,6 +4,35 @@
 
 use std::collections::BTreeMap;
 
+/// Why a name cannot be one component of a config path, or `None` when it can.
+///
+/// A git tree made by hand (`git hash-object --literally`, libgit2's odb) may hold entries that no
+/// checkout would create: `..`, `.`, a name with `/` in it. Joined onto an output directory such a
+/// name walks out of it, so every reader of a config directory refuses them before anything else
+/// sees the tree. A backslash is refused as well: the agent refuses it in bundle paths (it is a
+/// separator on some systems), and refusing it at read time says so before a rollout starts.
+pub fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name == "." || name == ".." {
+        Some("is `.` or `..`")
+    } else if name.contains('/') {
+        Some("contains `/`")
+    } else if name.contains('\\') {
+        Some("contains `\\`")
+    } else if name.contains('\0') {
+        Some("contains a NUL byte")
+    } else {
+        None
+    }
+}
+
+/// Whether `path` is a `/`-separated relative path whose every component passes [`unsafe_name`]:
+/// a path that, joined onto a directory, names something inside it.
+pub fn is_plain_path(path: &str) -> bool {
+    path.split('/').all(|part| unsafe_name(part).is_none())
+}
+
 /// One entry of a config directory, as git stores it: a regular file or a symbolic link.
 ///
 /// Links are kept as links (not followed by the reader) so that the renderer alone decides whether a
@@ -70,5 +99,31 @@ impl FromIterator<(String, TreeEntry)> for ConfigTree {
             tree.insert(path, entry);
         }
         tree
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_leave_a_directory_are_unsafe() {
+        for bad in ["", ".", "..", "../x", "a/b", "/etc", "a\\b", "a\0b"] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "nginx.conf",
+            ".hidden",
+            "..x",
+            "a..b",
+            "x.j2",
+            "_partial.j2",
+        ] {
+            assert_eq!(unsafe_name(good), None, "{good:?}");
+        }
+        assert!(is_plain_path("conf.d/site.conf"));
+        for bad in ["../../../x", "a//b", "a/./b", "/abs", "a/", "conf.d/.."] {
+            assert!(!is_plain_path(bad), "{bad:?}");
+        }
     }
 }

@@ -6,6 +6,44 @@ use serde_json::{Map, Value};
 
 use super::error::RenderError;
 
+/// Deepest nesting of mappings and lists a set of values may have (a scalar is 0, `{a: 1}` is 1).
+///
+/// The YAML reader stops at the same depth, so this bounds what `--set` keys and library callers
+/// can build: merging, cloning, dropping and handing values to templates all recurse, and a
+/// `--set` key of 30,000 segments used to overflow the stack. No config needs a tenth of it.
+pub const MAX_DEPTH: usize = 64;
+
+/// How deeply `value` nests; computed without recursion, so any value can be measured.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0usize)];
+    while let Some((value, level)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(list) => Box::new(list.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(level + 1);
+        pending.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// Refuses overrides nested deeper than [`MAX_DEPTH`], before anything recurses into them.
+/// `what` names where they came from (`render.values`, a file).
+pub fn check_depth(what: &str, value: &Value) -> Result<(), RenderError> {
+    let found = depth(value);
+    if found <= MAX_DEPTH {
+        return Ok(());
+    }
+    Err(RenderError::Values {
+        path: what.to_string(),
+        line: 0,
+        col: 0,
+        message: format!("values nest {found} levels deep; at most {MAX_DEPTH} are allowed"),
+    })
+}
+
 /// Parses a YAML values document. An empty document is an empty mapping; anything but a mapping
 /// at the top is an error, since templates look values up by name.
 pub fn parse_values(path: &str, text: &str) -> Result<Value, RenderError> {
@@ -40,7 +78,9 @@ pub fn parse_values(path: &str, text: &str) -> Result<Value, RenderError> {
 }
 
 /// Merges `overrides` into `base`: mappings merge key by key, recursively; anything else in
-/// `overrides` replaces what `base` had (as Helm does with `--set` and `-f`).
+/// `overrides` replaces what `base` had (as Helm does with `--set` and `-f`). Recurses as deep as
+/// both values nest: callers bound them with [`check_depth`] (the YAML reader and
+/// [`from_assignments`] already do).
 pub fn merge(base: &mut Value, overrides: &Value) {
     match (base, overrides) {
         (Value::Object(base), Value::Object(over)) => {
@@ -77,6 +117,19 @@ pub fn from_assignments<'a>(
         } else {
             serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
         };
+        let segments = key.split('.').count();
+        if segments + depth(&value) > MAX_DEPTH {
+            return Err(RenderError::Values {
+                path: "--set".to_string(),
+                line: 0,
+                col: 0,
+                message: format!(
+                    "the key {} has {segments} segments; with its value that nests deeper than \
+                     the {MAX_DEPTH} levels values may have",
+                    shorten(key)
+                ),
+            });
+        }
         let mut nested = value;
         for part in key.split('.').rev() {
             if part.is_empty() {
@@ -94,6 +147,15 @@ pub fn from_assignments<'a>(
         merge(&mut out, &nested);
     }
     Ok(out)
+}
+
+/// A key as shown in an error: whole when short, else its start and its length.
+fn shorten(key: &str) -> String {
+    const SHOWN: usize = 48;
+    match key.char_indices().nth(SHOWN) {
+        None => format!("{key:?}"),
+        Some((end, _)) => format!("{:?} ({} bytes)", format!("{}...", &key[..end]), key.len()),
+    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -132,6 +194,43 @@ mod tests {
         assert_eq!(v, json!({"app": {"port": 9000, "name": "api"}, "on": true}));
         assert!(from_assignments(["novalue"]).is_err());
         assert!(from_assignments(["a..b=1"]).is_err());
+    }
+
+    #[test]
+    fn a_key_of_30000_segments_is_refused_not_a_stack_overflow() {
+        let key = vec!["a"; 30_000].join(".");
+        let err = from_assignments([format!("{key}=1").as_str()]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("30000 segments") && text.contains("64 levels"),
+            "{text}"
+        );
+        assert!(text.len() < 400, "the key is shortened: {text}");
+        // The deepest key allowed still works: 63 segments around a mapping of depth 1.
+        let deepest = vec!["a"; 63].join(".");
+        let v = from_assignments([format!("{deepest}={{b: 1}}").as_str()]).unwrap();
+        assert_eq!(depth(&v), MAX_DEPTH);
+        assert!(from_assignments([format!("{deepest}.c={{b: 1}}").as_str()]).is_err());
+    }
+
+    #[test]
+    fn depth_counts_mappings_and_lists_without_recursion() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}], "c": 1})), 4);
+        // Built by hand (not through serde_json's parser, which has its own limit) and measured on
+        // a thread with the default test stack.
+        let mut deep = json!(1);
+        for _ in 0..10_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(depth(&deep), 10_000);
+        assert!(check_depth("render.values", &deep).is_err());
+        assert!(check_depth("render.values", &json!({"a": {"b": 1}})).is_ok());
+        // Dropping it recurses: take it apart one level at a time.
+        while let Value::Array(mut list) = deep {
+            deep = list.pop().unwrap_or(Value::Null);
+        }
     }
 
     #[test]

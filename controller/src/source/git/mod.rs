@@ -188,6 +188,24 @@ pub enum GitError {
         /// The path (lossily decoded), relative to the repository root.
         path: String,
     },
+    /// A tree entry whose name is not one plain path component (`..`, `.`, a `/` in it...). git
+    /// itself never writes such a tree; one made by hand would make `render --out` (or anything
+    /// joining bundle paths onto a directory) write outside it, so the whole commit is refused.
+    #[error(
+        "commit {commit}: the tree {dir:?} has an entry named {name:?}, which {why}; a file name \
+         must be one plain path component (git never writes such a tree: it was made by hand). \
+         Remove the entry in a new commit"
+    )]
+    UnsafeName {
+        /// The commit id.
+        commit: String,
+        /// The directory holding the entry, relative to the repository root (`.` for the root).
+        dir: String,
+        /// The entry's name, as stored.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The directory is larger than a config directory should be.
     #[error(
         "{path:?} at commit {commit} holds more than {limit} {what}; is this the config directory?"

@@ -79,7 +79,26 @@ pub(super) fn read(
                 }
             };
             let rel = match entry.name() {
-                Ok(name) => join(name),
+                Ok(name) => {
+                    if let Some(why) = crate::render::tree::unsafe_name(name) {
+                        let holder = [dir, prefix.as_str()]
+                            .into_iter()
+                            .filter(|part| !part.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        return Err(GitError::UnsafeName {
+                            commit: id.clone(),
+                            dir: if holder.is_empty() {
+                                ".".into()
+                            } else {
+                                holder
+                            },
+                            name: name.to_string(),
+                            why,
+                        });
+                    }
+                    join(name)
+                }
                 Err(_) => {
                     let lossy = String::from_utf8_lossy(entry.name_bytes());
                     return Err(GitError::BadName {
@@ -198,6 +217,113 @@ fn too_large(commit: &str, dir: &str, what: &'static str, limit: u64) -> GitErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use git2::Oid;
+
+    /// A raw tree object: git's own tree builders refuse the names these tests need, the object
+    /// database does not look inside what it stores.
+    fn raw_tree(repo: &Repository, entries: &[(&str, &str, Oid)]) -> Oid {
+        let mut data = Vec::new();
+        for (mode, name, id) in entries {
+            data.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            data.extend_from_slice(id.as_bytes());
+        }
+        repo.odb().unwrap().write(ObjectType::Tree, &data).unwrap()
+    }
+
+    fn commit_of(repo: &Repository, tree: Oid) -> Oid {
+        let sig = git2::Signature::new("t", "t@example.invalid", &git2::Time::new(0, 0)).unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap()
+    }
+
+    fn read_at(repo: &Repository, commit: Oid, dir: &str) -> Result<ConfigTree, GitError> {
+        read(repo, &repo.find_commit(commit).unwrap(), dir, &|m| {
+            m.to_string()
+        })
+    }
+
+    #[test]
+    fn hand_made_entry_names_that_leave_the_directory_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path()).unwrap();
+        let conf = repo.blob(b"events {}\n").unwrap();
+        let evil = repo.blob(b"pwned\n").unwrap();
+        let empty_tree = raw_tree(&repo, &[]);
+        for (mode, name, id) in [
+            ("100644", "../../../x", evil),
+            ("100644", "..", evil),
+            ("100644", ".", evil),
+            ("100644", "a/b", evil),
+            ("100644", "/etc/x", evil),
+            ("100644", "a\\b", evil),
+            ("40000", "..", empty_tree),
+        ] {
+            let root = raw_tree(&repo, &[("100644", "nginx.conf", conf), (mode, name, id)]);
+            let commit = commit_of(&repo, root);
+            match read_at(&repo, commit, "") {
+                Err(GitError::UnsafeName {
+                    commit: c,
+                    dir,
+                    name: n,
+                    ..
+                }) => assert_eq!((c, dir, n), (commit.to_string(), ".".into(), name.into())),
+                other => panic!("{name:?}: expected UnsafeName, got {other:?}"),
+            }
+        }
+        // One level down, and read from a sub-directory: the message names where it is.
+        let inner = raw_tree(&repo, &[("100644", "../../x", evil)]);
+        let conf_d = raw_tree(&repo, &[("40000", "conf.d", inner)]);
+        let root = raw_tree(&repo, &[("40000", "edge", conf_d)]);
+        let commit = commit_of(&repo, root);
+        let err = read_at(&repo, commit, "edge").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, GitError::UnsafeName { dir, .. } if dir == "edge/conf.d"),
+            "{err:?}"
+        );
+        assert!(
+            text.contains(&commit.to_string()) && text.contains("\"../../x\""),
+            "{text}"
+        );
+    }
+
+    /// A loose object whose header says `size` bytes and whose body holds only a few: reading the
+    /// header works, reading the blob does not (libgit2 spun for minutes on it when tried: a reader
+    /// that read blobs before checking sizes would not pass here).
+    fn loose_blob_claiming(repo: &Repository, size: u64) -> Oid {
+        let mut raw = format!("blob {size}\0").into_bytes();
+        raw.extend_from_slice(b"only a few bytes");
+        let len = u16::try_from(raw.len()).unwrap();
+        // zlib header, then one stored (uncompressed) final deflate block; no checksum follows.
+        let mut z = vec![0x78, 0x01, 0x01];
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(&raw);
+        let hex = "5b".repeat(20);
+        let dir = repo.path().join("objects").join(&hex[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(&hex[2..]), z).unwrap();
+        Oid::from_str(&hex).unwrap()
+    }
+
+    #[test]
+    fn a_blob_past_the_budget_is_refused_from_its_header_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path()).unwrap();
+        let claim = MAX_BYTES + 1;
+        let huge = loose_blob_claiming(&repo, claim);
+        assert_eq!(
+            repo.odb().unwrap().read_header(huge).unwrap(),
+            (usize::try_from(claim).unwrap(), ObjectType::Blob)
+        );
+        let root = raw_tree(&repo, &[("100644", "big.conf", huge)]);
+        let commit = commit_of(&repo, root);
+        let err = read_at(&repo, commit, "").unwrap_err();
+        assert!(
+            matches!(&err, GitError::TooLarge { what: "bytes", limit, .. } if *limit == MAX_BYTES),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn normalize_paths() {
