@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .tools/venv
 CROSSPLANE_VERSION := 0.5.8
-APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client
+APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt
