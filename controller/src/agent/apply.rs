@@ -13,7 +13,7 @@ use crate::render::{Bundle, Digest};
 
 use super::base64;
 use super::directives::{self, AgentDirectives};
-use super::layout::{AppliedRecord, checked_rel};
+use super::layout::{AppliedRecord, check_paths, checked_rel};
 use super::nginx::Master;
 use super::state::{Core, Shared, lock};
 use super::wire::{ApplyOutcome, ApplyRequest, ApplyStep, LastApply, Revision};
@@ -25,6 +25,7 @@ pub type StepResult<T> = Result<T, (ApplyStep, String)>;
 /// anything touches the disk.
 pub fn decode(req: &ApplyRequest) -> StepResult<Bundle> {
     let fail = |why: String| (ApplyStep::Verify, why);
+    check_paths(req.files.keys().map(String::as_str)).map_err(|e| fail(e.to_string()))?;
     let mut files = BTreeMap::new();
     for (path, b64) in &req.files {
         checked_rel(path).map_err(|e| fail(e.to_string()))?;
@@ -221,7 +222,7 @@ async fn steps(
         short: &short,
         temp_dir: &temp,
         temp_paths: &shared.launcher.binary.temp_paths,
-        run_as_root: shared.run_as_root,
+        user: shared.worker_user.as_deref(),
         pin_listen: shared.cfg.pin_listen,
     };
     // Before anything is written or run: a bundle that would make nginx load code is refused
