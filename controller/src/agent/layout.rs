@@ -295,9 +295,32 @@ impl Layout {
 
     /// Keeps the bundle of version `d` as sent (`bytes`, an apply request's JSON), by rename.
     pub fn write_bundle(&self, d: &Digest, bytes: &[u8]) -> Result<(), FsError> {
+        self.write_bundle_with(d, &mut |w| w.write_all(bytes))
+    }
+
+    /// [`Layout::write_bundle`] with the JSON written by `write` straight to the file (buffered),
+    /// so a large bundle is not serialised in memory first.
+    pub fn write_bundle_with(
+        &self,
+        d: &Digest,
+        write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), FsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.bundle_file(d);
         let tmp = self.bundles().join(format!(".{}.new", d.to_hex()));
-        write_synced(&tmp, bytes)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(fs_err("create", &tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        write(&mut out).map_err(fs_err("write", &tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| fs_err("write", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(fs_err("fsync", &tmp))?;
         fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))?;
         sync_dir(&self.bundles())
     }
