@@ -106,6 +106,10 @@ impl AgentClient {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
+            // reqwest's default `TCP_USER_TIMEOUT` (30 s) would cut an apply that waits its turn:
+            // the agent reads a queued apply's body only when the ones ahead are done, so its
+            // bytes stay unacknowledged meanwhile. Each call's own timeout bounds the wait.
+            .tcp_user_timeout(None)
             .build()
     }
 

@@ -82,7 +82,11 @@ pub struct AgentArgs {
     pub worker_user: String,
     /// Seconds a connection to the API may take to send a request head (also between requests
     /// on a kept-alive connection) before the agent closes it.
-    #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    #[arg(
+        long,
+        env = "SWITCHBACK_AGENT_HEADER_READ_TIMEOUT",
+        default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS
+    )]
     pub header_read_timeout: f64,
     /// Connections to the API open at once; more wait in the kernel's backlog.
     #[arg(long, default_value_t = crate::http_server::DEFAULT_MAX_CONNECTIONS)]
