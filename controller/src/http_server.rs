@@ -216,7 +216,10 @@ mod tests {
             .await
             .expect("write");
         assert!(read_to_close(&mut silent).await.is_some(), "silent closed");
-        assert!(read_to_close(&mut partial).await.is_some(), "partial closed");
+        assert!(
+            read_to_close(&mut partial).await.is_some(),
+            "partial closed"
+        );
         let mut ok = TcpStream::connect(addr).await.expect("connect");
         ok.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await

@@ -7,185 +7,19 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{KeyInit as _, Mac as _};
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
 use switchback::http_server::ServeLimits;
 use switchback::source::webhook::{
     self, HookSecret, SecretMap, Trigger, WebhookConfig, WebhookMetrics,
 };
-use switchback_tests::agent_harness::{PATIENCE, Site, eventually, free_addr, nginx_available};
-use switchback_tests::bin::switchback_bin;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use switchback_tests::agent_harness::{PATIENCE, Site, free_addr, nginx_available};
+use switchback_tests::agent_process::{
+    Agent, closed_by_server, http, http_status, http_within, pile_up,
+};
 use tokio::net::TcpStream;
-
-/// `switchback agent` as its own process, stopped (`SIGTERM`, then `SIGKILL`) when dropped.
-struct Agent {
-    child: Child,
-    api: SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    /// Starts `sh -c 'ulimit -n <fds>; exec switchback agent …'` on `site` with `args` and `env`.
-    fn spawn(site: &Site, api: SocketAddr, fds: u32, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let log = site.dir.path().join(format!("agent-{}.log", api.port()));
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
-            .arg(switchback_bin())
-            .arg("agent")
-            .arg("--state-dir")
-            .arg(&site.state)
-            .arg("--listen")
-            .arg(api.to_string())
-            .arg("--nginx-listen")
-            .arg(site.nginx.to_string())
-            .args(args)
-            .env_remove("SWITCHBACK_AGENT_TOKEN")
-            .env("SWITCHBACK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Agent {
-            child: cmd.spawn().expect("start switchback agent"),
-            api,
-            log,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `/healthz` answers.
-    async fn up(&mut self) {
-        let api = self.api;
-        let child = &mut self.child;
-        eventually("the agent's /healthz", || {
-            let exited = child.try_wait().ok().flatten();
-            async move {
-                assert!(exited.is_none(), "the agent exited at start: {exited:?}");
-                http_status(api, "GET", "/healthz", None, Vec::new()).await.filter(|s| *s == 200)
-            }
-        })
-        .await;
-    }
-
-    /// Waits (bounded) for the process to end on its own and returns its stderr.
-    async fn exited(mut self) -> (std::process::ExitStatus, String) {
-        let child = &mut self.child;
-        let status = eventually("the agent to exit", || {
-            let r = child.try_wait().expect("wait");
-            async move { r }
-        })
-        .await;
-        (status, self.log())
-    }
-
-    /// The agent's peak resident memory so far, in bytes (`VmHWM`).
-    fn peak_rss(&self) -> u64 {
-        proc_kib(self.pid(), "VmHWM:") * 1024
-    }
-
-    /// The agent's resident memory now, in bytes.
-    fn rss(&self) -> u64 {
-        proc_kib(self.pid(), "VmRSS:") * 1024
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = signal::kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
-        for _ in 0..200 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn proc_kib(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("field in /proc/PID/status")
-}
-
-/// One HTTP/1.1 request over a fresh connection; the status, or `None` when nothing answered
-/// within the patience.
-async fn http_status(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Vec<u8>,
-) -> Option<u16> {
-    http(addr, method, path, token, body).await.map(|(s, _)| s)
-}
-
-/// One request with `reqwest` (no proxies): status and body text.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Vec<u8>,
-) -> Option<(u16, String)> {
-    http_within(PATIENCE, addr, method, path, token, body).await
-}
-
-/// [`http`] with its own time limit (queued applies wait for the ones ahead of them).
-async fn http_within(
-    limit: Duration,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Vec<u8>,
-) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(limit)
-        // A queued apply's body waits unread for its turn; reqwest's 30 s default would cut it.
-        .tcp_user_timeout(None)
-        .build()
-        .expect("client");
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = client
-        .request(method, format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{path}: {e:?}");
-            return None;
-        }
-    };
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.unwrap_or_default()))
-}
 
 /// The body of `POST /v1/apply` for `files`.
 fn apply_body(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -211,21 +45,6 @@ fn conf(listen: SocketAddr, location: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads from `stream` until the server closes it; `true` when it did within the patience.
-async fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Finding 4: the local-mode agent had no authentication.
 
@@ -239,13 +58,7 @@ async fn an_unauthenticated_apply_is_refused_and_changes_nothing() {
     // No token given: the agent makes one, readable by its owner only.
     let mut agent = Agent::spawn(&site, api, 1024, &[], &[]);
     agent.up().await;
-    let token_file = site.state.join("api-token");
-    let mode = std::fs::metadata(&token_file).expect("token file").mode();
-    assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
-    let token = std::fs::read_to_string(&token_file).expect("token");
-    let token = token.trim();
     let body = apply_body(&[("nginx.conf", &conf(site.nginx, "return 200 'pwned';"))]);
-
     for (who, presented) in [("no token", None), ("a wrong token", Some("not-the-token"))] {
         let status = http_status(api, "POST", "/v1/apply", presented, body.clone()).await;
         assert_eq!(status, Some(401), "{who}");
@@ -259,6 +72,11 @@ async fn an_unauthenticated_apply_is_refused_and_changes_nothing() {
             .is_none(),
         "no nginx serves the attacker's config"
     );
+    let token_file = site.state.join("api-token");
+    let mode = std::fs::metadata(&token_file).expect("token file").mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    let token = token.trim();
     assert!(!agent.log().contains(token), "the token is never logged");
     // The owner of the state directory can use it.
     let applied = http(api, "POST", "/v1/apply", Some(token), body).await;
@@ -272,7 +90,13 @@ async fn bundle_paths_outside_the_state_directory_are_refused_before_anything_is
     }
     let site = Site::new();
     let api = free_addr();
-    let mut agent = Agent::spawn(&site, api, 1024, &[], &[("SWITCHBACK_AGENT_TOKEN", site.token.expose())]);
+    let mut agent = Agent::spawn(
+        &site,
+        api,
+        1024,
+        &[],
+        &[("SWITCHBACK_AGENT_TOKEN", site.token.expose())],
+    );
     agent.up().await;
     let outside = site.dir.path().join("outside");
     std::fs::create_dir(&outside).expect("mkdir");
@@ -294,7 +118,11 @@ async fn bundle_paths_outside_the_state_directory_are_refused_before_anything_is
         assert!(text.contains("\"step\":\"verify\""), "{path}: {text}");
     }
     // A file that is also a directory of another: refused whole, not half-written.
-    let body = apply_body(&[("nginx.conf", &good), ("conf", b"x"), ("conf/site.conf", b"y")]);
+    let body = apply_body(&[
+        ("nginx.conf", &good),
+        ("conf", b"x"),
+        ("conf/site.conf", b"y"),
+    ]);
     let (status, text) = http(api, "POST", "/v1/apply", Some(site.token.expose()), body)
         .await
         .unwrap_or_default();
@@ -333,7 +161,9 @@ async fn nginx_workers_never_run_as_root_so_etc_shadow_is_not_served() {
         return;
     }
     if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
-        eprintln!("\n!!!!!!!! not root: workers cannot run as root here; nothing to check !!!!!!!!\n");
+        eprintln!(
+            "\n!!!!!!!! not root: workers cannot run as root here; nothing to check !!!!!!!!\n"
+        );
         return;
     }
     let site = Site::new();
@@ -341,7 +171,10 @@ async fn nginx_workers_never_run_as_root_so_etc_shadow_is_not_served() {
     let token = site.token.expose();
     let mut agent = Agent::spawn(&site, api, 1024, &[], &[("SWITCHBACK_AGENT_TOKEN", token)]);
     agent.up().await;
-    let body = apply_body(&[("nginx.conf", &conf(site.nginx, "location / { alias /etc/; }"))]);
+    let body = apply_body(&[(
+        "nginx.conf",
+        &conf(site.nginx, "location / { alias /etc/; }"),
+    )]);
     let (status, text) = http(api, "POST", "/v1/apply", Some(token), body)
         .await
         .unwrap_or_default();
@@ -349,8 +182,14 @@ async fn nginx_workers_never_run_as_root_so_etc_shadow_is_not_served() {
     let (status, shadow) = http(site.nginx, "GET", "/shadow", None, Vec::new())
         .await
         .unwrap_or_default();
-    assert_ne!(status, 200, "/etc/shadow was served: {shadow}");
-    assert!(!shadow.contains("root:"), "{shadow}");
+    // Never print what came back: it would be this machine's password hashes.
+    assert_ne!(
+        status,
+        200,
+        "/etc/shadow was served ({} bytes)",
+        shadow.len()
+    );
+    assert!(!shadow.contains("root:"), "/etc/shadow was served");
     let state: serde_json::Value = serde_json::from_str(
         &http(api, "GET", "/v1/state", Some(token), Vec::new())
             .await
@@ -358,17 +197,26 @@ async fn nginx_workers_never_run_as_root_so_etc_shadow_is_not_served() {
             .1,
     )
     .expect("state");
-    let workers = state["nginx"]["workers"].as_array().expect("workers").clone();
+    let workers = state["nginx"]["workers"]
+        .as_array()
+        .expect("workers")
+        .clone();
     assert!(!workers.is_empty());
     for w in workers {
         let pid = w.as_i64().expect("pid");
-        let uid = std::fs::metadata(format!("/proc/{pid}")).expect("worker").uid();
+        let uid = std::fs::metadata(format!("/proc/{pid}"))
+            .expect("worker")
+            .uid();
         assert_ne!(uid, 0, "worker {pid} runs as root");
     }
     // A bundle asking for root workers is refused before nginx sees it.
     let body = apply_body(&[(
         "nginx.conf",
-        &[b"user root;\n".as_slice(), &conf(site.nginx, "location / { alias /etc/; }")].concat(),
+        &[
+            b"user root;\n".as_slice(),
+            &conf(site.nginx, "location / { alias /etc/; }"),
+        ]
+        .concat(),
     )]);
     let (status, text) = http(api, "POST", "/v1/apply", Some(token), body)
         .await
@@ -389,7 +237,10 @@ async fn listening_beyond_loopback_is_refused_without_the_flag_and_a_token() {
         let (status, log) = agent.exited().await;
         assert!(!status.success(), "{addr}: {log}");
         assert!(log.contains("--allow-remote-api"), "{addr}: {log}");
-        assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "{addr} was bound");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+            "{addr} was bound"
+        );
     }
     let addr: SocketAddr = format!("0.0.0.0:{port}").parse().expect("addr");
     let agent = Agent::spawn(&site, addr, 1024, &["--allow-remote-api"], &[]);
@@ -401,37 +252,6 @@ async fn listening_beyond_loopback_is_refused_without_the_flag_and_a_token() {
 
 // ---------------------------------------------------------------------------------------------
 // Finding 5: no request-head deadline; idle connections used up the descriptors.
-
-/// Opens `idle` silent connections and `slow` ones that trickle half a request head, to `addr`.
-async fn pile_up(addr: SocketAddr, idle: usize, slow: usize) -> (Vec<TcpStream>, Vec<tokio::task::JoinHandle<bool>>) {
-    let mut silent = Vec::new();
-    for _ in 0..idle {
-        silent.push(TcpStream::connect(addr).await.expect("connect"));
-    }
-    let mut trickling = Vec::new();
-    for _ in 0..slow {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        trickling.push(tokio::spawn(async move {
-            // Slowloris: a byte of a never-ending head at a time, until the server hangs up.
-            let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: ";
-            if s.write_all(head).await.is_err() {
-                return true;
-            }
-            for _ in 0..600 {
-                if s.write_all(b"a").await.is_err() {
-                    return true;
-                }
-                let mut buf = [0u8; 64];
-                match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => return true,
-                    _ => {}
-                }
-            }
-            false
-        }));
-    }
-    (silent, trickling)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_and_slowloris_connections_to_the_agent_are_closed_and_healthz_still_answers() {
@@ -457,7 +277,10 @@ async fn idle_and_slowloris_connections_to_the_agent_are_closed_and_healthz_stil
         assert!(closed_by_server(s).await, "idle connection {i} still open");
     }
     for t in trickling {
-        assert!(t.await.expect("trickler"), "a slowloris connection was kept");
+        assert!(
+            t.await.expect("trickler"),
+            "a slowloris connection was kept"
+        );
     }
     assert_eq!(
         http_status(api, "GET", "/healthz", None, Vec::new()).await,
@@ -504,7 +327,12 @@ async fn webhook_receiver(
 }
 
 /// POSTs a GitHub push to the receiver: its status.
-async fn github_push(addr: SocketAddr, body: &str, signature: Option<&str>, delivery: &str) -> Option<u16> {
+async fn github_push(
+    addr: SocketAddr,
+    body: &str,
+    signature: Option<&str>,
+    delivery: &str,
+) -> Option<u16> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(PATIENCE)
@@ -536,15 +364,27 @@ async fn idle_and_slowloris_connections_to_the_webhook_port_are_closed() {
     let (addr, mut triggers, _stop) = webhook_receiver(limits).await;
     let (mut silent, trickling) = pile_up(addr, 150, 10).await;
     // A signed push behind them is still taken, once the server has dropped the idle ones.
-    let status = github_push(addr, GITHUB_PUSH, Some(&sign(GITHUB_PUSH.as_bytes())), "d-1").await;
+    let status = github_push(
+        addr,
+        GITHUB_PUSH,
+        Some(&sign(GITHUB_PUSH.as_bytes())),
+        "d-1",
+    )
+    .await;
     assert_eq!(status, Some(202));
     for (i, s) in silent.iter_mut().enumerate() {
         assert!(closed_by_server(s).await, "idle connection {i} still open");
     }
     for t in trickling {
-        assert!(t.await.expect("trickler"), "a slowloris connection was kept");
+        assert!(
+            t.await.expect("trickler"),
+            "a slowloris connection was kept"
+        );
     }
-    assert_eq!(triggers.try_recv().map(|t| t.git_ref).ok().as_deref(), Some("refs/heads/main"));
+    assert_eq!(
+        triggers.try_recv().map(|t| t.git_ref).ok().as_deref(),
+        Some("refs/heads/main")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,8 +395,14 @@ async fn a_replayed_webhook_delivery_is_refused() {
     let (addr, mut triggers, _stop) = webhook_receiver(ServeLimits::default()).await;
     let sig = sign(GITHUB_PUSH.as_bytes());
     let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
-    assert_eq!(github_push(addr, GITHUB_PUSH, Some(&sig), id).await, Some(202));
-    assert_eq!(github_push(addr, GITHUB_PUSH, Some(&sig), id).await, Some(409));
+    assert_eq!(
+        github_push(addr, GITHUB_PUSH, Some(&sig), id).await,
+        Some(202)
+    );
+    assert_eq!(
+        github_push(addr, GITHUB_PUSH, Some(&sig), id).await,
+        Some(409)
+    );
     // The delivery id is not signed: a fresh one does not make the same push new.
     assert_eq!(
         github_push(addr, GITHUB_PUSH, Some(&sig), "a-fresh-id").await,
@@ -566,7 +412,10 @@ async fn a_replayed_webhook_delivery_is_refused() {
     assert!(triggers.try_recv().is_err(), "the replays did not");
     // The next real push is taken.
     let next = GITHUB_PUSH.replacen("\"after\"", "\"after_\"", 1);
-    assert_eq!(github_push(addr, &next, Some(&sign(next.as_bytes())), "d-2").await, Some(202));
+    assert_eq!(
+        github_push(addr, &next, Some(&sign(next.as_bytes())), "d-2").await,
+        Some(202)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -581,9 +430,18 @@ async fn unsigned_webhook_requests_cannot_starve_a_signed_one() {
         let status = github_push(addr, GITHUB_PUSH, Some("sha256=00ff"), &format!("f-{i}")).await;
         assert!(matches!(status, Some(401 | 429)), "{status:?}");
     }
-    let status = github_push(addr, GITHUB_PUSH, Some(&sign(GITHUB_PUSH.as_bytes())), "s-1").await;
+    let status = github_push(
+        addr,
+        GITHUB_PUSH,
+        Some(&sign(GITHUB_PUSH.as_bytes())),
+        "s-1",
+    )
+    .await;
     assert_eq!(status, Some(202), "the signed push was held back");
-    assert_eq!(triggers.try_recv().map(|t| t.git_ref).ok().as_deref(), Some("refs/heads/main"));
+    assert_eq!(
+        triggers.try_recv().map(|t| t.git_ref).ok().as_deref(),
+        Some("refs/heads/main")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,12 +472,21 @@ async fn concurrent_large_applies_keep_the_agent_memory_bounded() {
     let token = site.token.expose().to_string();
     // One kept version: six 40 MiB bundles need not all stay on disk.
     let keep = ["--keep-versions", "1"];
-    let mut agent = Agent::spawn(&site, api, 1024, &keep, &[("SWITCHBACK_AGENT_TOKEN", &token)]);
+    let mut agent = Agent::spawn(
+        &site,
+        api,
+        1024,
+        &keep,
+        &[("SWITCHBACK_AGENT_TOKEN", &token)],
+    );
     agent.up().await;
     let bodies: Vec<Vec<u8>> = (0..APPLIES)
         .map(|i| {
             let c = conf(site.nginx, &format!("return 200 'v{i}';"));
-            apply_body(&[("nginx.conf", &c), ("data/blob.bin", &noise(30 << 20, i as u64 + 1))])
+            apply_body(&[
+                ("nginx.conf", &c),
+                ("data/blob.bin", &noise(30 << 20, i as u64 + 1)),
+            ])
         })
         .collect();
     let body_bytes = bodies[0].len() as u64;
@@ -628,14 +495,18 @@ async fn concurrent_large_applies_keep_the_agent_memory_bounded() {
         let token = token.clone();
         // Each waits for the applies ahead of it: as long as the client's own apply timeout.
         let limit = Duration::from_secs(120);
-        tokio::spawn(async move { http_within(limit, api, "POST", "/v1/apply", Some(&token), body).await })
+        tokio::spawn(async move {
+            http_within(limit, api, "POST", "/v1/apply", Some(&token), body).await
+        })
     });
     let mut answers = Vec::new();
     for s in sends.collect::<Vec<_>>() {
         answers.push(s.await.expect("sender"));
     }
     assert!(
-        answers.iter().all(|a| a.as_ref().is_some_and(|a| a.0 == 200)),
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_some_and(|a| a.0 == 200)),
         "{answers:?}\n{}",
         agent.log()
     );

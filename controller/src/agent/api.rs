@@ -109,11 +109,17 @@ async fn apply_handler(State(shared): State<Arc<Shared>>, request: Request) -> R
     let Some(_turn) = place.turn().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n").into_response();
     };
-    let req: ApplyRequest =
-        match read_json(body, declared, limits.max_request_bytes, limits.body_timeout).await {
-            Ok(req) => req,
-            Err(response) => return response,
-        };
+    let req: ApplyRequest = match read_json(
+        body,
+        declared,
+        limits.max_request_bytes,
+        limits.body_timeout,
+    )
+    .await
+    {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
     let outcome = apply::apply(&shared, req).await;
     let code = match &outcome {
         ApplyOutcome::Applied { .. } => StatusCode::OK,
@@ -144,7 +150,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         }
         Ok(Err(BodyError::TooLarge)) => return Err(too_large(limit)),
         Ok(Err(BodyError::Broken(e))) => {
-            return Err((StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")).into_response());
+            return Err(
+                (StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")).into_response(),
+            );
         }
         Ok(Ok(bytes)) => bytes,
     };
@@ -167,7 +175,11 @@ enum BodyError {
 
 /// Reads a body chunk by chunk into one buffer sized from `Content-Length` (so it is not
 /// reallocated, which would hold two copies for a moment), giving up past `limit`.
-async fn read_capped(body: Body, declared: Option<u64>, limit: usize) -> Result<Vec<u8>, BodyError> {
+async fn read_capped(
+    body: Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     use futures_util::StreamExt as _;
     let expected = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
     let mut buf = Vec::with_capacity(expected);

@@ -271,7 +271,10 @@ mod tests {
     fn the_streamed_request_is_the_serialised_one() {
         let mut files = std::collections::BTreeMap::new();
         files.insert("nginx.conf".to_string(), b"events {}\n".to_vec());
-        files.insert("conf.d/\u{e9}t\u{e9} \"q\".conf".to_string(), vec![0, 255, 10, 34]);
+        files.insert(
+            "conf.d/\u{e9}t\u{e9} \"q\".conf".to_string(),
+            vec![0, 255, 10, 34],
+        );
         files.insert("big.map".to_string(), vec![7u8; 100_001]);
         let bundle = Bundle::new(files);
         let (commit, entry) = ("c0ffee \"\\ \n", "nginx.conf");

@@ -86,11 +86,17 @@ mod tests {
         let first = load_or_create(dir.path()).expect("create");
         assert_eq!(first.expose().len(), 64);
         let path = token_path(dir.path());
-        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let again = load_or_create(dir.path()).expect("reuse");
         assert_eq!(again, first);
-        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").mode() & 0o777,
+            0o600
+        );
         assert_ne!(generate().expect("token"), first, "fresh tokens differ");
     }
 }

@@ -291,7 +291,7 @@ async fn run_inner(
             let _ = api_stop.changed().await;
         },
     );
-    let mut server = tokio::spawn(async move { server.await }.in_current_span());
+    let mut server = tokio::spawn(server.in_current_span());
     let served = tokio::select! {
         _ = shutdown => None,
         r = &mut server => Some(r),

@@ -147,15 +147,15 @@ mod tests {
         // Owned by whoever runs the test; "nobody" is neither owner nor group.
         let err = make_reachable(&layout, &nobody()).expect_err("closed parent");
         assert!(err.contains(&parent.display().to_string()), "{err}");
-        assert!(err.contains("0700") && err.contains("--worker-user root"), "{err}");
+        assert!(
+            err.contains("0700") && err.contains("--worker-user root"),
+            "{err}"
+        );
         set(&parent, 0o711);
         make_reachable(&layout, &nobody()).expect("reachable");
         let mode = std::fs::metadata(layout.root()).expect("stat").mode();
         assert_eq!(mode & 0o001, 0o001, "the state directory is searchable now");
-        let root = WorkerUser {
-            uid: 0,
-            ..nobody()
-        };
+        let root = WorkerUser { uid: 0, ..nobody() };
         set(&parent, 0o700);
         assert!(make_reachable(&layout, &root).is_ok(), "root reaches all");
     }

@@ -112,7 +112,10 @@ impl ApplyGate {
 impl QueuePlace {
     /// Waits for this place's turn (places are served in arrival order).
     pub async fn turn(self) -> Option<Turn> {
-        let turn = std::sync::Arc::clone(&self.turn).acquire_owned().await.ok()?;
+        let turn = std::sync::Arc::clone(&self.turn)
+            .acquire_owned()
+            .await
+            .ok()?;
         Some(Turn {
             _place: self,
             _turn: turn,

@@ -147,8 +147,14 @@ mod tests {
         let a1 = shares.enter("10.0.0.1");
         let a2 = shares.enter("10.0.0.1");
         assert!(a1.is_some() && a2.is_some());
-        assert!(shares.enter("10.0.0.1").is_none(), "a third from the same source");
-        assert!(shares.enter("10.0.0.2").is_some(), "another source has its own");
+        assert!(
+            shares.enter("10.0.0.1").is_none(),
+            "a third from the same source"
+        );
+        assert!(
+            shares.enter("10.0.0.2").is_some(),
+            "another source has its own"
+        );
         drop(a1);
         assert!(shares.enter("10.0.0.1").is_some(), "a slot came back");
         drop(a2);

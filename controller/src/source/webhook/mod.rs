@@ -30,6 +30,7 @@
 //! ([`crate::http_server`]), so idle or half-sent connections cannot pile up.
 
 mod limit;
+mod metrics;
 mod provider;
 pub mod replay;
 mod trigger;
@@ -49,16 +50,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt as _;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::http_server::ServeLimits;
 
 pub use limit::{RateLimiter, SourceShares};
-pub use replay::{DeliveryKeys, ReplayCache};
+pub use metrics::{Outcome, WebhookMetrics};
 pub use provider::{MAX_REFS_PER_PUSH, Provider, Push};
+pub use replay::{DeliveryKeys, ReplayCache};
 pub use trigger::{Trigger, full_ref, repository_key};
 
 /// A webhook secret. Its `Debug` never shows the bytes, so it can sit in structs that are logged.
@@ -167,107 +166,6 @@ impl Default for WebhookConfig {
             unauthenticated_per_second: 1.0,
             replay_capacity: replay::DEFAULT_REPLAY_CAPACITY,
         }
-    }
-}
-
-/// How a request ended, the `outcome` label of `switchback_webhook_requests`: a fixed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A push was accepted and its triggers queued.
-    Accepted,
-    /// Authenticated, but not a push.
-    Ignored,
-    /// No such provider or hook id.
-    UnknownHook,
-    /// The hook's token bucket was empty.
-    RateLimited,
-    /// A request that failed authentication from a source that failed too often.
-    SourceLimited,
-    /// A delivery accepted before, sent again.
-    Duplicate,
-    /// Too many requests were being read at once.
-    Busy,
-    /// The body was over the cap.
-    TooLarge,
-    /// The body did not arrive in time.
-    Timeout,
-    /// The signature or token did not match.
-    Unauthorized,
-    /// An authenticated push that could not be read.
-    BadPayload,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Ignored => "ignored",
-            Outcome::UnknownHook => "unknown_hook",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::SourceLimited => "source_limited",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Busy => "busy",
-            Outcome::TooLarge => "too_large",
-            Outcome::Timeout => "timeout",
-            Outcome::Unauthorized => "unauthorized",
-            Outcome::BadPayload => "bad_payload",
-        }
-    }
-}
-
-type Labels = [(&'static str, &'static str); 2];
-
-/// The receiver's counters, so on-call can see pushes arriving, being refused, or being dropped
-/// because the controller was behind. Labels are the provider and the outcome (both bounded),
-/// never the hook id or a URL.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookMetrics {
-    requests: Family<Labels, Counter>,
-    dropped: Counter,
-}
-
-impl WebhookMetrics {
-    /// Registers the counters (`switchback_webhook_requests`, `switchback_webhook_triggers_dropped`)
-    /// in the controller's registry.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "switchback_webhook_requests",
-            "Webhook requests by provider and outcome",
-            self.requests.clone(),
-        );
-        registry.register(
-            "switchback_webhook_triggers_dropped",
-            "Triggers dropped because the controller's queue was full (the poll catches up)",
-            self.dropped.clone(),
-        );
-        // The series alerts watch exist from the start, at zero, so rate() works.
-        for provider in Provider::ALL {
-            for outcome in [Outcome::Accepted, Outcome::Unauthorized] {
-                drop(self.requests.get_or_create(&[
-                    ("provider", provider.label()),
-                    ("outcome", outcome.label()),
-                ]));
-            }
-        }
-    }
-
-    /// How many requests of `provider` ended with `outcome`.
-    pub fn requests(&self, provider: Provider, outcome: Outcome) -> u64 {
-        self.requests
-            .get_or_create(&[("provider", provider.label()), ("outcome", outcome.label())])
-            .get()
-    }
-
-    /// How many triggers were dropped on a full channel.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
-    }
-
-    fn count(&self, provider: &'static str, outcome: Outcome) {
-        self.requests
-            .get_or_create(&[("provider", provider), ("outcome", outcome.label())])
-            .inc();
     }
 }
 

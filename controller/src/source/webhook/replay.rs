@@ -127,7 +127,12 @@ mod tests {
     fn a_delivery_is_recorded_once_by_body_and_by_id() {
         let cache = ReplayCache::new(16);
         let gh = |id: &str, body: &[u8]| {
-            DeliveryKeys::of(Provider::GitHub, "h", &headers(&[("x-github-delivery", id)]), body)
+            DeliveryKeys::of(
+                Provider::GitHub,
+                "h",
+                &headers(&[("x-github-delivery", id)]),
+                body,
+            )
         };
         let first = gh("id-1", b"{\"after\":\"a\"}");
         assert!(!cache.seen(Provider::GitHub, &first));
@@ -149,11 +154,16 @@ mod tests {
     #[test]
     fn the_cache_forgets_the_oldest_past_its_capacity() {
         let cache = ReplayCache::new(4);
-        let k = |i: u32| DeliveryKeys::of(Provider::Generic, "h", &HeaderMap::new(), &i.to_be_bytes());
+        let k =
+            |i: u32| DeliveryKeys::of(Provider::Generic, "h", &HeaderMap::new(), &i.to_be_bytes());
         for i in 0..10 {
             assert!(cache.record(Provider::Generic, &k(i)));
         }
-        let seen = cache.seen.lock().map(|s| s[&Provider::Generic].keys.len()).unwrap_or(0);
+        let seen = cache
+            .seen
+            .lock()
+            .map(|s| s[&Provider::Generic].keys.len())
+            .unwrap_or(0);
         assert_eq!(seen, 4);
         assert!(cache.seen(Provider::Generic, &k(9)));
         assert!(!cache.seen(Provider::Generic, &k(0)), "forgotten");

@@ -32,7 +32,11 @@ async fn a_delivery_is_accepted_once_even_under_a_new_delivery_id() {
                 .unwrap_or_default();
         }
     }
-    let status = send(&h.router, request("github", HOOK, &same_id, reserialised.into())).await;
+    let status = send(
+        &h.router,
+        request("github", HOOK, &same_id, reserialised.into()),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(drain(&mut h.triggers).len(), 1, "one trigger in all");
     assert_eq!(h.metrics.requests(Provider::GitHub, Outcome::Duplicate), 3);
@@ -79,9 +83,14 @@ async fn unsigned_floods_never_make_a_signed_push_wait() {
         let headers = if i % 2 == 0 { &unsigned } else { &forged };
         statuses.push(send(&h.router, request("github", HOOK, headers, GITHUB.into())).await);
     }
-    assert!(statuses[..3].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
     assert!(
-        statuses[3..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        statuses[..3].iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[3..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
         "a source that keeps failing hears 429: {statuses:?}"
     );
     let status = send(&h.router, request("github", HOOK, &signed, GITHUB.into())).await;
