@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod confine;
 pub mod demo;
 pub mod fleet;
+pub mod http_server;
 pub mod operator;
 #[cfg(test)]
 mod purity;

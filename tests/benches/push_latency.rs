@@ -214,32 +214,40 @@ async fn first_serving(agents: &[AgentClient], commit: &str, start: Instant) -> 
     }
 }
 
-/// The generic HMAC webhook, as a git host sends it once a push is in.
+/// The generic HMAC webhook, as a git host sends it once a push is in. Each post carries a
+/// delivery id of its own in the signed body, as every real delivery differs (a repeated body is
+/// refused as a replay).
 struct Hook {
     url: String,
-    body: String,
-    signature: String,
+    repository: String,
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl Hook {
     fn new(addr: SocketAddr, repository: &str) -> Hook {
-        let body =
-            serde_json::json!({"repository": repository, "ref": "refs/heads/main"}).to_string();
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-        mac.update(body.as_bytes());
         Hook {
             url: format!("http://{addr}/hooks/generic/edge.hook"),
-            body,
-            signature: format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            repository: repository.to_string(),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     async fn post(&self) -> Option<u16> {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({
+            "repository": self.repository,
+            "ref": "refs/heads/main",
+            "delivery": format!("bench-{}-{n}", std::process::id()),
+        })
+        .to_string();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         reqwest::Client::new()
             .post(&self.url)
-            .header("X-Switchback-Signature", &self.signature)
+            .header("X-Switchback-Signature", signature)
             .header("Content-Type", "application/json")
-            .body(self.body.clone())
+            .body(body)
             .send()
             .await
             .ok()

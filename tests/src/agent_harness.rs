@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+use switchback::agent::config::ApiLimits;
 use switchback::agent::{
     AgentClient, AgentConfig, AgentError, AgentState, ApplyOutcome, DriftSettings, ProbeSpec,
-    Timeouts,
+    Timeouts, Token,
 };
 use switchback::render::Bundle;
 use switchback::validate::sandbox::Nginx;
@@ -142,13 +143,19 @@ pub struct Site {
     pub state: PathBuf,
     /// Where nginx listens.
     pub nginx: SocketAddr,
+    /// The agent's API token (a fresh one per site).
+    pub token: Token,
 }
 
 impl Site {
-    /// A fresh state directory and a free nginx address.
+    /// A fresh state directory and a free nginx address. The temporary directory is searchable
+    /// by others (0711), so nginx's workers reach the agent's socket when the tests run as root
+    /// and the agent runs them as `nobody`.
     pub fn new() -> Site {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::Builder::new()
             .prefix("sb-agent-")
+            .permissions(std::fs::Permissions::from_mode(0o711))
             .tempdir()
             .expect("temp dir");
         let state = dir.path().join("state");
@@ -157,7 +164,15 @@ impl Site {
             state,
             nginx: free_addr(),
             dir,
+            token: switchback::agent::local_token::generate().expect("a token"),
         }
+    }
+
+    /// A client for the agent of this site at `api`, with its token.
+    pub fn client(&self, api: SocketAddr) -> AgentClient {
+        AgentClient::new(api)
+            .expect("client")
+            .with_token(self.token.clone())
     }
 
     /// An agent configuration for this site with its API at `api`.
@@ -173,7 +188,12 @@ impl Site {
             initial_bundle: None,
             manage_nginx: true,
             timeouts: Timeouts::default(),
-            max_request_bytes: 16 * 1024 * 1024,
+            limits: ApiLimits {
+                max_request_bytes: 16 * 1024 * 1024,
+                ..ApiLimits::default()
+            },
+            token: Some(self.token.clone()),
+            worker_user: switchback::agent::config::DEFAULT_WORKER_USER.to_string(),
             crash_at: None,
             kubernetes: None,
             drift: DriftSettings::default(),
@@ -207,7 +227,14 @@ pub struct InProcess {
 impl InProcess {
     /// Starts `switchback::agent::run_with(cfg)` and waits until its API answers.
     pub async fn start(cfg: AgentConfig) -> InProcess {
-        let client = AgentClient::new(cfg.listen).expect("client");
+        let token = match (&cfg.token, &cfg.kubernetes) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(kube)) => Some(kube.token.clone()),
+            (None, None) => None,
+        };
+        let client = AgentClient::new(cfg.listen)
+            .expect("client")
+            .with_token(token);
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(switchback::agent::run_with(cfg, async move {
             let _ = rx.await;
@@ -246,9 +273,11 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the test agent binary on `site` with `env` added to its environment.
+    /// Starts the test agent binary on `site` with `env` added to its environment (which
+    /// carries the site's token in `$SWITCHBACK_AGENT_TOKEN`).
     pub fn spawn(bin: &Path, site: &Site, api: SocketAddr, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(bin);
+        cmd.env(switchback::agent::token::TOKEN_ENV, site.token.expose());
         cmd.arg("--state-dir")
             .arg(&site.state)
             .arg("--listen")
@@ -262,7 +291,7 @@ impl Process {
         }
         let child = cmd.spawn().expect("start sb-test-agent");
         Process {
-            client: AgentClient::new(api).expect("client"),
+            client: site.client(api),
             child,
         }
     }

@@ -15,3 +15,13 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A temporary directory others may search (0711, not list): agents that run as root (as the
+/// tests do here) run nginx's workers as `nobody`, who must reach each pod's log socket below it.
+pub fn searchable_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sb-test-")
+        .permissions(switchback::fleet::local::searchable())
+        .tempdir()
+        .expect("tempdir")
+}

@@ -1,6 +1,7 @@
 //! Support for Switchback's end-to-end tests: git fixtures, nginx harness, reference tools.
 
 pub mod agent_harness;
+pub mod agent_process;
 pub mod bin;
 pub mod controller_process;
 pub mod fake_agents;

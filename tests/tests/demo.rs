@@ -32,7 +32,7 @@ fn the_demo_rolls_back_the_bad_upstream_commit_and_leaves_nothing_behind() {
     if !switchback_tests::agent_harness::nginx_available() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = switchback_tests::files::searchable_tempdir();
     let reports = dir.path().join("reports");
     // The demo as a user runs it: every policy at its default, the demo's own 10-s bake.
     let out = Command::new(switchback_bin())

@@ -69,7 +69,7 @@ async fn a_bundle_nginx_t_rejects_never_reaches_a_pod() {
     if !nginx_available() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = switchback_tests::files::searchable_tempdir();
     let fleet = start([0, 9], dir.path()).await;
     let (r0, b0) = release(0, "        location / { return 200 \"v0\\n\"; }");
     put_everywhere(&fleet, &r0, &b0).await;
@@ -95,6 +95,7 @@ async fn a_bundle_nginx_t_rejects_never_reaches_a_pod() {
         let api = std::net::SocketAddr::new(addr.ip(), 9180);
         let state = AgentClient::new(api)
             .expect("client")
+            .with_token(fleet.token().clone())
             .state()
             .await
             .expect("state");
@@ -114,7 +115,7 @@ async fn a_dead_upstream_is_rolled_back_on_every_pod_on_probe_evidence_alone() {
     if !nginx_available() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = switchback_tests::files::searchable_tempdir();
     let fleet = start([0, 10], dir.path()).await;
     let (r0, b0) = release(0, "        location / { return 200 \"v0\\n\"; }");
     put_everywhere(&fleet, &r0, &b0).await;

@@ -66,7 +66,7 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
     if !nginx_available() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = switchback_tests::files::searchable_tempdir();
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo).expect("mkdir");
     git(&repo, &["init", "-q", "-b", "main"]);

@@ -13,7 +13,7 @@ use crate::render::{Bundle, Digest};
 
 use super::base64;
 use super::directives::{self, AgentDirectives};
-use super::layout::{AppliedRecord, checked_rel};
+use super::layout::{AppliedRecord, check_paths, checked_rel};
 use super::nginx::Master;
 use super::state::{Core, Shared, lock};
 use super::wire::{ApplyOutcome, ApplyRequest, ApplyStep, LastApply, Revision};
@@ -24,22 +24,34 @@ pub type StepResult<T> = Result<T, (ApplyStep, String)>;
 /// Decodes and checks an apply request: base64, plain paths, the entry, and the digest, before
 /// anything touches the disk.
 pub fn decode(req: &ApplyRequest) -> StepResult<Bundle> {
+    let files = req.files.iter().map(|(p, b)| (p.clone(), b.as_str()));
+    decode_files(files.collect(), req.digest, &req.entry)
+}
+
+/// [`decode`] of files taken by value: each base64 text is dropped once decoded, so a large
+/// request is not held twice.
+fn decode_files<S: AsRef<str>>(
+    files: BTreeMap<String, S>,
+    digest: Digest,
+    entry: &str,
+) -> StepResult<Bundle> {
     let fail = |why: String| (ApplyStep::Verify, why);
-    let mut files = BTreeMap::new();
-    for (path, b64) in &req.files {
-        checked_rel(path).map_err(|e| fail(e.to_string()))?;
-        let bytes = base64::decode(b64).map_err(|e| fail(format!("{path}: {e}")))?;
-        files.insert(path.clone(), bytes);
+    check_paths(files.keys().map(String::as_str)).map_err(|e| fail(e.to_string()))?;
+    let mut decoded = BTreeMap::new();
+    for (path, b64) in files {
+        checked_rel(&path).map_err(|e| fail(e.to_string()))?;
+        let bytes = base64::decode(b64.as_ref()).map_err(|e| fail(format!("{path}: {e}")))?;
+        decoded.insert(path, bytes);
     }
-    let bundle = Bundle::new(files);
-    if bundle.digest() != req.digest {
+    let bundle = Bundle::new(decoded);
+    if bundle.digest() != digest {
         return Err(fail(format!(
             "the files have digest {}, not the {} the request names",
             bundle.digest(),
-            req.digest
+            digest
         )));
     }
-    check_entry(&bundle, &req.entry)?;
+    check_entry(&bundle, entry)?;
     Ok(bundle)
 }
 
@@ -55,11 +67,14 @@ fn check_entry(bundle: &Bundle, entry: &str) -> StepResult<()> {
 
 /// Applies a request: decodes it, then runs [`apply_bundle`].
 pub async fn apply(shared: &Arc<Shared>, req: ApplyRequest) -> ApplyOutcome {
-    let decoded = decode(&req);
-    apply_checked(shared, req.digest, &req.commit, &req.entry, async {
-        decoded
-    })
-    .await
+    let ApplyRequest {
+        digest,
+        commit,
+        entry,
+        files,
+    } = req;
+    let decoded = decode_files(files, digest, &entry);
+    apply_checked(shared, digest, &commit, &entry, async { decoded }).await
 }
 
 /// The one apply path of both modes: records `digest` as desired, waits for `bundle` (decoded
@@ -221,7 +236,7 @@ async fn steps(
         short: &short,
         temp_dir: &temp,
         temp_paths: &shared.launcher.binary.temp_paths,
-        run_as_root: shared.run_as_root,
+        user: shared.worker_user.as_deref(),
         pin_listen: shared.cfg.pin_listen,
     };
     // Before anything is written or run: a bundle that would make nginx load code is refused
@@ -240,11 +255,10 @@ async fn steps(
     // rollback to a kept version), which never leaves `current` dangling. The bundle as sent is
     // kept beside it (drift repair re-applies it), and the directory's manifest is recorded as
     // written (drift detection compares the live files with it).
-    let request = serde_json::to_vec(&super::client::apply_request(&bundle, commit, entry))
-        .map_err(|e| (ApplyStep::Write, format!("serialising the bundle: {e}")))?;
     let writer = {
+        // The bundle moves to the writer (nothing after it needs the files): no second copy.
         let shared = Arc::clone(shared);
-        let bundle = bundle.clone();
+        let (commit, entry) = (commit.to_string(), entry.to_string());
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let hook = |stage: &str| crash_hook(&shared, stage);
             let layout = &shared.layout;
@@ -262,7 +276,9 @@ async fn steps(
                     .map_err(|e| e.to_string())?
             };
             layout
-                .write_bundle(&digest, &request)
+                .write_bundle_with(&digest, &mut |w| {
+                    super::client::write_apply_request(w, &bundle, &commit, &entry)
+                })
                 .map_err(|e| e.to_string())?;
             let found = super::tree::scan(&dir).map_err(|e| e.to_string())?;
             if found != expected {

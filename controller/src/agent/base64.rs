@@ -37,6 +37,17 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Encodes `bytes` into `out` a slice at a time, so a large file never exists twice in memory
+/// (the agent keeps each applied bundle on disk as its apply request).
+pub fn encode_to(out: &mut (impl std::io::Write + ?Sized), bytes: &[u8]) -> std::io::Result<()> {
+    // A multiple of 3, so only the last slice has padding.
+    const SLICE: usize = 3 * 16 * 1024;
+    for slice in bytes.chunks(SLICE) {
+        out.write_all(encode(slice).as_bytes())?;
+    }
+    Ok(())
+}
+
 fn value(b: u8) -> Option<u32> {
     match b {
         b'A'..=b'Z' => Some(u32::from(b - b'A')),
@@ -103,6 +114,16 @@ mod tests {
         let bytes: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
         for len in 0..bytes.len() {
             assert_eq!(decode(&encode(&bytes[..len])).unwrap(), &bytes[..len]);
+        }
+    }
+
+    #[test]
+    fn encoding_into_a_writer_a_slice_at_a_time_is_the_same() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 2, 3, 49_151, 49_152, 49_153, 200_000] {
+            let mut out = Vec::new();
+            encode_to(&mut out, &bytes[..len]).unwrap();
+            assert_eq!(out, encode(&bytes[..len]).into_bytes(), "{len}");
         }
     }
 

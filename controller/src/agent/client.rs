@@ -60,6 +60,36 @@ pub fn apply_request(bundle: &Bundle, commit: &str, entry: &str) -> ApplyRequest
     }
 }
 
+/// Writes the JSON of [`apply_request`] to `out` without building it: the same bytes
+/// `serde_json::to_vec(&apply_request(..))` gives, but each file is base64-encoded a slice at a
+/// time, so the agent, which keeps every applied bundle in this form, holds no second copy of
+/// it (issue 13, finding 9).
+pub fn write_apply_request(
+    out: &mut (impl std::io::Write + ?Sized),
+    bundle: &Bundle,
+    commit: &str,
+    entry: &str,
+) -> std::io::Result<()> {
+    out.write_all(b"{\"digest\":")?;
+    serde_json::to_writer(&mut *out, &bundle.digest())?;
+    out.write_all(b",\"commit\":")?;
+    serde_json::to_writer(&mut *out, commit)?;
+    out.write_all(b",\"entry\":")?;
+    serde_json::to_writer(&mut *out, entry)?;
+    out.write_all(b",\"files\":{")?;
+    for (i, (path, bytes)) in bundle.files().iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, path)?;
+        // Base64's alphabet needs no JSON escaping.
+        out.write_all(b":\"")?;
+        base64::encode_to(out, bytes)?;
+        out.write_all(b"\"")?;
+    }
+    out.write_all(b"}}")
+}
+
 impl AgentClient {
     /// A client for the agent whose API listens on `addr`. Proxy settings of the environment are
     /// ignored: agents are reached directly.
@@ -76,6 +106,10 @@ impl AgentClient {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
+            // reqwest's default `TCP_USER_TIMEOUT` (30 s) would cut an apply that waits its turn:
+            // the agent reads a queued apply's body only when the ones ahead are done, so its
+            // bytes stay unacknowledged meanwhile. Each call's own timeout bounds the wait.
+            .tcp_user_timeout(None)
             .build()
     }
 
@@ -226,5 +260,27 @@ impl AgentClient {
             status,
             body: text.chars().take(500).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streamed_request_is_the_serialised_one() {
+        let mut files = std::collections::BTreeMap::new();
+        files.insert("nginx.conf".to_string(), b"events {}\n".to_vec());
+        files.insert(
+            "conf.d/\u{e9}t\u{e9} \"q\".conf".to_string(),
+            vec![0, 255, 10, 34],
+        );
+        files.insert("big.map".to_string(), vec![7u8; 100_001]);
+        let bundle = Bundle::new(files);
+        let (commit, entry) = ("c0ffee \"\\ \n", "nginx.conf");
+        let mut streamed = Vec::new();
+        write_apply_request(&mut streamed, &bundle, commit, entry).unwrap();
+        let whole = serde_json::to_vec(&apply_request(&bundle, commit, entry)).unwrap();
+        assert_eq!(streamed, whole);
     }
 }

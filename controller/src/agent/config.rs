@@ -23,9 +23,15 @@ pub struct AgentArgs {
     /// State directory: versions, the `current` symlink, the applied record, nginx's pid and logs.
     #[arg(long, env = "SWITCHBACK_AGENT_STATE")]
     pub state_dir: PathBuf,
-    /// Address of the agent's HTTP API (`/v1/state`, `/v1/apply`, `/metrics`, `/healthz`).
+    /// Address of the agent's HTTP API (`/v1/state`, `/v1/apply`, `/metrics`, `/healthz`). In
+    /// local mode a loopback address unless `--allow-remote-api` is given.
     #[arg(long, default_value = "127.0.0.1:9180")]
     pub listen: SocketAddr,
+    /// Local mode: let `--listen` be a non-loopback address. Whoever reaches the API with the
+    /// token can make nginx serve any config, so a token must then be given explicitly
+    /// (`--token-file` or `$SWITCHBACK_AGENT_TOKEN`).
+    #[arg(long)]
+    pub allow_remote_api: bool,
     /// Address nginx listens on, where probes are sent (a loopback address).
     #[arg(long)]
     pub nginx_listen: Option<SocketAddr>,
@@ -65,10 +71,26 @@ pub struct AgentArgs {
     /// This Pod's namespace (Kubernetes mode), from the downward API.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
-    /// A file holding the API's bearer token (Kubernetes mode), mounted from a Secret; without
-    /// it the token is read from `$SWITCHBACK_AGENT_TOKEN`.
+    /// A file holding the API's bearer token (mounted from a Secret in Kubernetes mode); without
+    /// it the token is read from `$SWITCHBACK_AGENT_TOKEN`. In local mode, with neither, the
+    /// agent makes one and writes it to `STATE/api-token` (mode 0600).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The user nginx's workers run as when the agent runs as root and the bundle names no
+    /// `user` (never root unless this says `root`; docs/agent.md, "Running as root").
+    #[arg(long, default_value = DEFAULT_WORKER_USER)]
+    pub worker_user: String,
+    /// Seconds a connection to the API may take to send a request head (also between requests
+    /// on a kept-alive connection) before the agent closes it.
+    #[arg(
+        long,
+        env = "SWITCHBACK_AGENT_HEADER_READ_TIMEOUT",
+        default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS
+    )]
+    pub header_read_timeout: f64,
+    /// Connections to the API open at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = crate::http_server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Seconds between full re-hashes of the live config (drift detection); changes are also
     /// seen at once through inotify. `0` turns drift detection off.
     #[arg(long, default_value_t = DEFAULT_DRIFT_INTERVAL_SECS)]
@@ -82,6 +104,42 @@ pub struct AgentArgs {
 
 /// Default seconds between drift re-hashes; inotify catches most changes long before.
 pub const DEFAULT_DRIFT_INTERVAL_SECS: f64 = 30.0;
+/// Default `--header-read-timeout`, [`crate::http_server::DEFAULT_HEADER_READ_TIMEOUT`] in seconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: f64 = 10.0;
+/// Default `--worker-user`: the unprivileged user nginx builds default to.
+pub const DEFAULT_WORKER_USER: &str = "nobody";
+/// Default largest `POST /v1/apply` body, in bytes of JSON (a bundle of about 72 MiB of files).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 96 * 1024 * 1024;
+/// Default number of applies that may wait for their turn while one runs; more are answered
+/// 503 with `Retry-After`.
+pub const DEFAULT_MAX_WAITING_APPLIES: usize = 8;
+/// Default time a `POST /v1/apply` body may take to arrive once its turn has come.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Limits of the HTTP API, so no client can hold the agent's connections or memory.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Head deadline and connection cap of the API port.
+    pub serve: crate::http_server::ServeLimits,
+    /// Largest `POST /v1/apply` body, in bytes of JSON; larger is 413.
+    pub max_request_bytes: usize,
+    /// Applies waiting for their turn (bodies not yet read) besides the one running; more are
+    /// 503 with `Retry-After`. Only one apply's body is in memory at a time.
+    pub max_waiting_applies: usize,
+    /// How long an apply's body may take to arrive once its turn has come; slower is 408.
+    pub body_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            serve: crate::http_server::ServeLimits::default(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_waiting_applies: DEFAULT_MAX_WAITING_APPLIES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
 
 /// Drift detection settings (`docs/drift.md`).
 #[derive(Debug, Clone)]
@@ -228,8 +286,13 @@ pub struct AgentConfig {
     pub manage_nginx: bool,
     /// Time limits.
     pub timeouts: Timeouts,
-    /// Largest bundle accepted by `POST /v1/apply`, in bytes of JSON.
-    pub max_request_bytes: usize,
+    /// Limits of the HTTP API (head deadline, connections, apply bodies and queue).
+    pub limits: ApiLimits,
+    /// Local mode: the bearer token every endpoint but `/healthz` wants; `None` makes the agent
+    /// create one at start in `STATE/api-token` (mode 0600). Kubernetes mode uses its own.
+    pub token: Option<Token>,
+    /// The user nginx's workers run as when the agent runs as root and the bundle has no `user`.
+    pub worker_user: String,
     /// Kubernetes mode, when set: bundles come from ConfigMaps named by nudges and the Pod's
     /// annotations, never over HTTP, and the API wants the token.
     pub kubernetes: Option<KubeSettings>,
@@ -241,8 +304,14 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Validates the flags: an absolute state directory, a loopback probe target, bounded probes.
+    /// Validates the flags: an absolute state directory, a loopback API address in local mode
+    /// (unless `--allow-remote-api`, which needs a token), a loopback probe target, bounded probes.
     pub fn from_args(args: AgentArgs) -> Result<AgentConfig, String> {
+        let token = if args.kubernetes {
+            None
+        } else {
+            local_token(&args)?
+        };
         let state_dir = if args.state_dir.is_absolute() {
             args.state_dir
         } else {
@@ -274,6 +343,28 @@ impl AgentConfig {
                 .then(|| Duration::from_secs_f64(args.drift_interval.max(0.1))),
             policy: args.drift_policy,
         };
+        if !args.header_read_timeout.is_finite()
+            || !(0.01..=3600.0).contains(&args.header_read_timeout)
+        {
+            return Err(format!(
+                "--header-read-timeout {} is not a number of seconds in [0.01, 3600]",
+                args.header_read_timeout
+            ));
+        }
+        if args.max_connections == 0 {
+            return Err("--max-connections must be at least 1".to_string());
+        }
+        if args.worker_user.trim().is_empty()
+            || !args
+                .worker_user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(format!(
+                "--worker-user {:?} is not a user name (letters, digits, `._-`)",
+                args.worker_user
+            ));
+        }
         let kubernetes = if args.kubernetes {
             let need = |v: Option<String>, flag: &str, env: &str| {
                 v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -302,7 +393,15 @@ impl AgentConfig {
             initial_bundle: args.initial_bundle.map(|p| (p, args.entry)),
             manage_nginx: !args.external_nginx,
             timeouts: Timeouts::default(),
-            max_request_bytes: 96 * 1024 * 1024,
+            limits: ApiLimits {
+                serve: crate::http_server::ServeLimits {
+                    header_read_timeout: Duration::from_secs_f64(args.header_read_timeout),
+                    max_connections: args.max_connections,
+                },
+                ..ApiLimits::default()
+            },
+            token,
+            worker_user: args.worker_user,
             crash_at: std::env::var("SWITCHBACK_AGENT_CRASH_AT")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -310,119 +409,35 @@ impl AgentConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_specs_parse_with_defaults_and_bounds() {
-        let p: ProbeSpec = "host=example.test,path=/healthz,status=204,rate=5"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            p,
-            ProbeSpec {
-                host: "example.test".into(),
-                path: "/healthz".into(),
-                status: 204,
-                rate: 5.0
-            }
-        );
-        let d: ProbeSpec = "path=/x".parse().unwrap();
-        assert_eq!((d.host.as_str(), d.status, d.rate), ("localhost", 200, 1.0));
-        for bad in [
-            "rate=0",
-            "rate=1000",
-            "status=99",
-            "path=x",
-            "colour=red",
-            "host",
-            "rate=nan",
-        ] {
-            assert!(bad.parse::<ProbeSpec>().is_err(), "{bad}");
-        }
+/// Local mode's token and where the API may listen: a loopback address, or any address with
+/// `--allow-remote-api` and a token given explicitly (a generated one would only be known to
+/// whoever can read the state directory, which a remote caller cannot).
+fn local_token(args: &AgentArgs) -> Result<Option<Token>, String> {
+    let given = args.token_file.is_some() || std::env::var_os(super::token::TOKEN_ENV).is_some();
+    let token = if given {
+        Some(Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let ip = args.listen.ip();
+    if !ip.is_loopback() && !args.allow_remote_api {
+        return Err(format!(
+            "--listen {} is not a loopback address: whoever reaches the agent's API can change \
+             what nginx serves. Listen on 127.0.0.1, or pass --allow-remote-api with a token \
+             (--token-file or ${})",
+            args.listen,
+            super::token::TOKEN_ENV
+        ));
     }
-
-    #[test]
-    fn probes_only_target_loopback() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            agent: AgentArgs,
-        }
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["x", "--state-dir", "/tmp/s"];
-            argv.extend_from_slice(extra);
-            AgentConfig::from_args(Cli::try_parse_from(argv).unwrap().agent)
-        };
-        assert!(parse(&["--nginx-listen", "10.0.0.1:80", "--probe", "path=/"]).is_err());
-        assert!(
-            parse(&["--probe", "path=/"]).is_err(),
-            "probe without target"
-        );
-        let ok = parse(&[
-            "--nginx-listen",
-            "127.0.0.2:8080",
-            "--probe",
-            "path=/",
-            "--probe",
-            "path=/b",
-        ])
-        .unwrap();
-        assert_eq!(ok.probes.len(), 2);
-        assert!(ok.manage_nginx);
-        assert!(ok.kubernetes.is_none());
+    if !ip.is_loopback() && token.is_none() {
+        return Err(format!(
+            "--allow-remote-api needs a token given explicitly: --token-file or ${}",
+            super::token::TOKEN_ENV
+        ));
     }
-
-    #[test]
-    fn kubernetes_mode_needs_the_pod_and_a_token() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            agent: AgentArgs,
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let token = dir.path().join("token");
-        std::fs::write(&token, "t0k3n\n").unwrap();
-        let token = token.display().to_string();
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["x", "--state-dir", "/tmp/s", "--kubernetes"];
-            argv.extend_from_slice(extra);
-            AgentConfig::from_args(Cli::try_parse_from(argv).unwrap().agent)
-        };
-        let ok = parse(&[
-            "--pod-name",
-            "p",
-            "--pod-namespace",
-            "n",
-            "--token-file",
-            &token,
-        ])
-        .unwrap();
-        let kube = ok.kubernetes.unwrap();
-        assert_eq!(
-            (kube.pod_name.as_str(), kube.namespace.as_str()),
-            ("p", "n")
-        );
-        assert_eq!(kube.token.expose(), "t0k3n");
-        assert_eq!(kube.entry, "nginx.conf");
-        let missing = dir.path().join("missing").display().to_string();
-        let err = parse(&[
-            "--pod-name",
-            "p",
-            "--pod-namespace",
-            "n",
-            "--token-file",
-            &missing,
-        ])
-        .unwrap_err();
-        assert!(err.contains("missing"), "{err}");
-        // POD_NAME/POD_NAMESPACE are not set under `cargo test`.
-        if std::env::var_os("POD_NAME").is_none() {
-            let err = parse(&["--pod-namespace", "n", "--token-file", &token]).unwrap_err();
-            assert!(err.contains("--pod-name"), "{err}");
-        }
-    }
+    Ok(token)
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -5,8 +5,9 @@
 //! reports is the user's line):
 //! - at the very start of the entry file: `error_log syslog:…,tag=sbe<digest>` (the main-level
 //!   error log, which `http` inherits) and, when nginx runs as root and the bundle names no
-//!   `user`, `user root;` (else workers run as the build's default user, which cannot reach the
-//!   agent's socket inside a private state directory);
+//!   `user`, `user <worker user> <its group>;` (`--worker-user`, `nobody` by default), so the
+//!   workers, which serve requests, never run as root unless the agent is told so; a bundle's
+//!   own `user root` is refused then;
 //! - right after `http {`: the agent's `log_format`, its `access_log` (unless `http` has its own
 //!   `access_log`, see below) and the `*_temp_path`s the bundle leaves to the build defaults,
 //!   pointed into the state directory;
@@ -65,8 +66,10 @@ pub struct AgentDirectives<'a> {
     pub temp_dir: &'a Path,
     /// The `*_temp_path` directives this nginx build has.
     pub temp_paths: &'a [String],
-    /// Whether nginx runs as root (then `user root;` is added when the bundle has no `user`).
-    pub run_as_root: bool,
+    /// When nginx runs as root: the arguments of the `user` directive added when the bundle has
+    /// none (`nobody nogroup`); a bundle's own `user root` is then refused unless this names
+    /// root too. `None` when nginx does not run as root (`user` means nothing then).
+    pub user: Option<&'a str>,
     /// Pin every `listen` to this address (local mode: pods share one network namespace).
     pub pin_listen: Option<std::net::IpAddr>,
 }
@@ -80,6 +83,20 @@ pub enum PrepareError {
     /// The bundle does not parse; the controller's validation should have refused it.
     #[error("the bundle does not parse: {0}")]
     Parse(String),
+    /// The bundle asks for root workers while the agent runs them as an unprivileged user.
+    #[error(
+        "{file}:{line}: `user root` would run nginx's workers as root, able to read and serve \
+         any file on this machine; the agent runs them as {worker:?} (remove the directive, or \
+         start the agent with --worker-user root to accept root workers)"
+    )]
+    RootWorkers {
+        /// File.
+        file: String,
+        /// Line.
+        line: u32,
+        /// The agent's worker user.
+        worker: String,
+    },
     /// A directive's end could not be found where the parse tree says it is.
     #[error("{file}:{line}: cannot find the end of `{name}`")]
     Shape {
@@ -148,8 +165,21 @@ impl<'c> Planner<'c> {
             "error_log {} error; ",
             syslog_target(self.d.log_socket, ERROR_TAG, self.d.short)
         );
-        if self.d.run_as_root && !level.iter().any(|(_, x)| x.name == "user") {
-            head.push_str("user root; ");
+        if let Some(user) = self.d.user {
+            match level.iter().find(|(_, x)| x.name == "user") {
+                None => head.push_str(&format!("user {user}; ")),
+                Some((file, x))
+                    if x.arg_values().next() == Some("root")
+                        && user.split_whitespace().next() != Some("root") =>
+                {
+                    return Err(PrepareError::RootWorkers {
+                        file: file.to_string(),
+                        line: x.span.line,
+                        worker: user.to_string(),
+                    });
+                }
+                Some(_) => {}
+            }
         }
         self.insert(entry, 0, head);
         for (file, dir) in &level {

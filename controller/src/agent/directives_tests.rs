@@ -24,7 +24,7 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         short: SHORT,
         temp_dir: Path::new("/state/tmp"),
         temp_paths: &temp,
-        run_as_root: root,
+        user: root.then_some("nobody nogroup"),
         pin_listen: None,
     };
     prepare(&files(pairs), "nginx.conf", &d)
@@ -138,7 +138,7 @@ fn agent_owned_main_directives_are_blanked_and_user_added_for_root() {
     assert_eq!(lines_of(&s, "worker_processes")[0].1, 2);
     assert_eq!(
         lines_of(&s, "user"),
-        [("nginx.conf".to_string(), 1, "root".to_string())]
+        [("nginx.conf".to_string(), 1, "nobody".to_string())]
     );
 
     let with_user = prep(
@@ -147,6 +147,27 @@ fn agent_owned_main_directives_are_blanked_and_user_added_for_root() {
     );
     let users = lines_of(&shape(&with_user), "user");
     assert_eq!(users, [("nginx.conf".to_string(), 1, "nobody".to_string())]);
+}
+
+#[test]
+fn a_bundle_asking_for_root_workers_is_refused_unless_the_agent_allows_it() {
+    let src = files(&[("nginx.conf", "events {}\nuser root;\nhttp {}\n")]);
+    let d = |user| AgentDirectives {
+        log_socket: Path::new("/s"),
+        short: SHORT,
+        temp_dir: Path::new("/t"),
+        temp_paths: &[],
+        user,
+        pin_listen: None,
+    };
+    let err = prepare(&src, "nginx.conf", &d(Some("nobody nogroup"))).unwrap_err();
+    assert!(
+        matches!(&err, PrepareError::RootWorkers { line: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nginx.conf:2"), "{err}");
+    assert!(prepare(&src, "nginx.conf", &d(Some("root"))).is_ok());
+    assert!(prepare(&src, "nginx.conf", &d(None)).is_ok(), "not root");
 }
 
 #[test]
@@ -187,7 +208,7 @@ fn unparsable_bundles_are_refused() {
         short: SHORT,
         temp_dir: Path::new("/t"),
         temp_paths: &[],
-        run_as_root: false,
+        user: None,
         pin_listen: None,
     };
     let bad = files(&[("nginx.conf", "http {")]);

@@ -188,13 +188,22 @@ impl Layout {
         if stage.exists() {
             fs::remove_dir_all(&stage).map_err(fs_err("remove old stage", &stage))?;
         }
+        check_paths(bundle.files().keys().map(String::as_str))?;
         fs::create_dir(&stage).map_err(fs_err("create stage", &stage))?;
+        let real_stage = stage.canonicalize().map_err(fs_err("resolve", &stage))?;
         for (i, (path, bytes)) in bundle.files().iter().enumerate() {
             let dest = stage.join(checked_rel(path)?);
             if let Some(parent) = dest.parent().filter(|p| !p.exists()) {
                 fs::create_dir_all(parent).map_err(fs_err("create directory", parent))?;
             }
-            write_synced(&dest, bytes)?;
+            // The stage is fresh and only this writer makes entries in it, so nothing in it can
+            // be a symlink; checked anyway, so that no file is ever written outside it.
+            let parent = dest.parent().unwrap_or(&stage);
+            let real = parent.canonicalize().map_err(fs_err("resolve", parent))?;
+            if !real.starts_with(&real_stage) {
+                return Err(WriteError::BadPath(path.clone()));
+            }
+            write_new(&dest, bytes)?;
             if i == 0 {
                 hook("mid_write");
             }
@@ -286,9 +295,32 @@ impl Layout {
 
     /// Keeps the bundle of version `d` as sent (`bytes`, an apply request's JSON), by rename.
     pub fn write_bundle(&self, d: &Digest, bytes: &[u8]) -> Result<(), FsError> {
+        self.write_bundle_with(d, &mut |w| w.write_all(bytes))
+    }
+
+    /// [`Layout::write_bundle`] with the JSON written by `write` straight to the file (buffered),
+    /// so a large bundle is not serialised in memory first.
+    pub fn write_bundle_with(
+        &self,
+        d: &Digest,
+        write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), FsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.bundle_file(d);
         let tmp = self.bundles().join(format!(".{}.new", d.to_hex()));
-        write_synced(&tmp, bytes)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(fs_err("create", &tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        write(&mut out).map_err(fs_err("write", &tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| fs_err("write", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(fs_err("fsync", &tmp))?;
         fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))?;
         sync_dir(&self.bundles())
     }
@@ -353,6 +385,14 @@ pub enum WriteError {
     /// A bundle path that is not a plain relative path.
     #[error("bundle path {0:?} is not a plain relative path")]
     BadPath(String),
+    /// A bundle path that is a file and also the directory of another path.
+    #[error("bundle path {file:?} is a file, and {inside:?} would need it to be a directory")]
+    FileAndDirectory {
+        /// The path that is a file.
+        file: String,
+        /// The path below it.
+        inside: String,
+    },
     /// What was read back is not what was meant to be written.
     #[error("the written files have digest {got}, not {want}")]
     Verify {
@@ -361,6 +401,30 @@ pub enum WriteError {
         /// Digest of the bundle.
         want: Digest,
     },
+}
+
+/// Checks every path of a bundle before anything is written: each is a plain relative path
+/// ([`checked_rel`]), and none is a file and a directory at once (`a` and `a/b`), which would
+/// otherwise fail half-way through writing the stage.
+pub fn check_paths<'a>(paths: impl Iterator<Item = &'a str>) -> Result<(), WriteError> {
+    let mut files = std::collections::BTreeSet::new();
+    for path in paths {
+        checked_rel(path)?;
+        files.insert(path);
+    }
+    for path in &files {
+        let mut dir = *path;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            if files.contains(parent) {
+                return Err(WriteError::FileAndDirectory {
+                    file: parent.to_string(),
+                    inside: (*path).to_string(),
+                });
+            }
+            dir = parent;
+        }
+    }
+    Ok(())
 }
 
 /// `path` as a relative path of normal components only.
@@ -377,8 +441,33 @@ pub fn checked_rel(path: &str) -> Result<&Path, WriteError> {
     }
 }
 
+/// Writes and fsyncs `path`, never through a symlink at `path` (`O_NOFOLLOW`).
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
-    let mut f = File::create(path).map_err(fs_err("create", path))?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(fs_err("create", path))?;
+    fill(f, path, bytes)
+}
+
+/// Writes and fsyncs a file that must not exist yet (so nothing there, file or link, is
+/// followed or overwritten).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(fs_err("create", path))?;
+    fill(f, path, bytes)
+}
+
+fn fill(mut f: File, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     f.write_all(bytes).map_err(fs_err("write", path))?;
     f.sync_all().map_err(fs_err("fsync", path))
 }

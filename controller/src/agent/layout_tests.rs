@@ -123,6 +123,28 @@ fn stale_stages_are_cleared_and_bad_paths_refused() {
         let r = l.write_version(&b, b.files(), &|_| {});
         assert!(matches!(r, Err(WriteError::BadPath(_))), "{bad:?}: {r:?}");
     }
+    assert_eq!(
+        fs::read_dir(l.versions()).unwrap().count(),
+        0,
+        "no stage made"
+    );
+}
+
+#[test]
+fn a_path_that_is_a_file_and_a_directory_is_refused_before_writing() {
+    let (_d, l) = layout();
+    let b = bundle(&[("nginx.conf", "x"), ("conf", "y"), ("conf/site.conf", "z")]);
+    let r = l.write_version(&b, b.files(), &|_| {});
+    assert!(
+        matches!(&r, Err(WriteError::FileAndDirectory { file, .. }) if file == "conf"),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read_dir(l.versions()).unwrap().count(),
+        0,
+        "no stage made"
+    );
+    assert!(check_paths(["a/b", "a/c", "ab/c", "a.conf"].into_iter()).is_ok());
 }
 
 #[test]

@@ -18,7 +18,9 @@
 //!
 //! In Kubernetes mode ([`kube`], `docs/agent-kubernetes.md`) no bundle comes over HTTP: the agent
 //! learns the digest from nudges and its Pod's annotation, fetches the ConfigMaps and checks the
-//! digest itself, and its API wants the bearer token ([`token`]).
+//! digest itself. In both modes the API wants a bearer token ([`token`]; local mode's is given
+//! or generated, [`local_token`]), and when the agent runs as root nginx's workers do not
+//! ([`privileges`]).
 
 pub mod api;
 mod apply;
@@ -31,8 +33,10 @@ pub mod guard;
 pub mod ingest;
 pub mod kube;
 pub mod layout;
+pub mod local_token;
 pub mod metrics;
 pub mod nginx;
+pub mod privileges;
 mod probe;
 mod state;
 mod supervise;
@@ -194,7 +198,27 @@ async fn run_inner(
         .await
         .map_err(bind_err("API", cfg.listen.to_string()))?;
 
+    let api_token = match (&cfg.kubernetes, &cfg.token) {
+        (Some(kube), _) => kube.token.clone(),
+        (None, Some(token)) => token.clone(),
+        (None, None) => {
+            let token = local_token::load_or_create(layout.root())?;
+            let file = local_token::token_path(layout.root());
+            tracing::info!(file = %file.display(), "the API wants the bearer token kept in this file");
+            token
+        }
+    };
     let run_as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let worker_user = if run_as_root {
+        let user = privileges::worker_user(&cfg.worker_user).map_err(AgentError::Config)?;
+        privileges::make_reachable(&layout, &user).map_err(AgentError::Config)?;
+        if user.is_root() {
+            tracing::warn!("nginx's workers run as root (--worker-user root)");
+        }
+        Some(user.directive)
+    } else {
+        None
+    };
     let status = Status {
         nginx: wire::NginxStatus {
             managed: cfg.manage_nginx,
@@ -212,7 +236,9 @@ async fn run_inner(
     let shared = Arc::new(Shared {
         launcher: nginx::Launcher::new(binary, layout.clone()),
         layout,
-        run_as_root,
+        worker_user,
+        api_token,
+        apply_gate: state::ApplyGate::new(cfg.limits.max_waiting_applies),
         tally: Mutex::new(ingest::Tally::new(
             (cfg.keep_versions + 2).max(ingest::DEFAULT_MAX_DIGESTS),
         )),
@@ -257,12 +283,15 @@ async fn run_inner(
     }
 
     let mut api_stop = stop_rx.clone();
-    let server = axum::serve(listener, api::router(Arc::clone(&shared))).with_graceful_shutdown(
+    let server = crate::http_server::serve(
+        listener,
+        api::router(Arc::clone(&shared)),
+        shared.cfg.limits.serve,
         async move {
             let _ = api_stop.changed().await;
         },
     );
-    let mut server = tokio::spawn(async move { server.await }.in_current_span());
+    let mut server = tokio::spawn(server.in_current_span());
     let served = tokio::select! {
         _ = shutdown => None,
         r = &mut server => Some(r),

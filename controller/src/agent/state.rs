@@ -64,6 +64,65 @@ pub struct Core {
     pub stopping: bool,
 }
 
+/// Admission of applies that carry their bundle (`POST /v1/apply`): one at a time reads its
+/// body and applies, at most `waiting` more wait for their turn with their bodies still unread
+/// (in the socket, not in memory), and any more are turned away at once. So however many large
+/// bundles arrive together, one is in memory (issue 13, finding 9).
+#[derive(Debug)]
+pub struct ApplyGate {
+    admitted: std::sync::Arc<tokio::sync::Semaphore>,
+    turn: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A place in the apply queue; dropping it leaves the queue.
+#[derive(Debug)]
+pub struct QueuePlace {
+    _admitted: tokio::sync::OwnedSemaphorePermit,
+    turn: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The turn to read a body and apply it; dropping it lets the next one go.
+#[derive(Debug)]
+pub struct Turn {
+    _place: QueuePlace,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ApplyGate {
+    /// A gate letting `waiting` applies queue behind the running one.
+    pub fn new(waiting: usize) -> ApplyGate {
+        ApplyGate {
+            admitted: std::sync::Arc::new(tokio::sync::Semaphore::new(waiting.saturating_add(1))),
+            turn: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+
+    /// A place in the queue, `None` when it is full.
+    pub fn enter(&self) -> Option<QueuePlace> {
+        let admitted = std::sync::Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .ok()?;
+        Some(QueuePlace {
+            _admitted: admitted,
+            turn: std::sync::Arc::clone(&self.turn),
+        })
+    }
+}
+
+impl QueuePlace {
+    /// Waits for this place's turn (places are served in arrival order).
+    pub async fn turn(self) -> Option<Turn> {
+        let turn = std::sync::Arc::clone(&self.turn)
+            .acquire_owned()
+            .await
+            .ok()?;
+        Some(Turn {
+            _place: self,
+            _turn: turn,
+        })
+    }
+}
+
 /// Everything the agent's tasks share.
 #[derive(Debug)]
 pub struct Shared {
@@ -73,8 +132,15 @@ pub struct Shared {
     pub layout: Layout,
     /// How nginx is run.
     pub launcher: Launcher,
-    /// Whether nginx runs as root (then the agent adds `user root;` to bundles without `user`).
-    pub run_as_root: bool,
+    /// When the agent (and so nginx's master) runs as root: the `user` directive's arguments
+    /// added to bundles without one, so workers never run as root unless asked for
+    /// (`privileges.rs`). `None` otherwise.
+    pub worker_user: Option<String>,
+    /// The bearer token every endpoint but `/healthz` wants (Kubernetes mode's, or local mode's
+    /// given or generated one).
+    pub api_token: super::token::Token,
+    /// Admission of `POST /v1/apply`: one body read and applied at a time, a bounded queue.
+    pub apply_gate: ApplyGate,
     /// Per-digest counters from the logs.
     pub tally: Mutex<Tally>,
     /// The reportable status.

@@ -46,6 +46,21 @@ pub fn file_entry(bytes: &[u8]) -> String {
     format!("f:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// [`file_entry`] of the file at `path`, hashed as it is read (a large file is never held whole).
+fn file_entry_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    Ok(format!("f:{}", hex::encode(hasher.finalize())))
+}
+
 /// The manifest a directory holding exactly `files` (relative `/`-separated paths) has: each
 /// file by content, and each directory on the way to one. Pure.
 pub fn of_files(files: &BTreeMap<String, Vec<u8>>) -> Manifest {
@@ -146,7 +161,7 @@ pub fn scan(root: &Path) -> Result<Manifest, FsError> {
                 pending.push(p);
                 "d".to_string()
             } else if kind.is_file() {
-                file_entry(&fs::read(&p).map_err(err("read", &p))?)
+                file_entry_of(&p).map_err(err("read", &p))?
             } else if kind.is_symlink() {
                 let target = fs::read_link(&p).map_err(err("read link", &p))?;
                 format!("l:{}", target.display())

@@ -106,6 +106,7 @@ pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     }
     let tmp = tempfile::Builder::new()
         .prefix("switchback-local-")
+        .permissions(switchback::fleet::local::searchable())
         .tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let mut specs = Vec::new();

@@ -194,6 +194,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoRun, DemoError> {
         None => {
             tmp = tempfile::Builder::new()
                 .prefix("switchback-demo-")
+                .permissions(crate::fleet::local::searchable())
                 .tempdir()
                 .map_err(setup("temporary directory"))?;
             tmp.path().to_path_buf()

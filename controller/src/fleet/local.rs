@@ -3,6 +3,11 @@
 //! local` and the end-to-end tests. The agents run in this process (one task each) and talk to
 //! the runner over their real HTTP API, exactly as in a cluster.
 //!
+//! Every agent's API wants a bearer token, as in a cluster: the fleet makes one per fleet, writes
+//! it to `<dir>/agent-token` (mode 0600) for the agents to read (never on a command line or in the
+//! environment), and its clients send it. [`LocalFleet::token`] is for callers that talk to the
+//! agents themselves.
+//!
 //! Pods on one machine share one network namespace, so each agent pins the bundle's `listen`
 //! directives to its pod's address in its own copy (the digest is of the bundle as sent): five
 //! nginx processes can all "listen 8080" as five pods would.
@@ -15,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{ApplyResult, Fleet, FleetError, PodObservation};
-use crate::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec};
+use crate::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec, Token};
 use crate::render::Bundle;
 
 /// How to lay out a local fleet.
@@ -73,7 +78,20 @@ pub struct LocalFleet {
     pods: Vec<LocalPod>,
     http_port: u16,
     entry: String,
+    token: Token,
 }
+
+/// Permissions for a directory a local fleet's state goes below: searchable by others, not
+/// listable (0711). When the agents run as root, nginx's workers run as an unprivileged user
+/// (`--worker-user`), who must reach each pod's log socket through every directory above it;
+/// `switchback demo` and `switchback local` make their temporary directories with these.
+pub fn searchable() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::Permissions::from_mode(0o711)
+}
+
+/// The file under the fleet's directory holding the agents' token.
+pub const TOKEN_FILE: &str = "agent-token";
 
 /// Why a local fleet could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +99,14 @@ pub enum LocalFleetError {
     /// Too many pods for one /24.
     #[error("at most 200 local pods, not {0}")]
     TooMany(usize),
+    /// The fleet's directory or token file could not be made.
+    #[error("preparing {path}: {message}")]
+    Setup {
+        /// The path.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// An agent could not be reached after it started.
     #[error("pod {pod}: agent did not come up: {message}")]
     AgentDown {
@@ -97,6 +123,18 @@ impl LocalFleet {
         if options.pods > 200 {
             return Err(LocalFleetError::TooMany(options.pods));
         }
+        let setup = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |e: &dyn std::fmt::Display| LocalFleetError::Setup {
+                path,
+                message: e.to_string(),
+            }
+        };
+        std::fs::create_dir_all(&options.dir).map_err(|e| setup(&options.dir)(&e))?;
+        let token_file = options.dir.join(TOKEN_FILE);
+        let token = agent::local_token::generate().map_err(|e| setup(&token_file)(&e))?;
+        agent::local_token::write_private(&token_file, &token)
+            .map_err(|e| setup(&token_file)(&e))?;
         let mut pods = Vec::new();
         for i in 0..options.pods {
             let name = format!("pod-{i}");
@@ -122,7 +160,11 @@ impl LocalFleet {
                 kubernetes: false,
                 pod_name: None,
                 pod_namespace: None,
-                token_file: None,
+                token_file: Some(token_file.clone()),
+                allow_remote_api: false,
+                worker_user: agent::config::DEFAULT_WORKER_USER.to_string(),
+                header_read_timeout: agent::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+                max_connections: crate::http_server::DEFAULT_MAX_CONNECTIONS,
                 drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
                 drift_policy: options.drift_policy,
             };
@@ -130,10 +172,12 @@ impl LocalFleet {
             let task = tokio::spawn(agent::run(args, async move {
                 let _ = stopped.await;
             }));
-            let client = AgentClient::new(api).map_err(|e| LocalFleetError::AgentDown {
-                pod: name.clone(),
-                message: e.to_string(),
-            })?;
+            let client = AgentClient::new(api)
+                .map_err(|e| LocalFleetError::AgentDown {
+                    pod: name.clone(),
+                    message: e.to_string(),
+                })?
+                .with_token(token.clone());
             pods.push(LocalPod {
                 name,
                 address: ip,
@@ -142,31 +186,21 @@ impl LocalFleet {
                 task,
             });
         }
-        let fleet = LocalFleet {
+        let mut fleet = LocalFleet {
             pods,
             http_port: options.http_port,
             entry: options.entry,
+            token,
         };
-        for pod in &fleet.pods {
-            fleet.wait_up(pod).await?;
+        for pod in &mut fleet.pods {
+            wait_up(pod).await?;
         }
         Ok(fleet)
     }
 
-    async fn wait_up(&self, pod: &LocalPod) -> Result<(), LocalFleetError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match pod.client.healthz().await {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() >= deadline || pod.task.is_finished() => {
-                    return Err(LocalFleetError::AgentDown {
-                        pod: pod.name.clone(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+    /// The agents' bearer token, for callers that talk to the agents themselves.
+    pub fn token(&self) -> &Token {
+        &self.token
     }
 
     /// Where traffic goes: each pod's nginx address, in pod order.
@@ -206,6 +240,31 @@ impl LocalFleet {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| FleetError::NoSuchPod(name.to_string()))
+    }
+}
+
+/// Waits until `pod`'s agent answers; an agent that stopped is reported with its own error
+/// (a refused setting, a state directory its nginx workers cannot reach).
+async fn wait_up(pod: &mut LocalPod) -> Result<(), LocalFleetError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let down = |message: String| LocalFleetError::AgentDown {
+            pod: pod.name.clone(),
+            message,
+        };
+        match pod.client.healthz().await {
+            Ok(()) => return Ok(()),
+            Err(_) if pod.task.is_finished() => {
+                let message = match (&mut pod.task).await {
+                    Ok(Ok(())) => "the agent stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(down(message));
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(down(e.to_string())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 

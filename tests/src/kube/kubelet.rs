@@ -115,8 +115,11 @@ impl ProcessKubelet {
     /// Starts following `server`'s Pods: every wanted Pod, already stored or created later,
     /// gets an agent; deleted Pods lose theirs.
     pub fn start(server: &KubeServer, options: KubeletOptions) -> Result<Self, KubeletError> {
+        // Searchable by others (0711): agents running as root run nginx's workers as `nobody`,
+        // which must reach each pod's log socket below it.
         let dir = tempfile::Builder::new()
             .prefix("sb-kubelet-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .tempdir()
             .map_err(KubeletError::StateDir)?;
         // A fresh master token per kubelet, as the chart's Secret would hold; the kernel's random
@@ -356,6 +359,10 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         pod_name: Some(key.1.clone()),
         pod_namespace: Some(key.0.clone()),
         token_file: namespace_token_file(ctx, &key.0),
+        allow_remote_api: false,
+        worker_user: agent::config::DEFAULT_WORKER_USER.to_string(),
+        header_read_timeout: agent::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        max_connections: switchback::http_server::DEFAULT_MAX_CONNECTIONS,
         drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
         drift_policy: agent::DriftPolicy::Report,
     };

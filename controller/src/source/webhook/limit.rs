@@ -1,9 +1,15 @@
-//! A token bucket per hook id, so one noisy (or hostile) sender cannot make the controller fetch
-//! in a loop or spend its CPU on HMACs. Buckets exist only for hook ids that have a secret, and
-//! idle full buckets are dropped past a bound, so the map cannot grow with made-up ids.
+//! Token buckets, and shares of the body slots per source address. The receiver keeps two kinds
+//! of bucket apart (issue 13, finding 8): one per hook id, taken only by authenticated requests,
+//! so one noisy (or hostile) sender with the secret cannot make the controller fetch in a loop;
+//! and one per source address, taken by requests that fail authentication, which only decides
+//! whether they hear 401 or 429 and can never hold back a correctly signed request. Buckets are
+//! dropped when idle and full past a bound, so neither map grows with made-up ids or addresses.
+//!
+//! [`SourceShares`] caps the bodies one source address may have in flight at once, so one
+//! address sending slow bodies cannot take every slot from the others.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// Past this many buckets, the full (idle) ones are forgotten.
@@ -56,6 +62,56 @@ impl RateLimiter {
     }
 }
 
+/// Body reads in flight per source address, each at most `max`.
+#[derive(Debug)]
+pub struct SourceShares {
+    max: usize,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One body read of a source; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct Share {
+    key: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl SourceShares {
+    /// At most `max` bodies in flight per source.
+    pub fn new(max: usize) -> SourceShares {
+        SourceShares {
+            max: max.max(1),
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for `source`, `None` when it has `max` in flight already.
+    pub fn enter(&self, source: &str) -> Option<Share> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(source.to_string()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            key: source.to_string(),
+            counts: Arc::clone(&self.counts),
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The tokens a bucket holds at `now`.
 fn refill(bucket: Bucket, now: Instant, burst: f64, per_second: f64) -> f64 {
     let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
@@ -83,6 +139,27 @@ mod tests {
             !limiter.allow("a", t0 + Duration::from_secs(100)),
             "capped at the burst"
         );
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_of_slots() {
+        let shares = SourceShares::new(2);
+        let a1 = shares.enter("10.0.0.1");
+        let a2 = shares.enter("10.0.0.1");
+        assert!(a1.is_some() && a2.is_some());
+        assert!(
+            shares.enter("10.0.0.1").is_none(),
+            "a third from the same source"
+        );
+        assert!(
+            shares.enter("10.0.0.2").is_some(),
+            "another source has its own"
+        );
+        drop(a1);
+        assert!(shares.enter("10.0.0.1").is_some(), "a slot came back");
+        drop(a2);
+        let left = shares.counts.lock().map(|c| c.len()).unwrap_or(99);
+        assert_eq!(left, 0, "empty entries are removed");
     }
 
     #[test]

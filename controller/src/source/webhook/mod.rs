@@ -8,19 +8,31 @@
 //! through [`HookSecrets`], which the controller fills from Kubernetes Secrets. A request is
 //! answered, in this order:
 //! - 404 for an unknown provider or hook id (no secret): nothing to authenticate against;
-//! - 429 when the hook's token bucket is empty; 503 when [`WebhookConfig::max_in_flight`] bodies
-//!   are already being read (so memory is bounded across connections too, not only per request);
+//! - 401 (429 once its source address has failed too often, see [`RateLimiter`]), before its
+//!   body is read, when it lacks the provider's signature (or token) header;
+//! - 503 when [`WebhookConfig::max_in_flight`] bodies are already being read, or its source
+//!   address has [`WebhookConfig::max_in_flight_per_source`] of them (so memory is bounded across
+//!   connections too, and one address cannot take every slot);
 //! - 413 when the body is larger than [`WebhookConfig::max_body`] (checked on `Content-Length` and
 //!   while reading, so memory stays bounded), 408 when it does not arrive within
 //!   [`WebhookConfig::body_timeout`];
-//! - 401, with no detail, when the signature (or GitLab's token) does not match the exact body;
+//! - 401 (or 429 as above), with no detail, when the signature (or GitLab's token) does not match
+//!   the exact body;
+//! - 409 `duplicate delivery` when this delivery was accepted before ([`replay`]);
+//! - 429 when the hook's token bucket is empty: authentication comes first, so requests without
+//!   the secret cannot use up a hook's budget and make a signed push wait (issue 13, finding 8);
 //! - 200 `ignored` for an authenticated event that is not a push (ping, issues...);
 //! - 400 for an authenticated push whose payload names no repository or ref;
 //! - 202 otherwise, one [`Trigger`] per ref, sent with `try_send` on a bounded channel: when the
 //!   controller is behind, the trigger is dropped (logged, counted), never waited for.
+//!
+//! [`serve`] serves the routes with a request-head deadline and a connection cap
+//! ([`crate::http_server`]), so idle or half-sent connections cannot pile up.
 
 mod limit;
+mod metrics;
 mod provider;
+pub mod replay;
 mod trigger;
 
 #[cfg(test)]
@@ -33,18 +45,19 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt as _;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-pub use limit::RateLimiter;
+use crate::http_server::ServeLimits;
+
+pub use limit::{RateLimiter, SourceShares};
+pub use metrics::{Outcome, WebhookMetrics};
 pub use provider::{MAX_REFS_PER_PUSH, Provider, Push};
+pub use replay::{DeliveryKeys, ReplayCache};
 pub use trigger::{Trigger, full_ref, repository_key};
 
 /// A webhook secret. Its `Debug` never shows the bytes, so it can sit in structs that are logged.
@@ -129,6 +142,15 @@ pub struct WebhookConfig {
     /// Requests whose bodies may be read at once, over all hooks; more are answered 503. With
     /// `max_body` it bounds the memory bodies can take: `max_in_flight × max_body`.
     pub max_in_flight: usize,
+    /// Of those, how many one source address may have at once; more are answered 503.
+    pub max_in_flight_per_source: usize,
+    /// Failed authentications one source address may have at once before its failures are
+    /// answered 429 instead of 401.
+    pub unauthenticated_burst: u32,
+    /// Failed authentications per second one source address may have on average.
+    pub unauthenticated_per_second: f64,
+    /// Deliveries remembered per provider to refuse replays ([`replay`]).
+    pub replay_capacity: usize,
 }
 
 impl Default for WebhookConfig {
@@ -139,102 +161,11 @@ impl Default for WebhookConfig {
             burst: 20,
             per_second: 1.0,
             max_in_flight: 32,
+            max_in_flight_per_source: 8,
+            unauthenticated_burst: 10,
+            unauthenticated_per_second: 1.0,
+            replay_capacity: replay::DEFAULT_REPLAY_CAPACITY,
         }
-    }
-}
-
-/// How a request ended, the `outcome` label of `switchback_webhook_requests`: a fixed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A push was accepted and its triggers queued.
-    Accepted,
-    /// Authenticated, but not a push.
-    Ignored,
-    /// No such provider or hook id.
-    UnknownHook,
-    /// The hook's token bucket was empty.
-    RateLimited,
-    /// Too many requests were being read at once.
-    Busy,
-    /// The body was over the cap.
-    TooLarge,
-    /// The body did not arrive in time.
-    Timeout,
-    /// The signature or token did not match.
-    Unauthorized,
-    /// An authenticated push that could not be read.
-    BadPayload,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Ignored => "ignored",
-            Outcome::UnknownHook => "unknown_hook",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Busy => "busy",
-            Outcome::TooLarge => "too_large",
-            Outcome::Timeout => "timeout",
-            Outcome::Unauthorized => "unauthorized",
-            Outcome::BadPayload => "bad_payload",
-        }
-    }
-}
-
-type Labels = [(&'static str, &'static str); 2];
-
-/// The receiver's counters, so on-call can see pushes arriving, being refused, or being dropped
-/// because the controller was behind. Labels are the provider and the outcome (both bounded),
-/// never the hook id or a URL.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookMetrics {
-    requests: Family<Labels, Counter>,
-    dropped: Counter,
-}
-
-impl WebhookMetrics {
-    /// Registers the counters (`switchback_webhook_requests`, `switchback_webhook_triggers_dropped`)
-    /// in the controller's registry.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "switchback_webhook_requests",
-            "Webhook requests by provider and outcome",
-            self.requests.clone(),
-        );
-        registry.register(
-            "switchback_webhook_triggers_dropped",
-            "Triggers dropped because the controller's queue was full (the poll catches up)",
-            self.dropped.clone(),
-        );
-        // The series alerts watch exist from the start, at zero, so rate() works.
-        for provider in Provider::ALL {
-            for outcome in [Outcome::Accepted, Outcome::Unauthorized] {
-                drop(self.requests.get_or_create(&[
-                    ("provider", provider.label()),
-                    ("outcome", outcome.label()),
-                ]));
-            }
-        }
-    }
-
-    /// How many requests of `provider` ended with `outcome`.
-    pub fn requests(&self, provider: Provider, outcome: Outcome) -> u64 {
-        self.requests
-            .get_or_create(&[("provider", provider.label()), ("outcome", outcome.label())])
-            .get()
-    }
-
-    /// How many triggers were dropped on a full channel.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
-    }
-
-    fn count(&self, provider: &'static str, outcome: Outcome) {
-        self.requests
-            .get_or_create(&[("provider", provider), ("outcome", outcome.label())])
-            .inc();
     }
 }
 
@@ -244,7 +175,10 @@ struct Receiver {
     secrets: Arc<dyn HookSecrets>,
     config: Arc<WebhookConfig>,
     limiter: Arc<RateLimiter>,
+    unauthenticated: Arc<RateLimiter>,
+    replays: Arc<ReplayCache>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    shares: Arc<SourceShares>,
     triggers: mpsc::Sender<Trigger>,
     metrics: WebhookMetrics,
 }
@@ -259,10 +193,17 @@ pub fn router(
     metrics: WebhookMetrics,
 ) -> Router {
     let limiter = Arc::new(RateLimiter::new(config.burst, config.per_second));
+    let unauthenticated = Arc::new(RateLimiter::new(
+        config.unauthenticated_burst,
+        config.unauthenticated_per_second,
+    ));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
     let state = Receiver {
         secrets,
         in_flight,
+        shares: Arc::new(SourceShares::new(config.max_in_flight_per_source)),
+        unauthenticated,
+        replays: Arc::new(ReplayCache::new(config.replay_capacity)),
         config: Arc::new(config),
         limiter,
         triggers,
@@ -274,15 +215,24 @@ pub fn router(
 }
 
 /// Serves `router` on `listener` until `shutdown` completes (STYLE rule 16: the task is owned and
-/// ends on SIGTERM with the rest of the controller).
+/// ends on SIGTERM with the rest of the controller), with the default request-head deadline
+/// (10 s) and connection cap (64).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ServeLimits::default(), shutdown).await
+}
+
+/// [`serve`] with other limits (tests shorten the head deadline).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::http_server::serve(listener, router, limits, shutdown).await
 }
 
 /// Whether a hook id can be one: 1–253 characters of `[A-Za-z0-9._-]`, like a Kubernetes name
@@ -312,7 +262,8 @@ async fn receive(
         Outcome::Accepted => "accepted",
         Outcome::Ignored => "ignored",
         Outcome::UnknownHook => "no such hook",
-        Outcome::RateLimited => "too many requests",
+        Outcome::RateLimited | Outcome::SourceLimited => "too many requests",
+        Outcome::Duplicate => "duplicate delivery",
         Outcome::Busy => "busy",
         Outcome::TooLarge => "body too large",
         Outcome::Timeout => "body too slow",
@@ -333,10 +284,17 @@ async fn handle(
         Some(Some(secret)) if !secret.expose().is_empty() => secret,
         _ => return (StatusCode::NOT_FOUND, Outcome::UnknownHook),
     };
-    if !receiver.limiter.allow(hook, Instant::now()) {
-        return (StatusCode::TOO_MANY_REQUESTS, Outcome::RateLimited);
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    if !provider.has_credentials(request.headers()) {
+        return receiver.refuse_unauthenticated(&source);
     }
     let Ok(_permit) = receiver.in_flight.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Outcome::Busy);
+    };
+    let Some(_share) = receiver.shares.enter(&source) else {
         return (StatusCode::SERVICE_UNAVAILABLE, Outcome::Busy);
     };
     let (parts, body) = request.into_parts();
@@ -354,7 +312,19 @@ async fn handle(
         Ok(Ok(body)) => body,
     };
     if !provider.authenticate(&parts.headers, &body, secret.expose()) {
-        return (StatusCode::UNAUTHORIZED, Outcome::Unauthorized);
+        return receiver.refuse_unauthenticated(&source);
+    }
+    // A replay is refused before it can take from the hook's bucket, and recorded only once it
+    // passed the bucket, so a delivery refused with 429 can be delivered again.
+    let keys = DeliveryKeys::of(provider, hook, &parts.headers, &body);
+    if receiver.replays.seen(provider, &keys) {
+        return (StatusCode::CONFLICT, Outcome::Duplicate);
+    }
+    if !receiver.limiter.allow(hook, Instant::now()) {
+        return (StatusCode::TOO_MANY_REQUESTS, Outcome::RateLimited);
+    }
+    if !receiver.replays.record(provider, &keys) {
+        return (StatusCode::CONFLICT, Outcome::Duplicate);
     }
     if !provider.is_push(&parts.headers) {
         return (StatusCode::OK, Outcome::Ignored);
@@ -381,6 +351,18 @@ async fn handle(
     }
     tracing::info!("push accepted");
     (StatusCode::ACCEPTED, Outcome::Accepted)
+}
+
+impl Receiver {
+    /// The answer to a request that did not authenticate: 401, or 429 once `source` has failed
+    /// more than its bucket allows. Either way nothing a signed request needs is spent.
+    fn refuse_unauthenticated(&self, source: &str) -> (StatusCode, Outcome) {
+        if self.unauthenticated.allow(source, Instant::now()) {
+            (StatusCode::UNAUTHORIZED, Outcome::Unauthorized)
+        } else {
+            (StatusCode::TOO_MANY_REQUESTS, Outcome::SourceLimited)
+        }
+    }
 }
 
 /// The `Content-Length` the sender declared, if any and readable.

@@ -92,6 +92,37 @@ impl Provider {
         }
     }
 
+    /// Whether the request carries the header this provider authenticates with at all. One
+    /// without it can never authenticate, so it is refused before its body is read.
+    pub fn has_credentials(self, headers: &HeaderMap) -> bool {
+        let names: &[&str] = match self {
+            Provider::GitHub => &["x-hub-signature-256"],
+            Provider::Bitbucket => &["x-hub-signature"],
+            Provider::Generic => &["x-switchback-signature"],
+            Provider::Gitea | Provider::Forgejo => &["x-gitea-signature", "x-forgejo-signature"],
+            Provider::GitLab => &["x-gitlab-token"],
+        };
+        names.iter().any(|n| headers.contains_key(*n))
+    }
+
+    /// The provider's id of this delivery, when it sends one (none is covered by the signature:
+    /// see `replay.rs` for what that means).
+    pub fn delivery_id(self, headers: &HeaderMap) -> Option<&str> {
+        let names: &[&str] = match self {
+            Provider::GitHub => &["x-github-delivery"],
+            Provider::GitLab => &["idempotency-key", "x-gitlab-event-uuid"],
+            Provider::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+            Provider::Forgejo => &["x-forgejo-delivery", "x-gitea-delivery"],
+            Provider::Bitbucket => &["x-request-uuid"],
+            Provider::Generic => &["x-switchback-delivery"],
+        };
+        names
+            .iter()
+            .filter_map(|n| header(headers, n))
+            .map(str::trim)
+            .find(|v| !v.is_empty())
+    }
+
     /// Whether the event header says "push". Anything else (ping, issues, merge requests, a
     /// missing header) is acknowledged and ignored.
     pub fn is_push(self, headers: &HeaderMap) -> bool {

@@ -59,17 +59,22 @@ fn default_harness() -> Harness {
     harness(WebhookConfig::default(), 64)
 }
 
-/// The headers a real sender of `provider` puts on a push, signed with `secret`.
+/// The body of a real push made unique by `n` trailing blanks (still the same JSON): each real
+/// push differs from the last, and the receiver refuses a repeated one as a replay.
+fn nth(body: &str, n: usize) -> String {
+    format!("{body}{}", " ".repeat(n))
+}
+
+/// The headers a real sender of `provider` puts on a push, signed with `secret`. The delivery id
+/// is derived from the body, so two different pushes have two ids, as from a real sender.
 fn push_headers(provider: Provider, secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
     let hex = sign(secret, body);
     let token = String::from_utf8_lossy(secret).into_owned();
+    let delivery = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(body)[..16]);
     match provider {
         Provider::GitHub => vec![
             ("x-github-event", "push".into()),
-            (
-                "x-github-delivery",
-                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
-            ),
+            ("x-github-delivery", delivery),
             ("x-hub-signature-256", format!("sha256={hex}")),
         ],
         Provider::GitLab => vec![
@@ -334,8 +339,10 @@ async fn bodies_read_at_once_are_bounded() {
     let _ = sender.send(b"{".to_vec()).await;
     // Poll with a deadline until the first request holds the slot.
     let mut second = StatusCode::OK;
-    for _ in 0..200 {
-        second = send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await;
+    for i in 1..200 {
+        let body = nth(GITHUB, i);
+        let headers = push_headers(Provider::GitHub, SECRET, body.as_bytes());
+        second = send(&h.router, request("github", HOOK, &headers, body.into())).await;
         if second == StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
@@ -345,7 +352,9 @@ async fn bodies_read_at_once_are_bounded() {
     drop(sender);
     let first = held.await.unwrap_or(StatusCode::OK);
     assert_eq!(first, StatusCode::UNAUTHORIZED, "its body was only `{{`");
-    let after = send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await;
+    let body = nth(GITHUB, 200);
+    let headers = push_headers(Provider::GitHub, SECRET, body.as_bytes());
+    let after = send(&h.router, request("github", HOOK, &headers, body.into())).await;
     assert_eq!(after, StatusCode::ACCEPTED, "the slot is free again");
     drain(&mut h.triggers);
 }
@@ -365,7 +374,9 @@ fn body_channel() -> (mpsc::Sender<Vec<u8>>, Body) {
 async fn other_events_are_acknowledged_and_ignored() {
     let mut h = default_harness();
     let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
-    let sig = format!("sha256={}", sign(SECRET, ping.as_bytes()));
+    let ping2 = nth(ping, 1);
+    let sign_header = |body: &str| format!("sha256={}", sign(SECRET, body.as_bytes()));
+    let sig = sign_header(ping);
     let cases: Vec<(&str, Headers, &str)> = vec![
         (
             "github",
@@ -375,7 +386,11 @@ async fn other_events_are_acknowledged_and_ignored() {
             ],
             ping,
         ),
-        ("github", vec![("x-hub-signature-256", sig.clone())], ping),
+        (
+            "github",
+            vec![("x-hub-signature-256", sign_header(&ping2))],
+            &ping2,
+        ),
         (
             "gitlab",
             vec![
@@ -442,10 +457,11 @@ async fn the_hook_rate_limit_answers_429() {
         ..WebhookConfig::default()
     };
     let mut h = harness(config, 8);
-    let headers = push_headers(Provider::GitHub, SECRET, GITHUB.as_bytes());
     let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await);
+    for i in 0..4 {
+        let body = nth(GITHUB, i);
+        let headers = push_headers(Provider::GitHub, SECRET, body.as_bytes());
+        statuses.push(send(&h.router, request("github", HOOK, &headers, body.into())).await);
     }
     assert_eq!(
         statuses,
@@ -466,9 +482,10 @@ async fn the_hook_rate_limit_answers_429() {
 #[tokio::test]
 async fn a_full_queue_drops_the_trigger_and_still_answers() {
     let mut h = harness(WebhookConfig::default(), 1);
-    let headers = push_headers(Provider::GitHub, SECRET, GITHUB.as_bytes());
-    for _ in 0..3 {
-        let status = send(&h.router, request("github", HOOK, &headers, GITHUB.into())).await;
+    for i in 0..3 {
+        let body = nth(GITHUB, i);
+        let headers = push_headers(Provider::GitHub, SECRET, body.as_bytes());
+        let status = send(&h.router, request("github", HOOK, &headers, body.into())).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     assert_eq!(drain(&mut h.triggers).len(), 1);
@@ -476,4 +493,5 @@ async fn a_full_queue_drops_the_trigger_and_still_answers() {
 }
 
 mod properties;
+mod replays;
 mod socket;
