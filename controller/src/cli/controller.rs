@@ -40,7 +40,7 @@ pub(crate) struct ControllerArgs {
     metrics_addr: Option<SocketAddr>,
     /// The master of the agents' bearer tokens (a mounted Secret); else $SWITCHBACK_AGENT_TOKEN.
     /// The agents of namespace N hold sha256(master ":" N) in hex (docs/agent-kubernetes.md).
-    /// Without either, the controller reaches only agents that run without one (local mode).
+    /// Without either, every agent refuses the controller (agents always want a token).
     #[arg(long)]
     agent_token_file: Option<PathBuf>,
     /// Also follow http://, git://, file:// and local-path sources (tests, experiments). Off:
