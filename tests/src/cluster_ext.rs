@@ -1,7 +1,8 @@
 //! What tests running the default strategy need of an operator [`Cluster`] beyond
 //! `operator_fixture`: users sending traffic to the proxy pods (the default strategy holds a
-//! step that saw too little), waits as long as a rollout through every default step takes, and
-//! the rollout's Events by reason.
+//! step that saw too little), waits as long as a rollout through every default step takes, the
+//! rollout's Events by reason, every status it went through, and `kubectl switchback` run as a
+//! user runs it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
