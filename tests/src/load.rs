@@ -12,6 +12,7 @@
 //! stopped by [`Load::stop`] or by being dropped, and never outlives the test's runtime (its
 //! task is the runtime's).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use switchback::demo::traffic::{self, Tally, TrafficConfig, TrafficError, TrafficHandle};
+use switchback::demo::traffic::{self, Outcome, Tally, TrafficConfig, TrafficError, TrafficHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -75,11 +76,20 @@ impl LoadSpec {
 pub type Discover =
     Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Option<Vec<SocketAddr>>> + Send>> + Send>;
 
+/// What a [`Load`] sent and got, over all its runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// Requests, failures, 5xx, 502s, and requests with no answer.
+    pub tally: Tally,
+    /// The requests with no answer by kind (`ConnectRefused`, `Timeout`, `Other`, …).
+    pub errors: BTreeMap<String, u64>,
+}
+
 /// What the runs so far have sent and got.
 #[derive(Debug, Default)]
 struct Totals {
     /// Outcomes of the finished runs.
-    finished: Tally,
+    finished: Seen,
     /// The running generator, if any, for its live counts.
     current: Option<TrafficHandle>,
     /// Its targets.
@@ -156,7 +166,7 @@ impl Load {
     /// Requests answered (or failed) so far, over every run.
     pub fn completed(&self) -> u64 {
         let t = lock(&self.totals);
-        t.finished.requests + t.current.as_ref().map_or(0, |h| h.live().completed)
+        t.finished.tally.requests + t.current.as_ref().map_or(0, |h| h.live().completed)
     }
 
     /// Waits until traffic goes to exactly `n` pods and `at_least` more requests were answered
@@ -184,7 +194,7 @@ impl Load {
     }
 
     /// Stops sending and returns what every run sent and got, once in-flight requests are done.
-    pub async fn stop(mut self) -> Tally {
+    pub async fn stop(mut self) -> Seen {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -193,7 +203,7 @@ impl Load {
         if let Some(error) = &t.error {
             panic!("the load could not start: {error}");
         }
-        t.finished
+        t.finished.clone()
     }
 }
 
@@ -274,11 +284,17 @@ async fn fold(totals: &Mutex<Totals>, handle: Option<TrafficHandle>) {
         Ok(record) => {
             let run = record.tally();
             let mut t = lock(totals);
-            t.finished.requests += run.requests;
-            t.finished.failed += run.failed;
-            t.finished.status_5xx += run.status_5xx;
-            t.finished.status_502 += run.status_502;
-            t.finished.errors += run.errors;
+            let seen = &mut t.finished;
+            seen.tally.requests += run.requests;
+            seen.tally.failed += run.failed;
+            seen.tally.status_5xx += run.status_5xx;
+            seen.tally.status_502 += run.status_502;
+            seen.tally.errors += run.errors;
+            for r in &record.responses {
+                if let Outcome::Error(kind) = r.outcome {
+                    *seen.errors.entry(format!("{kind:?}")).or_default() += 1;
+                }
+            }
         }
         Err(e) => lock(totals).error = Some(e.to_string()),
     }

@@ -321,7 +321,7 @@ async fn every_quickstart_command_does_what_the_page_says() {
             let users = w.users.take().expect("the users came with the load pod");
             let seen = users.stop().await;
             assert!(
-                seen.status_502 > 0 && seen.requests > 10 * seen.failed,
+                seen.tally.status_502 > 0 && seen.tally.requests > 10 * seen.tally.failed,
                 "the users were served, and got the outage's 502s until the rollback: {seen:?}"
             );
         }

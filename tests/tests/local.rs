@@ -171,7 +171,7 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
     }
 
     let answered = runtime.block_on(users.stop());
-    assert!(answered.requests > 0, "{answered:?}");
+    assert!(answered.tally.requests > 0, "{answered:?}");
     child.interrupt();
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
