@@ -90,10 +90,15 @@ pub(crate) fn expectation(
             Box::new(move |o| o.contains("Idle") && o.contains(&want)),
         ));
     }
-    if line.starts_with("kubectl switchback status") && cmd.comment.contains("StepHeld") {
+    if line.starts_with("kubectl switchback status") && cmd.comment.contains("HELD") {
         return Some((
-            "Reconciling StepHeld, step 1/4 held".into(),
-            Box::new(|o| o.contains("StepHeld") && o.contains("step 1/4 held")),
+            "step 1/4 Inconclusive and HELD, with what the analysis saw".into(),
+            Box::new(|o| {
+                o.lines().any(|l| {
+                    l.contains("step") && l.contains("1/4") && l.contains("Inconclusive  <- HELD")
+                }) && o.contains("only the agents' health probes reached the canary")
+                    && o.contains("Reconciling  True   StepHeld")
+            }),
         ));
     }
     if line.starts_with("kubectl switchback status") {
