@@ -225,7 +225,12 @@ async fn supervise(
 ) {
     let deadline = Instant::now() + MAX_RUN;
     loop {
-        if let Some(mut found) = discover().await {
+        // A look that takes longer than a few rounds (an API server going away) is no look.
+        let found = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            found = tokio::time::timeout(FOLLOW_EVERY * 10, discover()) => found.ok().flatten(),
+        };
+        if let Some(mut found) = found {
             found.sort();
             found.dedup();
             let changed = lock(&totals).targets != found;
