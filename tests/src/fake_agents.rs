@@ -4,9 +4,11 @@
 //! API with the real wire types is enough to load the controller as a real fleet would.
 //!
 //! Each fake pod answers:
-//! - `GET /v1/state`: the applied digest and cumulative counters for it, growing by
-//!   [`REQUESTS_PER_READ`] requests on every read, all 200s on a good digest and [`BAD_PERCENT`]%
-//!   502s on a digest marked bad with [`FakeAgents::set_bad`];
+//! - `GET /v1/state`: the applied digest and cumulative counters per digest served, as if the pod
+//!   served [`REQUESTS_PER_SECOND`] requests a second to whatever digest it had applied (a small
+//!   real site, so the default strategy's analysis sees the traffic it needs to call a step
+//!   healthy), all 200s on a good digest and [`BAD_PERCENT`]% 502s on a digest marked bad with
+//!   [`FakeAgents::set_bad`];
 //! - `POST /v1/apply` ([`ApplyRequest`]): records the digest and answers [`ApplyOutcome::Applied`]
 //!   at once (no nginx, no files);
 //! - `POST /v1/nudge` (`{digest, commit}` with any bearer token): the same, for the controller
@@ -33,8 +35,10 @@ use switchback::analysis::Counters;
 use switchback::render::Digest;
 use tokio::task::JoinSet;
 
-/// Requests each fake pod reports having served per `/v1/state` read.
-pub const REQUESTS_PER_READ: u64 = 50;
+/// Requests a second each fake pod reports serving: the tests' [`crate::load::PER_POD_RPS`].
+/// Counted by the clock, not per read, so the rate the controller sees does not depend on how
+/// often it reads.
+pub const REQUESTS_PER_SECOND: u64 = 50;
 /// The share of requests a bad digest answers with 502, in percent (the outage's 85%).
 pub const BAD_PERCENT: u64 = 85;
 
@@ -90,6 +94,30 @@ struct PodState {
     reads: u64,
     /// When the current digest was applied.
     applied_at: Option<Instant>,
+    /// Until when the applied digest's traffic has been counted, and the fraction of a request
+    /// carried over.
+    counted_to: Option<Instant>,
+    carry: f64,
+}
+
+impl PodState {
+    /// Counts the traffic the applied digest served since it was last counted, at `rate`
+    /// requests a second, [`BAD_PERCENT`]% of them 502 when `bad` says the digest is bad.
+    fn serve_until(&mut self, now: Instant, rate: u64, bad: &HashSet<Digest>) {
+        let Some(digest) = self.applied.as_ref().map(|r| r.digest) else {
+            return;
+        };
+        let from = self.counted_to.unwrap_or(now);
+        let due = now.saturating_duration_since(from).as_secs_f64() * rate as f64 + self.carry;
+        let whole = due.floor();
+        self.carry = due - whole;
+        self.counted_to = Some(now);
+        let served = self.served.entry(digest).or_default();
+        served.total += whole as u64;
+        if bad.contains(&digest) {
+            served.bad = served.total * BAD_PERCENT / 100;
+        }
+    }
 }
 
 /// Settings and state every fake pod shares.
@@ -222,15 +250,7 @@ async fn state(State(pod): State<Arc<Pod>>) -> Json<AgentState> {
     let bad = lock(&pod.farm.bad).clone();
     let mut s = lock(&pod.state);
     s.reads += 1;
-    if let Some(applied) = s.applied.as_ref().map(|r| r.digest) {
-        let served = s.served.entry(applied).or_default();
-        served.total += REQUESTS_PER_READ;
-        served.bad = if bad.contains(&applied) {
-            served.total * BAD_PERCENT / 100
-        } else {
-            served.bad
-        };
-    }
+    s.serve_until(Instant::now(), REQUESTS_PER_SECOND, &bad);
     let counters = s
         .order
         .iter()
@@ -266,7 +286,10 @@ async fn state(State(pod): State<Arc<Pod>>) -> Json<AgentState> {
 
 /// Records `digest` as applied and answers as the agent would.
 fn applied(pod: &Pod, digest: Digest, commit: String, nudged: bool) -> Response {
+    let bad = lock(&pod.farm.bad).clone();
     let mut s = lock(&pod.state);
+    // What the old digest served up to now is its own.
+    s.serve_until(Instant::now(), REQUESTS_PER_SECOND, &bad);
     if nudged {
         s.nudges += 1;
     } else {
@@ -323,6 +346,8 @@ async fn nudge(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use switchback::agent::AgentClient;
     use switchback::render::{self, ConfigTree};
@@ -348,7 +373,8 @@ mod tests {
         assert!(outcome.is_applied());
         let state = client.state().await.expect("state");
         assert_eq!(state.applied.map(|r| r.digest), Some(good.digest()));
-        assert_eq!(state.counters[0].traffic.status_2xx, REQUESTS_PER_READ);
+        assert_eq!(state.counters[0].digest, good.digest());
+        assert_eq!(state.counters[0].traffic.status_5xx, 0);
         assert_eq!(farm.count_applied(&good.digest()), 1);
         assert!(
             farm.all_applied_at(&good.digest()).is_none(),
@@ -360,10 +386,8 @@ mod tests {
         let state = client.state().await.expect("state");
         let now = &state.counters[0];
         assert_eq!(now.digest, bad.digest(), "most recent first");
-        assert_eq!(
-            now.traffic.status_502,
-            REQUESTS_PER_READ * BAD_PERCENT / 100
-        );
+        let total = now.traffic.status_2xx + now.traffic.status_502;
+        assert_eq!(now.traffic.status_502, total * BAD_PERCENT / 100);
         assert_eq!(state.counters[1].traffic.status_5xx, 0);
 
         let http = reqwest::Client::new();
@@ -394,6 +418,38 @@ mod tests {
             }
         );
         farm.stop().await;
+    }
+
+    #[test]
+    fn a_pod_serves_its_applied_digest_at_the_rate_by_the_clock() {
+        let (good, bad) = (
+            bundle("events {}\n").digest(),
+            bundle("events { }\n").digest(),
+        );
+        let marked = HashSet::from([bad]);
+        let t0 = Instant::now();
+        let mut s = PodState::default();
+        s.serve_until(t0, REQUESTS_PER_SECOND, &marked);
+        assert!(s.served.is_empty(), "nothing applied, nothing served");
+        s.applied = Some(Revision {
+            digest: good,
+            commit: "c0".into(),
+        });
+        s.serve_until(t0, REQUESTS_PER_SECOND, &marked);
+        s.serve_until(t0 + Duration::from_millis(2_500), 50, &marked);
+        s.serve_until(t0 + Duration::from_millis(2_510), 50, &marked);
+        assert_eq!(
+            s.served[&good].total, 125,
+            "50/s for 2.51 s: 125 whole requests, half of one carried"
+        );
+        s.applied = Some(Revision {
+            digest: bad,
+            commit: "c1".into(),
+        });
+        s.serve_until(t0 + Duration::from_millis(4_010), 50, &marked);
+        assert_eq!(s.served[&good].total, 125, "the old digest stops counting");
+        assert_eq!(s.served[&bad].total, 75, "1.5 s and the carried half");
+        assert_eq!(s.served[&bad].bad, 75 * BAD_PERCENT / 100);
     }
 
     #[test]

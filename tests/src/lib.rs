@@ -3,6 +3,7 @@
 pub mod agent_harness;
 pub mod agent_process;
 pub mod bin;
+pub mod cluster_ext;
 pub mod controller_process;
 pub mod fake_agents;
 pub mod files;
@@ -10,6 +11,7 @@ pub mod git_fixture;
 pub mod hostile;
 pub mod http_recorder;
 pub mod kube;
+pub mod load;
 pub mod manifests;
 pub mod operator_fixture;
 pub mod pod_process;

@@ -43,6 +43,12 @@ impl Cluster {
     /// A cluster with `pods` ready and the first commit (`return 200 "v0"`) in the repository.
     /// `None` (with a message) when nginx or kubectl are missing and the test is skipped.
     pub async fn up(subnet: u8, pods: &[&str]) -> Option<Cluster> {
+        Cluster::up_with_probe_rate(subnet, pods, 20.0).await
+    }
+
+    /// [`Cluster::up`] with every pod's agent probing `GET /` at `rate` per second instead of 20
+    /// (the example proxy Deployment probes at 2), for tests about a fleet with little traffic.
+    pub async fn up_with_probe_rate(subnet: u8, pods: &[&str], rate: f64) -> Option<Cluster> {
         if !nginx_available() {
             return None;
         }
@@ -56,7 +62,7 @@ impl Cluster {
                 host: "localhost".to_string(),
                 path: "/".to_string(),
                 status: 200,
-                rate: 20.0,
+                rate,
             }],
             ..KubeletOptions::new([0, subnet])
         };

@@ -12,12 +12,14 @@ use switchback_tests::bin::switchback_bin;
 use switchback_tests::kube::identity::User;
 use switchback_tests::kube::kubectl::tool_bin;
 use switchback_tests::kube::rbac::{self, Policy};
+use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
 use switchback_tests::pod_process::PodProcess;
 use switchback_tests::rbac_audit::{self, DenialsOnPanic, Unreached};
 
-/// The rollout strategy: one pod, then all, short bakes.
-const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
+/// The rollout strategy: the default one, untouched (steps `["1", "25%", "50%", "100%"]`, bake
+/// 3m, `onInconclusive: Hold`); the bad push is rolled back at its first step.
+const DEFAULTS: &str = "    {}\n";
 
 /// Grants of the chart that this run does not exercise. Each names the code path that uses it
 /// and why the run does not get there; keep it as short as honest (an entry that is used, or no
@@ -115,8 +117,10 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
         .await;
     pod.wait_ready(&probe, PATIENCE).await;
 
-    c.apply_rollout(QUICK).await;
+    c.apply_rollout(DEFAULTS).await;
     c.wait_condition("Ready").await;
+    // The site's users, 50 requests/s to each proxy pod.
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let holder =
         c.k.ok(&[
             "get",
@@ -138,8 +142,8 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
         .await;
     assert!(applied.contains("sha256:"), "{applied}");
 
-    // A push whose upstream is dead: the canary's probes fail and the chart's controller rolls
-    // every pod back to the stable commit.
+    // A push whose upstream is dead: the canary's answers to the users and to the probes fail,
+    // and the chart's controller rolls every pod back to the stable commit.
     let stable = c
         .jsonpath("proxyrollout/edge", "{.status.stable.commit}")
         .await;

@@ -6,7 +6,9 @@
 //! ReplicaSet would and run by the process kubelet (their agents read the token Secret they
 //! mount, and readiness gates are honoured), "your repository" is a local bare one (so `helm
 //! install` also sets `git.allowInsecureSources=true`), "your application" two loopback servers,
-//! and the ProxyRollout's `interval`/`bake` are shortened.
+//! "your users" the test's own load generator (50 requests/s to each proxy pod, while the page's
+//! `load` pod exists: nothing runs that pod here), and the ProxyRollout's `interval`/`bake` are
+//! shortened.
 //! Everything else (the chart install, the example manifests, the plugin, the waits) is the page's
 //! own text, so a command that stops working, or a comment that stops being true, fails here.
 
@@ -19,78 +21,19 @@ use switchback_tests::bin::switchback_bin;
 use switchback_tests::files::copy_tree;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
-use switchback_tests::kube::kubelet::{KubeletOptions, ProcessKubelet};
+use switchback_tests::kube::kubelet::{KubeletOptions, NGINX_PORT, ProcessKubelet};
+use switchback_tests::load::{Load, LoadSpec, PER_POD_RPS};
 use switchback_tests::operator_fixture::PATIENCE;
 use switchback_tests::pod_process::PodProcess;
 use switchback_tests::upstream::Upstream;
 
-/// One command of the page: its text (continuation lines joined) and the comment after it.
-#[derive(Debug, Clone, PartialEq)]
-struct PageCommand {
-    section: String,
-    line: String,
-    comment: String,
-}
+#[path = "docs_quickstart/page.rs"]
+mod page;
+#[path = "docs_quickstart/watch.rs"]
+mod watch;
 
-/// The `sh` blocks of `page`, command by command, with the `## ` section each is under.
-fn commands(page: &str) -> Vec<PageCommand> {
-    let mut out = Vec::new();
-    let (mut section, mut in_block, mut pending) = (String::new(), false, String::new());
-    for raw in page.lines() {
-        if let Some(title) = raw.strip_prefix("## ") {
-            section = title.to_string();
-        } else if raw.starts_with("```sh") {
-            in_block = true;
-        } else if raw.starts_with("```") {
-            in_block = false;
-        } else if in_block {
-            let (code, comment) = split_comment(raw);
-            pending.push_str(code.trim_end().trim_end_matches('\\'));
-            if code.trim_end().ends_with('\\') {
-                pending.push(' ');
-                continue;
-            }
-            let line = pending.split_whitespace().collect::<Vec<_>>().join(" ");
-            pending.clear();
-            if !line.is_empty() {
-                out.push(PageCommand {
-                    section: section.clone(),
-                    line,
-                    comment: comment.trim().to_string(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// A line's code and its trailing comment (`#` after whitespace, outside quotes).
-fn split_comment(line: &str) -> (&str, &str) {
-    let mut quote = None;
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '#') if prev_space => return (&line[..i], &line[i + 1..]),
-            _ => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    (line, "")
-}
-
-#[test]
-fn the_page_parses_into_commands_with_their_comments() {
-    let page = "## 1. A\n\n```sh\nkubectl get x   # shows x\nhelm install a \\\n  --set b={c}\n```\n\ntext # not code\n## 2. B\n```sh\nkubectl get y -o jsonpath='{.a#b}'\n```\n";
-    let got = commands(page);
-    assert_eq!(got.len(), 3, "{got:?}");
-    assert_eq!(got[0].line, "kubectl get x");
-    assert_eq!(got[0].comment, "shows x");
-    assert_eq!(got[1].line, "helm install a --set b={c}");
-    assert_eq!(got[2].section, "2. B");
-    assert_eq!(got[2].line, "kubectl get y -o jsonpath='{.a#b}'");
-}
+use page::{PageCommand, commands, expectation};
+use watch::watch_says;
 
 /// The page's world: a server, kubelet, tools on PATH, a work directory holding the chart and the
 /// examples, a clone of "your repository" and its bare origin.
@@ -103,6 +46,8 @@ struct World {
     path: String,
     controller: Option<PodProcess>,
     app: (Upstream, Upstream),
+    /// The stand-in users, while the page's `load` pod exists.
+    users: Option<Load>,
 }
 
 impl World {
@@ -218,7 +163,8 @@ async fn world() -> Option<World> {
     git(&clone, &["push", "-q", "-u", "origin", "main"]);
 
     // The reader's checkout: the chart and the examples, with the ProxyRollout's URL set (and,
-    // for speed, its interval and bake shortened).
+    // for speed, its interval and bake shortened: the default 3m bake to 8s, in which the test's
+    // users give a step's canary pod enough for a verdict, and the probes alone do not).
     let work = tmp.path().join("switchback");
     copy_tree(&root().join("charts"), &work.join("charts"));
     copy_tree(&root().join("examples"), &work.join("examples"));
@@ -230,23 +176,21 @@ async fn world() -> Option<World> {
             &format!("file://{}", origin.display()),
         )
         .replace("interval: 30s", "interval: 1s")
-        .replace("bake: 2m", "bake: 2s\n    onInconclusive: Promote");
+        .replace("bake: 3m", "bake: 8s");
     assert!(
         edited.matches("file://").count() == 1
             && edited.contains("interval: 1s")
-            && edited.contains("bake: 2s\n    onInconclusive"),
+            && edited.contains("bake: 8s")
+            && !edited
+                .lines()
+                .any(|l| l.trim_start().starts_with("onInconclusive:")),
         "30-proxyrollout.yaml no longer has the url, interval and bake the quickstart edits:\n{text}"
     );
     std::fs::write(&rollout, edited).expect("write");
 
-    // The proxy Deployment's probe, as its args give it (rate raised so evidence comes quickly).
+    // The proxy Deployment's probe, as its args give it.
     let options = KubeletOptions {
-        probes: vec![ProbeSpec {
-            host: "shop.example.test".to_string(),
-            path: "/".to_string(),
-            status: 200,
-            rate: 20.0,
-        }],
+        probes: vec![deployment_probe()],
         labels: vec![(
             "app.kubernetes.io/name".to_string(),
             "edge-nginx".to_string(),
@@ -263,7 +207,20 @@ async fn world() -> Option<World> {
         path,
         controller: None,
         app,
+        users: None,
     })
+}
+
+/// The `--probe` of the example proxy Deployment, as its agents run it.
+fn deployment_probe() -> ProbeSpec {
+    let text = std::fs::read_to_string(root().join("examples/kubernetes/proxy/20-deployment.yaml"))
+        .expect("20-deployment.yaml");
+    let arg = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- --probe="))
+        .expect("the Deployment's --probe argument");
+    arg.parse()
+        .unwrap_or_else(|e| panic!("the Deployment's --probe={arg} does not parse: {e}"))
 }
 
 /// Creates the Deployment's pods from its template, as its ReplicaSet would.
@@ -302,8 +259,8 @@ async fn every_quickstart_command_does_what_the_page_says() {
         let run = substituted(&cmd.line);
         let line = run.as_str();
         eprintln!("$ {line}");
-        if cmd.section.starts_with("5.") && pushed.len() == 1 {
-            // The prose of step 5: both app servers moved to a port nothing listens on, pushed.
+        if cmd.section.starts_with("6.") && pushed.len() == 2 {
+            // The prose of step 6: both app servers moved to a port nothing listens on, pushed.
             let upstreams = w.clone.join("examples/basic/conf.d/upstreams.conf");
             let text = std::fs::read_to_string(&upstreams).expect("upstreams.conf");
             let text = text
@@ -313,17 +270,11 @@ async fn every_quickstart_command_does_what_the_page_says() {
             pushed.push(w.push("move app"));
         }
         if line.starts_with("git commit") {
-            // Step 4's "routine change".
-            let values = w.clone.join("examples/basic/values.yaml");
-            let text = std::fs::read_to_string(&values).expect("values.yaml");
-            std::fs::write(
-                &values,
-                text.replace("read_timeout: 15s", "read_timeout: 20s"),
-            )
-            .expect("write");
+            // Steps 4 and 5's routine changes: the proxy's read timeout, 5 s longer each time.
+            longer_read_timeout(&w.clone);
         }
         if line.ends_with(" -w") {
-            watch_until_idle_again(&w, line).await;
+            watch_says(&w, cmd).await;
             continue;
         }
         let out = match expectation(cmd, &pushed, replicas) {
@@ -350,8 +301,32 @@ async fn every_quickstart_command_does_what_the_page_says() {
         if line.starts_with("git commit") {
             pushed.push(git(&w.clone, &["rev-parse", "HEAD"]).trim().to_string());
         }
+        if line.starts_with("kubectl switchback promote") {
+            // "the change becomes stable on every pod now".
+            let want = format!("{} Idle {replicas}/{replicas}", pushed[0]);
+            let get = "kubectl -n proxies get prx edge -o jsonpath='{.status.stable.commit} {.status.phase} {.status.pods.ready}'";
+            w.until(get, &want.clone(), move |o| o.trim() == want).await;
+        }
+        if line.contains(" run load ") {
+            // Nothing runs the `load` pod here: the test's users stand in for it, at 50
+            // requests/s to each proxy pod, with the page's Host, while the pod exists.
+            let client = w.k.server.client().await;
+            let spec = LoadSpec::new(PER_POD_RPS).host("shop.example.test");
+            let selector = "app.kubernetes.io/name=edge-nginx";
+            let users = Load::follow_pods(client, "proxies", selector, NGINX_PORT, spec);
+            users.wait_flowing(replicas, 100, PATIENCE).await;
+            w.users = Some(users);
+        }
+        if line.contains("delete pod load") {
+            let users = w.users.take().expect("the users came with the load pod");
+            let seen = users.stop().await;
+            assert!(
+                seen.tally.status_502 > 0 && seen.tally.requests > 10 * seen.tally.failed,
+                "the users were served, and got the outage's 502s until the rollback: {seen:?}"
+            );
+        }
     }
-    assert_eq!(pushed.len(), 2, "steps 4 and 5 each pushed a commit");
+    assert_eq!(pushed.len(), 3, "steps 4, 5 and 6 each pushed a commit");
     if let Some(pod) = w.controller.take() {
         pod.stop().await;
     }
@@ -367,49 +342,17 @@ fn substituted(line: &str) -> String {
     }
 }
 
-/// What a command's output must show, when the page says (in a comment, or by what the step is
-/// for), and a reader would re-run it until it does: (what, check).
-type Check = Box<dyn Fn(&str) -> bool>;
-
-fn expectation(cmd: &PageCommand, pushed: &[String], replicas: usize) -> Option<(String, Check)> {
-    let line = cmd.line.as_str();
-    let outage = pushed.get(1).cloned().unwrap_or_default();
-    if line.contains("holderIdentity") {
-        return Some(("a Lease holder".into(), Box::new(|o| !o.trim().is_empty())));
-    }
-    if cmd.comment.starts_with("STABLE") {
-        let want = format!("{replicas}/{replicas}");
-        return Some((
-            format!("Idle and READY {want}"),
-            Box::new(move |o| o.contains("Idle") && o.contains(&want)),
-        ));
-    }
-    if line.starts_with("kubectl switchback status") {
-        return Some((
-            "the rollout's status".into(),
-            Box::new(|o| o.contains("edge")),
-        ));
-    }
-    if line.contains("quarantined[*].commit") {
-        return Some((
-            format!("{outage} quarantined"),
-            Box::new(move |o| o.trim() == outage),
-        ));
-    }
-    if line.contains("get events") {
-        return Some((
-            "a RolledBack event".into(),
-            Box::new(|o| o.contains("RolledBack")),
-        ));
-    }
-    if line.contains("report\\.md") {
-        let short = outage.get(..12).unwrap_or_default().to_string();
-        return Some((
-            format!("a report naming {short}"),
-            Box::new(move |o| !short.is_empty() && o.contains(&short)),
-        ));
-    }
-    None
+/// The reader's routine change: `proxy.read_timeout` in `values.yaml`, 5 s longer.
+fn longer_read_timeout(clone: &Path) {
+    let values = clone.join("examples/basic/values.yaml");
+    let text = std::fs::read_to_string(&values).expect("values.yaml");
+    let (before, after) = text
+        .split_once("read_timeout: ")
+        .expect("values.yaml sets proxy.read_timeout");
+    let (secs, rest) = after.split_once("s\n").expect("read_timeout: <n>s");
+    let secs: u32 = secs.parse().expect("read_timeout in seconds");
+    let text = format!("{before}read_timeout: {}s\n{rest}", secs + 5);
+    std::fs::write(&values, text).expect("write values.yaml");
 }
 
 /// Runs the chart's controller Deployment as its pod would run, once `helm install` made it.
@@ -466,44 +409,4 @@ async fn assert_pods_ready(w: &World, ready: bool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// `kubectl get prx -w`, read until the rollout has left Idle and come back to it on the pushed
-/// commit (the page's "Validating -> Canary ... -> Idle"), then stopped, as a reader would.
-async fn watch_until_idle_again(w: &World, line: &str) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new("bash")
-        .args(["-c", &format!("exec {line}")])
-        .current_dir(&w.work)
-        .env("PATH", &w.path)
-        .env("KUBECONFIG", w.k.server.kubeconfig_path())
-        .env("HOME", w.tmp.path().join("home"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the watch");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let head = git(&w.clone, &["rev-parse", "HEAD"]).trim().to_string();
-    let (mut left_idle, mut seen) = (false, Vec::new());
-    let done = tokio::time::timeout(PATIENCE * 2, async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            eprintln!("{l}");
-            seen.push(l.clone());
-            left_idle |= l.contains("Canary") || l.contains("Validating");
-            // Idle with the pushed commit as STABLE: it went through (a fast rollout may have
-            // left Idle before the watch began).
-            if l.contains("Idle") && l.split_whitespace().nth(1) == Some(head.as_str()) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    let _ = child.kill().await;
-    assert!(
-        matches!(done, Ok(true)),
-        "`{line}` never showed Idle on {head} (left Idle: {left_idle}):\n{}",
-        seen.join("\n")
-    );
 }

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::SignedDuration;
 use switchback::agent::{AgentClient, ProbeSpec};
 use switchback::fleet::Fleet;
 use switchback::fleet::local::{LocalFleet, LocalFleetOptions};
 use switchback::render::Bundle;
-use switchback::rollout::{Amount, InconclusivePolicy, Phase, Release};
+use switchback::rollout::{Phase, Release};
 use switchback::runner::{Runner, RunnerConfig};
 use switchback::validate::sandbox::Nginx;
 use switchback_tests::agent_harness::nginx_available;
@@ -37,16 +36,14 @@ async fn start(subnet: [u8; 2], dir: &std::path::Path) -> Arc<LocalFleet> {
     Arc::new(LocalFleet::start(options).await.expect("local fleet"))
 }
 
+/// The default strategy (steps 1, 25%, 50%, 100%; bake 3m; hold when inconclusive): neither
+/// test gets a revision past its first step, so nothing here waits for a bake.
 fn config() -> RunnerConfig {
-    let mut config = RunnerConfig {
+    RunnerConfig {
         nginx: Nginx::find(None).expect("nginx"),
         poll_every: Duration::from_millis(100),
         ..RunnerConfig::default()
-    };
-    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(100)];
-    config.rollout.bake = SignedDuration::from_secs(2);
-    config.rollout.on_inconclusive = InconclusivePolicy::Promote;
-    config
+    }
 }
 
 async fn put_everywhere(fleet: &LocalFleet, release: &Release, bundle: &Bundle) {

@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::SignedDuration;
 use switchback::agent::ProbeSpec;
 use switchback::fleet::Fleet;
 use switchback::fleet::kube::{DESIRED_ANNOTATION, KubeFleet};
 use switchback::render::Bundle;
-use switchback::rollout::{Amount, InconclusivePolicy, Phase, Release};
+use switchback::rollout::{Phase, Release};
 use switchback::runner::{Runner, RunnerConfig};
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::kube::kubectl::Kubectl;
@@ -116,13 +115,12 @@ async fn a_dead_upstream_is_rolled_back_on_every_kubernetes_pod() {
         .await;
     assert_eq!(maps.lines().count(), 1, "{maps}");
 
-    let mut config = RunnerConfig {
+    // The default strategy (steps 1, 25%, 50%, 100%; bake 3m; hold when inconclusive): the
+    // failing side needs no bake, so the bad revision never gets past its first step.
+    let config = RunnerConfig {
         poll_every: Duration::from_millis(100),
         ..RunnerConfig::default()
     };
-    config.rollout.steps = vec![Amount::Pods(1), Amount::Percent(100)];
-    config.rollout.bake = SignedDuration::from_secs(2);
-    config.rollout.on_inconclusive = InconclusivePolicy::Promote;
     let (mut runner, _notes) =
         Runner::new(config, Arc::clone(&fleet), Some((r0.clone(), b0))).expect("runner");
     let (bad, bad_bundle) = release(1, "proxy_pass http://app;");

@@ -1,6 +1,8 @@
-//! `switchback local` on a user's repository: it adopts the branch head, rolls out each new
-//! commit, rolls back one whose upstream is dead (seen by the agents' probes alone), reports one
-//! JSON object per line, and stops every process on Ctrl-C (SIGINT).
+//! `switchback local` on a user's repository, with its defaults (the operator's steps `1, 25%,
+//! 50%, 100%`, hold when inconclusive, sequential analysis; only the bake shortened) and users
+//! sending 50 requests/s to each of its three pods: it adopts the branch head, promotes a
+//! harmless commit through every step, the 100% step included, rolls back one whose upstream is
+//! dead, reports one JSON object per line, and stops every process on Ctrl-C (SIGINT).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -9,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::bin::switchback_bin;
-
 use switchback_tests::git_fixture::git_cli as git;
+use switchback_tests::load::{Load, LoadSpec, PER_POD_RPS};
 
 fn site(body: &str) -> String {
     format!(
@@ -20,7 +22,7 @@ fn site(body: &str) -> String {
 
 /// Reads event lines until one contains `want`; fails at `deadline` or when the process ends.
 fn wait_for(lines: &mpsc::Receiver<String>, want: &str, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         match lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
@@ -79,17 +81,17 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
         .arg(&repo)
         .args([
             "--pods",
-            "2",
+            "3",
             "--subnet",
             "0.21",
+            // The default bake (3m) shortened: at 50 requests/s per pod a step's one canary pod
+            // serves more in 8 s than the ~330 clean requests a healthy verdict needs.
             "--bake",
-            "1",
+            "8",
             "--poll",
             "0.3",
             "--events",
             "json",
-            "--on-inconclusive",
-            "promote",
             "--upstream",
             "app-1=127.0.21.2:9001",
             "--probe",
@@ -113,6 +115,20 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
     });
     let mut seen = Vec::new();
     wait_for(&lines, "\"adopted\"", &mut seen);
+    // The users: 50 requests/s to each pod (127.0.21.10 and up, as --subnet says).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime for the users");
+    let pods: Vec<std::net::SocketAddr> = (10..13)
+        .map(|octet| std::net::SocketAddr::from(([127, 0, 21, octet], 8080)))
+        .collect();
+    let users = {
+        let _in = runtime.enter();
+        Load::fixed(pods, LoadSpec::new(PER_POD_RPS))
+    };
+    runtime.block_on(users.wait_flowing(3, 150, Duration::from_secs(60)));
 
     std::fs::write(
         repo.join("nginx.conf"),
@@ -121,6 +137,26 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
     .expect("write");
     git(&repo, &["commit", "-q", "-am", "a header"]);
     wait_for(&lines, "\"Promoted\"", &mut seen);
+    let promoted = seen.iter().rev().find(|l| l.contains("\"Promoted\""));
+    assert!(
+        promoted.is_some_and(|l| l.contains("every step baked healthy")),
+        "promoted by the analysis: {promoted:?}"
+    );
+    for step in 2..=4 {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("\"StepAdvanced\"") && l.contains(&format!("step {step}/4:"))),
+            "no StepAdvanced to step {step}/4:\n{}",
+            seen.join("\n")
+        );
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("\"AnalysisStarted\"")
+            && l.contains("step 4/4:")
+            && l.contains("no baseline pods at this step")),
+        "the 100% step compares with the stable revision's record:\n{}",
+        seen.join("\n")
+    );
 
     std::fs::write(
         repo.join("nginx.conf"),
@@ -134,6 +170,8 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 
+    let answered = runtime.block_on(users.stop());
+    assert!(answered.tally.requests > 0, "{answered:?}");
     child.interrupt();
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");

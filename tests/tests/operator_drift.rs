@@ -8,9 +8,12 @@
 use std::net::SocketAddr;
 
 use switchback_tests::agent_harness::{eventually, get, pid_file};
+use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::Cluster;
 
-const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
+/// The default strategy, untouched (steps `["1", "25%", "50%", "100%"]`, bake 3m,
+/// `onInconclusive: Hold`): drift is no rollout, and this test rolls nothing out.
+const DEFAULTS: &str = "    {}\n";
 const DRIFTED: &str = "{.status.conditions[?(@.type==\"switchback.dev/ConfigDrifted\")].status}";
 const DRIFTED_WHY: &str = "{.status.conditions[?(@.type==\"switchback.dev/ConfigDrifted\")].reason} {.status.conditions[?(@.type==\"switchback.dev/ConfigDrifted\")].message}";
 
@@ -29,9 +32,10 @@ async fn a_hand_edit_is_reported_on_the_pod_and_rollout_and_repaired_by_policy()
     let Some(mut c) = Cluster::up(117, &["edge-0", "edge-1"]).await else {
         return;
     };
-    c.apply_rollout(QUICK).await;
+    c.apply_rollout(DEFAULTS).await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let stable = c
         .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
         .await;

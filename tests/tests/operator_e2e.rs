@@ -2,9 +2,23 @@
 //! server, the process kubelet runs the pods as real nginx + agents, and the controller follows a
 //! real git repository. Each test has its own server, pods and loopback subnet.
 
-use switchback_tests::operator_fixture::Cluster;
+use std::time::Duration;
 
-const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
+use switchback_tests::load::PER_POD_RPS;
+use switchback_tests::operator_fixture::{Cluster, PATIENCE};
+
+/// The default strategy, untouched: steps `["1", "25%", "50%", "100%"]`, bake 3m,
+/// `onInconclusive: Hold`, sequential analysis. For the tests that never reach a bake's end
+/// (adoption, validation, rollback, a canary that is only started).
+const DEFAULTS: &str = "    {}\n";
+
+/// The default strategy with the bake shortened from 3m to 8s, for the tests that see a commit
+/// promoted: at [`PER_POD_RPS`] a step's one canary pod serves more in one bake than the ~330
+/// clean requests a healthy verdict needs at its end (`docs/analysis.md`).
+const SHORT_BAKE: &str = "    bake: 8s\n";
+
+/// Long enough for four steps of 8 s and their applies on a loaded 2-core machine.
+const ROLLOUT_PATIENCE: Duration = Duration::from_secs(180);
 
 async fn digest_of_stable(c: &Cluster) -> String {
     c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
@@ -12,7 +26,8 @@ async fn digest_of_stable(c: &Cluster) -> String {
 }
 
 /// The first commit is adopted (`kubectl wait --for=condition=Ready`); a commit whose upstream is
-/// dead goes to one canary pod, is rolled back on every pod on probe evidence and quarantined
+/// dead goes to one canary pod, is rolled back on every pod on the evidence of the users' requests
+/// and the agents' probes, and quarantined
 /// (`kubectl wait --for=condition=RolledBack`); an Event carries the evidence; every pod carries
 /// the applied digest and a True `switchback.dev/ConfigApplied` condition; deleting the
 /// ProxyRollout removes its bundles and the annotations it wrote.
@@ -21,9 +36,11 @@ async fn a_proxyrollout_adopts_then_rolls_back_a_dead_upstream() {
     let Some(mut c) = Cluster::up(94, &["edge-0", "edge-1", "edge-2"]).await else {
         return;
     };
-    c.apply_rollout(QUICK).await;
+    c.apply_rollout(DEFAULTS).await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let users = c.start_traffic(PER_POD_RPS).await;
+    users.wait_flowing(3, 150, PATIENCE).await;
     let stable = digest_of_stable(&c).await;
 
     let bad = c.commit("proxy_pass http://app;", "move app");
@@ -122,9 +139,10 @@ async fn an_invalid_commit_never_reaches_a_pod_and_status_names_file_line_and_ru
     let Some(mut c) = Cluster::up(97, &["edge-0", "edge-1"]).await else {
         return;
     };
-    c.apply_rollout(QUICK).await;
+    c.apply_rollout(DEFAULTS).await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let stable = digest_of_stable(&c).await;
 
     let bad = c.commit(
@@ -203,10 +221,12 @@ async fn a_pod_replaced_mid_canary_comes_back_on_stable() {
     let Some(mut c) = Cluster::up(98, &["edge-0", "edge-1", "edge-2"]).await else {
         return;
     };
-    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 10m\n    maxBake: 20m\n")
-        .await;
+    // The default steps; the bake lengthened so the canary is still on its first step when the
+    // pod is replaced. The users follow the pods: edge-3 gets its share once it is Ready.
+    c.apply_rollout("    bake: 10m\n    maxBake: 20m\n").await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let users = c.start_traffic(PER_POD_RPS).await;
     let stable = digest_of_stable(&c).await;
 
     c.commit("return 200 \"v1\\n\";", "v1");
@@ -247,6 +267,13 @@ async fn a_pod_replaced_mid_canary_comes_back_on_stable() {
         )
         .await;
     assert_eq!(told, stable, "a pod that joins mid-canary gets stable");
+    users.wait_flowing(3, 100, PATIENCE).await;
+    let edge_3 = c.jsonpath("pod/edge-3", "{.status.podIP}").await;
+    assert!(
+        users.targets().iter().any(|t| t.ip().to_string() == edge_3),
+        "the users follow the new pod: {:?}",
+        users.targets()
+    );
     let phase = c.jsonpath("proxyrollout/edge", "{.status.phase}").await;
     assert_eq!(phase, "Canary", "the canary goes on");
     c.down().await;
@@ -259,10 +286,11 @@ async fn a_restarted_controller_resumes_the_canary_from_status() {
     let Some(mut c) = Cluster::up(99, &["edge-0", "edge-1", "edge-2"]).await else {
         return;
     };
-    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 3s\n    onInconclusive: Promote\n")
-        .await;
+    c.apply_rollout(SHORT_BAKE).await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let users = c.start_traffic(PER_POD_RPS).await;
+    users.wait_flowing(3, 150, PATIENCE).await;
     let stable = digest_of_stable(&c).await;
 
     let v1 = c.commit("return 200 \"v1\\n\";", "v1");
@@ -278,8 +306,13 @@ async fn a_restarted_controller_resumes_the_canary_from_status() {
         .await;
 
     c.start_controller().await;
-    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
-        .await;
+    c.wait_for_within(
+        "proxyrollout/edge",
+        "{.status.stable.commit}",
+        ROLLOUT_PATIENCE,
+        |s| s == v1,
+    )
+    .await;
     c.wait_condition("Ready").await;
     c.assert_all_told(
         &target,
@@ -296,10 +329,11 @@ async fn a_promote_request_is_acted_on_and_acknowledged() {
     let Some(mut c) = Cluster::up(100, &["edge-0", "edge-1"]).await else {
         return;
     };
-    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 10m\n    maxBake: 20m\n")
-        .await;
+    // The default steps; the bake lengthened so only the request can end the canary.
+    c.apply_rollout("    bake: 10m\n    maxBake: 20m\n").await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let v1 = c.commit("return 200 \"v1\\n\";", "v1");
     c.wait_for("proxyrollout/edge", "{.status.phase}", |p| p == "Canary")
         .await;
@@ -408,7 +442,7 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
     ])
     .await;
     let rollout = format!(
-        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n    verify:\n      secretRef:\n        name: signers\n      mode: ssh\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}",
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n    verify:\n      secretRef:\n        name: signers\n      mode: ssh\n  target:\n    selector:\n      app: edge\n  strategy:\n{DEFAULTS}",
         c.repo.display()
     );
     let file = c.k.file("rollout.yaml", &rollout);
@@ -459,6 +493,7 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
         ],
     );
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let reason = c
         .jsonpath(
             "proxyrollout/edge",
@@ -472,8 +507,8 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
     c.down().await;
 }
 
-/// With a push webhook, a commit is rolled out when the signed push arrives, not at the next poll
-/// (the interval here is an hour).
+/// With a push webhook, a commit's rollout starts when the signed push arrives, not at the next
+/// poll (the interval here is an hour): the canary is under way on the pushed commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_fetches_at_once() {
     use hmac::{KeyInit, Mac};
@@ -500,7 +535,7 @@ async fn a_signed_push_fetches_at_once() {
     ])
     .await;
     let rollout = format!(
-        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1h\n    webhook:\n      secretRef:\n        name: hook\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}",
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1h\n    webhook:\n      secretRef:\n        name: hook\n  target:\n    selector:\n      app: edge\n  strategy:\n{DEFAULTS}",
         c.repo.display()
     );
     let file = c.k.file("rollout.yaml", &rollout);
@@ -513,6 +548,7 @@ async fn a_signed_push_fetches_at_once() {
     let metrics = options.metrics.clone();
     c.start_controller_with(options).await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
 
     let v1 = c.commit("return 200 \"v1\\n\";", "v1");
     let body = serde_json::json!({
@@ -543,7 +579,7 @@ async fn a_signed_push_fetches_at_once() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
+    c.wait_for("proxyrollout/edge", "{.status.target.commit}", |s| s == v1)
         .await;
     // The receiver's counters are on the controller's /metrics.
     let text = metrics.encode().expect("encode metrics");

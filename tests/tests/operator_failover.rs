@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use switchback_tests::bin::switchback_bin;
-use switchback_tests::operator_fixture::Cluster;
+use switchback_tests::load::PER_POD_RPS;
+use switchback_tests::operator_fixture::{Cluster, PATIENCE};
 use tokio::process::{Child, Command};
 
 fn replica(c: &Cluster, identity: &str) -> Child {
@@ -91,8 +93,10 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
         }
     });
 
-    c.apply_rollout("    steps: [\"1\", \"100%\"]\n    bake: 4s\n    onInconclusive: Promote\n")
-        .await;
+    // The default strategy with the bake shortened from 3m to 8s, so the canary the standby
+    // resumes finishes in seconds: at 50 requests/s per pod a step's canary pod serves more in
+    // one bake than the ~330 clean requests a healthy verdict needs.
+    c.apply_rollout("    bake: 8s\n").await;
     // The replicas' own Pods (not run by anyone: only their labels matter here).
     c.k.ok(&["create", "namespace", "replicas"]).await;
     for name in ["replica-a", "replica-b"] {
@@ -105,6 +109,8 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
     let mut a = replica(&c, "replica-a");
     let mut b = replica(&c, "replica-b");
     c.wait_condition("Ready").await;
+    let users = c.start_traffic(PER_POD_RPS).await;
+    users.wait_flowing(3, 150, PATIENCE).await;
     let v0 = c
         .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
         .await;
@@ -124,8 +130,14 @@ async fn the_standby_finishes_a_canary_when_the_leader_is_killed() {
     killed.start_kill().expect("SIGKILL the leader");
     let _ = killed.wait().await;
 
-    c.wait_for("proxyrollout/edge", "{.status.stable.commit}", |s| s == v1)
-        .await;
+    // Lease expiry, then four steps of 8 s.
+    c.wait_for_within(
+        "proxyrollout/edge",
+        "{.status.stable.commit}",
+        Duration::from_secs(240),
+        |s| s == v1,
+    )
+    .await;
     c.wait_condition("Ready").await;
     assert_eq!(
         holder(&client).await.as_deref(),

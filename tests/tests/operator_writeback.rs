@@ -7,9 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use switchback_tests::git_fixture::git_cli as git;
+use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::Cluster;
 
-const QUICK: &str = "    steps: [\"1\", \"100%\"]\n    bake: 2s\n    onInconclusive: Promote\n";
+/// The default strategy, untouched (steps `["1", "25%", "50%", "100%"]`, bake 3m,
+/// `onInconclusive: Hold`): every commit here is rolled back at its first step, or needs no
+/// canary.
+const DEFAULTS: &str = "    {}\n";
 
 /// Makes a bare `origin.git` holding the cluster's repository and returns its path.
 fn origin(c: &Cluster) -> PathBuf {
@@ -41,7 +45,7 @@ fn in_origin(bare: &Path, args: &[&str]) -> String {
 /// Applies the rollout following `origin` with this `writeBack` mode.
 async fn apply(c: &Cluster, bare: &Path, mode: &str) {
     let text = format!(
-        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n{QUICK}  rollback:\n    writeBack:\n      mode: {mode}\n",
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n{DEFAULTS}  rollback:\n    writeBack:\n      mode: {mode}\n",
         bare.display()
     );
     let file = c.k.file("rollout.yaml", &text);
@@ -69,6 +73,7 @@ async fn branch_mode_pushes_a_revert_branch_and_leaves_main_alone() {
     apply(&c, &bare, "Branch").await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let stable = c
         .jsonpath("proxyrollout/edge", "{.status.stable.commit}")
         .await;
@@ -142,6 +147,7 @@ async fn push_mode_fast_forwards_main_and_a_refused_push_leaves_the_rollback_alo
     apply(&c, &bare, "Push").await;
     c.start_controller().await;
     c.wait_condition("Ready").await;
+    let _users = c.start_traffic(PER_POD_RPS).await;
     let digest = c
         .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
         .await;

@@ -209,7 +209,8 @@ fn count(n: usize) -> u32 {
 
 /// Fills `status.analysis` with the open bake's latest verdict: its kind and its reason (what
 /// was seen, what a verdict needs). The reason moves with every request, so [`needs_write`]
-/// treats it as volatile.
+/// treats it as volatile. An inconclusive verdict still waiting for the healthy side's first
+/// look (at the bake's end) is `Waiting`: `Inconclusive` is for a bake that ended without one.
 pub fn describe_verdict(status: &mut ProxyRolloutStatus, verdict: Option<&Verdict>) {
     let Some(analysis) = status.analysis.as_mut() else {
         return;
@@ -218,6 +219,10 @@ pub fn describe_verdict(status: &mut ProxyRolloutStatus, verdict: Option<&Verdic
         None => ("Waiting", String::new()),
         Some(Verdict::Healthy) => ("Healthy", "within tolerance of the baseline".to_string()),
         Some(Verdict::Failing(e)) => ("Failing", e.summary.clone()),
+        Some(Verdict::Inconclusive {
+            reason,
+            pending: true,
+        }) => ("Waiting", reason.clone()),
         Some(Verdict::Inconclusive { reason, .. }) => ("Inconclusive", reason.clone()),
     };
     analysis.verdict = kind.to_string();
@@ -480,6 +485,32 @@ mod analysis_tests {
                 .find(|c| c.type_ == "Reconciling")
                 .map(|c| c.reason.as_str()),
             Some("RollingOut")
+        );
+    }
+
+    #[test]
+    fn a_bake_waiting_for_its_first_look_shows_waiting_not_inconclusive() {
+        // The healthy side looks at the bake's end; until then a clean canary's verdict is a
+        // pending Inconclusive. `kubectl get prx` showed VERDICT Inconclusive through every bake
+        // of a healthy rollout; only a step held after its bake is Inconclusive.
+        let now = Timestamp::from_second(1_800_000_100).expect("time");
+        let mut s = to_status(&canary(false), 1, None, now);
+        let pending = Verdict::Inconclusive {
+            reason: "collecting: canary 0.00% bad (0/120); first look at 8s".to_string(),
+            pending: true,
+        };
+        describe_verdict(&mut s, Some(&pending));
+        let a = s.analysis.as_ref().expect("analysis");
+        assert_eq!(a.verdict, "Waiting");
+        assert!(a.message.contains("first look at 8s"), "{}", a.message);
+        let looked = Verdict::Inconclusive {
+            reason: "too little traffic".to_string(),
+            pending: false,
+        };
+        describe_verdict(&mut s, Some(&looked));
+        assert_eq!(
+            s.analysis.as_ref().map(|a| a.verdict.as_str()),
+            Some("Inconclusive")
         );
     }
 

@@ -21,7 +21,9 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
         BTreeMap::from([("app".to_string(), "edge".to_string())])
     })
     .await;
-    let strategy = json!({"steps": [s.restore_step, "100%"], "bake": "30s", "maxSurge": "100%", "onInconclusive": "Promote"});
+    // The step that takes the bad commit is the run's setting; the policy is the default one (the
+    // commit is rolled back within its first step's bake either way).
+    let strategy = json!({"steps": [s.restore_step, "100%"], "bake": "30s", "maxSurge": "100%"});
     Api::<ProxyRollout>::namespaced(client.clone(), "restore")
         .create(
             &PostParams::default(),
