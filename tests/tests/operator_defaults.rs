@@ -151,12 +151,12 @@ async fn a_healthy_commit_passes_every_default_step_and_is_promoted() {
 
 /// The site of [`a_fleet_with_one_percent_background_errors_promotes_a_healthy_commit`]: every
 /// pod answers one request in a hundred (chosen at random per request) with 500, before and
-/// after the commit alike. An internal redirect rather than `if ($x) { return 500; }`: a bundle
-/// with an `if` block passes validation but every agent fails to prepare it (found by this test;
-/// `agent/directives.rs` looks for the `{` right after the condition's last token, before `)`).
+/// after the commit alike. With an `if` block on purpose: this test found every agent refusing
+/// bundles with `if ($x) {` that validation had passed (the `{` comes after a `)` the parser
+/// strips), fixed in `agent/directives.rs`.
 fn flaky_site(subnet: u8, header: &str) -> String {
     format!(
-        "events {{}}\nhttp {{\n    upstream app {{ server 127.0.{subnet}.2:9001; }}\n    # One request in a hundred fails on every pod alike: the site's background errors.\n    split_clients \"${{request_id}}\" $answer {{\n        1%      /fail;\n        *       /ok;\n    }}\n    server {{\n        listen 8080;\n        location / {{ rewrite ^ $answer last; }}\n        location = /ok {{ internal; {header}return 200 \"ok\\n\"; }}\n        location = /fail {{ internal; return 500; }}\n    }}\n}}\n"
+        "events {{}}\nhttp {{\n    upstream app {{ server 127.0.{subnet}.2:9001; }}\n    # One request in a hundred fails on every pod alike: the site's background errors.\n    split_clients \"${{request_id}}\" $fail {{\n        1%      1;\n        *       \"\";\n    }}\n    server {{\n        listen 8080;\n        location / {{\n            if ($fail) {{ return 500; }}\n            {header}return 200 \"ok\\n\";\n        }}\n    }}\n}}\n"
     )
 }
 

@@ -302,10 +302,18 @@ impl<'c> Planner<'c> {
             .ok_or_else(|| Self::shape(file, dir))
     }
 
-    /// Offset of the `{` opening a block directive.
+    /// Offset of the `{` opening a block directive. An `if`'s arguments lost their parentheses
+    /// in the parser, so its closing `)` (alone or glued to the last token, as in `if ($x)`)
+    /// may come before the `{`.
     fn brace(&self, file: &str, dir: &Directive) -> Result<usize, PrepareError> {
-        skip_to(self.src(file), Self::last_token_end(dir), b'{')
-            .ok_or_else(|| Self::shape(file, dir))
+        let src = self.src(file);
+        let mut from = Self::last_token_end(dir);
+        if dir.name == "if" {
+            while let Some(at) = skip_to(src, from, b')') {
+                from = at + 1;
+            }
+        }
+        skip_to(src, from, b'{').ok_or_else(|| Self::shape(file, dir))
     }
 
     fn insert(&mut self, file: &str, at: usize, text: String) {

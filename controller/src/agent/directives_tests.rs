@@ -193,6 +193,28 @@ fn temp_paths_the_bundle_sets_are_left_alone() {
     assert_eq!(lines_of(&s, "client_body_temp_path").len(), 1);
 }
 
+/// Found by the default-strategy fleet test: `if ($x) {` has the argument `$x` (parentheses
+/// stripped, as crossplane does), so the `{` is after a `)` the parser dropped; every agent
+/// refused such a bundle that validation had passed.
+#[test]
+fn if_blocks_open_after_the_conditions_closing_parenthesis() {
+    let src = "events {}\nhttp {\n  server {\n    location / {\n      if ($bad) { return 500; }\n      if ( $a = \"b c\" ) # why\n      {\n        access_log /i.log;\n      }\n      if ($http_x = \"v\")\n{ return 403; }\n    }\n  }\n}\n";
+    let out = prep(&[("nginx.conf", src)], false);
+    let s = shape(&out);
+    let ifs: Vec<u32> = lines_of(&s, "if").into_iter().map(|x| x.1).collect();
+    assert_eq!(ifs, [5, 6, 10], "every if kept on its line");
+    let ours: Vec<u32> = lines_of(&s, "access_log")
+        .into_iter()
+        .filter(|x| x.2 == ACCESS)
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(
+        ours,
+        [2, 8],
+        "http's, and after the if block's own access_log"
+    );
+}
+
 #[test]
 fn comments_between_tokens_do_not_confuse_the_ends() {
     let src = "events {}\nhttp # main\n{\n  access_log /a.log # why\n  ;\n}\n";
