@@ -17,19 +17,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::DriftStatus;
-use crate::analysis::{
-    Analysis, AnalysisConfig, Counters, Plan, Reference, Sample, TrafficRecord, Verdict,
-};
-use crate::fleet::{ApplyResult, Fleet, PodObservation};
+use crate::analysis::{Analysis, AnalysisConfig, Plan, Reference, TrafficRecord, Verdict};
+use crate::fleet::{ApplyResult, Fleet};
 use crate::render::{Bundle, Digest};
 use crate::rollout::{
-    Command, ConfigError, Event, Incident, ListedPod, Release, Rollout, RolloutConfig, State,
-    Status, ValidationOutcome, Verb,
+    Command, ConfigError, Event, Incident, Release, Rollout, RolloutConfig, State, Status,
+    ValidationOutcome, Verb,
 };
 use crate::validate::{self, sandbox::Nginx};
 use lanes::PodLanes;
 
 mod lanes;
+mod poll;
 
 /// How the runner runs a rollout.
 #[derive(Debug, Clone)]
@@ -523,171 +522,6 @@ impl<F: Fleet> Runner<F> {
                 let _ = tx.send(event);
             });
         }
-    }
-
-    /// Reads every pod, feeds the machine what they serve, feeds each open analysis window a
-    /// sample, then ticks the clock.
-    async fn poll(&mut self) {
-        let names = match self.fleet.pods().await {
-            Ok(names) => names,
-            Err(e) => {
-                // Nothing is known this round; the machine keeps what it knew and its clock runs.
-                tracing::warn!(error = %e, "listing pods failed");
-                self.handle(Event::Tick);
-                return;
-            }
-        };
-        self.lanes.retain(&names);
-        let mut reads = tokio::task::JoinSet::new();
-        for name in names.iter().cloned() {
-            let fleet = Arc::clone(&self.fleet);
-            let patience = self.config.poll_every.max(Duration::from_secs(2));
-            reads.spawn(async move {
-                // A pod that does not answer in time is simply not read this round: one hung
-                // agent must never stall the decisions about every other pod.
-                let seen = tokio::time::timeout(patience, fleet.observe(&name)).await;
-                (name, seen)
-            });
-        }
-        let mut observed = Vec::new();
-        while let Some(joined) = reads.join_next().await {
-            match joined {
-                Ok((name, Ok(Ok(obs)))) => observed.push((name, obs)),
-                Ok((name, Ok(Err(e)))) => tracing::debug!(pod = %name, error = %e, "pod not read"),
-                Ok((name, Err(_))) => tracing::warn!(pod = %name, "pod did not answer in time"),
-                Err(e) => tracing::warn!(error = %e, "pod read task failed"),
-            }
-        }
-        observed.sort_by(|a, b| a.0.cmp(&b.0));
-        self.drift.retain(|pod, _| names.binary_search(pod).is_ok());
-        for (name, obs) in &observed {
-            self.drift.insert(name.clone(), obs.drift.clone());
-        }
-        let now = Timestamp::now();
-        let _ = self.notes.send(Note::Pods {
-            at: now,
-            pods: observed
-                .iter()
-                .map(|(n, o)| (n.clone(), o.applied))
-                .collect(),
-        });
-        // Every listed pod, read or not: a pod whose agent did not answer this round is still
-        // there, and forgetting it would lose what it was told.
-        self.handle(Event::PodsListed {
-            pods: names
-                .iter()
-                .map(|name| ListedPod {
-                    name: name.clone(),
-                    applied: observed
-                        .binary_search_by(|(n, _)| n.cmp(name))
-                        .ok()
-                        .and_then(|i| observed[i].1.applied),
-                })
-                .collect(),
-        });
-
-        self.record(now, &observed);
-        let sum = |digest: &Digest| {
-            let mut total = Counters::default();
-            let (mut user, mut probes) = (0, 0);
-            for (_, obs) in &observed {
-                if let Some(c) = obs.traffic.get(digest) {
-                    total.merge(c);
-                    user += c.total();
-                }
-                if let Some(c) = obs.probes.get(digest) {
-                    probes += c.total();
-                    if self.config.count_probes {
-                        total.merge(c);
-                    }
-                }
-            }
-            (total, (user, probes))
-        };
-        let mut verdicts = Vec::new();
-        for (&window, run) in &mut self.windows {
-            let (canary, seen) = sum(&run.canary);
-            let sample = Sample {
-                at: now,
-                canary,
-                baseline: sum(&run.baseline).0,
-            };
-            let first = *run.first.get_or_insert(seen);
-            let verdict = probes_only(
-                run.analysis.observe(&sample),
-                seen.0.saturating_sub(first.0),
-                seen.1.saturating_sub(first.1),
-            );
-            if run.last.as_ref() != Some(&verdict) {
-                run.last = Some(verdict.clone());
-                let _ = self.notes.send(Note::Verdict {
-                    at: now,
-                    digest: run.canary,
-                    verdict: verdict.clone(),
-                });
-            }
-            verdicts.push(Event::Verdict {
-                window,
-                digest: run.canary,
-                verdict,
-            });
-        }
-        for event in verdicts {
-            self.handle(event);
-        }
-        self.handle(Event::Tick);
-    }
-}
-
-impl<F: Fleet> Runner<F> {
-    /// Records what the stable and target revisions served this round (the target too, so a
-    /// promoted revision has a record before the next rollout needs one), and forgets the
-    /// records of every other revision.
-    /// What the analysis counts (user traffic, and probes when they count) is what is recorded.
-    fn record(&mut self, now: Timestamp, observed: &[(String, PodObservation)]) {
-        let state = self.rollout.state();
-        let keep: Vec<Digest> = [state.stable(), state.target()]
-            .into_iter()
-            .flatten()
-            .map(|r| r.digest)
-            .collect();
-        self.records.retain(|d, _| keep.contains(d));
-        for digest in keep {
-            let pods: Vec<(&str, Counters)> = observed
-                .iter()
-                .filter_map(|(name, obs)| {
-                    let mut counted = obs.traffic.get(&digest).cloned();
-                    if self.config.count_probes
-                        && let Some(p) = obs.probes.get(&digest)
-                    {
-                        counted.get_or_insert_with(Counters::default).merge(p);
-                    }
-                    counted.map(|c| (name.as_str(), c))
-                })
-                .collect();
-            self.records
-                .entry(digest)
-                .or_default()
-                .observe(now, pods.iter().map(|(n, c)| (*n, c)));
-        }
-    }
-}
-
-/// A verdict that is inconclusive while the canary served only the agents' own health probes
-/// (no user traffic at all) says so first: without it, a fleet nobody uses would wait out its
-/// bake with a bare "too little traffic".
-fn probes_only(verdict: Verdict, user: u64, probes: u64) -> Verdict {
-    match verdict {
-        Verdict::Inconclusive { reason, pending } if user == 0 && probes > 0 => {
-            Verdict::Inconclusive {
-                reason: format!(
-                    "only the agents' health probes reached the canary ({probes} probe requests, \
-                     no user traffic): {reason}"
-                ),
-                pending,
-            }
-        }
-        other => other,
     }
 }
 

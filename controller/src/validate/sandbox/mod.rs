@@ -15,6 +15,7 @@
 //! reports are the bundle's lines.
 
 mod address;
+mod directive_kinds;
 pub mod edit;
 mod files;
 mod output;
