@@ -78,7 +78,12 @@ fn own_headers<'a>(index: &'a Index<'a>, i: usize) -> Vec<(String, &'a Item<'a>)
         .iter()
         .filter_map(|&c| index.get(c))
         .filter(|c| c.dir.name == "add_header")
-        .filter_map(|c| c.dir.args.first().map(|a| (a.value.to_ascii_lowercase(), c)))
+        .filter_map(|c| {
+            c.dir
+                .args
+                .first()
+                .map(|a| (a.value.to_ascii_lowercase(), c))
+        })
         .collect()
 }
 

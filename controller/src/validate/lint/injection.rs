@@ -3,11 +3,11 @@
 //! hold CR/LF (`%0d%0a`), written into a response or upstream header (HTTP response splitting).
 
 use super::index::{Ctx, Index, Item};
-use super::vars;
+use super::vars::{self, Assignments};
 use crate::validate::diagnostic::Diagnostic;
 
 /// Runs SB113 and SB114.
-pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
+pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagnostic>) {
     for (i, item) in index.items().iter().enumerate() {
         if !matches!(
             item.ctx,
@@ -17,11 +17,11 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
         }
         match item.dir.name.as_str() {
             "proxy_pass" => {
-                ssrf(index, i, item, out);
-                splitting(index, i, item, 0, out);
+                ssrf(index, vars, i, item, out);
+                splitting(index, vars, i, item, 0, out);
             }
-            "add_header" | "proxy_set_header" => splitting(index, i, item, 1, out),
-            "rewrite" if is_redirect(item) => splitting(index, i, item, 1, out),
+            "add_header" | "proxy_set_header" => splitting(index, vars, i, item, 1, out),
+            "rewrite" if is_redirect(item) => splitting(index, vars, i, item, 1, out),
             "return" => {
                 let redirect = matches!(
                     item.dir.args.first().map(|a| a.value.as_str()),
@@ -29,7 +29,7 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                 ) || item.dir.args.len() == 1;
                 if redirect {
                     let at = item.dir.args.len() - 1;
-                    splitting(index, i, item, at, out);
+                    splitting(index, vars, i, item, at, out);
                 }
             }
             _ => {}
@@ -57,7 +57,10 @@ fn in_internal_location(index: &Index<'_>, i: usize) -> bool {
         .ancestors(i)
         .find(|(_, b)| b.dir.name == "location")
         .is_some_and(|(l, loc)| {
-            loc.dir.args.first().is_some_and(|a| a.value.starts_with('@'))
+            loc.dir
+                .args
+                .first()
+                .is_some_and(|a| a.value.starts_with('@'))
                 || index
                     .child_ids(l)
                     .iter()
@@ -67,7 +70,13 @@ fn in_internal_location(index: &Index<'_>, i: usize) -> bool {
 }
 
 /// SB113: a client-controlled variable in the scheme or host of `proxy_pass`.
-fn ssrf(index: &Index<'_>, i: usize, item: &Item<'_>, out: &mut Vec<Diagnostic>) {
+fn ssrf<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    item: &Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
     let Some(arg) = item.dir.args.first() else {
         return;
     };
@@ -85,7 +94,7 @@ fn ssrf(index: &Index<'_>, i: usize, item: &Item<'_>, out: &mut Vec<Diagnostic>)
                 .is_some_and(|g| vars::can_match(g, '.'))
         })
     };
-    let Some(var) = vars::find_tainted(index, i, host_part, &bad) else {
+    let Some(var) = vars.find_tainted(index, i, host_part, &bad) else {
         return;
     };
     out.push(Diagnostic::warning(
@@ -116,11 +125,19 @@ fn can_hold_newline(index: &Index<'_>, i: usize, item: &Item<'_>, name: &str) ->
     // request line and headers cannot hold a bare CR or LF.
     let over_uri = matches!(tested, None | Some("$uri" | "$document_uri"));
     over_uri
-        && vars::group(pattern, n).is_some_and(|g| vars::can_match(g, '\n') || vars::can_match(g, '\r'))
+        && vars::group(pattern, n)
+            .is_some_and(|g| vars::can_match(g, '\n') || vars::can_match(g, '\r'))
 }
 
 /// SB114: argument `at` of the directive writes a variable that can hold CR/LF into a header.
-fn splitting(index: &Index<'_>, i: usize, item: &Item<'_>, at: usize, out: &mut Vec<Diagnostic>) {
+fn splitting<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    item: &Item<'_>,
+    at: usize,
+    out: &mut Vec<Diagnostic>,
+) {
     let Some(arg) = item.dir.args.get(at) else {
         return;
     };
@@ -128,7 +145,7 @@ fn splitting(index: &Index<'_>, i: usize, item: &Item<'_>, at: usize, out: &mut 
         return;
     }
     let bad = |name: &str| can_hold_newline(index, i, item, name);
-    let Some(var) = vars::find_tainted(index, i, &arg.value, &bad) else {
+    let Some(var) = vars.find_tainted(index, i, &arg.value, &bad) else {
         return;
     };
     out.push(Diagnostic::warning(

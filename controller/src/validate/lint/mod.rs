@@ -42,8 +42,9 @@ pub fn lint(config: &Config) -> Vec<Diagnostic> {
     servers::check(&index, &mut out);
     placement::check(&index, &mut out);
     headers::check(&index, &mut out);
-    injection::check(&index, &mut out);
-    resolve::check(&index, &mut out);
+    let assignments = vars::Assignments::new(&index);
+    injection::check(&index, &assignments, &mut out);
+    resolve::check(&index, &assignments, &mut out);
     pass_uri::check(&index, &mut out);
     diagnostic::sort(&mut out);
     out.dedup();
@@ -53,6 +54,6 @@ pub fn lint(config: &Config) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_security;
-#[cfg(test)]
 mod tests_outage;
+#[cfg(test)]
+mod tests_security;

@@ -11,7 +11,10 @@ use crate::validate::diagnostic::Diagnostic;
 pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
     for (i, item) in index.items().iter().enumerate() {
         if item.dir.name != "proxy_pass"
-            || !matches!(item.ctx, Ctx::Location | Ctx::IfInLocation | Ctx::LimitExcept)
+            || !matches!(
+                item.ctx,
+                Ctx::Location | Ctx::IfInLocation | Ctx::LimitExcept
+            )
         {
             continue;
         }
@@ -19,8 +22,7 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
             continue;
         };
         // With a variable, nginx passes the URI as written and refuses nothing.
-        if arg.value.contains('$') || !arg.value.contains("://") || arg.value.contains("://unix:")
-        {
+        if arg.value.contains('$') || !arg.value.contains("://") || arg.value.contains("://unix:") {
             continue;
         }
         let (_, uri) = vars::split_url(&arg.value);

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::address::{self, Address};
 use super::index::{Ctx, Index, Item};
-use super::vars;
+use super::vars::{self, Assignments};
 use crate::validate::diagnostic::Diagnostic;
 
 /// The directives that send a request somewhere by address.
@@ -31,7 +31,7 @@ struct Names<'a> {
 }
 
 /// Runs SB120 and SB123.
-pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
+pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagnostic>) {
     let mut http = Names::default();
     let mut stream = Names::default();
     http.blocks = upstream_names(index, Ctx::Http);
@@ -59,7 +59,7 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                 } else {
                     &http
                 };
-                pass(index, i, item, names, out);
+                pass(index, vars, i, item, names, out);
             }
             _ => {}
         }
@@ -106,7 +106,14 @@ fn needs_dns(host: &str) -> bool {
 }
 
 /// SB120 and SB123 for one `*_pass`.
-fn pass(index: &Index<'_>, i: usize, item: &Item<'_>, names: &Names<'_>, out: &mut Vec<Diagnostic>) {
+fn pass<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    item: &Item<'_>,
+    names: &Names<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
     let Some(arg) = item.dir.args.first() else {
         return;
     };
@@ -115,7 +122,7 @@ fn pass(index: &Index<'_>, i: usize, item: &Item<'_>, names: &Names<'_>, out: &m
         return;
     }
     if value.contains('$') {
-        if !has_resolver(index, i) && !resolves_to_known(index, i, value, &names.known) {
+        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, &names.known) {
             out.push(Diagnostic::warning(
                 "SB120",
                 item.file,
@@ -182,7 +189,13 @@ fn has_resolver(index: &Index<'_>, i: usize) -> bool {
 
 /// Whether every value the host part of `value` can take is an IP or a known upstream, so nginx
 /// never needs a resolver for it.
-fn resolves_to_known(index: &Index<'_>, i: usize, value: &str, known: &BTreeSet<&str>) -> bool {
+fn resolves_to_known<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    value: &str,
+    known: &BTreeSet<&str>,
+) -> bool {
     let (authority, _) = vars::split_url(value);
     let host = authority
         .find("://")
@@ -198,11 +211,11 @@ fn resolves_to_known(index: &Index<'_>, i: usize, value: &str, known: &BTreeSet<
     if names.len() != 1 || name.trim_start_matches('$').trim_matches(['{', '}']) != names[0] {
         return false;
     }
-    let values = vars::assigned(index, i, names[0]);
+    let values = vars.assigned(index, i, names[0]);
     !values.is_empty()
-        && values.iter().all(|v| {
-            !v.contains('$') && literal_host(v).or(Some(v)).is_some_and(ok)
-        })
+        && values
+            .iter()
+            .all(|v| !v.contains('$') && literal_host(v).or(Some(v)).is_some_and(ok))
 }
 
 /// SB123 for an upstream `server` line with a host name and no `resolve`.
@@ -211,7 +224,10 @@ fn upstream_server(item: &Item<'_>, out: &mut Vec<Diagnostic>) {
         return;
     };
     // A malformed address is SB103's finding.
-    let Ok(Address::Inet { host, v6: false, .. }) = address::check(&addr.value) else {
+    let Ok(Address::Inet {
+        host, v6: false, ..
+    }) = address::check(&addr.value)
+    else {
         return;
     };
     if !needs_dns(host) || params.iter().any(|p| p.value == "resolve") {

@@ -99,7 +99,10 @@ fn sb123_ips_upstream_names_resolve_and_variables_pass() {
 
 #[test]
 fn the_new_rules_keep_their_severity_under_the_catalogue() {
-    for rule in super::rules::RULES.iter().filter(|r| r.id >= "SB110" && r.id < "SB900") {
+    for rule in super::rules::RULES
+        .iter()
+        .filter(|r| r.id >= "SB110" && r.id < "SB900")
+    {
         let certain = matches!(rule.id, "SB110" | "SB121");
         assert_eq!(
             rule.severity == Severity::Error,

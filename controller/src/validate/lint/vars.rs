@@ -3,6 +3,8 @@
 //! and whether a capture group can match a given character. Static approximations, documented on
 //! each rule's page; nothing here runs a regex.
 
+use std::collections::{HashMap, HashSet};
+
 use super::index::{Ctx, Index, Item};
 
 /// How many `set`/`map` hops are followed when resolving a variable (a chain longer than this is
@@ -60,48 +62,93 @@ pub fn capture_number(name: &str) -> Option<usize> {
         .filter(|n| *n > 0)
 }
 
-/// The values a `set` or `map` in scope may give `$name` at item `i`: every `set $name` in `i`'s
-/// block and the blocks around it, and every value of a top-level `map ... $name`. Empty when the
-/// variable is set nowhere (a built-in, or defined by a module).
-pub fn assigned<'a>(index: &Index<'a>, i: usize, name: &str) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let target = format!("${name}");
-    for (block, _) in index.ancestors(i) {
-        for &c in index.child_ids(block) {
-            let Some(item) = index.get(c) else { continue };
-            if item.dir.name == "set" && item.dir.args.first().map(|a| a.value.as_str()) == Some(&target) {
-                if let Some(v) = item.dir.args.get(1) {
-                    out.push(v.value.as_str());
+/// Where `set` and `map` define variables, gathered once per lint so resolving a variable costs
+/// a walk of its enclosing blocks, not a scan of the whole bundle (built-ins, most variables in
+/// practice, cost nothing).
+pub struct Assignments<'a> {
+    /// Names some `set` assigns (without `$`).
+    sets: HashSet<&'a str>,
+    /// The values of each top-level `map`'s result variable (without `$`).
+    maps: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Assignments<'a> {
+    /// Collects every `set` target and `map` of the bundle.
+    pub fn new(index: &Index<'a>) -> Self {
+        let mut sets = HashSet::new();
+        let mut maps: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
+        for (i, item) in index.items().iter().enumerate() {
+            let target = item
+                .dir
+                .args
+                .get(if item.dir.name == "map" { 1 } else { 0 });
+            let Some(name) = target.and_then(|a| a.value.strip_prefix('$')) else {
+                continue;
+            };
+            match (item.ctx, item.dir.name.as_str()) {
+                (Ctx::Http, "map") => {
+                    let values = maps.entry(name).or_default();
+                    for &c in index.child_ids(i) {
+                        let Some(entry) = index.get(c) else { continue };
+                        if matches!(
+                            entry.dir.name.as_str(),
+                            "hostnames" | "volatile" | "include"
+                        ) {
+                            continue;
+                        }
+                        if let Some(v) = entry.dir.args.first() {
+                            values.push(v.value.as_str());
+                        }
+                    }
+                }
+                (Ctx::Opaque, _) => {}
+                (_, "set") => {
+                    sets.insert(name);
+                }
+                _ => {}
+            }
+        }
+        Assignments { sets, maps }
+    }
+
+    /// The values a `set` or `map` in scope may give `$name` at item `i`: every `set $name` in
+    /// `i`'s block and the blocks around it, and every value of a top-level `map ... $name`.
+    /// Empty when the variable is set nowhere (a built-in, or defined by a module).
+    pub fn assigned(&self, index: &Index<'a>, i: usize, name: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        if self.sets.contains(name) {
+            for (block, _) in index.ancestors(i) {
+                for &c in index.child_ids(block) {
+                    let Some(item) = index.get(c) else { continue };
+                    let [target, value, ..] = item.dir.args.as_slice() else {
+                        continue;
+                    };
+                    if item.dir.name == "set" && target.value.strip_prefix('$') == Some(name) {
+                        out.push(value.value.as_str());
+                    }
                 }
             }
         }
-    }
-    for (m, item) in index.named("map", Ctx::Http) {
-        if item.dir.args.get(1).map(|a| a.value.as_str()) != Some(&target) {
-            continue;
+        if let Some(values) = self.maps.get(name) {
+            out.extend(values.iter().copied());
         }
-        for &c in index.child_ids(m) {
-            let Some(entry) = index.get(c) else { continue };
-            if matches!(entry.dir.name.as_str(), "hostnames" | "volatile" | "include") {
-                continue;
-            }
-            if let Some(v) = entry.dir.args.first() {
-                out.push(v.value.as_str());
-            }
-        }
+        out
     }
-    out
-}
 
-/// Whether `value` at item `i` can hold something matching `bad`, following `set` and `map`
-/// variables up to [`MAX_HOPS`]. Returns the name of the first variable found to be bad.
-pub fn find_tainted<'a>(
-    index: &Index<'a>,
-    i: usize,
-    value: &'a str,
-    bad: &dyn Fn(&str) -> bool,
-) -> Option<String> {
-    fn walk<'a>(
+    /// Whether `value` at item `i` can hold something matching `bad`, following `set` and `map`
+    /// variables up to [`MAX_HOPS`]. Returns the name of the first variable found to be bad.
+    pub fn find_tainted(
+        &self,
+        index: &Index<'a>,
+        i: usize,
+        value: &str,
+        bad: &dyn Fn(&str) -> bool,
+    ) -> Option<String> {
+        self.walk(index, i, value, bad, 0)
+    }
+
+    fn walk(
+        &self,
         index: &Index<'a>,
         i: usize,
         value: &str,
@@ -113,8 +160,8 @@ pub fn find_tainted<'a>(
                 return Some(format!("${name}"));
             }
             if hops < MAX_HOPS {
-                for v in assigned(index, i, name) {
-                    if let Some(found) = walk(index, i, v, bad, hops + 1) {
+                for v in self.assigned(index, i, name) {
+                    if let Some(found) = self.walk(index, i, v, bad, hops + 1) {
                         return Some(found);
                     }
                 }
@@ -122,13 +169,16 @@ pub fn find_tainted<'a>(
         }
         None
     }
-    walk(index, i, value, bad, 0)
 }
 
 /// The regex whose captures `$1`..`$9` refer to at item `i`: a `rewrite`'s own pattern, else the
 /// nearest enclosing `if` with a regex, else the nearest enclosing regex `location`. Returns the
 /// pattern and, for an `if`, the variable it tests (`None` for a location or rewrite: the URI).
-pub fn capture_source<'a>(index: &Index<'a>, i: usize, item: &Item<'a>) -> Option<(&'a str, Option<&'a str>)> {
+pub fn capture_source<'a>(
+    index: &Index<'a>,
+    i: usize,
+    item: &Item<'a>,
+) -> Option<(&'a str, Option<&'a str>)> {
     if item.dir.name == "rewrite" {
         return item.dir.args.first().map(|a| (a.value.as_str(), None));
     }
@@ -172,7 +222,9 @@ pub fn group(pattern: &str, n: usize) -> Option<&str> {
             b'(' if !in_class => {
                 let rest = &pattern[i + 1..];
                 let capturing = !rest.starts_with('?')
-                    || rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!")
+                    || rest.starts_with("?<")
+                        && !rest.starts_with("?<=")
+                        && !rest.starts_with("?<!")
                     || rest.starts_with("?P<")
                     || rest.starts_with("?'");
                 let number = capturing.then(|| {
@@ -328,7 +380,10 @@ mod tests {
 
     #[test]
     fn variable_names_are_found_plain_and_braced() {
-        assert_eq!(names("http://${host}$uri?x=$arg_a$"), vec!["host", "uri", "arg_a"]);
+        assert_eq!(
+            names("http://${host}$uri?x=$arg_a$"),
+            vec!["host", "uri", "arg_a"]
+        );
     }
 
     #[test]
@@ -356,13 +411,19 @@ mod tests {
 
     #[test]
     fn urls_split_at_the_path() {
-        assert_eq!(split_url("http://$arg_h:80/x?y"), ("http://$arg_h:80", "/x?y"));
+        assert_eq!(
+            split_url("http://$arg_h:80/x?y"),
+            ("http://$arg_h:80", "/x?y")
+        );
         assert_eq!(split_url("$arg_url"), ("$arg_url", ""));
         assert_eq!(split_url("http://app"), ("http://app", ""));
         assert_eq!(
             split_url("http://api$request_uri"),
             ("http://api", "$request_uri")
         );
-        assert_eq!(split_url("http://$uri_host$uri"), ("http://$uri_host", "$uri"));
+        assert_eq!(
+            split_url("http://$uri_host$uri"),
+            ("http://$uri_host", "$uri")
+        );
     }
 }
