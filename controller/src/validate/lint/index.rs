@@ -101,6 +101,9 @@ pub struct Index<'a> {
     /// number, not a scan of every later item: 50,000 included `server` blocks made that scan
     /// quadratic, a minute of lint).
     kids: Vec<Vec<usize>>,
+    /// Per item, the index of the block it is directly in (`None` at the top of the main file), so
+    /// a rule can ask "which location, server and http is this in" without a walk from the top.
+    parents: Vec<Option<usize>>,
     /// The include that pushed the expansion past [`MAX_ITEMS`], when one did.
     overflow: Option<(&'a str, &'a Directive)>,
 }
@@ -120,6 +123,7 @@ impl<'a> Index<'a> {
         let mut index = Index {
             items: Vec::new(),
             kids: Vec::new(),
+            parents: Vec::new(),
             overflow: None,
         };
         if let Some(entry) = config.files.first() {
@@ -141,6 +145,7 @@ impl<'a> Index<'a> {
             let me = self.items.len();
             self.items.push(Item { file, dir, ctx });
             self.kids.push(Vec::new());
+            self.parents.push(parent);
             if let Some(kids) = parent.and_then(|p| self.kids.get_mut(p)) {
                 kids.push(me);
             }
@@ -182,6 +187,27 @@ impl<'a> Index<'a> {
             .iter()
             .enumerate()
             .filter(move |(_, it)| it.ctx == ctx && it.dir.name == name)
+    }
+
+    /// The item at `i`.
+    pub fn get(&self, i: usize) -> Option<&Item<'a>> {
+        self.items.get(i)
+    }
+
+    /// The enclosing blocks of item `i`, innermost first, each with its index (bounded by the
+    /// nesting depth: parents always come before their children).
+    pub fn ancestors(&self, i: usize) -> impl Iterator<Item = (usize, &Item<'a>)> {
+        let mut next = self.parents.get(i).copied().flatten();
+        std::iter::from_fn(move || {
+            let p = next?;
+            next = self.parents.get(p).copied().flatten().filter(|&q| q < p);
+            self.items.get(p).map(|it| (p, it))
+        })
+    }
+
+    /// Indexes of the direct children of the block item `parent`.
+    pub fn child_ids(&self, parent: usize) -> &[usize] {
+        self.kids.get(parent).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Direct children of the block item `parent` (includes inlined), in order.

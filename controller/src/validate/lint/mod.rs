@@ -5,11 +5,16 @@ mod address;
 pub mod code;
 mod contexts;
 pub mod docs;
+mod headers;
 mod index;
+mod injection;
+mod pass_uri;
 mod placement;
+mod resolve;
 pub mod rules;
 mod servers;
 mod upstreams;
+mod vars;
 
 use super::ast::Config;
 use super::diagnostic::{self, Diagnostic};
@@ -36,6 +41,11 @@ pub fn lint(config: &Config) -> Vec<Diagnostic> {
     upstreams::check(&index, &mut out);
     servers::check(&index, &mut out);
     placement::check(&index, &mut out);
+    headers::check(&index, &mut out);
+    let assignments = vars::Assignments::new(&index);
+    injection::check(&index, &assignments, &mut out);
+    resolve::check(&index, &assignments, &mut out);
+    pass_uri::check(&index, &mut out);
     diagnostic::sort(&mut out);
     out.dedup();
     out
@@ -43,3 +53,7 @@ pub fn lint(config: &Config) -> Vec<Diagnostic> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_outage;
+#[cfg(test)]
+mod tests_security;

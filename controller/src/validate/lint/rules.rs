@@ -25,7 +25,7 @@ pub struct RuleInfo {
     pub name: &'static str,
     /// Which gate reports it.
     pub gate: Gate,
-    /// Severity it is reported with (SB002 and SB107 are warnings, everything else errors).
+    /// Severity it is reported with by default (`--warnings-as-errors` makes warnings block).
     pub severity: Severity,
     /// What it catches.
     pub summary: &'static str,
@@ -142,6 +142,83 @@ pub const RULES: &[RuleInfo] = &[
         Lint,
         E,
         "ssl_engine, an engine: value or a load_module that can reach the bundle: nginx would load and run a shared object",
+    ),
+    rule(
+        "SB110",
+        "alias-traversal",
+        Lint,
+        E,
+        "a prefix location without a trailing slash uses an alias with one: /img../x reads outside the alias",
+    ),
+    rule(
+        "SB111",
+        "add-header-dropped",
+        Lint,
+        W,
+        "a level with its own add_header drops the enclosing level's security headers",
+    ),
+    rule(
+        "SB112",
+        "host-from-client",
+        Lint,
+        W,
+        "proxy_set_header Host or a redirect uses $http_host or $arg_* instead of $host",
+    ),
+    rule(
+        "SB113",
+        "ssrf-proxy-pass",
+        Lint,
+        W,
+        "proxy_pass takes its scheme or host from a client-controlled variable (server-side request forgery)",
+    ),
+    rule(
+        "SB114",
+        "header-splitting",
+        Lint,
+        W,
+        "$uri, $document_uri or a URI capture that can hold CR/LF is written into a header or redirect",
+    ),
+    rule(
+        "SB115",
+        "valid-referers-none",
+        Lint,
+        W,
+        "valid_referers none accepts any request without a Referer",
+    ),
+    rule(
+        "SB116",
+        "unanchored-origin-regex",
+        Lint,
+        W,
+        "an $http_origin/$http_referer regex that also matches other sites (no ^, an unescaped dot, an open end)",
+    ),
+    rule(
+        "SB120",
+        "variable-pass-without-resolver",
+        Lint,
+        W,
+        "a *_pass with a variable and no resolver in scope: 502 \"no resolver defined\" at request time",
+    ),
+    rule(
+        "SB121",
+        "proxy-pass-uri-not-allowed",
+        Lint,
+        E,
+        "proxy_pass has a URI part in a regex or named location, if or limit_except: nginx refuses it",
+    ),
+    rule(
+        "SB122",
+        "proxy-pass-slash-mismatch",
+        Lint,
+        W,
+        "a prefix location and its proxy_pass URI disagree on the trailing slash, so paths are glued or doubled",
+    ),
+    rule(
+        "SB123",
+        "host-resolved-once",
+        Lint,
+        W,
+        "a *_pass or upstream server names a host that nginx resolves once at load and never again",
     ),
     rule(
         "SB900",

@@ -6,7 +6,7 @@ use super::lint;
 use crate::validate::diagnostic::{Diagnostic, Severity};
 use crate::validate::parser::parse_bundle;
 
-fn lint_files(files: &[(&str, &str)]) -> Vec<Diagnostic> {
+pub(super) fn lint_files(files: &[(&str, &str)]) -> Vec<Diagnostic> {
     let files: BTreeMap<String, Vec<u8>> = files
         .iter()
         .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
@@ -16,15 +16,15 @@ fn lint_files(files: &[(&str, &str)]) -> Vec<Diagnostic> {
     lint(&config)
 }
 
-fn lint_http(body: &str) -> Vec<Diagnostic> {
+pub(super) fn lint_http(body: &str) -> Vec<Diagnostic> {
     lint_files(&[("nginx.conf", &format!("events {{}}\nhttp {{\n{body}\n}}\n"))])
 }
 
-fn rules(diags: &[Diagnostic]) -> Vec<(&str, u32)> {
+pub(super) fn rules(diags: &[Diagnostic]) -> Vec<(&str, u32)> {
     diags.iter().map(|d| (d.rule.as_str(), d.line)).collect()
 }
 
-const GOOD: &str = "upstream app {\n  server 127.0.0.1:8081;\n  server 127.0.0.1:8082 weight=2 max_fails=3 fail_timeout=10s;\n  keepalive 16;\n}\nserver {\n  listen 80;\n  server_name example.test;\n  location / {\n    proxy_set_header Host $host;\n    proxy_pass http://app;\n  }\n  location /ext/ {\n    proxy_pass http://api.example.test:8443/;\n  }\n  location /dyn/ {\n    proxy_pass http://$arg_backend;\n  }\n}";
+const GOOD: &str = "upstream app {\n  server 127.0.0.1:8081;\n  server 127.0.0.1:8082 weight=2 max_fails=3 fail_timeout=10s;\n  keepalive 16;\n}\nserver {\n  listen 80;\n  server_name example.test;\n  location / {\n    proxy_set_header Host $host;\n    proxy_pass http://app;\n  }\n  location /ext/ {\n    proxy_pass http://127.0.0.1:8443/;\n  }\n  location /dyn/ {\n    proxy_pass http://$pool;\n  }\n}\nmap $cookie_canary $pool {\n  default app;\n  1 127.0.0.1:8083;\n}";
 
 #[test]
 fn a_good_config_has_no_findings() {

@@ -1,0 +1,249 @@
+//! Outage classics about name resolution, which gixy does not check: SB120 a `*_pass` with a
+//! variable and no `resolver` in scope (nginx then answers 502 "no resolver defined to resolve"
+//! at request time), and SB123 a host name in a `*_pass` or an upstream `server` line, which nginx
+//! resolves once when it loads the config and never again.
+
+use std::collections::BTreeSet;
+
+use super::address::{self, Address};
+use super::index::{Ctx, Index, Item};
+use super::vars::{self, Assignments};
+use crate::validate::diagnostic::Diagnostic;
+
+/// The directives that send a request somewhere by address.
+const PASS: &[&str] = &[
+    "proxy_pass",
+    "grpc_pass",
+    "uwsgi_pass",
+    "fastcgi_pass",
+    "scgi_pass",
+    "memcached_pass",
+];
+
+/// Names a `*_pass` can use without DNS, per namespace.
+#[derive(Default)]
+struct Names<'a> {
+    /// `upstream` blocks.
+    blocks: BTreeSet<&'a str>,
+    /// Blocks plus the hosts of literal `*_pass` lines: nginx keeps an implicit upstream for
+    /// each, and a variable `*_pass` finds those too.
+    known: BTreeSet<&'a str>,
+}
+
+/// Runs SB120 and SB123.
+pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagnostic>) {
+    let mut http = Names::default();
+    let mut stream = Names::default();
+    http.blocks = upstream_names(index, Ctx::Http);
+    stream.blocks = upstream_names(index, Ctx::Stream);
+    http.known = http.blocks.clone();
+    stream.known = stream.blocks.clone();
+    for item in index.items().iter().filter(|it| is_pass(it)) {
+        let Some(arg) = item.dir.args.first().filter(|a| !a.value.contains('$')) else {
+            continue;
+        };
+        if let Some(host) = literal_host(&arg.value) {
+            if item.ctx == Ctx::StreamServer {
+                stream.known.insert(host);
+            } else {
+                http.known.insert(host);
+            }
+        }
+    }
+    for (i, item) in index.items().iter().enumerate() {
+        match (item.ctx, item.dir.name.as_str()) {
+            (Ctx::Upstream | Ctx::StreamUpstream, "server") => upstream_server(item, out),
+            _ if is_pass(item) => {
+                let names = if item.ctx == Ctx::StreamServer {
+                    &stream
+                } else {
+                    &http
+                };
+                pass(index, vars, i, item, names, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_pass(item: &Item<'_>) -> bool {
+    match item.ctx {
+        Ctx::StreamServer => item.dir.name == "proxy_pass",
+        Ctx::Location | Ctx::IfInLocation | Ctx::LimitExcept => {
+            PASS.contains(&item.dir.name.as_str())
+        }
+        _ => false,
+    }
+}
+
+fn upstream_names<'a>(index: &Index<'a>, ctx: Ctx) -> BTreeSet<&'a str> {
+    index
+        .named("upstream", ctx)
+        .filter_map(|(_, it)| it.dir.args.first().map(|a| a.value.as_str()))
+        .collect()
+}
+
+/// The host of a `*_pass` value with any scheme, port and path removed (`None` for a socket).
+fn literal_host(value: &str) -> Option<&str> {
+    let (authority, _) = vars::split_url(value);
+    let authority = authority
+        .find("://")
+        .map(|p| &authority[p + 3..])
+        .unwrap_or(authority);
+    match address::split(authority) {
+        Ok(Address::Inet { host, .. }) => Some(host),
+        _ => None,
+    }
+}
+
+/// Whether a host needs DNS: not an IP, not a socket, not `localhost`.
+fn needs_dns(host: &str) -> bool {
+    !(host.is_empty()
+        || address::is_ip(host)
+        || host.contains(':')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost"))
+}
+
+/// SB120 and SB123 for one `*_pass`.
+fn pass<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    item: &Item<'_>,
+    names: &Names<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(arg) = item.dir.args.first() else {
+        return;
+    };
+    let value = arg.value.as_str();
+    if value.starts_with("unix:") || value.contains("://unix:") {
+        return;
+    }
+    if value.contains('$') {
+        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, &names.known) {
+            out.push(Diagnostic::warning(
+                "SB120",
+                item.file,
+                arg.span.line,
+                arg.span.col,
+                format!(
+                    "{} has a variable, so nginx works out the address per request, and no \
+                     `resolver` is in scope: any value that is not an IP or an upstream name \
+                     fails with 502 (\"no resolver defined to resolve ...\"); add `resolver` to \
+                     the http, server or location",
+                    item.dir.name
+                ),
+            ));
+        }
+        return;
+    }
+    let Some(host) = literal_host(value) else {
+        return;
+    };
+    let has_port = literal_port(value).is_some();
+    // An upstream block name is not looked up; a bare single-label name that is not one is
+    // SB101's finding.
+    if !needs_dns(host) || names.blocks.contains(host) || (!host.contains('.') && !has_port) {
+        return;
+    }
+    out.push(Diagnostic::warning(
+        "SB123",
+        item.file,
+        arg.span.line,
+        arg.span.col,
+        format!(
+            "{} resolves \"{host}\" once, when nginx loads the config, and keeps that address \
+             until the next reload: when the name moves (a redeployed service, a cloud load \
+             balancer) requests fail; use an upstream with `zone` and `server {host} resolve;`, \
+             or a variable with a `resolver`",
+            item.dir.name
+        ),
+    ));
+}
+
+/// The port of a literal `*_pass` value, if it gives one.
+fn literal_port(value: &str) -> Option<&str> {
+    let (authority, _) = vars::split_url(value);
+    let authority = authority
+        .find("://")
+        .map(|p| &authority[p + 3..])
+        .unwrap_or(authority);
+    match address::split(authority) {
+        Ok(Address::Inet { port, .. }) => port,
+        _ => None,
+    }
+}
+
+/// Whether a `resolver` is set at item `i`'s level or any level around it.
+fn has_resolver(index: &Index<'_>, i: usize) -> bool {
+    index.ancestors(i).any(|(b, _)| {
+        index
+            .child_ids(b)
+            .iter()
+            .filter_map(|&c| index.get(c))
+            .any(|c| c.dir.name == "resolver")
+    })
+}
+
+/// Whether every value the host part of `value` can take is an IP or a known upstream, so nginx
+/// never needs a resolver for it.
+fn resolves_to_known<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    i: usize,
+    value: &str,
+    known: &BTreeSet<&str>,
+) -> bool {
+    let (authority, _) = vars::split_url(value);
+    let host = authority
+        .find("://")
+        .map(|p| &authority[p + 3..])
+        .unwrap_or(authority);
+    let ok = |h: &str| !needs_dns(h) || known.contains(h);
+    if !host.contains('$') {
+        return literal_host(host).is_some_and(ok);
+    }
+    // Only `$var` or `$var:port` as the whole host can be followed to its values.
+    let name = host.split(':').next().unwrap_or(host);
+    let names = vars::names(name);
+    if names.len() != 1 || name.trim_start_matches('$').trim_matches(['{', '}']) != names[0] {
+        return false;
+    }
+    let values = vars.assigned(index, i, names[0]);
+    !values.is_empty()
+        && values
+            .iter()
+            .all(|v| !v.contains('$') && literal_host(v).or(Some(v)).is_some_and(ok))
+}
+
+/// SB123 for an upstream `server` line with a host name and no `resolve`.
+fn upstream_server(item: &Item<'_>, out: &mut Vec<Diagnostic>) {
+    let Some((addr, params)) = item.dir.args.split_first() else {
+        return;
+    };
+    // A malformed address is SB103's finding.
+    let Ok(Address::Inet {
+        host, v6: false, ..
+    }) = address::check(&addr.value)
+    else {
+        return;
+    };
+    if !needs_dns(host) || params.iter().any(|p| p.value == "resolve") {
+        return;
+    }
+    out.push(Diagnostic::warning(
+        "SB123",
+        item.file,
+        addr.span.line,
+        addr.span.col,
+        format!(
+            "upstream server \"{}\" is resolved once, when nginx loads the config, and the \
+             addresses are kept until the next reload: when the name moves, requests go to the \
+             old addresses; add `resolve` (with a `zone` in the upstream and a `resolver`, \
+             nginx 1.27.3+) or reload when it changes",
+            addr.value
+        ),
+    ));
+}
