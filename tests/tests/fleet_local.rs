@@ -70,11 +70,11 @@ async fn a_bundle_nginx_t_rejects_never_reaches_a_pod() {
     let fleet = start([0, 9], dir.path()).await;
     let (r0, b0) = release(0, "        location / { return 200 \"v0\\n\"; }");
     put_everywhere(&fleet, &r0, &b0).await;
-    // Valid grammar, every lint rule passes; only nginx knows a regex location cannot have a URI
-    // part in proxy_pass.
+    // Valid grammar, every lint rule passes; only nginx's regex compiler knows the location's
+    // pattern is broken (SB900 from `nginx -t`).
     let (bad, bad_bundle) = release(
         1,
-        "        location / { return 200 \"v1\\n\"; }\n        location ~ ^/v1/ { proxy_pass http://app/v2/; }",
+        "        location / { return 200 \"v1\\n\"; }\n        location ~ ^/v1/(x { return 200; }",
     );
     let (mut runner, _notes) =
         Runner::new(config(), Arc::clone(&fleet), Some((r0.clone(), b0))).expect("runner");
@@ -88,6 +88,18 @@ async fn a_bundle_nginx_t_rejects_never_reaches_a_pod() {
         })
         .await
         .expect("quarantined");
+    let reason = runner
+        .rollout()
+        .ledger()
+        .quarantined()
+        .iter()
+        .find(|q| q.release.digest == bad.digest)
+        .map(|q| q.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("SB900") || reason.contains("pcre2"),
+        "rejected by nginx -t, not the lint: {reason}"
+    );
     for addr in fleet.http_addresses() {
         let api = std::net::SocketAddr::new(addr.ip(), 9180);
         let state = AgentClient::new(api)
