@@ -105,6 +105,14 @@ fn needs_dns(host: &str) -> bool {
         || host.to_ascii_lowercase().ends_with(".localhost"))
 }
 
+/// Whether a host is a Kubernetes Service name (`name.ns.svc`, `name.ns.svc.cluster.local`):
+/// a ClusterIP Service keeps its address for its lifetime, so resolving it once is what the
+/// edge proxies Switchback deploys to want. A headless Service is the exception the page names.
+fn is_service_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.ends_with(".svc") || host.contains(".svc.")
+}
+
 /// SB120 and SB123 for one `*_pass`.
 fn pass<'a>(
     index: &Index<'a>,
@@ -145,7 +153,11 @@ fn pass<'a>(
     let has_port = literal_port(value).is_some();
     // An upstream block name is not looked up; a bare single-label name that is not one is
     // SB101's finding.
-    if !needs_dns(host) || names.blocks.contains(host) || (!host.contains('.') && !has_port) {
+    if !needs_dns(host)
+        || is_service_name(host)
+        || names.blocks.contains(host)
+        || (!host.contains('.') && !has_port)
+    {
         return;
     }
     out.push(Diagnostic::warning(
@@ -230,7 +242,7 @@ fn upstream_server(item: &Item<'_>, out: &mut Vec<Diagnostic>) {
     else {
         return;
     };
-    if !needs_dns(host) || params.iter().any(|p| p.value == "resolve") {
+    if !needs_dns(host) || is_service_name(host) || params.iter().any(|p| p.value == "resolve") {
         return;
     }
     out.push(Diagnostic::warning(

@@ -97,6 +97,17 @@ fn sb123_ips_upstream_names_resolve_and_variables_pass() {
     assert_eq!(d, vec![]);
 }
 
+/// The edge proxies Switchback deploys mostly pass to ClusterIP Services, whose address is fixed
+/// for the Service's life: no warning there, or every Kubernetes config would carry one.
+#[test]
+fn sb123_leaves_kubernetes_service_names_alone() {
+    let d = lint_http(&format!(
+        "upstream api {{\n  server api.shop.svc.cluster.local:8080;\n}}\n{}",
+        server("  location / { proxy_pass http://search.shop.svc:9200; }")
+    ));
+    assert_eq!(d, vec![]);
+}
+
 #[test]
 fn the_new_rules_keep_their_severity_under_the_catalogue() {
     for rule in super::rules::RULES
