@@ -196,7 +196,11 @@ impl Resolver<'_> {
         arg: &str,
     ) -> Result<Vec<String>, Problem> {
         if let Some(rest) = self.prefix.and_then(|p| arg.strip_prefix(p)) {
-            return self.resolve(rest);
+            // A file of the bundle; anything else there (a directory, say) is read as crossplane
+            // reads it, so the error says what the file system says.
+            if let Ok(paths) = self.resolve(rest) {
+                return Ok(paths);
+            }
         }
         if let Some(hit) = self.cache.get(arg) {
             return hit.clone();
