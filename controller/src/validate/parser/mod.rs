@@ -29,6 +29,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_include;
 #[cfg(test)]
+mod tests_options;
+#[cfg(test)]
 mod tests_props;
 
 use std::collections::BTreeMap;
