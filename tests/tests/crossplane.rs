@@ -10,7 +10,8 @@
 //!
 //! Then every `parse` flag (`--single-file`, `--include-comments`, `--ignore`, `--strict`,
 //! `--combine`, `--no-catch` and some pairs) over every case, comparing what the `switchback parse`
-//! binary prints with what `crossplane parse` prints for the same flags, except the pairs listed in
+//! binary prints with what `crossplane parse` prints for the same flags (the values, and the bytes
+//! where the values agree), except the pairs listed in
 //! [`DIFFERENCES`] (documented in docs/validation.md). Absolute includes are compared on a copy of
 //! `tests/corpus/abs-include/nginx.conf.in` pointing into a temporary directory the test fills.
 //!
@@ -34,10 +35,13 @@ use serde_json::Value;
 use switchback::validate::crossplane::to_crossplane;
 use switchback::validate::parser::parse_bundle;
 
-use compare::{compare, crossplane, read_bundle, run_crossplane, workspace_root};
+use compare::{
+    compare, crossplane, read_bundle, run_crossplane, run_crossplane_text, workspace_root,
+};
 
-/// The flag sets compared on every case (the defaults are compared above them).
+/// The flag sets compared on every case, through the `switchback parse` binary.
 const FLAG_SETS: &[&[&str]] = &[
+    &[],
     &["--single-file"],
     &["--include-comments"],
     &["--ignore", "server,include"],
@@ -48,6 +52,7 @@ const FLAG_SETS: &[&[&str]] = &[
     &["--combine", "--ignore", "location"],
     &["--strict", "--no-catch"],
     &["--single-file", "--include-comments"],
+    &["--single-file", "-i", "4"],
 ];
 
 /// (case, flag, why): where Switchback keeps nginx's reading or its own bound and crossplane's
@@ -144,18 +149,24 @@ fn cases() -> Result<Vec<PathBuf>> {
 
 /// What `switchback parse <flags> <entry>` prints, as JSON.
 fn switchback_parse(entry: &Path, flags: &[&str]) -> Result<Value> {
+    Ok(switchback_parse_text(entry, flags)?.0)
+}
+
+/// What `switchback parse <flags> <entry>` prints, as JSON and as bytes.
+fn switchback_parse_text(entry: &Path, flags: &[&str]) -> Result<(Value, Vec<u8>)> {
     let out = Command::new(switchback_tests::bin::switchback_bin())
         .arg("parse")
         .args(flags)
         .arg(entry)
         .output()?;
-    serde_json::from_slice(&out.stdout).with_context(|| {
+    let value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "switchback parse {flags:?} {}: not JSON ({})",
             entry.display(),
             String::from_utf8_lossy(&out.stderr)
         )
-    })
+    })?;
+    Ok((value, out.stdout))
 }
 
 /// Compares `switchback parse` with `crossplane parse` on `entry` for every flag set.
@@ -167,15 +178,28 @@ fn compare_flags(bin: &Path, case: &str, entry: &Path, failures: &mut Vec<String
         if known {
             continue;
         }
-        let theirs = match run_crossplane(bin, entry, flags) {
+        let (theirs, their_text) = match run_crossplane_text(bin, entry, flags) {
             Ok(theirs) => theirs,
             Err(e) => {
                 failures.push(format!("{case} {}: {e:#}", flags.join(" ")));
                 continue;
             }
         };
-        let ours = switchback_parse(entry, flags)?;
-        for p in compare(case, flags, &ours, &theirs) {
+        let (ours, our_text) = switchback_parse_text(entry, flags)?;
+        let problems = compare(case, flags, &ours, &theirs);
+        // Where the values agree (and crossplane lost no line), the printed text is the same too.
+        let lost_line = theirs["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["line"].is_null()));
+        if problems.is_empty() && !lost_line && our_text != their_text {
+            failures.push(format!(
+                "{case} {}: same JSON, printed differently:\n{}\ncrossplane:\n{}",
+                flags.join(" "),
+                String::from_utf8_lossy(&our_text),
+                String::from_utf8_lossy(&their_text)
+            ));
+        }
+        for p in problems {
             failures.push(format!("{case} {}: {p}", flags.join(" ")));
         }
     }
@@ -216,9 +240,15 @@ fn absolute_includes_read_from_disk_agree_with_crossplane() -> Result<()> {
     std::fs::create_dir_all(root.join("site"))?;
     std::fs::write(root.join("site/nginx.conf"), text)?;
     std::fs::write(root.join("site/local.conf"), "server_tokens off;\n")?;
-    std::fs::write(root.join("etc/mime.types"), "types {\n    text/html html;\n}\n")?;
+    std::fs::write(
+        root.join("etc/mime.types"),
+        "types {\n    text/html html;\n}\n",
+    )?;
     std::fs::write(root.join("etc/conf.d/b.conf"), "server { listen 8082; }\n")?;
-    std::fs::write(root.join("etc/conf.d/a.conf"), "server { listen 8081; } # a\n")?;
+    std::fs::write(
+        root.join("etc/conf.d/a.conf"),
+        "server { listen 8081; } # a\n",
+    )?;
     std::fs::write(root.join("etc/conf.d/.hidden.conf"), "not read;\n")?;
     let entry = root.join("site/nginx.conf");
 
@@ -238,7 +268,8 @@ fn absolute_includes_read_from_disk_agree_with_crossplane() -> Result<()> {
         errors.contains("[Errno 2]") && errors.contains("[Errno 21]"),
         "crossplane's errors: {errors}"
     );
-    compare_flags(&bin, "abs-include", &entry, &mut failures)?;
+    // Named `err-` for the comparison: the missing file and the directory make it fail.
+    compare_flags(&bin, "err-abs-include", &entry, &mut failures)?;
     ensure!(
         failures.is_empty(),
         "{} differences from crossplane:\n{}",
@@ -253,7 +284,10 @@ fn absolute_includes_read_from_disk_agree_with_crossplane() -> Result<()> {
 #[test]
 fn single_file_reads_only_the_file() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    std::fs::write(tmp.path().join("one.conf"), "include two.conf;\nworker_processes 1;\n")?;
+    std::fs::write(
+        tmp.path().join("one.conf"),
+        "include two.conf;\nworker_processes 1;\n",
+    )?;
     std::fs::create_dir(tmp.path().join("sub"))?;
     // A symlink loop next to the file would stop a reader of the whole directory.
     std::os::unix::fs::symlink("loop", tmp.path().join("loop"))?;

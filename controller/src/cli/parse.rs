@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use crate::{EXIT_FINDINGS, Format, print_json};
+use crate::{EXIT_FINDINGS, Format};
 use switchback::render::TreeEntry;
 use switchback::source::local;
 use switchback::validate::parser::{self, OutsideFiles, ParseOptions};
@@ -43,6 +43,10 @@ pub(crate) struct ParseArgs {
     /// Stop each file at its first error (crossplane's `--no-catch`).
     #[arg(long)]
     pub(crate) no_catch: bool,
+    /// Indent the JSON by this many spaces (crossplane's `-i`); one line when not given, as
+    /// crossplane prints it.
+    #[arg(short = 'i', long, value_name = "NUM")]
+    pub(crate) indent: Option<usize>,
 }
 
 /// The machine's file system, for absolute includes (crossplane reads them from there).
@@ -144,7 +148,7 @@ pub(crate) fn cmd_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
                 single_file: args.single_file,
             };
             let out = crossplane::to_crossplane_with(&config, &diagnostics, &base, &shape);
-            print_json(&out)?;
+            println!("{}", crossplane::json_text(&out, args.indent));
         }
         Format::Text => {
             for file in &config.files {
@@ -163,14 +167,23 @@ pub(crate) fn cmd_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(crate) fn print_directives(directives: &[validate::ast::Directive], depth: usize, ignore: &[String]) {
+pub(crate) fn print_directives(
+    directives: &[validate::ast::Directive],
+    depth: usize,
+    ignore: &[String],
+) {
     for d in directives {
         if ignore.contains(&d.name) {
             continue;
         }
         if d.name == parser::COMMENT {
             let text = d.comments.first().map_or("", String::as_str);
-            println!("{:indent$}#{text}  # line {}", "", d.span.line, indent = depth * 4);
+            println!(
+                "{:indent$}#{text}  # line {}",
+                "",
+                d.span.line,
+                indent = depth * 4
+            );
             continue;
         }
         let args: Vec<&str> = d.arg_values().collect();

@@ -40,6 +40,7 @@ use serde_json::{Map, Value, json};
 use super::ast::{Config, Directive};
 use super::diagnostic::Diagnostic;
 use super::parser::{COMMENT, INCLUDE_CYCLE};
+pub use python::json_text;
 use python::{dirname, join, os_error};
 
 /// crossplane's message for a file that ends inside a block (Switchback adds which block).
@@ -262,7 +263,8 @@ impl Walker<'_> {
             stmt.insert("line".into(), json!(d.span.line));
             stmt.insert("args".into(), json!(d.arg_values().collect::<Vec<_>>()));
             // crossplane adds `includes` to every include it resolved: one argument, no block.
-            if d.name == "include" && d.args.len() == 1 && d.block.is_none() && !options.single_file {
+            if d.name == "include" && d.args.len() == 1 && d.block.is_none() && !options.single_file
+            {
                 let arg = d.args[0].span;
                 if let Some(e) = self.include_errors.get(&(walk.file, arg.line, arg.col)) {
                     walk.errors.push(e.clone());

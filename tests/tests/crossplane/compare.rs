@@ -61,6 +61,11 @@ pub fn read_bundle(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
 
 /// crossplane's JSON for `crossplane parse <flags> <entry>`.
 pub fn run_crossplane(bin: &Path, entry: &Path, flags: &[&str]) -> Result<Value> {
+    Ok(run_crossplane_text(bin, entry, flags)?.0)
+}
+
+/// crossplane's JSON for `crossplane parse <flags> <entry>` and the bytes it printed.
+pub fn run_crossplane_text(bin: &Path, entry: &Path, flags: &[&str]) -> Result<(Value, Vec<u8>)> {
     let out = Command::new(bin)
         .arg("parse")
         .args(flags)
@@ -73,7 +78,8 @@ pub fn run_crossplane(bin: &Path, entry: &Path, flags: &[&str]) -> Result<Value>
         entry.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).context("crossplane printed JSON")
+    let value = serde_json::from_slice(&out.stdout).context("crossplane printed JSON")?;
+    Ok((value, out.stdout))
 }
 
 /// The first place where two JSON values differ, as a path and both values.
@@ -191,4 +197,3 @@ pub fn compare(case: &str, flags: &[&str], ours: &Value, theirs: &Value) -> Vec<
     }
     problems
 }
-

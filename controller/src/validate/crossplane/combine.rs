@@ -23,7 +23,11 @@ pub(super) fn combine(payload: Value) -> Value {
     }
     let first = configs.first().cloned().unwrap_or(Value::Null);
     let mut on_path = vec![0];
-    let parsed = inline(&configs, first["parsed"].as_array().map_or(&[][..], Vec::as_slice), &mut on_path);
+    let parsed = inline(
+        &configs,
+        first["parsed"].as_array().map_or(&[][..], Vec::as_slice),
+        &mut on_path,
+    );
     json!({
         "status": payload["status"],
         "errors": payload["errors"],

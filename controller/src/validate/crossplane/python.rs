@@ -1,5 +1,46 @@
 //! The few pieces of Python behaviour crossplane's output depends on: `os.path.join`,
-//! `os.path.dirname`, `repr` of a string and the text of an `OSError`.
+//! `os.path.dirname`, `repr` of a string, the text of an `OSError` and `json.dumps`.
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter, Serializer};
+
+/// The JSON text crossplane prints for `value`: Python's `json.dumps` with `ensure_ascii`, on one
+/// line with `,` and `:` as separators when `indent` is `None` (crossplane's default), else
+/// indented by that many spaces with `,` and `: `, as `crossplane parse -i N` prints it.
+pub fn json_text(value: &Value, indent: Option<usize>) -> String {
+    let spaces = " ".repeat(indent.unwrap_or(0));
+    let text = match indent {
+        None => write(value, CompactFormatter),
+        Some(_) => write(value, PrettyFormatter::with_indent(spaces.as_bytes())),
+    };
+    // Everything outside printable ASCII is inside a string (JSON's own syntax is ASCII), so it
+    // can be escaped after the fact, as Python's `ensure_ascii` does: `\uXXXX` per UTF-16 unit.
+    let mut out = String::with_capacity(text.len());
+    let mut units = [0u16; 2];
+    for c in text.chars() {
+        // serde_json escapes control characters inside strings, so a raw newline is the pretty
+        // printer's own.
+        if (' '..='~').contains(&c) || c == '\n' {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+fn write<F: Formatter>(value: &Value, formatter: F) -> String {
+    let mut buf = Vec::new();
+    let mut ser = Serializer::with_formatter(&mut buf, formatter);
+    // Serializing a `Value` into memory cannot fail (no I/O, string keys only).
+    if value.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
 
 /// Python's `os.path.join` for two parts.
 pub(super) fn join(base: &str, path: &str) -> String {
@@ -79,6 +120,19 @@ mod tests {
         assert_eq!(dirname("b"), "");
         assert_eq!(py_repr("it's"), "\"it's\"");
         assert_eq!(py_repr("a\tb'\""), "'a\\tb\\'\"'");
+    }
+
+    #[test]
+    fn json_text_is_pythons() {
+        let v = serde_json::json!({"a": ["caf\u{e9}", "\u{1f600}", "x\u{7f}\n"], "b": []});
+        assert_eq!(
+            json_text(&v, None),
+            r#"{"a":["caf\u00e9","\ud83d\ude00","x\u007f\n"],"b":[]}"#
+        );
+        assert_eq!(
+            json_text(&v, Some(1)),
+            "{\n \"a\": [\n  \"caf\\u00e9\",\n  \"\\ud83d\\ude00\",\n  \"x\\u007f\\n\"\n ],\n \"b\": []\n}"
+        );
     }
 
     #[test]

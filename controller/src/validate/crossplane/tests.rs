@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::validate::parser::{ParseOptions, parse_bundle_with};
 use crate::validate::parser::parse_bundle;
+use crate::validate::parser::{ParseOptions, parse_bundle_with};
 
 fn run(files: &[(&str, &str)], base: &str) -> Value {
     let files: BTreeMap<String, Vec<u8>> = files

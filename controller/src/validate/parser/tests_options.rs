@@ -54,7 +54,10 @@ fn disk(files: &[(&str, &str)]) -> FakeDisk {
 
 #[test]
 fn comments_become_entries_only_when_asked() {
-    let files = bundle(&[("nginx.conf", "# a\nhttp { # b\n  gzip on; # c\n}\n# cut off")]);
+    let files = bundle(&[(
+        "nginx.conf",
+        "# a\nhttp { # b\n  gzip on; # c\n}\n# cut off",
+    )]);
     let (config, _) = parse_bundle(&files, "nginx.conf");
     assert!(config.files[0].directives.iter().all(|d| d.name != COMMENT));
     let options = ParseOptions {
