@@ -246,7 +246,7 @@ impl Walker<'_> {
                 out.push(Value::Object(stmt));
                 continue;
             }
-            if options.ignore.iter().any(|n| *n == d.name) {
+            if options.ignore.contains(&d.name) {
                 continue;
             }
             if options.strict && !known::is_known(&d.name) {
