@@ -1,14 +1,19 @@
 //! Switchback's nginx parser checked against an independent implementation: for every case under
-//! `tests/corpus/`, the real `crossplane parse` (crossplane 0.5.8, installed by `make tools`) and
-//! `switchback::validate::crossplane::to_crossplane` must print the same JSON.
+//! `tests/corpus/` (each directory with an `nginx.conf`), the real `crossplane parse` (crossplane
+//! 0.5.8, installed by `make tools`) and Switchback must print the same JSON.
 //!
-//! How crossplane is run: `crossplane parse <case>/nginx.conf` with its defaults, on purpose:
+//! First with crossplane's defaults, comparing `switchback::validate::crossplane::to_crossplane`:
 //! - no `--strict`, so directives crossplane does not know (Lua, third-party modules) are accepted
 //!   as nginx with those modules would accept them;
-//! - no `--include-comments`, since the parse tree has no comments;
-//! - no `--single-file` and no `--combine`: includes are followed and reported per file, which is
-//!   the shape `to_crossplane` prints (file list + `includes` indexes);
-//! - errors are caught (no `--no-catch`), so every error crossplane sees is compared.
+//! - includes followed and reported per file (file list + `includes` indexes);
+//! - errors caught, so every error crossplane sees is compared.
+//!
+//! Then every `parse` flag (`--single-file`, `--include-comments`, `--ignore`, `--strict`,
+//! `--combine`, `--no-catch` and some pairs) over every case, comparing what the `switchback parse`
+//! binary prints with what `crossplane parse` prints for the same flags (the values, and the bytes
+//! where the values agree), except the pairs listed in
+//! [`DIFFERENCES`] (documented in docs/validation.md). Absolute includes are compared on a copy of
+//! `tests/corpus/abs-include/nginx.conf.in` pointing into a temporary directory the test fills.
 //!
 //! crossplane's command line cannot turn off its analyzer (directive contexts and argument
 //! counts), which Switchback leaves to its lint rules. An analyzer error also drops statements from
@@ -19,193 +24,45 @@
 //! message, except that when crossplane reports no line (it loses it when a file ends inside a
 //! directive and prints an empty message) only the file is compared.
 
-use std::collections::BTreeMap;
+#[path = "crossplane/compare.rs"]
+mod compare;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use switchback::validate::crossplane::to_crossplane;
 use switchback::validate::parser::parse_bundle;
 
-/// crossplane's analyzer messages: a corpus case that triggers one is not comparable.
-const ANALYZER_ERRORS: &[&str] = &[
-    "directive is not allowed here",
-    "invalid number of arguments",
-    "has no opening \"{\"",
-    "is not terminated by \";\"",
-    "must be \"on\" or \"off\"",
-    "unknown directive",
+use compare::{
+    compare, crossplane, read_bundle, run_crossplane, run_crossplane_text, workspace_root,
+};
+
+/// The flag sets compared on every case, through the `switchback parse` binary.
+const FLAG_SETS: &[&[&str]] = &[
+    &[],
+    &["--single-file"],
+    &["--include-comments"],
+    &["--ignore", "server,include"],
+    &["--strict"],
+    &["--combine"],
+    &["--no-catch"],
+    &["--combine", "--include-comments"],
+    &["--combine", "--ignore", "location"],
+    &["--strict", "--no-catch"],
+    &["--single-file", "--include-comments"],
+    &["--single-file", "-i", "4"],
 ];
 
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn crossplane() -> Result<PathBuf> {
-    let path = match std::env::var_os("SWITCHBACK_CROSSPLANE") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join(".tools/venv/bin/crossplane"),
-    };
-    if !path.is_file() {
-        bail!(
-            "crossplane not found at {} (set SWITCHBACK_CROSSPLANE or run `make tools`, which \
-             installs crossplane 0.5.8 into .tools/venv)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// Every file under `dir`, keyed by its `/`-separated path relative to `dir`.
-fn read_bundle(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                todo.push(path);
-                continue;
-            }
-            let rel = path.strip_prefix(dir)?;
-            let key: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            files.insert(key.join("/"), std::fs::read(&path)?);
-        }
-    }
-    Ok(files)
-}
-
-fn run_crossplane(bin: &Path, entry: &Path) -> Result<Value> {
-    let out = Command::new(bin)
-        .arg("parse")
-        .arg(entry)
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    ensure!(
-        out.status.success(),
-        "crossplane parse {} failed: {}",
-        entry.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).context("crossplane printed JSON")
-}
-
-/// The first place where two JSON values differ, as a path and both values.
-fn first_diff(ours: &Value, theirs: &Value, at: &str) -> Option<String> {
-    match (ours, theirs) {
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if let Some(d) = first_diff(x, y, &format!("{at}[{i}]")) {
-                    return Some(d);
-                }
-            }
-            (a.len() != b.len())
-                .then(|| format!("{at}: {} items, crossplane has {}", a.len(), b.len()))
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            let (ka, kb): (Vec<_>, Vec<_>) = (a.keys().collect(), b.keys().collect());
-            if ka != kb {
-                return Some(format!("{at}: keys {ka:?}, crossplane has {kb:?}"));
-            }
-            a.iter()
-                .find_map(|(k, v)| first_diff(v, &b[k], &format!("{at}.{k}")))
-        }
-        _ => (ours != theirs).then(|| format!("{at}: {ours}, crossplane has {theirs}")),
-    }
-}
-
-fn compare_errors(ours: &Value, theirs: &Value, at: &str, problems: &mut Vec<String>) {
-    let (Some(ours), Some(theirs)) = (ours.as_array(), theirs.as_array()) else {
-        problems.push(format!("{at}: not arrays"));
-        return;
-    };
-    if ours.len() != theirs.len() {
-        problems.push(format!(
-            "{at}: {} errors {ours:?}, crossplane has {} {theirs:?}",
-            ours.len(),
-            theirs.len()
-        ));
-        return;
-    }
-    for (i, (o, t)) in ours.iter().zip(theirs).enumerate() {
-        let keys: &[&str] = if t["line"].is_null() {
-            &["file"]
-        } else {
-            &["file", "line", "error"]
-        };
-        for k in keys {
-            if o.get(*k) != t.get(*k) {
-                problems.push(format!(
-                    "{at}[{i}].{k}: {:?}, crossplane has {:?}",
-                    o.get(*k),
-                    t.get(*k)
-                ));
-            }
-        }
-    }
-}
-
-/// Differences between our JSON and crossplane's for one case.
-fn compare(case: &str, ours: &Value, theirs: &Value) -> Vec<String> {
-    let mut problems = Vec::new();
-    for e in theirs["errors"].as_array().into_iter().flatten() {
-        let msg = e["error"].as_str().unwrap_or_default();
-        if ANALYZER_ERRORS.iter().any(|a| msg.contains(a)) {
-            problems.push(format!(
-                "crossplane's analyzer rejected the case ({msg}); keep the corpus analyzer-clean"
-            ));
-        }
-    }
-    if ours["status"] != theirs["status"] {
-        problems.push(format!(
-            "status {}, crossplane has {}",
-            ours["status"], theirs["status"]
-        ));
-    }
-    let expect_failed = case.starts_with("err-");
-    if (theirs["status"] == "failed") != expect_failed {
-        problems.push(format!(
-            "crossplane status is {}, but the case name says {}",
-            theirs["status"],
-            if expect_failed { "failed" } else { "ok" }
-        ));
-    }
-    compare_errors(&ours["errors"], &theirs["errors"], "errors", &mut problems);
-    let (ours_c, theirs_c) = (
-        ours["config"].as_array().cloned().unwrap_or_default(),
-        theirs["config"].as_array().cloned().unwrap_or_default(),
-    );
-    if ours_c.len() != theirs_c.len() {
-        let names =
-            |c: &[Value]| -> Vec<String> { c.iter().map(|f| f["file"].to_string()).collect() };
-        problems.push(format!(
-            "files {:?}, crossplane has {:?}",
-            names(&ours_c),
-            names(&theirs_c)
-        ));
-    }
-    for (i, (o, t)) in ours_c.iter().zip(&theirs_c).enumerate() {
-        for k in ["file", "status"] {
-            if o[k] != t[k] {
-                problems.push(format!(
-                    "config[{i}].{k}: {}, crossplane has {}",
-                    o[k], t[k]
-                ));
-            }
-        }
-        let at = format!("config[{i}].errors");
-        compare_errors(&o["errors"], &t["errors"], &at, &mut problems);
-        if let Some(d) = first_diff(&o["parsed"], &t["parsed"], &format!("config[{i}].parsed")) {
-            problems.push(d);
-        }
-    }
-    problems
-}
+/// (case, flag, why): where Switchback keeps nginx's reading or its own bound and crossplane's
+/// output differs on purpose; each is listed in docs/validation.md.
+const DIFFERENCES: &[(&str, &str, &str)] = &[(
+    "include-cycle",
+    "--combine",
+    "crossplane inlines the cycle until Python's recursion limit and crashes; Switchback stops \
+     at the cycle",
+)];
 
 #[test]
 fn the_parser_agrees_with_crossplane_on_the_corpus() -> Result<()> {
@@ -215,7 +72,8 @@ fn the_parser_agrees_with_crossplane_on_the_corpus() -> Result<()> {
         .with_context(|| format!("reading {}", corpus.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
-    cases.retain(|p| p.is_dir());
+    // A directory without an `nginx.conf` is not a case of its own (`abs-include` is a template).
+    cases.retain(|p| p.join("nginx.conf").is_file());
     cases.sort();
     ensure!(
         cases.len() >= 10,
@@ -233,8 +91,8 @@ fn the_parser_agrees_with_crossplane_on_the_corpus() -> Result<()> {
         let (config, diags) = parse_bundle(&files, "nginx.conf");
         let base = dir.to_string_lossy();
         let ours = to_crossplane(&config, &diags, &base);
-        let theirs = run_crossplane(&bin, &dir.join("nginx.conf"))?;
-        for p in compare(&case, &ours, &theirs) {
+        let theirs = run_crossplane(&bin, &dir.join("nginx.conf"), &[])?;
+        for p in compare(&case, &[], &ours, &theirs) {
             failures.push(format!("{case}: {p}"));
         }
     }
@@ -274,5 +132,173 @@ fn switchback_parse_prints_the_compared_json() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The cases: every directory of the corpus with an `nginx.conf`.
+fn cases() -> Result<Vec<PathBuf>> {
+    let corpus = workspace_root().join("tests/corpus");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .with_context(|| format!("reading {}", corpus.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    cases.retain(|p| p.join("nginx.conf").is_file());
+    cases.sort();
+    Ok(cases)
+}
+
+/// What `switchback parse <flags> <entry>` prints, as JSON.
+fn switchback_parse(entry: &Path, flags: &[&str]) -> Result<Value> {
+    Ok(switchback_parse_text(entry, flags)?.0)
+}
+
+/// What `switchback parse <flags> <entry>` prints, as JSON and as bytes.
+fn switchback_parse_text(entry: &Path, flags: &[&str]) -> Result<(Value, Vec<u8>)> {
+    let out = Command::new(switchback_tests::bin::switchback_bin())
+        .arg("parse")
+        .args(flags)
+        .arg(entry)
+        .output()?;
+    let value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "switchback parse {flags:?} {}: not JSON ({})",
+            entry.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((value, out.stdout))
+}
+
+/// Compares `switchback parse` with `crossplane parse` on `entry` for every flag set.
+fn compare_flags(bin: &Path, case: &str, entry: &Path, failures: &mut Vec<String>) -> Result<()> {
+    for flags in FLAG_SETS {
+        let known = DIFFERENCES
+            .iter()
+            .any(|(c, f, _)| *c == case && flags.contains(f));
+        if known {
+            continue;
+        }
+        let (theirs, their_text) = match run_crossplane_text(bin, entry, flags) {
+            Ok(theirs) => theirs,
+            Err(e) => {
+                failures.push(format!("{case} {}: {e:#}", flags.join(" ")));
+                continue;
+            }
+        };
+        let (ours, our_text) = switchback_parse_text(entry, flags)?;
+        let problems = compare(case, flags, &ours, &theirs);
+        // Where the values agree (and crossplane lost no line), the printed text is the same too.
+        let lost_line = theirs["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["line"].is_null()));
+        if problems.is_empty() && !lost_line && our_text != their_text {
+            failures.push(format!(
+                "{case} {}: same JSON, printed differently:\n{}\ncrossplane:\n{}",
+                flags.join(" "),
+                String::from_utf8_lossy(&our_text),
+                String::from_utf8_lossy(&their_text)
+            ));
+        }
+        for p in problems {
+            failures.push(format!("{case} {}: {p}", flags.join(" ")));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_parse_flag_agrees_with_crossplane_on_the_corpus() -> Result<()> {
+    let bin = crossplane()?;
+    let mut failures = Vec::new();
+    for dir in cases()? {
+        let case = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        compare_flags(&bin, &case, &dir.join("nginx.conf"), &mut failures)?;
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} differences from crossplane:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// Absolute includes are read from the file system as crossplane reads them: present files and
+/// globs are parsed under their absolute names, a missing file or a directory is an error entry
+/// with crossplane's `[Errno N]` message. Every path points into a temporary directory.
+#[test]
+fn absolute_includes_read_from_disk_agree_with_crossplane() -> Result<()> {
+    let bin = crossplane()?;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let template = workspace_root().join("tests/corpus/abs-include/nginx.conf.in");
+    let text = std::fs::read_to_string(&template)?.replace("@DIR@", &root.to_string_lossy());
+    std::fs::create_dir_all(root.join("etc/conf.d"))?;
+    std::fs::create_dir_all(root.join("site"))?;
+    std::fs::write(root.join("site/nginx.conf"), text)?;
+    std::fs::write(root.join("site/local.conf"), "server_tokens off;\n")?;
+    std::fs::write(
+        root.join("etc/mime.types"),
+        "types {\n    text/html html;\n}\n",
+    )?;
+    std::fs::write(root.join("etc/conf.d/b.conf"), "server { listen 8082; }\n")?;
+    std::fs::write(
+        root.join("etc/conf.d/a.conf"),
+        "server { listen 8081; } # a\n",
+    )?;
+    std::fs::write(root.join("etc/conf.d/.hidden.conf"), "not read;\n")?;
+    let entry = root.join("site/nginx.conf");
+
+    let theirs = run_crossplane(&bin, &entry, &[])?;
+    let ours = switchback_parse(&entry, &[])?;
+    let mut failures: Vec<String> = compare("abs-include", &["(defaults)"], &ours, &theirs);
+    // The comparison proves something only if crossplane read the files and reported the misses.
+    let files: Vec<&str> = theirs["config"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["file"].as_str())
+        .collect();
+    ensure!(files.len() == 5, "crossplane read {files:?}");
+    let errors = theirs["errors"].to_string();
+    ensure!(
+        errors.contains("[Errno 2]") && errors.contains("[Errno 21]"),
+        "crossplane's errors: {errors}"
+    );
+    // Named `err-` for the comparison: the missing file and the directory make it fail.
+    compare_flags(&bin, "err-abs-include", &entry, &mut failures)?;
+    ensure!(
+        failures.is_empty(),
+        "{} differences from crossplane:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// `--single-file` reads only the file it is given: the sibling files (even unreadable ones) are
+/// not touched, so any file of a directory of unrelated configs parses on its own.
+#[test]
+fn single_file_reads_only_the_file() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    std::fs::write(
+        tmp.path().join("one.conf"),
+        "include two.conf;\nworker_processes 1;\n",
+    )?;
+    std::fs::create_dir(tmp.path().join("sub"))?;
+    // A symlink loop next to the file would stop a reader of the whole directory.
+    std::os::unix::fs::symlink("loop", tmp.path().join("loop"))?;
+    let out = switchback_parse(&tmp.path().join("one.conf"), &["--single-file"])?;
+    let expected = serde_json::json!({"status": "ok", "errors": [], "config": [{
+        "file": tmp.path().join("one.conf").to_string_lossy(), "status": "ok", "errors": [],
+        "parsed": [
+            {"directive": "include", "line": 1, "args": ["two.conf"]},
+            {"directive": "worker_processes", "line": 2, "args": ["1"]},
+        ],
+    }]});
+    ensure!(out == expected, "{out:#}");
     Ok(())
 }

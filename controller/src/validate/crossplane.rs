@@ -9,37 +9,95 @@
 //! its name and its `;` or `{`) still comes out, as `{"directive": "#", "line", "args": [],
 //! "comment"}` right after that directive, on the directive's line.
 //!
+//! crossplane's `parse` flags, [`Options`]: `--ignore` drops directives (and does not follow the
+//! includes inside them), `--strict` reports and drops directives crossplane does not know,
+//! `--no-catch` keeps each file's first error only, empties that file and follows no include
+//! after it, `--combine` inlines includes into one config ([`combine`]), `--single-file` prints
+//! `include` without `includes`. Comments between directives (`--include-comments`) come from
+//! the parser ([`crate::validate::parser::ParseOptions::comments`]).
+//!
 //! What is reported as a crossplane error, and how:
 //! - `SB001` (syntax): `"<message> in <file>:<line>"`, nginx's message as crossplane words it; the
 //!   file's `parsed` is empty, as crossplane drops a file whose lexer failed;
-//! - `SB002` errors for a missing literal include: crossplane's own
+//! - `SB002` errors for a missing or unreadable literal include: crossplane's own
 //!   `"[Errno 2] No such file or directory: '<path>'"` at the include's line (a missing entry file
 //!   gets the same message with a `null` line);
 //! - `SB003`: `"<message> in <file>:<line>"` (crossplane would try the path on its own disk);
+//! - with `--strict`, `"unknown directive \"<name>\" in <file>:<line>"`, where `<file>` is the file
+//!   crossplane's own variable holds at that point: after an `include` in the same block, the
+//!   last file that include named (a crossplane quirk, copied so the output matches);
 //! - nothing else: warnings (a glob matching nothing), include cycles (crossplane parses each file
 //!   once and says nothing) and lint findings are not crossplane's business.
+
+mod combine;
+pub mod known;
+mod python;
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
 use super::ast::{Config, Directive};
 use super::diagnostic::Diagnostic;
-use super::parser::INCLUDE_CYCLE;
+use super::parser::{COMMENT, INCLUDE_CYCLE};
+pub use python::json_text;
+use python::{dirname, join, os_error};
 
 /// crossplane's message for a file that ends inside a block (Switchback adds which block).
 const EOF_IN_BLOCK: &str = "unexpected end of file, expecting \"}\"";
+
+/// The `parse` flags of crossplane that shape its output after parsing.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--ignore`: directive names left out, with their blocks.
+    pub ignore: Vec<String>,
+    /// `--strict`: a directive crossplane does not know ([`known::is_known`]) is an error.
+    pub strict: bool,
+    /// `--no-catch`: stop each file at its first error.
+    pub no_catch: bool,
+    /// `--combine`: one config, includes inlined, each statement naming its file.
+    pub combine: bool,
+    /// `--single-file`: includes were not followed; `include` has no `includes` key.
+    pub single_file: bool,
+}
+
+/// An error of one file: where it sits (to order errors as crossplane meets them) and its text.
+#[derive(Debug, Clone)]
+struct FileError {
+    at: (u32, u32),
+    error: String,
+    line: Value,
+}
 
 /// Builds crossplane's JSON for a parsed bundle and the diagnostics of its parse.
 ///
 /// `base` is the directory crossplane was pointed at: file names are printed as `base/path`
 /// (crossplane prints them as given and joined, never normalized); pass `""` for bare bundle paths.
 pub fn to_crossplane(config: &Config, diagnostics: &[Diagnostic], base: &str) -> Value {
+    to_crossplane_with(config, diagnostics, base, &Options::default())
+}
+
+/// [`to_crossplane`] with crossplane's `parse` flags.
+pub fn to_crossplane_with(
+    config: &Config,
+    diagnostics: &[Diagnostic],
+    base: &str,
+    options: &Options,
+) -> Value {
     let entry_dir = config
         .files
         .first()
         .map(|f| dirname(&join(base, &f.path)).to_string())
         .unwrap_or_default();
-    // (file index, line, col, error, line as printed)
-    let mut errors: Vec<(usize, u32, u32, String, Value)> = Vec::new();
+    let mut walker = Walker {
+        config,
+        base,
+        options,
+        fixed: vec![Vec::new(); config.files.len()],
+        include_errors: HashMap::new(),
+        order: Vec::new(),
+        new_index: HashMap::new(),
+    };
     let mut missing_entry = None;
     for d in diagnostics.iter().filter(|d| d.is_error()) {
         let Some(i) = config.files.iter().position(|f| f.path == d.path) else {
@@ -49,90 +107,201 @@ pub fn to_crossplane(config: &Config, diagnostics: &[Diagnostic], base: &str) ->
             continue;
         };
         let file = join(base, &d.path);
-        let located = format!("{} in {file}:{}", crossplane_message(&d.message), d.line);
+        let located = FileError {
+            at: (d.line, d.col),
+            error: format!("{} in {file}:{}", crossplane_message(&d.message), d.line),
+            line: json!(d.line),
+        };
         match d.rule.as_str() {
-            "SB001" | "SB003" => errors.push((i, d.line, d.col, located, json!(d.line))),
+            "SB001" | "SB003" => walker.fixed[i].push(located),
             "SB002" if !d.message.starts_with(INCLUDE_CYCLE) => {
-                let include = find_include(&config.files[i].directives, d.line, d.col);
-                match include {
+                match find_include(&config.files[i].directives, d.line, d.col) {
                     Some((line, arg)) => {
-                        let path = py_repr(&join(&entry_dir, arg));
-                        let error = format!("[Errno 2] No such file or directory: {path}");
-                        errors.push((i, d.line, d.col, error, json!(line)));
+                        let why = d.message.split_once(" cannot be read: ").map(|(_, w)| w);
+                        let error = FileError {
+                            at: (d.line, d.col),
+                            error: os_error(why, &join(&entry_dir, arg)),
+                            line: json!(line),
+                        };
+                        walker.include_errors.insert((i, d.line, d.col), error);
                     }
-                    None => errors.push((i, d.line, d.col, located, json!(d.line))),
+                    None => walker.fixed[i].push(located),
                 }
             }
             _ => {}
         }
     }
-    errors.sort_by_key(|e| (e.0, e.1, e.2));
 
     let mut top_errors = Vec::new();
     let mut configs = Vec::new();
     if let Some(file) = missing_entry {
-        let error = format!("[Errno 2] No such file or directory: {}", py_repr(&file));
+        let error = os_error(None, &file);
         top_errors.push(json!({"file": file, "error": error, "line": null}));
         configs.push(json!({
             "file": file, "status": "failed",
             "errors": [{"error": error, "line": null}], "parsed": [],
         }));
     }
-    for (i, f) in config.files.iter().enumerate() {
-        let file = join(base, &f.path);
-        let mine: Vec<Value> = errors
-            .iter()
-            .filter(|e| e.0 == i)
-            .map(|e| json!({"error": e.3, "line": e.4}))
-            .collect();
-        for e in errors.iter().filter(|e| e.0 == i) {
-            top_errors.push(json!({"file": file, "error": e.3, "line": e.4}));
+    if !config.files.is_empty() {
+        walker.index_of(0);
+    }
+    let mut k = 0;
+    while let Some(&i) = walker.order.get(k) {
+        k += 1;
+        let (parsed, errors) = walker.file(i);
+        let file = join(base, &config.files[i].path);
+        for e in &errors {
+            top_errors.push(json!({"file": file, "error": e.error, "line": e.line}));
         }
-        let parsed = if f.ok {
-            directives(&f.directives)
-        } else {
-            Vec::new()
-        };
+        let emptied = !config.files[i].ok || (options.no_catch && !errors.is_empty());
         configs.push(json!({
             "file": file,
-            "status": if mine.is_empty() { "ok" } else { "failed" },
-            "errors": mine,
-            "parsed": parsed,
+            "status": if errors.is_empty() { "ok" } else { "failed" },
+            "errors": errors.iter().map(|e| json!({"error": e.error, "line": e.line})).collect::<Vec<_>>(),
+            "parsed": if emptied { Vec::new() } else { parsed },
         }));
     }
-    json!({
+    let payload = json!({
         "status": if top_errors.is_empty() { "ok" } else { "failed" },
         "errors": top_errors,
         "config": configs,
-    })
+    });
+    if options.combine {
+        combine::combine(payload)
+    } else {
+        payload
+    }
 }
 
-fn directives(dirs: &[Directive]) -> Vec<Value> {
-    let mut out = Vec::with_capacity(dirs.len());
-    for d in dirs {
-        out.push(directive(d));
-        // crossplane 0.5.8 prints comments met inside a directive's arguments after it, on the
-        // directive's line, whatever `--include-comments` says.
-        for c in &d.comments {
-            out.push(json!({"directive": "#", "line": d.span.line, "args": [], "comment": c}));
+/// Walks the files in crossplane's order (the entry, then each file when an `include` first names
+/// it), applying the flags; files only reached through ignored or unread includes drop out.
+struct Walker<'a> {
+    config: &'a Config,
+    base: &'a str,
+    options: &'a Options,
+    /// Errors known before the walk (syntax, paths leaving the bundle), per file.
+    fixed: Vec<Vec<FileError>>,
+    /// Errors of includes that name no readable file, by (file, line, col) of the argument.
+    include_errors: HashMap<(usize, u32, u32), FileError>,
+    /// Files (indexes into `config.files`) in the order crossplane lists them.
+    order: Vec<usize>,
+    new_index: HashMap<usize, usize>,
+}
+
+impl Walker<'_> {
+    /// The index crossplane gives file `i`, queuing it when first named.
+    fn index_of(&mut self, i: usize) -> usize {
+        let next = self.order.len();
+        let n = *self.new_index.entry(i).or_insert(next);
+        if n == next {
+            self.order.push(i);
         }
+        n
     }
-    out
+
+    /// One file's statements and errors (sorted as crossplane meets them; only the first with
+    /// `--no-catch`).
+    fn file(&mut self, i: usize) -> (Vec<Value>, Vec<FileError>) {
+        let mut errors = self.fixed[i].clone();
+        let cutoff = if self.options.no_catch {
+            errors.iter().map(|e| e.at).min()
+        } else {
+            None
+        };
+        let mut walk = FileWalk {
+            file: i,
+            name: join(self.base, &self.config.files[i].path),
+            cutoff,
+            stopped: false,
+            errors: Vec::new(),
+        };
+        let parsed = self.block(&mut walk, &self.config.files[i].directives);
+        errors.extend(walk.errors);
+        errors.sort_by_key(|e| e.at);
+        if self.options.no_catch {
+            errors.truncate(1);
+        }
+        (parsed, errors)
+    }
+
+    fn block(&mut self, walk: &mut FileWalk, dirs: &[Directive]) -> Vec<Value> {
+        let options = self.options;
+        // crossplane's `fname`, which its include loop reassigns (see the module notes).
+        let mut fname = walk.name.clone();
+        let mut out = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            if walk.stopped || walk.cutoff.is_some_and(|c| (d.span.line, d.span.col) > c) {
+                walk.stopped = true;
+                break;
+            }
+            let mut stmt = Map::new();
+            if options.combine {
+                stmt.insert("file".into(), json!(fname));
+            }
+            if d.name == COMMENT {
+                stmt.insert("directive".into(), json!(COMMENT));
+                stmt.insert("line".into(), json!(d.span.line));
+                stmt.insert("args".into(), json!([]));
+                stmt.insert("comment".into(), json!(d.comments.first()));
+                out.push(Value::Object(stmt));
+                continue;
+            }
+            if options.ignore.contains(&d.name) {
+                continue;
+            }
+            if options.strict && !known::is_known(&d.name) {
+                let line = d.span.line;
+                walk.errors.push(FileError {
+                    at: (line, d.span.col),
+                    error: format!("unknown directive \"{}\" in {fname}:{line}", d.name),
+                    line: json!(line),
+                });
+                walk.stopped = options.no_catch;
+                continue;
+            }
+            stmt.insert("directive".into(), json!(d.name));
+            stmt.insert("line".into(), json!(d.span.line));
+            stmt.insert("args".into(), json!(d.arg_values().collect::<Vec<_>>()));
+            // crossplane adds `includes` to every include it resolved: one argument, no block.
+            if d.name == "include" && d.args.len() == 1 && d.block.is_none() && !options.single_file
+            {
+                let arg = d.args[0].span;
+                if let Some(e) = self.include_errors.get(&(walk.file, arg.line, arg.col)) {
+                    walk.errors.push(e.clone());
+                    if options.no_catch {
+                        walk.stopped = true;
+                        break;
+                    }
+                }
+                let includes: Vec<usize> = d.includes.iter().map(|&to| self.index_of(to)).collect();
+                if let Some(&last) = d.includes.last() {
+                    fname = join(self.base, &self.config.files[last].path);
+                }
+                stmt.insert("includes".into(), json!(includes));
+            }
+            if let Some(block) = &d.block {
+                let inner = self.block(walk, block);
+                stmt.insert("block".into(), Value::Array(inner));
+            }
+            out.push(Value::Object(stmt));
+            // crossplane 0.5.8 prints comments met inside a directive's arguments after it, on
+            // the directive's line, whatever `--include-comments` says (and without `file`).
+            for c in &d.comments {
+                out.push(json!({"directive": "#", "line": d.span.line, "args": [], "comment": c}));
+            }
+        }
+        out
+    }
 }
 
-fn directive(d: &Directive) -> Value {
-    let mut m = Map::new();
-    m.insert("directive".into(), json!(d.name));
-    m.insert("line".into(), json!(d.span.line));
-    m.insert("args".into(), json!(d.arg_values().collect::<Vec<_>>()));
-    // crossplane adds `includes` to every include it resolved: one argument, no block.
-    if d.name == "include" && d.args.len() == 1 && d.block.is_none() {
-        m.insert("includes".into(), json!(d.includes));
-    }
-    if let Some(block) = &d.block {
-        m.insert("block".into(), Value::Array(directives(block)));
-    }
-    Value::Object(m)
+/// The state of the walk through one file.
+struct FileWalk {
+    file: usize,
+    name: String,
+    /// With `--no-catch`: where the file's first known error is; nothing after it is read.
+    cutoff: Option<(u32, u32)>,
+    stopped: bool,
+    errors: Vec<FileError>,
 }
 
 /// crossplane's wording of a Switchback syntax message.
@@ -161,150 +330,5 @@ fn find_include(dirs: &[Directive], line: u32, col: u32) -> Option<(u32, &str)> 
     None
 }
 
-/// Python's `os.path.join` for two parts.
-fn join(base: &str, path: &str) -> String {
-    if base.is_empty() || path.starts_with('/') {
-        path.to_string()
-    } else if base.ends_with('/') {
-        format!("{base}{path}")
-    } else {
-        format!("{base}/{path}")
-    }
-}
-
-/// Python's `os.path.dirname`.
-fn dirname(path: &str) -> &str {
-    match path.rfind('/') {
-        None => "",
-        Some(i) => {
-            let head = &path[..=i];
-            let trimmed = head.trim_end_matches('/');
-            if trimmed.is_empty() { head } else { trimmed }
-        }
-    }
-}
-
-/// Python's `repr` of a string, as it appears in an `OSError` message.
-fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::from(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::validate::parser::parse_bundle;
-
-    fn run(files: &[(&str, &str)], base: &str) -> Value {
-        let files: BTreeMap<String, Vec<u8>> = files
-            .iter()
-            .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
-            .collect();
-        let (config, diags) = parse_bundle(&files, "nginx.conf");
-        to_crossplane(&config, &diags, base)
-    }
-
-    #[test]
-    fn matches_crossplane_for_a_small_bundle() {
-        let out = run(
-            &[
-                (
-                    "nginx.conf",
-                    "events {}\nhttp {\n  include conf.d/*.conf;\n  include missing.conf;\n}\n",
-                ),
-                ("conf.d/a.conf", "server { listen 80; }\n"),
-            ],
-            "/b",
-        );
-        let expected = json!({
-            "status": "failed",
-            "errors": [{"file": "/b/nginx.conf", "error": "[Errno 2] No such file or directory: '/b/missing.conf'", "line": 4}],
-            "config": [
-                {"file": "/b/nginx.conf", "status": "failed",
-                 "errors": [{"error": "[Errno 2] No such file or directory: '/b/missing.conf'", "line": 4}],
-                 "parsed": [
-                    {"directive": "events", "line": 1, "args": [], "block": []},
-                    {"directive": "http", "line": 2, "args": [], "block": [
-                        {"directive": "include", "line": 3, "args": ["conf.d/*.conf"], "includes": [1]},
-                        {"directive": "include", "line": 4, "args": ["missing.conf"], "includes": []},
-                    ]},
-                 ]},
-                {"file": "/b/conf.d/a.conf", "status": "ok", "errors": [], "parsed": [
-                    {"directive": "server", "line": 1, "args": [], "block": [
-                        {"directive": "listen", "line": 1, "args": ["80"]},
-                    ]},
-                ]},
-            ],
-        });
-        assert_eq!(out, expected);
-        // Key order is part of the shape.
-        let text = serde_json::to_string(&out).expect("serializes");
-        assert!(text.starts_with("{\"status\":\"failed\",\"errors\":[{\"file\":"));
-    }
-
-    #[test]
-    fn a_syntax_error_empties_the_file_as_crossplane_does() {
-        let out = run(&[("nginx.conf", "events {}\nhttp {\n")], "");
-        assert_eq!(
-            out["errors"],
-            json!([{"file": "nginx.conf", "error": "unexpected end of file, expecting \"}\" in nginx.conf:2", "line": 2}])
-        );
-        assert_eq!(out["config"][0]["parsed"], json!([]));
-        assert_eq!(out["config"][0]["status"], json!("failed"));
-    }
-
-    #[test]
-    fn a_missing_entry_is_reported_like_crossplane() {
-        let out = run(&[("other.conf", "")], "/x/");
-        assert_eq!(
-            out["errors"],
-            json!([{"file": "/x/nginx.conf", "error": "[Errno 2] No such file or directory: '/x/nginx.conf'", "line": null}])
-        );
-    }
-
-    #[test]
-    fn warnings_and_cycles_are_not_crossplane_errors() {
-        let out = run(
-            &[("nginx.conf", "include nginx.conf;\ninclude none/*.conf;\n")],
-            "",
-        );
-        assert_eq!(out["status"], json!("ok"));
-        assert_eq!(out["config"][0]["parsed"][0]["includes"], json!([0]));
-    }
-
-    #[test]
-    fn python_helpers() {
-        assert_eq!(join("", "a"), "a");
-        assert_eq!(join("/a/", "b"), "/a/b");
-        assert_eq!(join("/a", "/b"), "/b");
-        assert_eq!(dirname("/a/b"), "/a");
-        assert_eq!(dirname("/b"), "/");
-        assert_eq!(dirname("b"), "");
-        assert_eq!(py_repr("it's"), "\"it's\"");
-        assert_eq!(py_repr("a\tb'\""), "'a\\tb\\'\"'");
-    }
-}
+mod tests;

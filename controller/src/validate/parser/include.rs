@@ -6,7 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{INCLUDE_CYCLE, MAX_INCLUDE_DEPTH, MAX_INCLUDE_EXPANSIONS, parse_file};
+use super::outside;
+use super::{
+    INCLUDE_CYCLE, MAX_INCLUDE_DEPTH, MAX_INCLUDE_EXPANSIONS, OutsideFiles, ParseOptions,
+    parse_file_with,
+};
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
 
@@ -19,6 +23,8 @@ enum Problem {
     Missing,
     /// A glob that matches nothing.
     NoMatch,
+    /// An absolute path read through [`OutsideFiles`] that could not be read (the reason).
+    Unreadable(String),
 }
 
 /// An `include` edge between two files, for cycle detection.
@@ -39,11 +45,18 @@ struct Resolver<'a> {
     cache: HashMap<String, Result<Vec<String>, Problem>>,
     edges: Vec<Vec<Edge>>,
     diags: Vec<Diagnostic>,
+    /// Where absolute includes are read from (`switchback parse` only).
+    outside: Option<&'a dyn OutsideFiles>,
+    /// See [`ParseOptions::bundle_prefix`].
+    prefix: Option<&'a str>,
+    /// Files read through `outside`, keyed by absolute path, until they are parsed.
+    extra: HashMap<String, Vec<u8>>,
 }
 
-pub(super) fn parse_bundle(
-    files: &BTreeMap<String, Vec<u8>>,
+pub(super) fn parse_bundle<'a>(
+    files: &'a BTreeMap<String, Vec<u8>>,
     entry: &str,
+    options: &ParseOptions<'a>,
 ) -> (Config, Vec<Diagnostic>) {
     let Some(entry_src) = files.get(entry) else {
         let message = format!("entry file \"{entry}\" is not in the bundle");
@@ -62,21 +75,30 @@ pub(super) fn parse_bundle(
         cache: HashMap::new(),
         edges: Vec::new(),
         diags: Vec::new(),
+        outside: options.outside,
+        prefix: options.bundle_prefix,
+        extra: HashMap::new(),
     };
     let mut parsed = Vec::new();
     while parsed.len() < r.order.len() {
         let i = parsed.len();
         let path = r.order[i].clone();
+        let read_outside;
         let src = if i == 0 {
             entry_src.as_slice()
+        } else if let Some(bytes) = files.get(&path) {
+            bytes.as_slice()
         } else {
-            files.get(&path).map_or(&[][..], Vec::as_slice)
+            read_outside = r.extra.remove(&path).unwrap_or_default();
+            read_outside.as_slice()
         };
-        let (mut directives, error) = parse_file(&path, src);
+        let (mut directives, error) = parse_file_with(&path, src, options.comments);
         let ok = error.is_none();
         r.diags.extend(error);
         r.edges.push(Vec::new());
-        r.walk(i, &path, &mut directives);
+        if !options.single_file {
+            r.walk(i, &path, &mut directives);
+        }
         parsed.push(ParsedFile {
             path,
             directives,
@@ -125,7 +147,10 @@ impl Resolver<'_> {
     /// The bundle paths an include argument names, sorted as glob(3) sorts them.
     fn resolve(&mut self, arg: &str) -> Result<Vec<String>, Problem> {
         if arg.starts_with('/') {
-            return Err(Problem::Outside);
+            return match self.outside {
+                Some(outside) => self.resolve_outside(outside, arg),
+                None => Err(Problem::Outside),
+            };
         }
         let mut parts: Vec<&str> = self.root.clone();
         for part in arg.split('/') {
@@ -160,6 +185,43 @@ impl Resolver<'_> {
             Err(Problem::Missing)
         };
         self.cache.insert(pattern, result.clone());
+        result
+    }
+
+    /// An absolute include read through `outside`, as crossplane reads it: the path as written
+    /// (not normalized) names the file; a glob lists the file system, sorted.
+    fn resolve_outside(
+        &mut self,
+        outside: &dyn OutsideFiles,
+        arg: &str,
+    ) -> Result<Vec<String>, Problem> {
+        if let Some(rest) = self.prefix.and_then(|p| arg.strip_prefix(p)) {
+            // A file of the bundle; anything else there (a directory, say) is read as crossplane
+            // reads it, so the error says what the file system says.
+            if let Ok(paths) = self.resolve(rest) {
+                return Ok(paths);
+            }
+        }
+        if let Some(hit) = self.cache.get(arg) {
+            return hit.clone();
+        }
+        let result = if has_magic(arg) {
+            let hits = outside::glob(outside, arg, &mut self.extra);
+            if hits.is_empty() {
+                Err(Problem::NoMatch)
+            } else {
+                Ok(hits)
+            }
+        } else {
+            match outside.read(arg) {
+                Ok(bytes) => {
+                    self.extra.insert(arg.to_string(), bytes);
+                    Ok(vec![arg.to_string()])
+                }
+                Err(why) => Err(Problem::Unreadable(why)),
+            }
+        };
+        self.cache.insert(arg.to_string(), result.clone());
         result
     }
 
@@ -284,6 +346,13 @@ fn report(problem: Problem, path: &str, arg: &str, span: Span) -> Diagnostic {
             col,
             format!("include \"{arg}\" matches no file in the bundle"),
         ),
+        Problem::Unreadable(why) => Diagnostic::error(
+            "SB002",
+            path,
+            line,
+            col,
+            format!("include \"{arg}\" cannot be read: {why}"),
+        ),
         Problem::NoMatch => Diagnostic::warning(
             "SB002",
             path,
@@ -295,12 +364,12 @@ fn report(problem: Problem, path: &str, arg: &str, span: Span) -> Diagnostic {
 }
 
 /// nginx (and crossplane) glob an include only when it has one of these characters.
-fn has_magic(s: &str) -> bool {
+pub(super) fn has_magic(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
 /// One component of a path pattern.
-enum Component {
+pub(super) enum Component {
     Literal(String),
     /// A glob component; `dot` when it starts with `.` and so may match hidden names.
     Glob {
@@ -310,7 +379,7 @@ enum Component {
 }
 
 impl Component {
-    fn new(part: &str) -> Self {
+    pub(super) fn new(part: &str) -> Self {
         if !has_magic(part) {
             return Component::Literal(part.to_string());
         }
@@ -327,7 +396,7 @@ impl Component {
         }
     }
 
-    fn matches(&self, name: &str) -> bool {
+    pub(super) fn matches(&self, name: &str) -> bool {
         match self {
             Component::Literal(l) => l == name,
             Component::Glob { matcher, dot } => {

@@ -35,8 +35,9 @@ pub(super) enum Tok {
     Open(Span),
     /// `}`
     Close(Span),
-    /// A `#` comment ended by a newline, with its text as crossplane reports it.
-    Comment(String),
+    /// A `#` comment ended by a newline; the span covers `#` up to the newline. Its text, as
+    /// crossplane reports it, is [`Lexer::comment_text`] (computed only when a comment is kept).
+    Comment(Span),
     /// The end of the input.
     Eof(Pos),
 }
@@ -171,10 +172,10 @@ impl<'a> Lexer<'a> {
                         // crossplane drops a comment that the end of the file cuts off.
                         continue;
                     }
+                    let span = self.span_from(start);
                     self.bump();
                     self.after_last = self.pos();
-                    let text = &self.src[start.offset + 1..self.at - 1];
-                    Tok::Comment(crossplane_comment(text))
+                    Tok::Comment(span)
                 }
                 b';' => Tok::Semi(self.single(start)),
                 b'{' => Tok::Open(self.single(start)),
@@ -247,6 +248,12 @@ impl<'a> Lexer<'a> {
             quote: Some(char::from(q)),
             span,
         })
+    }
+
+    /// The text of a comment token after its `#`, as crossplane reports it.
+    pub(super) fn comment_text(&self, span: Span) -> String {
+        let text = self.src.get(span.start + 1..span.end).unwrap_or_default();
+        crossplane_comment(text)
     }
 
     /// The (lossily decoded) character starting at byte `offset`, for messages.

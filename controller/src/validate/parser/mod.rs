@@ -11,7 +11,8 @@
 //!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever),
 //!   includes that expand past [`MAX_INCLUDE_EXPANSIONS`] file reads (an error), or a missing
 //!   entry file (an error at line 0 of the entry's path);
-//! - `SB003` an `include` path that is absolute or climbs out of the bundle.
+//! - `SB003` an `include` path that is absolute or climbs out of the bundle (an absolute one is
+//!   read through [`OutsideFiles`] instead when the caller gives one: `switchback parse`).
 //!
 //! Includes differ from crossplane's on purpose in three ways: paths are normalized (crossplane
 //! keys files by the joined string, so `./a.conf` and `a.conf` are two files to it), a path that
@@ -20,12 +21,15 @@
 
 mod include;
 mod lexer;
+mod outside;
 mod tree;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod tests_include;
+#[cfg(test)]
+mod tests_options;
 #[cfg(test)]
 mod tests_props;
 
@@ -53,6 +57,39 @@ pub const MAX_INCLUDE_DEPTH: usize = 32;
 /// The message of the `SB002` diagnostic for an include cycle starts with this, so consumers that
 /// mirror crossplane (which silently parses each file once) can tell it apart.
 pub const INCLUDE_CYCLE: &str = "include cycle";
+
+/// The name of a comment entry in a tree parsed with [`ParseOptions::comments`] (crossplane's
+/// `"directive": "#"`); the comment's text is the entry's one element of `comments`. No real
+/// directive has this name: a word starting with `#` is always a comment to the lexer.
+pub const COMMENT: &str = "#";
+
+/// Files outside the bundle, for `switchback parse` run on a plain file as crossplane is: an
+/// absolute `include` is read from here instead of being refused with `SB003`. The parser stays
+/// pure; the caller decides what "the file system" is (the real one, or a map in tests).
+pub trait OutsideFiles {
+    /// The contents of the file at an absolute path, or the error message when it cannot be read
+    /// (an `std::io::Error`'s text, e.g. `No such file or directory (os error 2)`).
+    fn read(&self, path: &str) -> Result<Vec<u8>, String>;
+    /// The entries of a directory, each a name and whether it is a directory; empty when it
+    /// cannot be listed.
+    fn list_dir(&self, dir: &str) -> Vec<(String, bool)>;
+}
+
+/// How [`parse_bundle_with`] reads a bundle. The default is what validation uses.
+#[derive(Clone, Copy, Default)]
+pub struct ParseOptions<'a> {
+    /// Keep comments that stand between directives as [`COMMENT`] entries
+    /// (crossplane's `--include-comments`).
+    pub comments: bool,
+    /// Parse only the entry file: includes are not followed (crossplane's `--single-file`).
+    pub single_file: bool,
+    /// Where absolute includes are read from; `None` refuses them with `SB003`, as validation does.
+    pub outside: Option<&'a dyn OutsideFiles>,
+    /// With `outside`: the bundle's directory as an absolute path prefix ending in `/`. An absolute
+    /// include under it resolves inside the bundle, so a file named both ways is read once, as
+    /// crossplane (which keys files by the joined path) reads it.
+    pub bundle_prefix: Option<&'a str>,
+}
 
 /// A position in a file: 1-based line and column (in characters) and the byte offset; where a
 /// syntax error is reported and where tokens start.
@@ -99,7 +136,16 @@ pub enum SyntaxError {
 ///
 /// `path` only labels the diagnostic. Bytes that are not UTF-8 are read lossily.
 pub fn parse_file(path: &str, src: &[u8]) -> (Vec<Directive>, Option<Diagnostic>) {
-    let (directives, error) = tree::build(src);
+    parse_file_with(path, src, false)
+}
+
+/// [`parse_file`], keeping comments as [`COMMENT`] entries when `comments` is set.
+pub fn parse_file_with(
+    path: &str,
+    src: &[u8],
+    comments: bool,
+) -> (Vec<Directive>, Option<Diagnostic>) {
+    let (directives, error) = tree::build(src, comments);
     let diagnostic =
         error.map(|(e, pos)| Diagnostic::error("SB001", path, pos.line, pos.col, e.to_string()));
     (directives, diagnostic)
@@ -114,5 +160,15 @@ pub fn parse_file(path: &str, src: &[u8]) -> (Vec<Directive>, Option<Diagnostic>
 /// (the entry, then each newly included file in the order its `include` was read), and each
 /// `include` directive's [`Directive::includes`] holds their indexes, glob matches sorted by name.
 pub fn parse_bundle(files: &BTreeMap<String, Vec<u8>>, entry: &str) -> (Config, Vec<Diagnostic>) {
-    include::parse_bundle(files, entry)
+    include::parse_bundle(files, entry, &ParseOptions::default())
+}
+
+/// [`parse_bundle`] with options: comments kept, includes not followed, or absolute includes read
+/// through [`OutsideFiles`] (their files are listed under their absolute paths).
+pub fn parse_bundle_with(
+    files: &BTreeMap<String, Vec<u8>>,
+    entry: &str,
+    options: &ParseOptions<'_>,
+) -> (Config, Vec<Diagnostic>) {
+    include::parse_bundle(files, entry, options)
 }

@@ -3,7 +3,7 @@
 //! Iterative (an explicit stack), so hostile nesting cannot overflow the call stack.
 
 use super::lexer::{LexResult, Lexer, Tok, Word};
-use super::{MAX_DEPTH, Pos, SyntaxError};
+use super::{COMMENT, MAX_DEPTH, Pos, SyntaxError};
 use crate::validate::ast::{Arg, Directive, Span};
 
 /// A block being read: its directive and the children read so far.
@@ -13,11 +13,14 @@ struct Frame {
 }
 
 /// The directives of one file and, when it is not valid, the first syntax error.
-pub(super) fn build(src: &[u8]) -> (Vec<Directive>, Option<(SyntaxError, Pos)>) {
+///
+/// With `comments`, each comment that stands between directives becomes a [`COMMENT`] entry where
+/// it is written (crossplane's `--include-comments`); without it (validation) they cost nothing.
+pub(super) fn build(src: &[u8], comments: bool) -> (Vec<Directive>, Option<(SyntaxError, Pos)>) {
     let mut lexer = Lexer::new(src);
     let mut top = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let error = read(&mut lexer, &mut top, &mut stack).err();
+    let error = read(&mut lexer, &mut top, &mut stack, comments).err();
     // On an error keep what was read: close every open block around its partial children.
     while let Some(frame) = stack.pop() {
         let mut dir = frame.dir;
@@ -34,10 +37,19 @@ fn push(stack: &mut [Frame], top: &mut Vec<Directive>, dir: Directive) {
     }
 }
 
-fn read(lexer: &mut Lexer<'_>, top: &mut Vec<Directive>, stack: &mut Vec<Frame>) -> LexResult<()> {
+fn read(
+    lexer: &mut Lexer<'_>,
+    top: &mut Vec<Directive>,
+    stack: &mut Vec<Frame>,
+    comments: bool,
+) -> LexResult<()> {
     loop {
         match lexer.next_token()? {
             Tok::Word(name) => directive(lexer, name, top, stack)?,
+            Tok::Comment(span) if comments => {
+                let text = lexer.comment_text(span);
+                push(stack, top, comment(span, text));
+            }
             Tok::Comment(_) => {}
             Tok::Semi(span) => return Err(unexpected(";", span)),
             Tok::Open(span) => return Err(unexpected("{", span)),
@@ -87,7 +99,7 @@ fn directive(
                 quote: w.quote,
                 span: w.span,
             }),
-            Tok::Comment(text) => dir.comments.push(text),
+            Tok::Comment(span) => dir.comments.push(lexer.comment_text(span)),
             Tok::Semi(_) if is_lua_block(&dir.name) => {
                 return Err((SyntaxError::NoOpeningBrace(dir.name), start(dir.span)));
             }
@@ -120,6 +132,19 @@ fn directive(
             Tok::Close(span) => return Err(unexpected("}", span)),
             Tok::Eof(pos) => return Err((SyntaxError::EofInDirective, pos)),
         }
+    }
+}
+
+/// A comment kept as an entry of the tree: the name [`COMMENT`], no arguments, the text (after
+/// the `#`) as its one element of `comments`.
+fn comment(span: Span, text: String) -> Directive {
+    Directive {
+        name: COMMENT.to_string(),
+        span,
+        args: Vec::new(),
+        block: None,
+        includes: Vec::new(),
+        comments: vec![text],
     }
 }
 
