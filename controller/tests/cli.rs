@@ -178,7 +178,7 @@ fn what_only_nginx_knows_is_reported_as_sb900_at_the_bundle_line() {
     .expect("write");
     std::fs::write(
         dir.path().join("conf.d/site.conf"),
-        "upstream app { server 127.0.0.1:9001; }\nserver {\n    listen 8080;\n    location ~ ^/v1/ {\n        proxy_pass http://app/v2/;\n    }\n}\n",
+        "upstream app { server 127.0.0.1:9001; }\nserver {\n    listen 8080;\n    location / {\n        proxy_pass http://app;\n    }\n    location ~ ^/v1/(x {\n        return 200;\n    }\n}\n",
     )
     .expect("write");
     let path = dir.path().to_str().expect("utf8");
@@ -186,8 +186,8 @@ fn what_only_nginx_knows_is_reported_as_sb900_at_the_bundle_line() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("{path}/conf.d/site.conf:5:9: error[SB900]:")),
+        text.contains(&format!("{path}/conf.d/site.conf:7:5: error[SB900]:")),
         "{text}"
     );
-    assert!(text.contains("URI part"), "{text}");
+    assert!(text.contains("missing closing parenthesis"), "{text}");
 }
