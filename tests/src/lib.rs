@@ -10,6 +10,7 @@ pub mod files;
 pub mod git_fixture;
 pub mod hostile;
 pub mod http_recorder;
+pub mod json_diff;
 pub mod kube;
 pub mod load;
 pub mod manifests;

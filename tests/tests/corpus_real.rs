@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchback_tests::bin::switchback_bin;
+use switchback_tests::json_diff::first_diff;
 
 /// Whole configs of the corpus that `switchback validate` accepted as they are when this was
 /// last measured (see the README). Raise it when validation improves; a drop is a regression.
@@ -184,30 +185,6 @@ fn expected(dir: &Path, file: &str) -> Result<Value> {
         );
     }
     read_json(&no_analyzer)
-}
-
-/// The first place where two JSON values differ, as a path and both values.
-fn first_diff(ours: &Value, theirs: &Value, at: &str) -> Option<String> {
-    match (ours, theirs) {
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if let Some(d) = first_diff(x, y, &format!("{at}[{i}]")) {
-                    return Some(d);
-                }
-            }
-            (a.len() != b.len())
-                .then(|| format!("{at}: {} items, crossplane has {}", a.len(), b.len()))
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            let (ka, kb): (Vec<_>, Vec<_>) = (a.keys().collect(), b.keys().collect());
-            if ka != kb {
-                return Some(format!("{at}: keys {ka:?}, crossplane has {kb:?}"));
-            }
-            a.iter()
-                .find_map(|(k, v)| first_diff(v, &b[k], &format!("{at}.{k}")))
-        }
-        _ => (ours != theirs).then(|| format!("{at}: {ours}, crossplane has {theirs}")),
-    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+use switchback_tests::json_diff::first_diff;
 
 /// crossplane's analyzer messages: a corpus case that triggers one is not comparable.
 const ANALYZER_ERRORS: &[&str] = &[
@@ -80,30 +81,6 @@ pub fn run_crossplane_text(bin: &Path, entry: &Path, flags: &[&str]) -> Result<(
     );
     let value = serde_json::from_slice(&out.stdout).context("crossplane printed JSON")?;
     Ok((value, out.stdout))
-}
-
-/// The first place where two JSON values differ, as a path and both values.
-pub fn first_diff(ours: &Value, theirs: &Value, at: &str) -> Option<String> {
-    match (ours, theirs) {
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if let Some(d) = first_diff(x, y, &format!("{at}[{i}]")) {
-                    return Some(d);
-                }
-            }
-            (a.len() != b.len())
-                .then(|| format!("{at}: {} items, crossplane has {}", a.len(), b.len()))
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            let (ka, kb): (Vec<_>, Vec<_>) = (a.keys().collect(), b.keys().collect());
-            if ka != kb {
-                return Some(format!("{at}: keys {ka:?}, crossplane has {kb:?}"));
-            }
-            a.iter()
-                .find_map(|(k, v)| first_diff(v, &b[k], &format!("{at}.{k}")))
-        }
-        _ => (ours != theirs).then(|| format!("{at}: {ours}, crossplane has {theirs}")),
-    }
 }
 
 fn compare_errors(ours: &Value, theirs: &Value, at: &str, problems: &mut Vec<String>) {
