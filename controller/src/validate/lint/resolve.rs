@@ -83,14 +83,18 @@ fn upstream_names<'a>(index: &Index<'a>, ctx: Ctx) -> BTreeSet<&'a str> {
         .collect()
 }
 
-/// The host of a `*_pass` value with any scheme, port and path removed (`None` for a socket).
-fn literal_host(value: &str) -> Option<&str> {
+/// The host and port of a `*_pass` value as written: scheme and path removed.
+fn authority(value: &str) -> &str {
     let (authority, _) = vars::split_url(value);
-    let authority = authority
+    authority
         .find("://")
         .map(|p| &authority[p + 3..])
-        .unwrap_or(authority);
-    match address::split(authority) {
+        .unwrap_or(authority)
+}
+
+/// The host of a `*_pass` value with any scheme, port and path removed (`None` for a socket).
+fn literal_host(value: &str) -> Option<&str> {
+    match address::split(authority(value)) {
         Ok(Address::Inet { host, .. }) => Some(host),
         _ => None,
     }
@@ -177,12 +181,7 @@ fn pass<'a>(
 
 /// The port of a literal `*_pass` value, if it gives one.
 fn literal_port(value: &str) -> Option<&str> {
-    let (authority, _) = vars::split_url(value);
-    let authority = authority
-        .find("://")
-        .map(|p| &authority[p + 3..])
-        .unwrap_or(authority);
-    match address::split(authority) {
+    match address::split(authority(value)) {
         Ok(Address::Inet { port, .. }) => port,
         _ => None,
     }
@@ -208,11 +207,7 @@ fn resolves_to_known<'a>(
     value: &str,
     known: &BTreeSet<&str>,
 ) -> bool {
-    let (authority, _) = vars::split_url(value);
-    let host = authority
-        .find("://")
-        .map(|p| &authority[p + 3..])
-        .unwrap_or(authority);
+    let host = authority(value);
     let ok = |h: &str| !needs_dns(h) || known.contains(h);
     if !host.contains('$') {
         return literal_host(host).is_some_and(ok);
