@@ -124,7 +124,7 @@ impl Cluster {
                 let events = self.event_lines().await;
                 panic!("waited {patience:?} for {what} {path}; last: {out:?}\nevents:\n{events}");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -237,22 +237,7 @@ impl Cluster {
 
     /// Polls `jsonpath` until `done` holds; fails with the last value after [`PATIENCE`].
     pub async fn wait_for(&self, what: &str, path: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let (ok, out, _) = self
-                .k
-                .run(&["get", "-n", "edge", what, "-o", &format!("jsonpath={path}")])
-                .await;
-            let out = out.trim().to_string();
-            if ok && done(&out) {
-                return out;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {PATIENCE:?} for {what} {path}; last: {out:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_for_within(what, path, PATIENCE, done).await
     }
 
     /// The live config directory (`current`) nginx serves in `pod`, for tests that edit it by
