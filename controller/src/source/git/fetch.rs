@@ -10,7 +10,7 @@ use git2::{
     RemoteRedirect, Repository,
 };
 
-use super::auth::{Attempts, credential};
+use super::auth::Attempts;
 use super::failure;
 use super::{GitError, Inner, Revision};
 
@@ -93,17 +93,7 @@ fn open_error(source: &Inner, e: &git2::Error) -> GitError {
 fn fetch_refs(repo: &Repository, source: &Inner, rev: &str) -> Result<(), GitError> {
     let attempts = RefCell::new(Attempts::default());
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|url, username_from_url, allowed| {
-        let pin = source.pin.as_ref();
-        credential(
-            &source.credentials,
-            &attempts,
-            pin,
-            url,
-            username_from_url,
-            allowed,
-        )
-    });
+    source.offer_credentials(&mut callbacks, &attempts);
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks)

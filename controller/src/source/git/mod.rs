@@ -256,6 +256,27 @@ struct Inner {
     scrubber: Scrubber,
 }
 
+impl Inner {
+    /// Answers libgit2's credential requests with this source's credentials, offered only to
+    /// the pinned server: fetch and push install the same answer.
+    fn offer_credentials<'a>(
+        &'a self,
+        callbacks: &mut git2::RemoteCallbacks<'a>,
+        attempts: &'a std::cell::RefCell<auth::Attempts>,
+    ) {
+        callbacks.credentials(move |url, username_from_url, allowed| {
+            auth::credential(
+                &self.credentials,
+                attempts,
+                self.pin.as_ref(),
+                url,
+                username_from_url,
+                allowed,
+            )
+        });
+    }
+}
+
 impl std::fmt::Debug for GitSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitSource")

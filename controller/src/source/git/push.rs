@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use git2::{ErrorCode, PushOptions, RemoteCallbacks, RemoteRedirect, Repository};
 
 use super::Inner;
-use super::auth::{Attempts, credential};
+use super::auth::Attempts;
 use super::failure;
 use super::revert::{Prepared, RevertError};
 
@@ -23,17 +23,7 @@ pub(super) fn push(
     let attempts = RefCell::new(Attempts::default());
     let refused: RefCell<Option<String>> = RefCell::new(None);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|url, username_from_url, allowed| {
-        let pin = source.pin.as_ref();
-        credential(
-            &source.credentials,
-            &attempts,
-            pin,
-            url,
-            username_from_url,
-            allowed,
-        )
-    });
+    source.offer_credentials(&mut callbacks, &attempts);
     callbacks.push_update_reference(|refname, status| {
         if let Some(status) = status {
             *refused.borrow_mut() = Some(format!("{refname}: {status}"));
