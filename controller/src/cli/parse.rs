@@ -129,6 +129,7 @@ pub(crate) fn cmd_parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
         single_file: args.single_file,
         outside: Some(&FileSystem),
         bundle_prefix: prefix.as_deref(),
+        ..ParseOptions::default()
     };
     let (config, diagnostics) = parser::parse_bundle_with(&files, &entry, &options);
     let ignore: Vec<String> = args

@@ -6,8 +6,12 @@ pub mod crossplane;
 pub mod diagnostic;
 pub mod lint;
 pub mod parser;
+pub mod paths;
 pub mod pipeline;
 pub mod sandbox;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use pipeline::{DEFAULT_ENTRY, NginxGate, Report, check_static, validate};
+pub use paths::{ConfigRoot, ImageFiles, ProxyLayout};
+pub use pipeline::{
+    DEFAULT_ENTRY, NginxGate, Report, check_static, check_static_with, validate, validate_with,
+};

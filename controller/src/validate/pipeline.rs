@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::ast::Config;
 use super::diagnostic::{self, Diagnostic, Severity};
 use super::lint::{code, lint};
-use super::parser::parse_bundle;
+use super::parser::{ParseOptions, parse_bundle_with};
+use super::paths::{ImageFiles, ProxyLayout};
 use super::sandbox::{Nginx, SandboxError};
 use crate::render::{Bundle, Digest};
 
@@ -45,6 +46,21 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// Whether the real nginx checked it.
     pub nginx: NginxGate,
+    /// The directory the bundle stood for: absolute paths below it were read from the bundle.
+    pub config_root: String,
+    /// Files the config reads that the image provides, and where validation took them from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_files: Vec<ImageFileUse>,
+}
+
+/// A file of the image that the config includes, so a report says what was checked that is not
+/// in git.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageFileUse {
+    /// As the config names it, below the config root (`/etc/nginx/mime.types`).
+    pub path: String,
+    /// Where validation read it (`/etc/nginx, the conf dir of nginx/1.22.1`).
+    pub from: String,
 }
 
 impl Report {
@@ -68,10 +84,25 @@ impl Report {
     }
 }
 
-/// Parse and lint: the pure gates. Returns the parse tree (for the sandbox and for `parse`) and the
+/// Parse and lint: the pure gates, with the default [`ProxyLayout`] (the bundle stands for
+/// `/etc/nginx`, no image files). Returns the parse tree (for the sandbox and for `parse`) and the
 /// findings, sorted.
 pub fn check_static(bundle: &Bundle, entry: &str) -> (Config, Vec<Diagnostic>) {
-    let (config, mut diagnostics) = parse_bundle(bundle.files(), entry);
+    check_static_with(bundle, entry, &ProxyLayout::default())
+}
+
+/// [`check_static`] for a proxy laid out as `layout` says: its config root and its image's files.
+pub fn check_static_with(
+    bundle: &Bundle,
+    entry: &str,
+    layout: &ProxyLayout,
+) -> (Config, Vec<Diagnostic>) {
+    let options = ParseOptions {
+        config_root: Some(&layout.config_root),
+        image: Some(&layout.image),
+        ..ParseOptions::default()
+    };
+    let (config, mut diagnostics) = parse_bundle_with(bundle.files(), entry, &options);
     if !diagnostics.iter().any(Diagnostic::is_error) {
         diagnostics.extend(lint(&config));
     }
@@ -82,18 +113,34 @@ pub fn check_static(bundle: &Bundle, entry: &str) -> (Config, Vec<Diagnostic>) {
     (config, diagnostics)
 }
 
-/// All three gates. `nginx` is `None` when no binary is available (or wanted); the report says so.
-#[tracing::instrument(skip_all, fields(digest = %bundle.digest().short(), entry))]
+/// All three gates, with the bundle standing for `/etc/nginx` and the image's files taken from
+/// `nginx`'s own configuration directory. `nginx` is `None` when no binary is available (or
+/// wanted); the report says so.
 pub fn validate(
     bundle: &Bundle,
     entry: &str,
     nginx: Option<&Nginx>,
 ) -> Result<Report, SandboxError> {
-    let (config, mut diagnostics) = check_static(bundle, entry);
+    let layout = ProxyLayout {
+        image: nginx.map(|n| n.image_files().clone()).unwrap_or_default(),
+        ..ProxyLayout::default()
+    };
+    validate_with(bundle, entry, nginx, &layout)
+}
+
+/// [`validate`] for a proxy laid out as `layout` says.
+#[tracing::instrument(skip_all, fields(digest = %bundle.digest().short(), entry, root = %layout.config_root))]
+pub fn validate_with(
+    bundle: &Bundle,
+    entry: &str,
+    nginx: Option<&Nginx>,
+    layout: &ProxyLayout,
+) -> Result<Report, SandboxError> {
+    let (config, mut diagnostics) = check_static_with(bundle, entry, layout);
     let gate = if diagnostics.iter().any(Diagnostic::is_error) {
         NginxGate::NotRun
     } else if let Some(nginx) = nginx {
-        diagnostics.extend(nginx.test(bundle, entry, &config)?);
+        diagnostics.extend(nginx.test_with(bundle, entry, &config, layout)?);
         diagnostic::sort(&mut diagnostics);
         diagnostics.dedup();
         NginxGate::Ran {
@@ -108,5 +155,20 @@ pub fn validate(
         entry: entry.to_string(),
         diagnostics,
         nginx: gate,
+        config_root: layout.config_root.to_string(),
+        image_files: image_files_used(&config, &layout.image),
     })
+}
+
+/// The parsed files that came from the image (listed under absolute paths).
+fn image_files_used(config: &Config, image: &ImageFiles) -> Vec<ImageFileUse> {
+    config
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with('/'))
+        .map(|f| ImageFileUse {
+            path: f.path.clone(),
+            from: image.source.clone(),
+        })
+        .collect()
 }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
+use crate::validate::paths::{ConfigRoot, ImageFiles, bundle_has_dir, glob_base};
 
 /// Why an include argument resolves to no file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,15 @@ struct Resolver<'a> {
     outside: Option<&'a dyn OutsideFiles>,
     /// See [`ParseOptions::bundle_prefix`].
     prefix: Option<&'a str>,
-    /// Files read through `outside`, keyed by absolute path, until they are parsed.
+    /// Files read through `outside` or taken from `image`, keyed by absolute path, until they
+    /// are parsed.
     extra: HashMap<String, Vec<u8>>,
+    /// See [`ParseOptions::config_root`].
+    config_root: Option<&'a ConfigRoot>,
+    /// See [`ParseOptions::image`].
+    image: Option<&'a ImageFiles>,
+    /// See [`ParseOptions::pod_files`].
+    pod_files: bool,
 }
 
 pub(super) fn parse_bundle<'a>(
@@ -78,6 +86,9 @@ pub(super) fn parse_bundle<'a>(
         outside: options.outside,
         prefix: options.bundle_prefix,
         extra: HashMap::new(),
+        config_root: options.config_root,
+        image: options.image,
+        pod_files: options.pod_files,
     };
     let mut parsed = Vec::new();
     while parsed.len() < r.order.len() {
@@ -135,7 +146,10 @@ impl Resolver<'_> {
                             });
                         }
                     }
-                    Err(problem) => self.diags.push(report(problem, path, &arg.value, arg.span)),
+                    Err(problem) => {
+                        let diag = self.report(problem, path, &arg.value, arg.span);
+                        self.diags.push(diag);
+                    }
                 }
             }
             if let Some(block) = dir.block.as_mut() {
@@ -144,30 +158,58 @@ impl Resolver<'_> {
         }
     }
 
-    /// The bundle paths an include argument names, sorted as glob(3) sorts them.
+    /// The files an include argument names, sorted as glob(3) sorts them: bundle paths, or
+    /// absolute paths for the image's files and for files read through `outside`.
     fn resolve(&mut self, arg: &str) -> Result<Vec<String>, Problem> {
-        if arg.starts_with('/') {
-            return match self.outside {
-                Some(outside) => self.resolve_outside(outside, arg),
-                None => Err(Problem::Outside),
-            };
+        let below_root;
+        let rel = if arg.starts_with('/') {
+            match self.config_root.and_then(|r| r.relative(arg)) {
+                Some(rel) => {
+                    below_root = rel;
+                    below_root.as_str()
+                }
+                None => {
+                    return match self.outside {
+                        Some(outside) => self.resolve_outside(outside, arg),
+                        None => Err(Problem::Outside),
+                    };
+                }
+            }
+        } else {
+            arg
+        };
+        match self.resolve_in_bundle(rel) {
+            Err(problem @ (Problem::Missing | Problem::NoMatch)) => {
+                self.resolve_beyond(rel, problem)
+            }
+            result => result,
         }
+    }
+
+    /// The bundle path of `rel` (relative to the entry's directory, which stands for the config
+    /// root), normalized; `None` when `..` climbs above the bundle.
+    fn bundle_path(&self, rel: &str) -> Option<String> {
         let mut parts: Vec<&str> = self.root.clone();
-        for part in arg.split('/') {
+        for part in rel.split('/') {
             match part {
                 "" | "." => {}
                 ".." => {
-                    parts.pop().ok_or(Problem::Outside)?;
+                    parts.pop()?;
                 }
                 _ => parts.push(part),
             }
         }
-        let pattern = parts.join("/");
+        Some(parts.join("/"))
+    }
+
+    /// The bundle files a relative include names.
+    fn resolve_in_bundle(&mut self, rel: &str) -> Result<Vec<String>, Problem> {
+        let pattern = self.bundle_path(rel).ok_or(Problem::Outside)?;
         if let Some(hit) = self.cache.get(&pattern) {
             return hit.clone();
         }
-        let result = if has_magic(arg) {
-            let matchers: Vec<Component> = parts.iter().map(|p| Component::new(p)).collect();
+        let result = if has_magic(rel) {
+            let matchers: Vec<Component> = pattern.split('/').map(Component::new).collect();
             let hits: Vec<String> = self
                 .files
                 .keys()
@@ -186,6 +228,61 @@ impl Resolver<'_> {
         };
         self.cache.insert(pattern, result.clone());
         result
+    }
+
+    /// An include below the config root that the bundle cannot satisfy: the image's file (listed
+    /// under its absolute path), or in the pod the pod's own (not followed). A glob is the
+    /// image's only when the bundle lacks the directory it lists.
+    fn resolve_beyond(&mut self, rel: &str, problem: Problem) -> Result<Vec<String>, Problem> {
+        let Some(root) = self.config_root else {
+            return Err(problem);
+        };
+        let Some(under_root) = root.relative(&root.join(rel)) else {
+            return Err(problem);
+        };
+        let magic = has_magic(&under_root);
+        if magic {
+            let in_bundle = self
+                .bundle_path(&glob_base(rel))
+                .is_some_and(|dir| bundle_has_dir(self.files, &dir));
+            if in_bundle {
+                return Err(problem);
+            }
+        }
+        if self.pod_files {
+            return Ok(Vec::new());
+        }
+        let Some(image) = self.image else {
+            return Err(problem);
+        };
+        let hits: Vec<&String> = if magic {
+            let matchers: Vec<Component> = under_root.split('/').map(Component::new).collect();
+            image
+                .files
+                .keys()
+                .filter(|k| matches_all(&matchers, k))
+                .collect()
+        } else {
+            image
+                .files
+                .get_key_value(&under_root)
+                .map(|(k, _)| k)
+                .into_iter()
+                .collect()
+        };
+        if hits.is_empty() {
+            return Err(problem);
+        }
+        let mut out = Vec::new();
+        for key in hits {
+            let path = root.join(key);
+            if !self.index.contains_key(&path) {
+                let bytes = image.files.get(key).cloned().unwrap_or_default();
+                self.extra.insert(path.clone(), bytes);
+            }
+            out.push(path);
+        }
+        Ok(out)
     }
 
     /// An absolute include read through `outside`, as crossplane reads it: the path as written
@@ -329,37 +426,50 @@ impl Resolver<'_> {
     }
 }
 
-fn report(problem: Problem, path: &str, arg: &str, span: Span) -> Diagnostic {
-    let (line, col) = (span.line, span.col);
-    match problem {
-        Problem::Outside => Diagnostic::error(
-            "SB003",
-            path,
-            line,
-            col,
-            format!("include \"{arg}\" leaves the bundle"),
-        ),
-        Problem::Missing => Diagnostic::error(
-            "SB002",
-            path,
-            line,
-            col,
-            format!("include \"{arg}\" matches no file in the bundle"),
-        ),
-        Problem::Unreadable(why) => Diagnostic::error(
-            "SB002",
-            path,
-            line,
-            col,
-            format!("include \"{arg}\" cannot be read: {why}"),
-        ),
-        Problem::NoMatch => Diagnostic::warning(
-            "SB002",
-            path,
-            line,
-            col,
-            format!("include \"{arg}\" matches no file in the bundle"),
-        ),
+impl Resolver<'_> {
+    /// The diagnostic for an include that names no file.
+    fn report(&self, problem: Problem, path: &str, arg: &str, span: Span) -> Diagnostic {
+        let (line, col) = (span.line, span.col);
+        let image = match self.image {
+            Some(image) if !image.source.is_empty() => {
+                format!(" nor among the image's files (from {})", image.source)
+            }
+            _ => String::new(),
+        };
+        match problem {
+            Problem::Outside => {
+                let message = match self.config_root {
+                    Some(root) if arg.starts_with('/') => format!(
+                        "include \"{arg}\" is outside the config root {root}: the bundle stands \
+                         for {root}, so only files below it (the bundle's, or the image's) can be \
+                         included"
+                    ),
+                    _ => format!("include \"{arg}\" leaves the bundle"),
+                };
+                Diagnostic::error("SB003", path, line, col, message)
+            }
+            Problem::Missing => Diagnostic::error(
+                "SB002",
+                path,
+                line,
+                col,
+                format!("include \"{arg}\" matches no file in the bundle{image}"),
+            ),
+            Problem::Unreadable(why) => Diagnostic::error(
+                "SB002",
+                path,
+                line,
+                col,
+                format!("include \"{arg}\" cannot be read: {why}"),
+            ),
+            Problem::NoMatch => Diagnostic::warning(
+                "SB002",
+                path,
+                line,
+                col,
+                format!("include \"{arg}\" matches no file in the bundle{image}"),
+            ),
+        }
     }
 }
 

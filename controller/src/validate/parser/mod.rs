@@ -11,8 +11,9 @@
 //!   (a warning, nginx accepts it), an include cycle (an error: nginx would include forever),
 //!   includes that expand past [`MAX_INCLUDE_EXPANSIONS`] file reads (an error), or a missing
 //!   entry file (an error at line 0 of the entry's path);
-//! - `SB003` an `include` path that is absolute or climbs out of the bundle (an absolute one is
-//!   read through [`OutsideFiles`] instead when the caller gives one: `switchback parse`).
+//! - `SB003` an `include` path that climbs out of the bundle, or is absolute and not below the
+//!   config root ([`ParseOptions::config_root`]; an absolute one is read through [`OutsideFiles`]
+//!   instead when the caller gives one: `switchback parse`).
 //!
 //! Includes differ from crossplane's on purpose in three ways: paths are normalized (crossplane
 //! keys files by the joined string, so `./a.conf` and `a.conf` are two files to it), a path that
@@ -32,11 +33,14 @@ pub(crate) mod tests_include;
 mod tests_options;
 #[cfg(test)]
 mod tests_props;
+#[cfg(test)]
+mod tests_root;
 
 use std::collections::BTreeMap;
 
 use super::ast::{Config, Directive};
 use super::diagnostic::Diagnostic;
+use super::paths::{ConfigRoot, ImageFiles};
 
 /// Blocks nested deeper than this are a syntax error. nginx has no such limit, but no real
 /// configuration comes near it and it bounds the work (and the stack of every later tree walk) on
@@ -89,6 +93,17 @@ pub struct ParseOptions<'a> {
     /// include under it resolves inside the bundle, so a file named both ways is read once, as
     /// crossplane (which keys files by the joined path) reads it.
     pub bundle_prefix: Option<&'a str>,
+    /// The directory the bundle stands for (validation's `/etc/nginx`): an absolute include below
+    /// it names bundle files, as the relative path below it would. `None` in `switchback parse`,
+    /// which reads absolute paths as crossplane does.
+    pub config_root: Option<&'a ConfigRoot>,
+    /// Files the proxy's image provides below the config root: an include the bundle cannot
+    /// satisfy is looked up here, and the file is listed under its absolute path.
+    pub image: Option<&'a ImageFiles>,
+    /// The agent's parse in the pod: an include below the config root that the bundle does not
+    /// carry is the pod's own file (the image's, or a mounted Secret's); it is neither followed nor
+    /// reported. Validation, which saw the image's files, has already judged it.
+    pub pod_files: bool,
 }
 
 /// A position in a file: 1-based line and column (in characters) and the byte offset; where a

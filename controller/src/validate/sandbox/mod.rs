@@ -18,6 +18,7 @@ mod address;
 mod directive_kinds;
 pub mod edit;
 mod files;
+pub mod image_files;
 mod output;
 mod placeholder;
 mod process;
@@ -37,6 +38,7 @@ use crate::render::Bundle;
 use crate::validate::ast::Config;
 use crate::validate::diagnostic::{self, Diagnostic};
 use crate::validate::lint::code;
+use crate::validate::paths::{ImageFiles, ProxyLayout};
 
 pub use output::{RULE_ERROR, RULE_WARNING};
 
@@ -123,6 +125,7 @@ pub struct Nginx {
     temp_paths: Vec<String>,
     limits: Limits,
     report_external: bool,
+    image: ImageFiles,
 }
 
 impl Nginx {
@@ -162,8 +165,10 @@ impl Nginx {
             });
         };
         let build = process::BuildInfo::parse(&text);
+        let image = image_files::packaged(&build.conf_dir, &version);
         Ok(Nginx {
             path: path.to_path_buf(),
+            image,
             version,
             modules: build.modules,
             temp_paths: build.temp_paths,
@@ -181,6 +186,12 @@ impl Nginx {
     /// nginx version can judge the same bundle differently.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The packaged files of this build's configuration directory (`mime.types`,
+    /// `fastcgi_params`…): the image files validation uses unless the user names a directory.
+    pub fn image_files(&self) -> &ImageFiles {
+        &self.image
     }
 
     /// Bounds each run (default 60 s); a run past it is killed and reported as an error.
@@ -218,6 +229,23 @@ impl Nginx {
         entry: &str,
         config: &Config,
     ) -> Result<Vec<Diagnostic>, SandboxError> {
+        let layout = ProxyLayout {
+            image: self.image.clone(),
+            ..ProxyLayout::default()
+        };
+        self.test_with(bundle, entry, config, &layout)
+    }
+
+    /// [`Nginx::test`] for a proxy laid out as `proxy` says: absolute paths below its config root
+    /// are the bundle's files, and the image files `config` includes (parsed with the same
+    /// layout) are copied into the sandbox.
+    pub fn test_with(
+        &self,
+        bundle: &Bundle,
+        entry: &str,
+        config: &Config,
+        proxy: &ProxyLayout,
+    ) -> Result<Vec<Diagnostic>, SandboxError> {
         let span = tracing::info_span!(
             "nginx_test",
             nginx = %self.path.display(),
@@ -227,7 +255,7 @@ impl Nginx {
         );
         let _guard = span.enter();
         let started = Instant::now();
-        files::check_inputs(bundle, entry, config)?;
+        files::check_inputs(bundle, entry, config, proxy)?;
         // Again here, whatever the caller linted: a loaded library runs before nginx checks it.
         let loads_code = code::check(config, bundle.files());
         if !loads_code.is_empty() {
@@ -264,6 +292,7 @@ impl Nginx {
                 files: bundle.files(),
                 as_root,
                 temp_paths: &self.temp_paths,
+                config_root: &proxy.config_root,
             },
         )
         .map_err(|e| match e {
@@ -277,7 +306,7 @@ impl Nginx {
             );
             return Ok(plan.refused.iter().map(refused_module).collect());
         }
-        files::write_sandbox(bundle, &layout, &plan)?;
+        files::write_sandbox(bundle, &layout, &plan, config, proxy)?;
 
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| io_err(tmp.clone(), e))?;
@@ -323,6 +352,10 @@ impl Nginx {
             (
                 format!("{}/", layout.defaults().display()),
                 "<nginx default>/".to_string(),
+            ),
+            (
+                format!("{}/", layout.image.display()),
+                format!("{}/", proxy.config_root),
             ),
             (layout.mirror.display().to_string(), String::new()),
             (format!("{}/", layout.conf.display()), String::new()),

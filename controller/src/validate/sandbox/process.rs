@@ -10,6 +10,9 @@ pub struct BuildInfo {
     pub modules: PathBuf,
     /// The `*_temp_path` directives the build has (their defaults are created at `-t`).
     pub temp_paths: Vec<String>,
+    /// The directory of `--conf-path`: where the packaged files beside `nginx.conf` live
+    /// (`mime.types`, `fastcgi_params`…), which validation takes as the image's.
+    pub conf_dir: PathBuf,
 }
 
 impl BuildInfo {
@@ -26,6 +29,9 @@ impl BuildInfo {
         let modules = value("--modules-path=")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(prefix).join("modules"));
+        let conf_dir = value("--conf-path=")
+            .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| Path::new(prefix).join("conf"));
         let without = |m: &str| args.contains(&format!("--without-{m}").as_str());
         let mut temp_paths = Vec::new();
         if !without("http") {
@@ -39,6 +45,7 @@ impl BuildInfo {
         BuildInfo {
             modules,
             temp_paths,
+            conf_dir,
         }
     }
 }
@@ -50,9 +57,10 @@ mod tests {
     #[test]
     fn build_info_reads_debian_options() {
         let v = "nginx version: nginx/1.22.1\nconfigure arguments: --prefix=/usr/share/nginx \
-                 --modules-path=/usr/lib/nginx/modules --without-http_uwsgi_module\n";
+                 --conf-path=/etc/nginx/nginx.conf --modules-path=/usr/lib/nginx/modules --without-http_uwsgi_module\n";
         let b = BuildInfo::parse(v);
         assert_eq!(b.modules, PathBuf::from("/usr/lib/nginx/modules"));
+        assert_eq!(b.conf_dir, PathBuf::from("/etc/nginx"));
         assert_eq!(
             b.temp_paths,
             [
@@ -64,5 +72,6 @@ mod tests {
         );
         let plain = BuildInfo::parse("nginx version: nginx/1.25.0\nconfigure arguments:\n");
         assert_eq!(plain.modules, PathBuf::from("/usr/local/nginx/modules"));
+        assert_eq!(plain.conf_dir, PathBuf::from("/usr/local/nginx/conf"));
     }
 }

@@ -12,6 +12,7 @@ use super::directive_kinds::{CODE_MODULES, PASS_DIRECTIVES, WRITE_DIRS, is_opaqu
 pub use super::directive_kinds::{Placeholder, placeholder_kind};
 use super::edit::{Edit, find_brace, token};
 use crate::validate::ast::{Arg, Config, Directive};
+use crate::validate::paths::ConfigRoot;
 
 /// Include nesting deeper than this is refused (the parser refuses it too, and cycles): a file
 /// left unplanned would reach nginx unrewritten.
@@ -28,6 +29,8 @@ pub struct Layout {
     pub sockets: PathBuf,
     /// The nginx build's own module directory, the only place `load_module` may load from.
     pub modules: PathBuf,
+    /// The image files the config includes, below their path under the config root.
+    pub image: PathBuf,
 }
 
 impl Layout {
@@ -38,6 +41,7 @@ impl Layout {
             mirror: root.join("root"),
             sockets: root.join("s"),
             modules,
+            image: root.join("image"),
         }
     }
 
@@ -115,6 +119,8 @@ pub struct Options<'a> {
     pub as_root: bool,
     /// The `*_temp_path` directives this nginx build has, to pin their defaults in the sandbox.
     pub temp_paths: &'a [String],
+    /// The directory the bundle stands for: absolute paths below it name bundle files.
+    pub config_root: &'a ConfigRoot,
 }
 
 /// Why the sandbox copy could not be planned.
@@ -361,17 +367,59 @@ impl<'a> Planner<'a> {
         self.set(file, d, arg, target.display().to_string());
     }
 
-    /// Includes that leave the bundle point into the (empty) mirror instead, so nginx reports them
-    /// missing rather than reading the validating machine's files.
+    /// An include of bundle files by absolute path points at the sandbox copy; of image files,
+    /// at their copy below `layout.image`. Includes that leave both point into the (empty)
+    /// mirror instead, so nginx reports them missing rather than reading the validating
+    /// machine's files.
     fn include(&mut self, file: &str, d: &Directive, arg: &Arg) {
-        if self.in_bundle_path(&arg.value).is_some() {
+        let v = arg.value.as_str();
+        let from_image = d
+            .includes
+            .first()
+            .and_then(|&i| self.config.files.get(i))
+            .is_some_and(|f| f.path.starts_with('/'));
+        if from_image && let Some(rel) = self.under_root(v) {
+            let target = self.opts.layout.image.join(rel);
+            self.set(file, d, arg, target.display().to_string());
             return;
         }
-        let target = self.mirror(&arg.value, "_conf");
+        if let Some(target) = self.absolute_in_bundle(v) {
+            self.set(file, d, arg, target.display().to_string());
+            return;
+        }
+        if self.in_bundle_path(v).is_some() {
+            return;
+        }
+        let target = self.mirror(v, "_conf");
         self.set(file, d, arg, target.display().to_string());
     }
 
-    /// A TLS file: kept when the bundle carries it, else replaced by a stand-in and reported.
+    /// A path below the config root, relative to it: the absolute path's rest, or the relative
+    /// path normalized (relative paths resolve against the entry's directory, which stands for
+    /// the root); `None` for absolute paths elsewhere and for paths that climb out.
+    fn under_root(&self, value: &str) -> Option<String> {
+        if value.starts_with('/') {
+            return self.opts.config_root.relative(value);
+        }
+        self.opts
+            .config_root
+            .relative(&self.opts.config_root.join(value))
+            .filter(|_| !value.split('/').any(|c| c == ".."))
+    }
+
+    /// The sandbox copy an absolute path below the config root names (bundle files and globs
+    /// over them alike); `None` for relative paths and paths elsewhere.
+    fn absolute_in_bundle(&self, value: &str) -> Option<PathBuf> {
+        if !value.starts_with('/') {
+            return None;
+        }
+        let rel = self.opts.config_root.relative(value)?;
+        let bundle = self.in_bundle_path(&rel)?;
+        Some(self.opts.layout.conf.join(bundle))
+    }
+
+    /// A TLS file: kept when the bundle carries it (pointed at the sandbox copy when named by
+    /// its absolute path), else replaced by a stand-in and reported.
     fn read_file(&mut self, file: &str, d: &Directive, arg: &Arg, kind: Placeholder) {
         let v = arg.value.as_str();
         if v.contains('$') || v.starts_with("data:") || v.starts_with("engine:") {
@@ -380,6 +428,13 @@ impl<'a> Planner<'a> {
         if let Some(p) = self.in_bundle_path(v)
             && self.opts.files.contains_key(&p)
         {
+            return;
+        }
+        if let Some(target) = self.absolute_in_bundle(v)
+            && let Ok(rel) = target.strip_prefix(&self.opts.layout.conf)
+            && self.opts.files.contains_key(&rel.display().to_string())
+        {
+            self.set(file, d, arg, target.display().to_string());
             return;
         }
         let target = self.mirror(v, "_conf");

@@ -2,6 +2,7 @@
 
 use super::rewrite::*;
 use crate::validate::parser::parse_bundle;
+use crate::validate::paths::ConfigRoot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ fn rewritten(src: &str, as_root: bool) -> (String, Plan) {
     let files = BTreeMap::from([("nginx.conf".to_string(), src.as_bytes().to_vec())]);
     let (config, _) = parse_bundle(&files, "nginx.conf");
     let layout = Layout::new(Path::new("/T"), PathBuf::from("/mods"));
+    let root = ConfigRoot::default();
     let temp_paths = ["client_body_temp_path".to_string()];
     let opts = Options {
         layout: &layout,
@@ -17,6 +19,7 @@ fn rewritten(src: &str, as_root: bool) -> (String, Plan) {
         files: &files,
         as_root,
         temp_paths: &temp_paths,
+        config_root: &root,
     };
     let Ok(plan) = plan(&config, &opts) else {
         panic!("no plan");
@@ -71,12 +74,13 @@ fn the_sandbox_copy_keeps_every_line_and_rewrites_what_nginx_would_touch() {
 
 #[test]
 fn includes_inside_data_blocks_are_still_kept_in_the_bundle() {
-    let src =
-        "http {\n  types {\n    include /etc/nginx/mime.types;\n    text/x-pid pid;\n  }\n}\n";
+    let src = "http {\n  types {\n    include /opt/nginx/mime.types;\n    include /etc/nginx/x.types;\n    text/x-pid pid;\n  }\n}\n";
     let (out, _) = rewritten(src, false);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[2], "    include /T/root/etc/nginx/mime.types;");
-    assert_eq!(lines[3], "    text/x-pid pid;");
+    // Outside the config root: the empty mirror. Below it: the sandbox copy of the bundle.
+    assert_eq!(lines[2], "    include /T/root/opt/nginx/mime.types;");
+    assert_eq!(lines[3], "    include /T/conf/x.types;");
+    assert_eq!(lines[4], "    text/x-pid pid;");
 }
 
 #[test]
@@ -109,12 +113,14 @@ fn layered_include_globs_are_planned_once_per_file() {
     let (config, diags) = parse_bundle(&files, "nginx.conf");
     assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
     let layout = Layout::new(Path::new("/T"), PathBuf::from("/mods"));
+    let root = ConfigRoot::default();
     let opts = Options {
         layout: &layout,
         entry: "nginx.conf",
         files: &files,
         as_root: false,
         temp_paths: &[],
+        config_root: &root,
     };
     let Ok(plan) = plan(&config, &opts) else {
         panic!("no plan");
