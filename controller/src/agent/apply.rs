@@ -228,6 +228,7 @@ async fn steps(
     }
 
     // Prepare: the agent's directives, inserted by the parse tree's spans.
+    let config_root = lock(&shared.config_root).clone();
     let socket = layout.log_socket();
     let temp = layout.temp_dir();
     let short = digest.short();
@@ -238,12 +239,15 @@ async fn steps(
         temp_paths: &shared.launcher.binary.temp_paths,
         user: shared.worker_user.as_deref(),
         pin_listen: shared.cfg.pin_listen,
+        config_root: &config_root,
+        replace_user: shared.cfg.replace_bundle_user,
     };
     // Before anything is written or run: a bundle that would make nginx load code is refused
     // here whatever the controller decided (SB109, and modules only from the build).
     super::guard::refuse_code(
         bundle.files(),
         entry,
+        &config_root,
         &shared.launcher.binary.modules,
         layout.root(),
     )

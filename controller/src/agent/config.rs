@@ -51,6 +51,16 @@ pub struct AgentArgs {
     /// The entry file of the initial bundle.
     #[arg(long, default_value = crate::validate::DEFAULT_ENTRY)]
     pub entry: String,
+    /// The directory the bundles stand for (where the proxy image keeps nginx's config):
+    /// absolute paths below it are served from the bundle, files the bundle lacks from here.
+    /// In Kubernetes mode the Pod's `switchback.dev/config-root` annotation (written by the
+    /// controller from the ProxyRollout's `spec.render.configRoot`) overrides it.
+    #[arg(long, default_value = crate::validate::paths::DEFAULT_CONFIG_ROOT)]
+    pub config_root: String,
+    /// The bundle's `user` names an account of the proxy image that this machine may lack:
+    /// replace its arguments with `--worker-user` (the local fleet's pods share this machine).
+    #[arg(long)]
+    pub replace_bundle_user: bool,
     /// Do not start nginx: it is started by someone else (the pod) with the arguments in
     /// `docs/agent.md`, and the agent finds it through `STATE/nginx.pid`.
     #[arg(long)]
@@ -293,6 +303,10 @@ pub struct AgentConfig {
     pub token: Option<Token>,
     /// The user nginx's workers run as when the agent runs as root and the bundle has no `user`.
     pub worker_user: String,
+    /// The config root bundles stand for, until a Pod annotation says otherwise.
+    pub config_root: crate::validate::ConfigRoot,
+    /// Whether the bundle's `user` is replaced by the worker user (local mode).
+    pub replace_bundle_user: bool,
     /// Kubernetes mode, when set: bundles come from ConfigMaps named by nudges and the Pod's
     /// annotations, never over HTTP, and the API wants the token.
     pub kubernetes: Option<KubeSettings>,
@@ -402,6 +416,9 @@ impl AgentConfig {
             },
             token,
             worker_user: args.worker_user,
+            config_root: crate::validate::ConfigRoot::new(&args.config_root)
+                .map_err(|e| format!("--config-root: {e}"))?,
+            replace_bundle_user: args.replace_bundle_user,
             crash_at: std::env::var("SWITCHBACK_AGENT_CRASH_AT")
                 .ok()
                 .filter(|s| !s.is_empty()),

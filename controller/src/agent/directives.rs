@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::validate::ast::{Config, Directive};
-use crate::validate::parser::parse_bundle;
+use crate::validate::paths::ConfigRoot;
 use crate::validate::sandbox::edit::{Edit, apply, skip_to};
 
 /// Name of the agent's log format; versioned so a future format change can coexist with old
@@ -70,8 +70,15 @@ pub struct AgentDirectives<'a> {
     /// none (`nobody nogroup`); a bundle's own `user root` is then refused unless this names
     /// root too. `None` when nginx does not run as root (`user` means nothing then).
     pub user: Option<&'a str>,
-    /// Pin every `listen` to this address (local mode: pods share one network namespace).
+    /// Pin every `listen` to this address (local mode: pods share one network namespace). A
+    /// `listen` that pins to an address its server already listens on (`listen 80; listen
+    /// [::]:80;`) is blanked: nginx refuses a duplicate.
     pub pin_listen: Option<std::net::IpAddr>,
+    /// The config root the bundle stands for (see [`super::paths`]).
+    pub config_root: &'a ConfigRoot,
+    /// Local mode, running as root: the bundle's `user` names an account of the proxy image,
+    /// which this machine may lack, so its arguments become [`AgentDirectives::user`]'s.
+    pub replace_user: bool,
 }
 
 /// Why the agent could not prepare its copy of a bundle.
@@ -118,7 +125,7 @@ pub fn prepare(
     if !files.contains_key(entry) {
         return Err(PrepareError::NoEntry(entry.to_string()));
     }
-    let (config, diags) = parse_bundle(files, entry);
+    let (config, diags) = super::paths::parse_in_pod(files, entry, d.config_root);
     if let Some(e) = diags.iter().find(|x| x.is_error()) {
         return Err(PrepareError::Parse(e.to_string()));
     }
@@ -129,6 +136,9 @@ pub fn prepare(
         edits: BTreeMap::new(),
     };
     planner.main(entry)?;
+    for (file, edit) in super::paths::pod_paths(&config, files, entry, d.config_root) {
+        planner.edits.entry(file).or_default().insert(edit);
+    }
     let mut out = files.clone();
     for (path, edits) in planner.edits {
         if let Some(src) = files.get(&path) {
@@ -168,6 +178,12 @@ impl<'c> Planner<'c> {
         if let Some(user) = self.d.user {
             match level.iter().find(|(_, x)| x.name == "user") {
                 None => head.push_str(&format!("user {user}; ")),
+                Some((file, x)) if self.d.replace_user => {
+                    let (Some(first), Some(last)) = (x.args.first(), x.args.last()) else {
+                        return Err(Self::shape(file, x));
+                    };
+                    self.push(file, first.span.start, last.span.end, user.to_string());
+                }
                 Some((file, x))
                     if x.arg_values().next() == Some("root")
                         && user.split_whitespace().next() != Some("root") =>
@@ -243,11 +259,19 @@ impl<'c> Planner<'c> {
             self.insert(file, brace + 1, at_brace);
         }
         if let Some(ip) = self.d.pin_listen {
+            let mut pinned_here = BTreeSet::new();
             for (f, listen) in level.iter().filter(|(_, x)| x.name == "listen") {
-                if let Some(arg) = listen.args.first()
-                    && let Some(pinned) = pin_listen(&arg.value, ip)
-                {
+                let Some(arg) = listen.args.first() else {
+                    continue;
+                };
+                let Some(pinned) = pin_listen(&arg.value, ip) else {
+                    continue;
+                };
+                if pinned_here.insert(pinned.clone()) {
                     self.push(f, arg.span.start, arg.span.end, pinned);
+                } else {
+                    let end = self.terminator(f, listen)?;
+                    self.push(f, listen.span.start, end + 1, " ".to_string());
                 }
             }
         }

@@ -4,6 +4,7 @@ use std::path::Path;
 use super::*;
 use crate::validate::ast::Directive;
 use crate::validate::parser::parse_bundle;
+use crate::validate::paths::ConfigRoot;
 
 const SHORT: &str = "0123456789ab";
 
@@ -19,6 +20,7 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         "client_body_temp_path".to_string(),
         "proxy_temp_path".to_string(),
     ];
+    let root = ConfigRoot::default();
     let d = AgentDirectives {
         log_socket: Path::new("/state/log.sock"),
         short: SHORT,
@@ -26,6 +28,8 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         temp_paths: &temp,
         user: root.then_some("nobody nogroup"),
         pin_listen: None,
+        config_root: &root,
+        replace_user: false,
     };
     prepare(&files(pairs), "nginx.conf", &d)
         .unwrap()
@@ -152,6 +156,7 @@ fn agent_owned_main_directives_are_blanked_and_user_added_for_root() {
 #[test]
 fn a_bundle_asking_for_root_workers_is_refused_unless_the_agent_allows_it() {
     let src = files(&[("nginx.conf", "events {}\nuser root;\nhttp {}\n")]);
+    let root = ConfigRoot::default();
     let d = |user| AgentDirectives {
         log_socket: Path::new("/s"),
         short: SHORT,
@@ -159,6 +164,8 @@ fn a_bundle_asking_for_root_workers_is_refused_unless_the_agent_allows_it() {
         temp_paths: &[],
         user,
         pin_listen: None,
+        config_root: &root,
+        replace_user: false,
     };
     let err = prepare(&src, "nginx.conf", &d(Some("nobody nogroup"))).unwrap_err();
     assert!(
@@ -232,6 +239,8 @@ fn unparsable_bundles_are_refused() {
         temp_paths: &[],
         user: None,
         pin_listen: None,
+        config_root: &root,
+        replace_user: false,
     };
     let bad = files(&[("nginx.conf", "http {")]);
     assert!(matches!(

@@ -14,21 +14,23 @@ use std::path::Path;
 use crate::validate::Diagnostic;
 use crate::validate::ast::Directive;
 use crate::validate::lint::code;
-use crate::validate::parser::parse_bundle;
+use crate::validate::paths::ConfigRoot;
 
 /// Most findings quoted in the refusal.
 const MAX_QUOTED: usize = 3;
 
 /// `Err` with the findings (file:line: SB109: why) when the bundle would load code. `modules` is
-/// the build's module directory (`--modules-path`), `prefix` nginx's `-p`.
+/// the build's module directory (`--modules-path`), `prefix` nginx's `-p`, `root` the config root
+/// the bundle stands for (its absolute includes below it are followed into the bundle).
 pub fn refuse_code(
     files: &BTreeMap<String, Vec<u8>>,
     entry: &str,
+    root: &ConfigRoot,
     modules: &Path,
     prefix: &Path,
 ) -> Result<(), String> {
     // A bundle that does not parse is refused by `prepare`, with the parser's message.
-    let (config, _) = parse_bundle(files, entry);
+    let (config, _) = super::paths::parse_in_pod(files, entry, root);
     let mut found: Vec<String> = code::check(&config, files)
         .iter()
         .map(ToString::to_string)
@@ -117,7 +119,7 @@ mod tests {
             modules.display()
         );
         assert_eq!(
-            refuse_code(&files(&ok), "nginx.conf", &modules, &prefix),
+            refuse_code(&files(&ok), "nginx.conf", &ConfigRoot::default(), &modules, &prefix),
             Ok(())
         );
 
@@ -130,12 +132,12 @@ mod tests {
             modules.display().to_string(),
         ] {
             let conf = format!("load_module {bad};\nevents {{}}\n");
-            let err = refuse_code(&files(&conf), "nginx.conf", &modules, &prefix).unwrap_err();
+            let err = refuse_code(&files(&conf), "nginx.conf", &ConfigRoot::default(), &modules, &prefix).unwrap_err();
             assert!(err.contains("nginx.conf:1:1: error[SB109]"), "{err}");
         }
         // A relative path through a link into the module directory resolves like nginx does.
         let conf = "load_module mods/ngx_x_module.so;\nevents {}\n";
-        let err = refuse_code(&files(conf), "nginx.conf", &modules, &prefix).unwrap_err();
+        let err = refuse_code(&files(conf), "nginx.conf", &ConfigRoot::default(), &modules, &prefix).unwrap_err();
         assert!(
             err.contains("modules/NAME"),
             "the static rule still applies: {err}"
@@ -146,7 +148,7 @@ mod tests {
     fn engines_are_refused_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let conf = "events {}\nhttp { server {\n ssl_certificate_key \"engine:/x.so:k\"; } }\n";
-        let err = refuse_code(&files(conf), "nginx.conf", dir.path(), dir.path()).unwrap_err();
+        let err = refuse_code(&files(conf), "nginx.conf", &ConfigRoot::default(), dir.path(), dir.path()).unwrap_err();
         assert!(err.contains("nginx.conf:3:"), "{err}");
         assert!(err.contains("error[SB109]"), "{err}");
     }

@@ -42,6 +42,10 @@ pub const ROLLOUT_ANNOTATION: &str = "switchback.dev/rollout";
 /// without it the agent's `--entry` holds.
 pub const ENTRY_ANNOTATION: &str = "switchback.dev/entry";
 
+/// The annotation naming the config root the bundle stands for (the rollout's
+/// `render.configRoot`); without it the agent's `--config-root` holds.
+pub const CONFIG_ROOT_ANNOTATION: &str = "switchback.dev/config-root";
+
 /// The annotation carrying the rollout's drift policy (`Report` or `Repair`,
 /// `spec.drift.policy`); the controller writes it, and it overrides `--drift-policy`.
 pub const DRIFT_POLICY_ANNOTATION: &str = "switchback.dev/drift-policy";
@@ -188,14 +192,18 @@ impl PodSource {
 
     /// The rollout and entry named on the Pod now (a fresh read: a nudge may come right after
     /// the controller's first annotation). Without an entry annotation, `--entry` holds.
-    async fn target(&self) -> Result<(String, String), KubeAgentError> {
+    async fn target(
+        &self,
+    ) -> Result<(String, String, Option<crate::validate::ConfigRoot>), KubeAgentError> {
         let pod = self.get_pod().await?;
         let rollout = rollout_of(&pod).ok_or_else(|| KubeAgentError::NoRollout {
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
         })?;
         let entry = annotation(&pod, ENTRY_ANNOTATION).unwrap_or(&self.entry);
-        Ok((rollout, entry.to_string()))
+        let root = annotation(&pod, CONFIG_ROOT_ANNOTATION)
+            .and_then(|r| crate::validate::ConfigRoot::new(r).ok());
+        Ok((rollout, entry.to_string(), root))
     }
 
     /// Reads the bundle `digest` of `rollout` by name (part 0, then as many parts as its manifest
@@ -306,12 +314,16 @@ async fn fetch_and_apply(
     };
     let target = source.target().await;
     let entry = match &target {
-        Ok((_, entry)) => entry.clone(),
+        Ok((_, entry, root)) => {
+            let root = root.clone().unwrap_or_else(|| shared.cfg.config_root.clone());
+            *lock(&shared.config_root) = root;
+            entry.clone()
+        }
         Err(_) => source.entry.clone(),
     };
     let fetched = async {
         let result = match target {
-            Ok((rollout, _)) => source.fetch_retrying(&rollout, &digest).await,
+            Ok((rollout, _, _)) => source.fetch_retrying(&rollout, &digest).await,
             Err(e) => Err(e),
         };
         result.map_err(&mut fail) as StepResult<Bundle>

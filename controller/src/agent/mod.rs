@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod directives;
 mod drift;
+mod paths;
 pub mod guard;
 pub mod ingest;
 pub mod kube;
@@ -248,6 +249,7 @@ async fn run_inner(
         started_at: jiff::Timestamp::now(),
         pod_source,
         drift_kick: tokio::sync::Notify::new(),
+        config_root: Mutex::new(cfg.config_root.clone()),
         cfg,
     });
     tracing::info!(managed = shared.cfg.manage_nginx, "agent starting");

@@ -154,6 +154,9 @@ pub struct Shared {
     pub started_at: Timestamp,
     /// Kubernetes mode: the agent's read-only view of its Pod and the bundle ConfigMaps.
     pub pod_source: Option<std::sync::Arc<super::kube::PodSource>>,
+    /// The config root bundles stand for: `--config-root`, or in Kubernetes mode the Pod's
+    /// annotation as last read (one agent serves one rollout).
+    pub config_root: Mutex<crate::validate::ConfigRoot>,
     /// Wakes drift detection for a check now: the live directory changed by an apply, or the
     /// policy changed.
     pub drift_kick: tokio::sync::Notify,

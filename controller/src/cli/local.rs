@@ -95,6 +95,8 @@ pub(crate) struct LocalArgs {
     /// `repair` it by re-applying the digest (docs/drift.md).
     #[arg(long, value_enum, default_value_t = switchback::agent::DriftPolicy::Report)]
     drift_policy: switchback::agent::DriftPolicy,
+    #[command(flatten)]
+    layout: super::layout::LayoutArgs,
 }
 
 pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
@@ -123,6 +125,7 @@ pub(crate) async fn cmd_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     options.nginx = args.nginx.clone();
     options.probes = args.probes.clone();
     options.drift_policy = args.drift_policy;
+    options.config_root = args.layout.config_root.clone();
     let fleet = Arc::new(LocalFleet::start(options).await?);
     let outcome = tokio::select! {
         r = follow(&args, bake, &dir, Arc::clone(&fleet)) => r,
@@ -166,8 +169,10 @@ async fn follow(
         short(&release.revision.commit),
         release.digest.short()
     );
+    let nginx = Nginx::find(args.nginx.as_deref())?;
     let mut config = RunnerConfig {
-        nginx: Nginx::find(args.nginx.as_deref())?,
+        layout: args.layout.layout(nginx.as_ref())?,
+        nginx,
         analysis: match args.method {
             MethodArg::Sequential => AnalysisConfig::default(),
             MethodArg::Threshold => AnalysisConfig::Threshold(ThresholdConfig::flagger_defaults()),

@@ -3,6 +3,7 @@
 
 pub(crate) mod controller;
 pub(crate) mod demo;
+pub(crate) mod layout;
 pub(crate) mod local;
 pub(crate) mod parse;
 pub(crate) mod plugin;

@@ -19,6 +19,8 @@ use switchback::validate::{self, NginxGate, Report};
 pub(crate) struct ValidateArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) layout: super::layout::LayoutArgs,
     /// The nginx binary for the `nginx -t` gate (default: $SWITCHBACK_NGINX, PATH, /usr/sbin/nginx).
     #[arg(long)]
     pub(crate) nginx: Option<PathBuf>,
@@ -51,7 +53,8 @@ pub(crate) fn cmd_validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         Ok(bundle) => bundle,
         Err(e) => return Ok(report_render_error(&loaded, &e, args.format)),
     };
-    let report = validate::validate(&bundle, &args.source.entry, nginx.as_ref())?;
+    let layout = args.layout.layout(nginx.as_ref())?;
+    let report = validate::validate_with(&bundle, &args.source.entry, nginx.as_ref(), &layout)?;
     let passed = report.passed(args.warnings_as_errors);
     match args.format {
         Format::Json => print_json(&json!({
@@ -63,6 +66,8 @@ pub(crate) fn cmd_validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             "errors": report.errors(),
             "warnings": report.warnings(),
             "nginx": report.nginx,
+            "config_root": report.config_root,
+            "image_files": report.image_files,
             "diagnostics": report.diagnostics,
         }))?,
         Format::Text => print_report(&loaded, &report, passed, args.no_nginx),
@@ -82,6 +87,12 @@ pub(crate) fn print_report(
 ) {
     for d in &report.diagnostics {
         print_diagnostic(loaded, d);
+    }
+    for used in &report.image_files {
+        println!(
+            "note: {} is not in the config; it was taken from the image files ({})",
+            used.path, used.from
+        );
     }
     let gate = match &report.nginx {
         NginxGate::Ran { version } => format!("nginx -t passed ({version})"),

@@ -45,6 +45,8 @@ pub struct LocalFleetOptions {
     pub entry: String,
     /// What every agent does when its live config drifts from what it applied.
     pub drift_policy: agent::DriftPolicy,
+    /// The config root the bundles stand for (`/etc/nginx`).
+    pub config_root: String,
 }
 
 impl LocalFleetOptions {
@@ -60,6 +62,7 @@ impl LocalFleetOptions {
             probes: Vec::new(),
             entry: crate::validate::DEFAULT_ENTRY.to_string(),
             drift_policy: agent::DriftPolicy::Report,
+            config_root: crate::validate::paths::DEFAULT_CONFIG_ROOT.to_string(),
         }
     }
 }
@@ -167,6 +170,9 @@ impl LocalFleet {
                 max_connections: crate::http_server::DEFAULT_MAX_CONNECTIONS,
                 drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
                 drift_policy: options.drift_policy,
+                config_root: options.config_root.clone(),
+                // The pods share this machine: its accounts, not the image's.
+                replace_bundle_user: true,
             };
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(agent::run(args, async move {

@@ -43,6 +43,9 @@ pub struct RunnerConfig {
     pub entry: String,
     /// The nginx for the `nginx -t` gate (the agents run their own before every reload).
     pub nginx: Option<Nginx>,
+    /// The config root the bundle stands for and the image's files (when none are named, the
+    /// `nginx`'s own packaged files).
+    pub layout: validate::ProxyLayout,
     /// Count active-probe results as canary and baseline evidence alongside user traffic, so a
     /// quiet site still gives the analysis something to judge.
     pub count_probes: bool,
@@ -66,6 +69,7 @@ impl Default for RunnerConfig {
             poll_every: Duration::from_millis(250),
             entry: validate::DEFAULT_ENTRY.to_string(),
             nginx: None,
+            layout: validate::ProxyLayout::default(),
             count_probes: true,
         }
     }
@@ -453,9 +457,10 @@ impl<F: Fleet> Runner<F> {
         };
         let entry = self.config.entry.clone();
         let nginx = self.config.nginx.clone();
+        let layout = self.config.layout.clone().or_packaged(nginx.as_ref());
         tokio::spawn(async move {
             let report = tokio::task::spawn_blocking(move || {
-                validate::validate(&bundle, &entry, nginx.as_ref())
+                validate::validate_with(&bundle, &entry, nginx.as_ref(), &layout)
             })
             .await;
             let outcome = match report {

@@ -113,6 +113,19 @@ pub fn check_static_with(
     (config, diagnostics)
 }
 
+impl ProxyLayout {
+    /// This layout, with `nginx`'s packaged files as the image's when it names none: what
+    /// validation uses unless the user names a directory of image files.
+    pub fn or_packaged(mut self, nginx: Option<&Nginx>) -> ProxyLayout {
+        if self.image.files.is_empty()
+            && let Some(n) = nginx
+        {
+            self.image = n.image_files().clone();
+        }
+        self
+    }
+}
+
 /// All three gates, with the bundle standing for `/etc/nginx` and the image's files taken from
 /// `nginx`'s own configuration directory. `nginx` is `None` when no binary is available (or
 /// wanted); the report says so.
@@ -121,11 +134,7 @@ pub fn validate(
     entry: &str,
     nginx: Option<&Nginx>,
 ) -> Result<Report, SandboxError> {
-    let layout = ProxyLayout {
-        image: nginx.map(|n| n.image_files().clone()).unwrap_or_default(),
-        ..ProxyLayout::default()
-    };
-    validate_with(bundle, entry, nginx, &layout)
+    validate_with(bundle, entry, nginx, &ProxyLayout::default().or_packaged(nginx))
 }
 
 /// [`validate`] for a proxy laid out as `layout` says.

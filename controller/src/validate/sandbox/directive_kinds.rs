@@ -22,7 +22,7 @@ pub(super) const CODE_MODULES: &[&str] = &[
 ];
 
 /// Whether a block's children are data rather than directives.
-pub(super) fn is_opaque(name: &str) -> bool {
+pub(crate) fn is_opaque(name: &str) -> bool {
     OPAQUE_BLOCKS.contains(&name)
 }
 

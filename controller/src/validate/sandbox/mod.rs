@@ -41,6 +41,8 @@ use crate::validate::lint::code;
 use crate::validate::paths::{ImageFiles, ProxyLayout};
 
 pub use output::{RULE_ERROR, RULE_WARNING};
+pub(crate) use directive_kinds::is_opaque;
+pub use directive_kinds::placeholder_kind;
 
 /// Environment variable naming the nginx binary when none is given explicitly.
 pub const NGINX_ENV: &str = "SWITCHBACK_NGINX";
