@@ -119,7 +119,13 @@ mod tests {
             modules.display()
         );
         assert_eq!(
-            refuse_code(&files(&ok), "nginx.conf", &ConfigRoot::default(), &modules, &prefix),
+            refuse_code(
+                &files(&ok),
+                "nginx.conf",
+                &ConfigRoot::default(),
+                &modules,
+                &prefix
+            ),
             Ok(())
         );
 
@@ -132,12 +138,26 @@ mod tests {
             modules.display().to_string(),
         ] {
             let conf = format!("load_module {bad};\nevents {{}}\n");
-            let err = refuse_code(&files(&conf), "nginx.conf", &ConfigRoot::default(), &modules, &prefix).unwrap_err();
+            let err = refuse_code(
+                &files(&conf),
+                "nginx.conf",
+                &ConfigRoot::default(),
+                &modules,
+                &prefix,
+            )
+            .unwrap_err();
             assert!(err.contains("nginx.conf:1:1: error[SB109]"), "{err}");
         }
         // A relative path through a link into the module directory resolves like nginx does.
         let conf = "load_module mods/ngx_x_module.so;\nevents {}\n";
-        let err = refuse_code(&files(conf), "nginx.conf", &ConfigRoot::default(), &modules, &prefix).unwrap_err();
+        let err = refuse_code(
+            &files(conf),
+            "nginx.conf",
+            &ConfigRoot::default(),
+            &modules,
+            &prefix,
+        )
+        .unwrap_err();
         assert!(
             err.contains("modules/NAME"),
             "the static rule still applies: {err}"
@@ -148,7 +168,14 @@ mod tests {
     fn engines_are_refused_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let conf = "events {}\nhttp { server {\n ssl_certificate_key \"engine:/x.so:k\"; } }\n";
-        let err = refuse_code(&files(conf), "nginx.conf", &ConfigRoot::default(), dir.path(), dir.path()).unwrap_err();
+        let err = refuse_code(
+            &files(conf),
+            "nginx.conf",
+            &ConfigRoot::default(),
+            dir.path(),
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(err.contains("nginx.conf:3:"), "{err}");
         assert!(err.contains("error[SB109]"), "{err}");
     }

@@ -315,7 +315,9 @@ async fn fetch_and_apply(
     let target = source.target().await;
     let entry = match &target {
         Ok((_, entry, root)) => {
-            let root = root.clone().unwrap_or_else(|| shared.cfg.config_root.clone());
+            let root = root
+                .clone()
+                .unwrap_or_else(|| shared.cfg.config_root.clone());
             *lock(&shared.config_root) = root;
             entry.clone()
         }

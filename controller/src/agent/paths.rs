@@ -107,7 +107,8 @@ impl Walker<'_> {
         if value.split('/').any(|c| c == "..") || self.in_bundle(value) {
             return None;
         }
-        self.root.relative(&self.root.join(value))
+        self.root
+            .relative(&self.root.join(value))
             .map(|rel| self.root.join(&rel))
     }
 
@@ -162,7 +163,10 @@ mod tests {
                     "nginx.conf",
                     "include /etc/nginx/modules-enabled/*.conf;\nhttp {\n  include /etc/nginx/mime.types;\n  include /etc/nginx/conf.d/*.conf;\n  include fastcgi_params;\n  types { include more.types; }\n}\n",
                 ),
-                ("conf.d/a.conf", "server {\n  ssl_certificate /etc/nginx/tls/a.pem;\n  ssl_certificate_key tls/secret.key;\n  auth_basic_user_file htpasswd;\n  ssl_trusted_certificate /etc/ssl/ca.pem;\n}\n"),
+                (
+                    "conf.d/a.conf",
+                    "server {\n  ssl_certificate /etc/nginx/tls/a.pem;\n  ssl_certificate_key tls/secret.key;\n  auth_basic_user_file htpasswd;\n  ssl_trusted_certificate /etc/ssl/ca.pem;\n}\n",
+                ),
                 ("tls/a.pem", "pem"),
                 ("htpasswd", "u:p"),
                 ("more.types", "types {}"),
@@ -183,11 +187,17 @@ mod tests {
     fn an_entry_in_a_subdirectory_is_the_prefix() {
         let out = rewritten(
             &[
-                ("edge/nginx.conf", "include /etc/nginx/x.conf;\ninclude y.conf;\n"),
+                (
+                    "edge/nginx.conf",
+                    "include /etc/nginx/x.conf;\ninclude y.conf;\n",
+                ),
                 ("edge/x.conf", "worker_processes 1;\n"),
             ],
             "edge/nginx.conf",
         );
-        assert_eq!(out["edge/nginx.conf"], "include x.conf;\ninclude /etc/nginx/y.conf;\n");
+        assert_eq!(
+            out["edge/nginx.conf"],
+            "include x.conf;\ninclude /etc/nginx/y.conf;\n"
+        );
     }
 }

@@ -52,6 +52,11 @@ pub(crate) struct ControllerArgs {
     /// not given. Only the leader acts on a push; the poll is the fallback.
     #[arg(long)]
     webhook_addr: Option<SocketAddr>,
+    /// A directory holding the files the proxy image provides below the config root
+    /// (`mime.types`, `fastcgi_params`, snippets…), read once at start; default: the packaged
+    /// files beside the nginx.conf of the nginx that runs `nginx -t`.
+    #[arg(long, value_name = "DIR")]
+    image_files: Option<PathBuf>,
 }
 
 /// The agents' token from the file or the environment; none at all is allowed (agents in local
@@ -106,6 +111,11 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         metrics: metrics.clone(),
         webhook_addr: args.webhook_addr,
         allow_insecure_sources: args.allow_insecure_sources,
+        image_files: args
+            .image_files
+            .as_deref()
+            .map(switchback::validate::sandbox::image_files::named)
+            .transpose()?,
         // One replica: ready once its watch caches are filled. Electing: every replica, the
         // standby too, is ready once the API answers (a standby has no caches to fill, and a
         // Service in front of the replicas serves only metrics).

@@ -34,6 +34,7 @@ pub struct KubeFleet {
     selector: String,
     agent_port: u16,
     entry: String,
+    config_root: String,
     owner: Option<OwnerReference>,
     selector_map: BTreeMap<String, String>,
     cache: Option<PodCache>,
@@ -64,12 +65,19 @@ impl KubeFleet {
                 .join(","),
             agent_port,
             entry: entry.to_string(),
+            config_root: crate::validate::paths::DEFAULT_CONFIG_ROOT.to_string(),
             owner: None,
             agent_token: None,
             selector_map: selector.clone(),
             cache: None,
             http: shared_http(),
         }
+    }
+
+    /// The config root the bundles stand for, told to every agent beside the entry.
+    pub fn with_config_root(mut self, root: &str) -> Self {
+        self.config_root = root.to_string();
+        self
     }
 
     /// Reads pods from the controller's watch instead of the API server.
@@ -185,6 +193,7 @@ impl Fleet for KubeFleet {
                 COMMIT_ANNOTATION: commit,
                 crate::agent::kube::ROLLOUT_ANNOTATION: self.rollout,
                 crate::agent::kube::ENTRY_ANNOTATION: self.entry,
+                crate::agent::kube::CONFIG_ROOT_ANNOTATION: self.config_root,
             }}
         });
         self.pods

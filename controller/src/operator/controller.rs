@@ -135,6 +135,9 @@ pub struct ControllerOptions {
     /// Follow `http://`, `git://`, `file://` and local-path sources too (for tests); off, only
     /// `https://` and ssh sources are followed (`source_policy`).
     pub allow_insecure_sources: bool,
+    /// The proxy image's files below the config root (`--image-files`), read once at start;
+    /// `None`: the packaged files of the nginx that runs `nginx -t`.
+    pub image_files: Option<crate::validate::ImageFiles>,
 }
 
 impl ControllerOptions {
@@ -150,6 +153,7 @@ impl ControllerOptions {
             readiness: None,
             webhook_addr: None,
             allow_insecure_sources: false,
+            image_files: None,
         }
     }
 }

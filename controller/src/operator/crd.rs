@@ -139,6 +139,12 @@ pub struct RenderSpec {
     /// The entry file nginx is started with.
     #[serde(default = "default_entry")]
     pub entry: String,
+    /// The directory the config stands for on the proxies (where their image keeps nginx's
+    /// config): absolute paths below it, such as `include /etc/nginx/conf.d/*.conf`, name the
+    /// config's own files, and files the config lacks (`mime.types`) are the image's.
+    #[serde(default = "default_config_root")]
+    #[schemars(regex(pattern = r"^(/[^/\s;{}$'\x22\\]+)+/?$"))]
+    pub config_root: String,
 }
 
 impl Default for RenderSpec {
@@ -146,6 +152,7 @@ impl Default for RenderSpec {
         RenderSpec {
             values: None,
             entry: default_entry(),
+            config_root: default_config_root(),
         }
     }
 }
@@ -506,6 +513,9 @@ fn default_interval() -> String {
 }
 fn default_entry() -> String {
     crate::validate::DEFAULT_ENTRY.to_string()
+}
+fn default_config_root() -> String {
+    crate::validate::paths::DEFAULT_CONFIG_ROOT.to_string()
 }
 fn default_container() -> String {
     "nginx".to_string()

@@ -32,7 +32,10 @@ pub(super) async fn setup(
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
     let spec = &object.spec;
-    let config = runner_config(object)?;
+    let mut config = runner_config(object)?;
+    if let Some(image) = &ctx.options.image_files {
+        config.layout.image = image.clone();
+    }
     config.check().map_err(|e| SpecError(e.to_string()))?;
     let interval = go_duration(&spec.source.interval)?;
     let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;
@@ -105,7 +108,8 @@ pub(super) async fn setup(
         &spec.target.selector,
         spec.target.agent_port,
         &spec.render.entry,
-    );
+    )
+    .with_config_root(&spec.render.config_root);
     if let Some(owner) = object.controller_owner_ref(&()) {
         fleet = fleet.with_owner(owner);
     }

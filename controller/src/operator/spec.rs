@@ -8,6 +8,7 @@ use crate::analysis::{AnalysisConfig, SequentialConfig, ThresholdConfig};
 use crate::rollout::{Amount, InconclusivePolicy, RolloutConfig};
 use crate::runner::RunnerConfig;
 use crate::validate::sandbox::Nginx;
+use crate::validate::{ConfigRoot, ProxyLayout};
 
 /// A spec that cannot be used as written; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,11 @@ pub fn runner_config(rollout: &ProxyRollout) -> Result<RunnerConfig, SpecError> 
         rollout: rollout_config,
         analysis,
         entry: rollout.spec.render.entry.clone(),
+        layout: ProxyLayout {
+            config_root: ConfigRoot::new(&rollout.spec.render.config_root)
+                .map_err(|e| spec(format!("render.configRoot: {e}")))?,
+            ..ProxyLayout::default()
+        },
         nginx: Nginx::find(None).ok().flatten(),
         ..RunnerConfig::default()
     })

@@ -134,7 +134,12 @@ pub fn validate(
     entry: &str,
     nginx: Option<&Nginx>,
 ) -> Result<Report, SandboxError> {
-    validate_with(bundle, entry, nginx, &ProxyLayout::default().or_packaged(nginx))
+    validate_with(
+        bundle,
+        entry,
+        nginx,
+        &ProxyLayout::default().or_packaged(nginx),
+    )
 }
 
 /// [`validate`] for a proxy laid out as `layout` says.

@@ -365,6 +365,9 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         max_connections: switchback::http_server::DEFAULT_MAX_CONNECTIONS,
         drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
         drift_policy: agent::DriftPolicy::Report,
+        config_root: switchback::validate::paths::DEFAULT_CONFIG_ROOT.to_string(),
+        // Process pods share this machine: its accounts, not the image's.
+        replace_bundle_user: true,
     };
     let shared_client = ctx.kube.clone();
     // The Pod's own token, as its projected ServiceAccount token would be mounted.

@@ -40,9 +40,9 @@ use crate::validate::diagnostic::{self, Diagnostic};
 use crate::validate::lint::code;
 use crate::validate::paths::{ImageFiles, ProxyLayout};
 
-pub use output::{RULE_ERROR, RULE_WARNING};
 pub(crate) use directive_kinds::is_opaque;
 pub use directive_kinds::placeholder_kind;
+pub use output::{RULE_ERROR, RULE_WARNING};
 
 /// Environment variable naming the nginx binary when none is given explicitly.
 pub const NGINX_ENV: &str = "SWITCHBACK_NGINX";
