@@ -194,6 +194,8 @@ impl Site {
             },
             token: Some(self.token.clone()),
             worker_user: switchback::agent::config::DEFAULT_WORKER_USER.to_string(),
+            config_root: switchback::validate::ConfigRoot::default(),
+            replace_bundle_user: false,
             crash_at: None,
             kubernetes: None,
             drift: DriftSettings::default(),
