@@ -101,7 +101,11 @@ fn image_files_from_a_named_directory_are_read_and_checked_like_the_bundle() {
         return;
     }
     let image = tempfile::tempdir().expect("tempdir");
-    std::fs::write(image.path().join("mime.types"), "types {\n  text/html html\n").expect("w");
+    std::fs::write(
+        image.path().join("mime.types"),
+        "types {\n  text/html html\n",
+    )
+    .expect("w");
     std::fs::copy(
         nginx_conf_dir().join("fastcgi_params"),
         image.path().join("fastcgi_params"),
@@ -122,7 +126,11 @@ fn image_files_from_a_named_directory_are_read_and_checked_like_the_bundle() {
             )
         })
         .collect();
-    assert_eq!(errors, [("SB001", "/etc/nginx/mime.types", 3)], "{report:#}");
+    assert_eq!(
+        errors,
+        [("SB001", "/etc/nginx/mime.types", 3)],
+        "{report:#}"
+    );
     assert!(
         report["image_files"][0]["from"]
             .as_str()
@@ -193,7 +201,10 @@ fn head_of(addr: SocketAddr) -> String {
         .expect("send");
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
-    text.split("\r\n\r\n").next().unwrap_or_default().to_string()
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Stops `switchback local` with SIGINT when the test ends, also on failure.
@@ -223,13 +234,19 @@ fn switchback_local_rolls_the_official_layout_out_and_promotes_a_site_edit() {
         // Port 80 needs root; the layout is what is under test, not the port.
         let default = repo.join("conf.d/default.conf");
         let text = std::fs::read_to_string(&default).expect("read");
-        std::fs::write(&default, text.replace(":80;", ":8082;").replace(" 80;", " 8082;"))
-            .expect("write");
+        std::fs::write(
+            &default,
+            text.replace(":80;", ":8082;").replace(" 80;", " 8082;"),
+        )
+        .expect("write");
         eprintln!("not root: conf.d/default.conf listens on 8082 instead of 80");
     }
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "the image's layout, two sites"]);
+    git(
+        &repo,
+        &["commit", "-q", "-m", "the image's layout, two sites"],
+    );
 
     let child = Command::new(switchback_bin())
         .args(["local", "--repo"])
@@ -271,7 +288,11 @@ fn switchback_local_rolls_the_official_layout_out_and_promotes_a_site_edit() {
         .map(|octet| SocketAddr::from(([127, 0, 22, octet], 8080)))
         .collect();
     // The snippet included by its absolute path reached the pods: nginx proxies to the app.
-    assert!(head_of(pods[0]).starts_with("HTTP/1.1 200"), "{}", head_of(pods[0]));
+    assert!(
+        head_of(pods[0]).starts_with("HTTP/1.1 200"),
+        "{}",
+        head_of(pods[0])
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
