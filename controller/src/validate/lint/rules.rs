@@ -71,7 +71,7 @@ pub const RULES: &[RuleInfo] = &[
         "include-outside-bundle",
         Parse,
         E,
-        "an include path is absolute or climbs out of the bundle",
+        "an include path is outside the config root (/etc/nginx) or climbs out of the bundle",
     ),
     rule(
         "SB010",
