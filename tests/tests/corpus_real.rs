@@ -26,7 +26,7 @@ use switchback_tests::json_diff::first_diff;
 
 /// Whole configs of the corpus that `switchback validate` accepted as they are when this was
 /// last measured (see the README). Raise it when validation improves; a drop is a regression.
-const VALIDATE_AS_THEY_ARE: usize = 2;
+const VALIDATE_AS_THEY_ARE: usize = 8;
 
 /// Licences the corpus may hold: they all permit redistribution with attribution.
 const LICENCES: &[&str] = &[
