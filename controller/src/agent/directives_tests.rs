@@ -20,7 +20,7 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         "client_body_temp_path".to_string(),
         "proxy_temp_path".to_string(),
     ];
-    let root = ConfigRoot::default();
+    let config_root = ConfigRoot::default();
     let d = AgentDirectives {
         log_socket: Path::new("/state/log.sock"),
         short: SHORT,
@@ -28,7 +28,7 @@ fn prep(pairs: &[(&str, &str)], root: bool) -> BTreeMap<String, String> {
         temp_paths: &temp,
         user: root.then_some("nobody nogroup"),
         pin_listen: None,
-        config_root: &root,
+        config_root: &config_root,
         replace_user: false,
     };
     prepare(&files(pairs), "nginx.conf", &d)
@@ -232,6 +232,7 @@ fn comments_between_tokens_do_not_confuse_the_ends() {
 
 #[test]
 fn unparsable_bundles_are_refused() {
+    let root = ConfigRoot::default();
     let d = AgentDirectives {
         log_socket: Path::new("/s"),
         short: SHORT,
@@ -269,4 +270,38 @@ fn listen_is_pinned_to_the_pod_address_in_local_mode() {
     );
     assert_eq!(pin_listen("unix:/run/x.sock", ip), None);
     assert_eq!(pin_listen("example.test", ip), None);
+}
+
+/// Local mode: the pods share this machine, so `listen 80; listen [::]:80;` pinned to one address
+/// would be a duplicate nginx refuses, and the image's `user nginx` may not exist here.
+#[test]
+fn local_mode_blanks_a_pinned_duplicate_listen_and_replaces_the_bundles_user() {
+    let root = ConfigRoot::default();
+    let d = AgentDirectives {
+        log_socket: Path::new("/s"),
+        short: SHORT,
+        temp_dir: Path::new("/t"),
+        temp_paths: &[],
+        user: Some("nobody nogroup"),
+        pin_listen: Some("127.0.5.10".parse().unwrap()),
+        config_root: &root,
+        replace_user: true,
+    };
+    let src = files(&[(
+        "nginx.conf",
+        "user  nginx;\nevents {}\nhttp {\n  server {\n    listen 80;\n    listen [::]:80;\n    listen 8080;\n  }\n  server { listen 80; }\n}\n",
+    )]);
+    let out = prepare(&src, "nginx.conf", &d).unwrap();
+    let text = String::from_utf8(out["nginx.conf"].clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("user  nobody nogroup;"), "{}", lines[0]);
+    assert_eq!(lines[4], "    listen 127.0.5.10:80;");
+    assert_eq!(lines[5].trim(), "", "the duplicate is blanked: {text}");
+    assert_eq!(lines[6], "    listen 127.0.5.10:8080;");
+    // Another server may listen on the same address: that is virtual hosting, not a duplicate.
+    assert!(lines[8].contains("listen 127.0.5.10:80;"), "{}", lines[8]);
+    assert_eq!(
+        lines.len(),
+        src["nginx.conf"].iter().filter(|b| **b == b'\n').count()
+    );
 }
