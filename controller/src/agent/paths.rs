@@ -10,13 +10,15 @@
 //!   provides it: nginx would otherwise look for it in the version directory.
 //!
 //! Everything else is left as written. The rule for globs is validation's: a glob belongs to the
-//! bundle when the bundle has the directory it lists. Pure: files in, edits out.
+//! bundle when the bundle has the directory it lists, to the pod only when it lists one of the
+//! image's directories (`modules-enabled/`); any other glob stays the bundle's, matching nothing,
+//! as validation saw it. Pure: files in, edits out.
 
 use std::collections::BTreeMap;
 
 use crate::validate::ast::{Config, Directive};
 use crate::validate::parser::{ParseOptions, parse_bundle_with};
-use crate::validate::paths::{ConfigRoot, bundle_has_dir, glob_base};
+use crate::validate::paths::{ConfigRoot, bundle_has_dir, glob_base, is_image_glob};
 use crate::validate::sandbox::edit::{Edit, token};
 use crate::validate::sandbox::{is_opaque, placeholder_kind};
 
@@ -100,16 +102,18 @@ impl Walker<'_> {
         if value.contains('$') || value.starts_with("data:") || value.starts_with("engine:") {
             return None;
         }
+        let glob = value.contains(['*', '?', '[']);
         if value.starts_with('/') {
             let rel = self.root.relative(value)?;
-            return self.in_bundle(&rel).then_some(rel);
+            // The pod's own: a file the bundle lacks, or a glob over an image directory.
+            let pods = !self.in_bundle(&rel) && (!glob || is_image_glob(&rel));
+            return (!pods).then_some(rel);
         }
         if value.split('/').any(|c| c == "..") || self.in_bundle(value) {
             return None;
         }
-        self.root
-            .relative(&self.root.join(value))
-            .map(|rel| self.root.join(&rel))
+        let rel = self.root.relative(&self.root.join(value))?;
+        (!glob || is_image_glob(&rel)).then(|| self.root.join(&rel))
     }
 
     /// Whether `rel` (relative to the prefix, no `..`) names bundle files.
@@ -189,15 +193,17 @@ mod tests {
             &[
                 (
                     "edge/nginx.conf",
-                    "include /etc/nginx/x.conf;\ninclude y.conf;\n",
+                    "include /etc/nginx/x.conf;\ninclude y.conf;\ninclude /etc/nginx/sites-enabled/*;\n",
                 ),
                 ("edge/x.conf", "worker_processes 1;\n"),
             ],
             "edge/nginx.conf",
         );
+        // A glob over a directory neither the bundle has nor the image's list names stays the
+        // bundle's: the pod image's directory of that name is never included unseen.
         assert_eq!(
             out["edge/nginx.conf"],
-            "include x.conf;\ninclude /etc/nginx/y.conf;\n"
+            "include x.conf;\ninclude /etc/nginx/y.conf;\ninclude sites-enabled/*;\n"
         );
     }
 }

@@ -29,7 +29,10 @@ pub const IMAGE_FILE_NAMES: &[&str] = &[
 ];
 
 /// Directories of the config root whose `*.conf` files come with the image (Debian's
-/// `modules-enabled/`, which load the packaged dynamic modules).
+/// `modules-enabled/`, which load the packaged dynamic modules). A glob that the bundle cannot
+/// satisfy is the image's only over one of these, in validation and in the pod alike: another
+/// directory of the pod's image (the official image's `conf.d/default.conf`) is never included
+/// unseen, since validation could not know it.
 pub const IMAGE_DIRS: &[&str] = &["modules-enabled"];
 
 /// Why a config root is not usable.
@@ -140,6 +143,12 @@ pub fn glob_base(pattern: &str) -> String {
         base.push(c);
     }
     base.join("/")
+}
+
+/// Whether a glob relative to the config root lists one of the image's directories
+/// ([`IMAGE_DIRS`]).
+pub fn is_image_glob(rel: &str) -> bool {
+    IMAGE_DIRS.contains(&glob_base(rel).as_str())
 }
 
 /// Whether the bundle has the directory `dir` (a bundle path, "" being its root): some file lies

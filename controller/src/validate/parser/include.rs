@@ -13,7 +13,7 @@ use super::{
 };
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
-use crate::validate::paths::{ConfigRoot, ImageFiles, bundle_has_dir, glob_base};
+use crate::validate::paths::{ConfigRoot, ImageFiles, bundle_has_dir, glob_base, is_image_glob};
 
 /// Why an include argument resolves to no file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl Resolver<'_> {
             let in_bundle = self
                 .bundle_path(&glob_base(rel))
                 .is_some_and(|dir| bundle_has_dir(self.files, &dir));
-            if in_bundle {
+            if in_bundle || !is_image_glob(&under_root) {
                 return Err(problem);
             }
         }

@@ -122,6 +122,22 @@ fn files_the_bundle_lacks_come_from_the_image_under_their_absolute_paths() {
 }
 
 #[test]
+fn a_glob_is_the_images_only_over_an_image_directory() {
+    let image = image();
+    // The image list has conf.d/default.conf, but conf.d is not one of the image's directories:
+    // the official image's default server is never included unseen.
+    let (config, diags) = parse_with(
+        &[("nginx.conf", "http { include /etc/nginx/conf.d/*.conf; }\n")],
+        "nginx.conf",
+        Some(&image),
+        false,
+    );
+    assert_eq!(paths(&config), ["nginx.conf"]);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].severity, crate::validate::Severity::Warning);
+}
+
+#[test]
 fn a_file_in_neither_is_an_error_that_names_both() {
     let image = image();
     let (_, diags) = parse_with(
