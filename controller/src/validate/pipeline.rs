@@ -84,14 +84,22 @@ impl Report {
     }
 }
 
-/// Parse and lint: the pure gates, with the default [`ProxyLayout`] (the bundle stands for
-/// `/etc/nginx`, no image files). Returns the parse tree (for the sandbox and for `parse`) and the
-/// findings, sorted.
+/// Parse and lint without the image's files at hand (an incident report re-reading a bundle
+/// validation already judged): the bundle stands for `/etc/nginx`, and an include below it that
+/// the bundle lacks is taken as the image's, neither followed nor reported. Returns the parse
+/// tree and the findings, sorted.
 pub fn check_static(bundle: &Bundle, entry: &str) -> (Config, Vec<Diagnostic>) {
-    check_static_with(bundle, entry, &ProxyLayout::default())
+    let root = ProxyLayout::default().config_root;
+    let options = ParseOptions {
+        config_root: Some(&root),
+        pod_files: true,
+        ..ParseOptions::default()
+    };
+    check_static_parsed(bundle, entry, &options)
 }
 
-/// [`check_static`] for a proxy laid out as `layout` says: its config root and its image's files.
+/// Parse and lint: the pure gates, for a proxy laid out as `layout` says (its config root and
+/// its image's files). Returns the parse tree (for the sandbox) and the findings, sorted.
 pub fn check_static_with(
     bundle: &Bundle,
     entry: &str,
@@ -102,7 +110,15 @@ pub fn check_static_with(
         image: Some(&layout.image),
         ..ParseOptions::default()
     };
-    let (config, mut diagnostics) = parse_bundle_with(bundle.files(), entry, &options);
+    check_static_parsed(bundle, entry, &options)
+}
+
+fn check_static_parsed(
+    bundle: &Bundle,
+    entry: &str,
+    options: &ParseOptions<'_>,
+) -> (Config, Vec<Diagnostic>) {
+    let (config, mut diagnostics) = parse_bundle_with(bundle.files(), entry, options);
     if !diagnostics.iter().any(Diagnostic::is_error) {
         diagnostics.extend(lint(&config));
     }
@@ -185,4 +201,24 @@ fn image_files_used(config: &Config, image: &ImageFiles) -> Vec<ImageFileUse> {
             from: image.source.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(conf: &str) -> Bundle {
+        Bundle::new([("nginx.conf".to_string(), conf.as_bytes().to_vec())].into())
+    }
+
+    #[test]
+    fn without_the_images_files_an_include_below_the_root_is_left_to_the_image() {
+        let b = bundle("events {}\nhttp { include /etc/nginx/mime.types; include /srv/x.conf; }\n");
+        let (_, found) = check_static(&b, "nginx.conf");
+        let rules: Vec<&str> = found.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(rules, ["SB003"], "{found:?}");
+        let (_, found) = check_static_with(&b, "nginx.conf", &ProxyLayout::default());
+        let rules: Vec<&str> = found.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(rules, ["SB002", "SB003"], "{found:?}");
+    }
 }
