@@ -28,7 +28,9 @@ use super::marks::APPLIED_ANNOTATION;
 use super::metrics::{ErrorCategory, Metrics, ReconcileResult};
 use super::spec::SpecError;
 use super::worker::WorkerHandle;
-use crate::agent::kube::{DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION};
+use crate::agent::kube::{
+    CONFIG_ROOT_ANNOTATION, DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION,
+};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER};
 use crate::fleet::pod_cache::{PodCache, matches};
 use crate::source::git::redact_url;
@@ -499,6 +501,7 @@ async fn cleanup(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Action, Rec
     let unmark = serde_json::json!({"metadata": {"annotations": {
         DESIRED_ANNOTATION: null, COMMIT_ANNOTATION: null, APPLIED_ANNOTATION: null,
         ROLLOUT_ANNOTATION: null, ENTRY_ANNOTATION: null, DRIFT_POLICY_ANNOTATION: null,
+        CONFIG_ROOT_ANNOTATION: null,
     }}});
     for pod in pods
         .list(&ListParams::default().labels(&selector))
