@@ -3,10 +3,12 @@
 //! at request time), and SB123 a host name in a `*_pass` or an upstream `server` line, which nginx
 //! resolves once when it loads the config and never again.
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
 use super::address::{self, Address};
 use super::index::{Ctx, Index, Item};
+use super::upstreams::Upstreams;
 use super::vars::{self, Assignments};
 use crate::validate::diagnostic::Diagnostic;
 
@@ -21,35 +23,52 @@ const PASS: &[&str] = &[
 ];
 
 /// Names a `*_pass` can use without DNS, per namespace.
-#[derive(Default)]
-struct Names<'a> {
+struct Names<'a, 'u> {
     /// `upstream` blocks.
-    blocks: BTreeSet<&'a str>,
-    /// Blocks plus the hosts of literal `*_pass` lines: nginx keeps an implicit upstream for
-    /// each, and a variable `*_pass` finds those too.
-    known: BTreeSet<&'a str>,
+    blocks: &'u Upstreams<'a>,
+    /// The hosts of literal `*_pass` lines: nginx keeps an implicit upstream for each, and a
+    /// variable `*_pass` finds those too.
+    literal: Vec<&'a str>,
+    /// Blocks plus literal hosts, built the first time a variable `*_pass` without a resolver
+    /// asks (most bundles have none).
+    known: OnceCell<BTreeSet<&'a str>>,
 }
 
-/// Runs SB120 and SB123.
-pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagnostic>) {
-    let mut http = Names::default();
-    let mut stream = Names::default();
-    // One walk gathers the names and the `*_pass` lines (each literal one split once) and checks
-    // the upstream `server` lines, which need no names.
+impl<'a, 'u> Names<'a, 'u> {
+    fn new(blocks: &'u Upstreams<'a>) -> Self {
+        Names {
+            blocks,
+            literal: Vec::new(),
+            known: OnceCell::new(),
+        }
+    }
+
+    /// Whether a `*_pass` can name `host` without DNS: an upstream block or a literal host.
+    fn known(&self) -> &BTreeSet<&'a str> {
+        self.known.get_or_init(|| {
+            self.blocks
+                .keys()
+                .copied()
+                .chain(self.literal.iter().copied())
+                .collect()
+        })
+    }
+}
+
+/// Runs SB120 and SB123. `upstreams` are the http and stream upstream blocks.
+pub fn check<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    upstreams: &(Upstreams<'a>, Upstreams<'a>),
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut http = Names::new(&upstreams.0);
+    let mut stream = Names::new(&upstreams.1);
+    // One walk gathers the `*_pass` lines (each literal one split once) and checks the upstream
+    // `server` lines, which need no names.
     let mut passes = Vec::new();
     for (i, item) in index.items().iter().enumerate() {
         match (item.ctx, item.dir.name.as_str()) {
-            (Ctx::Http | Ctx::Stream, "upstream") => {
-                if let Some(name) = item.dir.args.first().map(|a| a.value.as_str()) {
-                    let names = if item.ctx == Ctx::Stream {
-                        &mut stream
-                    } else {
-                        &mut http
-                    };
-                    names.blocks.insert(name);
-                    names.known.insert(name);
-                }
-            }
             (Ctx::Upstream | Ctx::StreamUpstream, "server") => upstream_server(item, out),
             _ if is_pass(item) => {
                 let literal = item
@@ -60,9 +79,9 @@ pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagno
                     .and_then(|a| literal_inet(&a.value));
                 if let Some((host, _)) = literal {
                     if item.ctx == Ctx::StreamServer {
-                        stream.known.insert(host);
+                        stream.literal.push(host);
                     } else {
-                        http.known.insert(host);
+                        http.literal.push(host);
                     }
                 }
                 passes.push((i, literal));
@@ -147,7 +166,7 @@ fn pass<'a>(
     i: usize,
     item: &Item<'_>,
     literal: Option<(&str, Option<&str>)>,
-    names: &Names<'_>,
+    names: &Names<'_, '_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let Some(arg) = item.dir.args.first() else {
@@ -158,7 +177,7 @@ fn pass<'a>(
         return;
     }
     if value.contains('$') {
-        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, &names.known) {
+        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, names.known()) {
             out.push(Diagnostic::warning(
                 "SB120",
                 item.file,
@@ -183,7 +202,7 @@ fn pass<'a>(
     // SB101's finding.
     if !needs_dns(host)
         || is_service_name(host)
-        || names.blocks.contains(host)
+        || names.blocks.contains_key(host)
         || (!host.contains('.') && !has_port)
     {
         return;

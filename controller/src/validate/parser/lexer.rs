@@ -78,6 +78,21 @@ fn crossplane_comment(text: &[u8]) -> String {
     String::from_utf8_lossy(&text[..end.min(text.len())]).into_owned()
 }
 
+/// The text of `bytes` as a `String`: one copy when it is UTF-8 (nearly always), else decoded
+/// lossily as before.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// Whether a byte of a bare word needs none of [`Lexer::bare`]'s special handling: ASCII (one
+/// byte, one column) and not a separator, `;`, `{`, `$` or a backslash.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii() && !matches!(b, b'{' | b';' | b'$' | b'\\') && !is_space(b)
+}
+
 /// Reads tokens from one file's bytes.
 pub(super) struct Lexer<'a> {
     src: &'a [u8],
@@ -190,6 +205,20 @@ impl<'a> Lexer<'a> {
     fn bare(&mut self, start: Pos) -> Word {
         let mut variable = false;
         while let Some(b) = self.peek() {
+            // Most of a word is plain ASCII: skip that run at once (no newline in it, one column
+            // per byte), then handle the byte that ended it below.
+            let plain = self.src[self.at..]
+                .iter()
+                .take_while(|&&c| is_plain(c))
+                .count();
+            if plain > 0 {
+                self.at += plain;
+                self.col = self
+                    .col
+                    .saturating_add(u32::try_from(plain).unwrap_or(u32::MAX));
+                variable = false;
+                continue;
+            }
             match b {
                 b'{' if variable => {
                     self.bump();
@@ -207,7 +236,7 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        let value = String::from_utf8_lossy(&self.src[start.offset..self.at]).into_owned();
+        let value = text(&self.src[start.offset..self.at]);
         self.after_last = self.pos();
         Word {
             value,
@@ -244,7 +273,8 @@ impl<'a> Lexer<'a> {
             }
         }
         Ok(Word {
-            value: String::from_utf8_lossy(&value).into_owned(),
+            value: String::from_utf8(value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             quote: Some(char::from(q)),
             span,
         })
