@@ -96,6 +96,9 @@ fn is_plain(b: u8) -> bool {
 /// Reads tokens from one file's bytes.
 pub(super) struct Lexer<'a> {
     src: &'a [u8],
+    /// `src` as text when it is all UTF-8 (checked once here, so a word is copied without
+    /// checking it again).
+    text: Option<&'a str>,
     at: usize,
     line: u32,
     col: u32,
@@ -114,6 +117,7 @@ impl<'a> Lexer<'a> {
         };
         Lexer {
             src,
+            text: std::str::from_utf8(src).ok(),
             at: 0,
             line: 1,
             col: 1,
@@ -171,9 +175,7 @@ impl<'a> Lexer<'a> {
     /// The next token, skipping whitespace and comments that crossplane would not report.
     pub(super) fn next_token(&mut self) -> LexResult<Tok> {
         loop {
-            while self.peek().is_some_and(is_space) {
-                self.bump();
-            }
+            self.skip_space();
             let start = self.pos();
             let Some(b) = self.peek() else {
                 return Ok(Tok::Eof(start));
@@ -198,6 +200,21 @@ impl<'a> Lexer<'a> {
                 b'"' | b'\'' => Tok::Word(self.quoted(start, b)?),
                 _ => Tok::Word(self.bare(start)),
             });
+        }
+    }
+
+    /// Skips spaces, tabs, CRs and LFs (what `bump` does for each, in one loop).
+    fn skip_space(&mut self) {
+        while let Some(&b) = self.src.get(self.at) {
+            match b {
+                b'\n' => {
+                    self.line = self.line.saturating_add(1);
+                    self.col = 1;
+                }
+                b' ' | b'\t' | b'\r' => self.col = self.col.saturating_add(1),
+                _ => return,
+            }
+            self.at += 1;
         }
     }
 
@@ -236,7 +253,11 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        let value = text(&self.src[start.offset..self.at]);
+        // A bare word starts and ends at ASCII bytes or the end, so at character boundaries.
+        let value = match self.text.and_then(|t| t.get(start.offset..self.at)) {
+            Some(word) => word.to_owned(),
+            None => text(&self.src[start.offset..self.at]),
+        };
         self.after_last = self.pos();
         Word {
             value,
