@@ -244,8 +244,8 @@ impl<'a> Index<'a> {
 
     /// Indexes of the direct children of the block item `parent`.
     pub fn child_ids(&self, parent: usize) -> &[usize] {
-        match (self.kid_start.get(parent), self.kid_start.get(parent + 1)) {
-            (Some(&from), Some(&to)) => self.kids.get(from..to).unwrap_or(&[]),
+        match self.kid_start.get(parent..).unwrap_or(&[]) {
+            [from, to, ..] => self.kids.get(*from..*to).unwrap_or(&[]),
             _ => &[],
         }
     }
@@ -264,4 +264,64 @@ fn count(directives: &[Directive]) -> usize {
         .iter()
         .map(|d| 1 + d.block.as_deref().map_or(0, count))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::validate::parser::parse_bundle;
+
+    fn names<'a>(index: &Index<'a>, ids: &[usize]) -> Vec<&'a str> {
+        ids.iter()
+            .filter_map(|&i| index.get(i))
+            .map(|it| it.dir.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn children_are_listed_in_document_order_with_includes_inlined() {
+        let files: BTreeMap<String, Vec<u8>> = [
+            (
+                "nginx.conf",
+                "events {}\nhttp {\n a 1;\n include x.conf;\n server { b 1; location / { c 1; } d 1; }\n e 1;\n}\n",
+            ),
+            ("x.conf", "f 1;\nupstream u { server 127.0.0.1:1; }\n"),
+        ]
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+        .collect();
+        let (config, _) = parse_bundle(&files, "nginx.conf");
+        let index = Index::new(&config);
+        let Some((http, _)) = index.named("http", Ctx::Main).next() else {
+            panic!("no http block in {:?}", names(&index, index.child_ids(0)));
+        };
+        assert_eq!(
+            names(&index, index.child_ids(http)),
+            ["a", "include", "f", "upstream", "server", "e"]
+        );
+        let Some((server, _)) = index.named("server", Ctx::Http).next() else {
+            panic!("no server block");
+        };
+        assert_eq!(
+            names(&index, index.child_ids(server)),
+            ["b", "location", "d"]
+        );
+        let Some((location, _)) = index.named("location", Ctx::Server).next() else {
+            panic!("no location block");
+        };
+        assert_eq!(names(&index, index.child_ids(location)), ["c"]);
+        assert_eq!(
+            index
+                .ancestors(location + 1)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>(),
+            [location, server, http]
+        );
+        // A directive without a block, and an index past the end, have no children.
+        assert!(index.child_ids(0).is_empty());
+        assert!(index.child_ids(index.items().len()).is_empty());
+        assert!(index.child_ids(usize::MAX).is_empty());
+    }
 }

@@ -440,4 +440,26 @@ mod tests {
             ("http://$uri_host", "$uri")
         );
     }
+
+    #[test]
+    fn urls_split_at_the_first_path_marker_of_any_kind() {
+        // The earliest of `/`, `?`, `#` and a whole path variable wins, whichever comes first.
+        assert_eq!(
+            split_url("http://h$document_urix$uri/a"),
+            ("http://h$document_urix", "$uri/a")
+        );
+        assert_eq!(
+            split_url("http://h?q=$request_uri"),
+            ("http://h", "?q=$request_uri")
+        );
+        assert_eq!(split_url("http://h#x$uri"), ("http://h", "#x$uri"));
+        assert_eq!(
+            split_url("grpc://é$request_uri"),
+            ("grpc://é", "$request_uri")
+        );
+        assert_eq!(split_url("$uri://h/p"), ("$uri://h", "/p"));
+        assert_eq!(split_url("unix:/run/a.sock"), ("unix:", "/run/a.sock"));
+        assert_eq!(split_url("http://"), ("http://", ""));
+        assert_eq!(split_url(""), ("", ""));
+    }
 }
