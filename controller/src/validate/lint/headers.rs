@@ -136,9 +136,8 @@ fn host_from_client(item: &Item<'_>, out: &mut Vec<Diagnostic>) {
     if !name.value.eq_ignore_ascii_case("host") {
         return;
     }
-    let Some(var) = vars::names(&value.value)
-        .into_iter()
-        .find(|v| v.starts_with("http_") || v.starts_with("arg_"))
+    let Some(var) =
+        vars::names(&value.value).find(|v| v.starts_with("http_") || v.starts_with("arg_"))
     else {
         return;
     };
@@ -170,7 +169,7 @@ fn redirect_to_http_host(item: &Item<'_>, out: &mut Vec<Diagnostic>) {
             None => return,
         },
     };
-    if !vars::names(&target.value).contains(&"http_host") {
+    if !vars::names(&target.value).any(|n| n == "http_host") {
         return;
     }
     out.push(Diagnostic::warning(

@@ -38,13 +38,14 @@ pub fn lint(config: &Config) -> Vec<Diagnostic> {
         ));
         return out;
     }
-    upstreams::check(&index, &mut out);
+    let upstreams = upstreams::upstreams(&index);
+    upstreams::check(&index, &upstreams, &mut out);
     servers::check(&index, &mut out);
     placement::check(&index, &mut out);
     headers::check(&index, &mut out);
     let assignments = vars::Assignments::new(&index);
     injection::check(&index, &assignments, &mut out);
-    resolve::check(&index, &assignments, &mut out);
+    resolve::check(&index, &assignments, &upstreams, &mut out);
     pass_uri::check(&index, &mut out);
     diagnostic::sort(&mut out);
     out.dedup();

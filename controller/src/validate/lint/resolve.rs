@@ -3,10 +3,12 @@
 //! at request time), and SB123 a host name in a `*_pass` or an upstream `server` line, which nginx
 //! resolves once when it loads the config and never again.
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
 use super::address::{self, Address};
 use super::index::{Ctx, Index, Item};
+use super::upstreams::Upstreams;
 use super::vars::{self, Assignments};
 use crate::validate::diagnostic::Diagnostic;
 
@@ -21,48 +23,80 @@ const PASS: &[&str] = &[
 ];
 
 /// Names a `*_pass` can use without DNS, per namespace.
-#[derive(Default)]
-struct Names<'a> {
+struct Names<'a, 'u> {
     /// `upstream` blocks.
-    blocks: BTreeSet<&'a str>,
-    /// Blocks plus the hosts of literal `*_pass` lines: nginx keeps an implicit upstream for
-    /// each, and a variable `*_pass` finds those too.
-    known: BTreeSet<&'a str>,
+    blocks: &'u Upstreams<'a>,
+    /// The hosts of literal `*_pass` lines: nginx keeps an implicit upstream for each, and a
+    /// variable `*_pass` finds those too.
+    literal: Vec<&'a str>,
+    /// Blocks plus literal hosts, built the first time a variable `*_pass` without a resolver
+    /// asks (most bundles have none).
+    known: OnceCell<BTreeSet<&'a str>>,
 }
 
-/// Runs SB120 and SB123.
-pub fn check<'a>(index: &Index<'a>, vars: &Assignments<'a>, out: &mut Vec<Diagnostic>) {
-    let mut http = Names::default();
-    let mut stream = Names::default();
-    http.blocks = upstream_names(index, Ctx::Http);
-    stream.blocks = upstream_names(index, Ctx::Stream);
-    http.known = http.blocks.clone();
-    stream.known = stream.blocks.clone();
-    for item in index.items().iter().filter(|it| is_pass(it)) {
-        let Some(arg) = item.dir.args.first().filter(|a| !a.value.contains('$')) else {
-            continue;
-        };
-        if let Some(host) = literal_host(&arg.value) {
-            if item.ctx == Ctx::StreamServer {
-                stream.known.insert(host);
-            } else {
-                http.known.insert(host);
-            }
+impl<'a, 'u> Names<'a, 'u> {
+    fn new(blocks: &'u Upstreams<'a>) -> Self {
+        Names {
+            blocks,
+            literal: Vec::new(),
+            known: OnceCell::new(),
         }
     }
+
+    /// Whether a `*_pass` can name `host` without DNS: an upstream block or a literal host.
+    fn known(&self) -> &BTreeSet<&'a str> {
+        self.known.get_or_init(|| {
+            self.blocks
+                .keys()
+                .copied()
+                .chain(self.literal.iter().copied())
+                .collect()
+        })
+    }
+}
+
+/// Runs SB120 and SB123. `upstreams` are the http and stream upstream blocks.
+pub fn check<'a>(
+    index: &Index<'a>,
+    vars: &Assignments<'a>,
+    upstreams: &(Upstreams<'a>, Upstreams<'a>),
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut http = Names::new(&upstreams.0);
+    let mut stream = Names::new(&upstreams.1);
+    // One walk gathers the `*_pass` lines (each literal one split once) and checks the upstream
+    // `server` lines, which need no names.
+    let mut passes = Vec::new();
     for (i, item) in index.items().iter().enumerate() {
         match (item.ctx, item.dir.name.as_str()) {
             (Ctx::Upstream | Ctx::StreamUpstream, "server") => upstream_server(item, out),
             _ if is_pass(item) => {
-                let names = if item.ctx == Ctx::StreamServer {
-                    &stream
-                } else {
-                    &http
-                };
-                pass(index, vars, i, item, names, out);
+                let literal = item
+                    .dir
+                    .args
+                    .first()
+                    .filter(|a| !a.value.contains('$'))
+                    .and_then(|a| literal_inet(&a.value));
+                if let Some((host, _)) = literal {
+                    if item.ctx == Ctx::StreamServer {
+                        stream.literal.push(host);
+                    } else {
+                        http.literal.push(host);
+                    }
+                }
+                passes.push((i, literal));
             }
             _ => {}
         }
+    }
+    for (i, literal) in passes {
+        let Some(item) = index.get(i) else { continue };
+        let names = if item.ctx == Ctx::StreamServer {
+            &stream
+        } else {
+            &http
+        };
+        pass(index, vars, i, item, literal, names, out);
     }
 }
 
@@ -76,13 +110,6 @@ fn is_pass(item: &Item<'_>) -> bool {
     }
 }
 
-fn upstream_names<'a>(index: &Index<'a>, ctx: Ctx) -> BTreeSet<&'a str> {
-    index
-        .named("upstream", ctx)
-        .filter_map(|(_, it)| it.dir.args.first().map(|a| a.value.as_str()))
-        .collect()
-}
-
 /// The host and port of a `*_pass` value as written: scheme and path removed.
 fn authority(value: &str) -> &str {
     let (authority, _) = vars::split_url(value);
@@ -92,12 +119,23 @@ fn authority(value: &str) -> &str {
         .unwrap_or(authority)
 }
 
-/// The host of a `*_pass` value with any scheme, port and path removed (`None` for a socket).
-fn literal_host(value: &str) -> Option<&str> {
+/// The host and port of a `*_pass` value with any scheme and path removed (`None` for a socket).
+fn literal_inet(value: &str) -> Option<(&str, Option<&str>)> {
     match address::split(authority(value)) {
-        Ok(Address::Inet { host, .. }) => Some(host),
+        Ok(Address::Inet { host, port, .. }) => Some((host, port)),
         _ => None,
     }
+}
+
+/// The host of a `*_pass` value with any scheme, port and path removed (`None` for a socket).
+fn literal_host(value: &str) -> Option<&str> {
+    literal_inet(value).map(|(host, _)| host)
+}
+
+/// Whether `text` ends with the ASCII `suffix` in any letter case (no lowercased copy).
+fn ends_with_ignore_case(text: &str, suffix: &str) -> bool {
+    text.len() >= suffix.len()
+        && text.as_bytes()[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// Whether a host needs DNS: not an IP, not a socket, not `localhost`.
@@ -106,15 +144,19 @@ fn needs_dns(host: &str) -> bool {
         || address::is_ip(host)
         || host.contains(':')
         || host.eq_ignore_ascii_case("localhost")
-        || host.to_ascii_lowercase().ends_with(".localhost"))
+        || ends_with_ignore_case(host, ".localhost"))
 }
 
 /// Whether a host is a Kubernetes Service name (`name.ns.svc`, `name.ns.svc.cluster.local`):
 /// a ClusterIP Service keeps its address for its lifetime, so resolving it once is what the
 /// edge proxies Switchback deploys to want. A headless Service is the exception the page names.
 fn is_service_name(host: &str) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    host.ends_with(".svc") || host.contains(".svc.")
+    let host = host.trim_end_matches('.');
+    ends_with_ignore_case(host, ".svc")
+        || host
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b".svc."))
 }
 
 /// SB120 and SB123 for one `*_pass`.
@@ -123,7 +165,8 @@ fn pass<'a>(
     vars: &Assignments<'a>,
     i: usize,
     item: &Item<'_>,
-    names: &Names<'_>,
+    literal: Option<(&str, Option<&str>)>,
+    names: &Names<'_, '_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let Some(arg) = item.dir.args.first() else {
@@ -134,7 +177,7 @@ fn pass<'a>(
         return;
     }
     if value.contains('$') {
-        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, &names.known) {
+        if !has_resolver(index, i) && !resolves_to_known(index, vars, i, value, names.known()) {
             out.push(Diagnostic::warning(
                 "SB120",
                 item.file,
@@ -151,15 +194,15 @@ fn pass<'a>(
         }
         return;
     }
-    let Some(host) = literal_host(value) else {
+    let Some((host, port)) = literal else {
         return;
     };
-    let has_port = literal_port(value).is_some();
+    let has_port = port.is_some();
     // An upstream block name is not looked up; a bare single-label name that is not one is
     // SB101's finding.
     if !needs_dns(host)
         || is_service_name(host)
-        || names.blocks.contains(host)
+        || names.blocks.contains_key(host)
         || (!host.contains('.') && !has_port)
     {
         return;
@@ -177,14 +220,6 @@ fn pass<'a>(
             item.dir.name
         ),
     ));
-}
-
-/// The port of a literal `*_pass` value, if it gives one.
-fn literal_port(value: &str) -> Option<&str> {
-    match address::split(authority(value)) {
-        Ok(Address::Inet { port, .. }) => port,
-        _ => None,
-    }
 }
 
 /// Whether a `resolver` is set at item `i`'s level or any level around it.
@@ -214,11 +249,14 @@ fn resolves_to_known<'a>(
     }
     // Only `$var` or `$var:port` as the whole host can be followed to its values.
     let name = host.split(':').next().unwrap_or(host);
-    let names = vars::names(name);
-    if names.len() != 1 || name.trim_start_matches('$').trim_matches(['{', '}']) != names[0] {
+    let mut names = vars::names(name);
+    let (Some(only), None) = (names.next(), names.next()) else {
+        return false;
+    };
+    if name.trim_start_matches('$').trim_matches(['{', '}']) != only {
         return false;
     }
-    let values = vars.assigned(index, i, names[0]);
+    let values = vars.assigned(index, i, only);
     !values.is_empty()
         && values
             .iter()

@@ -3,6 +3,7 @@
 //! first block, so the second block is dead config that looks alive: a classic way for a change to
 //! "do nothing" in production. Two `default_server`s on one address are refused by nginx outright.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::address::{self, Address};
@@ -17,12 +18,12 @@ struct First<'a> {
 
 /// Runs SB105.
 pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
-    let mut names: HashMap<(String, String), First<'_>> = HashMap::new();
+    // Per listen address, the server names claimed on it (lowercased; borrowed when already).
+    let mut names: HashMap<String, HashMap<Cow<'_, str>, First<'_>>> = HashMap::new();
     let mut defaults: HashMap<String, First<'_>> = HashMap::new();
     for (i, server) in index.named("server", Ctx::Http) {
-        let children: Vec<&Item<'_>> = index.children(i).collect();
         let mut listens = Vec::new();
-        for listen in children.iter().filter(|c| c.dir.name == "listen") {
+        for listen in index.children(i).filter(|c| c.dir.name == "listen") {
             let Some(addr) = listen.dir.args.first() else {
                 continue;
             };
@@ -60,18 +61,23 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
         if listens.is_empty() {
             listens.push("*:80".to_string());
         }
-        let mut server_names: Vec<(&Item<'_>, String)> = children
-            .iter()
+        let mut server_names: Vec<(&Item<'_>, Cow<'_, str>)> = index
+            .children(i)
             .filter(|c| c.dir.name == "server_name")
-            .flat_map(|c| c.dir.args.iter().map(move |a| (*c, a.value.to_lowercase())))
+            .flat_map(|c| c.dir.args.iter().map(move |a| (c, lowercase(&a.value))))
             .collect();
         if server_names.is_empty() {
-            server_names.push((server, String::new()));
+            server_names.push((server, Cow::Borrowed("")));
         }
         for listen in &listens {
+            if !names.contains_key(listen) {
+                names.insert(listen.clone(), HashMap::new());
+            }
+            let Some(claimed) = names.get_mut(listen) else {
+                continue;
+            };
             for (item, name) in &server_names {
-                let key = (listen.clone(), name.clone());
-                if let Some(first) = names.get(&key) {
+                if let Some(first) = claimed.get(name) {
                     out.push(Diagnostic::error(
                         "SB105",
                         item.file,
@@ -85,8 +91,8 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                         ),
                     ));
                 } else {
-                    names.insert(
-                        key,
+                    claimed.insert(
+                        name.clone(),
                         First {
                             file: item.file,
                             line: item.dir.span.line,
@@ -95,6 +101,18 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                 }
             }
         }
+    }
+}
+
+/// `text` lowercased, borrowed when it has nothing to lowercase (the usual case).
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.to_lowercase())
     }
 }
 

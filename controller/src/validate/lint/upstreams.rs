@@ -23,19 +23,22 @@ const PASS_DIRECTIVES: &[(&str, &[&str])] = &[
 /// Balancing methods that forbid `backup` servers (nginx refuses the combination).
 const NO_BACKUP_METHODS: &[&str] = &["hash", "ip_hash", "random"];
 
-/// Runs SB101-SB104.
-pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
-    let http = upstreams(index, Ctx::Http);
-    let stream = upstreams(index, Ctx::Stream);
+/// Runs SB101-SB104. `upstreams` are the http and stream upstream blocks ([`upstreams`]).
+pub fn check(
+    index: &Index<'_>,
+    upstreams: &(Upstreams<'_>, Upstreams<'_>),
+    out: &mut Vec<Diagnostic>,
+) {
+    let (http, stream) = upstreams;
     for (i, item) in index.items().iter().enumerate() {
         match (item.ctx, item.dir.name.as_str()) {
             (Ctx::Http, "upstream") | (Ctx::Stream, "upstream") => {
                 check_upstream(index, i, item, out)
             }
-            (Ctx::StreamServer, "proxy_pass") => check_pass(item, &[""], &stream, true, out),
+            (Ctx::StreamServer, "proxy_pass") => check_pass(item, &[""], stream, true, out),
             (Ctx::Location | Ctx::IfInLocation | Ctx::LimitExcept, name) => {
                 if let Some((_, schemes)) = PASS_DIRECTIVES.iter().find(|(n, _)| *n == name) {
-                    check_pass(item, schemes, &http, name != "proxy_pass", out);
+                    check_pass(item, schemes, http, name != "proxy_pass", out);
                 }
             }
             _ => {}
@@ -43,13 +46,30 @@ pub fn check(index: &Index<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Upstream names defined at the top of `ctx` (http or stream), with where each is defined.
-fn upstreams<'a>(index: &Index<'a>, ctx: Ctx) -> BTreeMap<&'a str, &'a Directive> {
-    index
-        .named("upstream", ctx)
-        .filter_map(|(_, it)| it.dir.args.first().map(|a| (a.value.as_str(), it.dir)))
-        .collect()
+/// Upstream names defined at the top of http and of stream, with the block defining each (a later
+/// block of the same name replaces an earlier one); one walk of the index for both, shared by the
+/// upstream and resolution rules.
+pub fn upstreams<'a>(index: &Index<'a>) -> (Upstreams<'a>, Upstreams<'a>) {
+    let mut http = BTreeMap::new();
+    let mut stream = BTreeMap::new();
+    for it in index.items() {
+        if it.dir.name != "upstream" {
+            continue;
+        }
+        let map = match it.ctx {
+            Ctx::Http => &mut http,
+            Ctx::Stream => &mut stream,
+            _ => continue,
+        };
+        if let Some(a) = it.dir.args.first() {
+            map.insert(a.value.as_str(), it.dir);
+        }
+    }
+    (http, stream)
 }
+
+/// Upstream names of one context and the block defining each.
+pub type Upstreams<'a> = BTreeMap<&'a str, &'a Directive>;
 
 /// SB101: the target of a `*_pass` must be a defined upstream, or clearly a host.
 fn check_pass(

@@ -12,27 +12,28 @@ use super::index::{Ctx, Index, Item};
 const MAX_HOPS: usize = 4;
 
 /// The variables a value refers to, as written (`$arg_x`, `${host}` -> `arg_x`, `host`).
-pub fn names(value: &str) -> Vec<&str> {
-    let mut out = Vec::new();
+pub fn names(value: &str) -> impl Iterator<Item = &str> {
     let bytes = value.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' {
-            i += 1;
-            continue;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            if bytes[i] != b'$' {
+                i += 1;
+                continue;
+            }
+            let braced = bytes.get(i + 1) == Some(&b'{');
+            let start = i + 1 + usize::from(braced);
+            let len = bytes[start.min(bytes.len())..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                .count();
+            i = start + len.max(1);
+            if len > 0 {
+                return Some(&value[start..start + len]);
+            }
         }
-        let braced = bytes.get(i + 1) == Some(&b'{');
-        let start = i + 1 + usize::from(braced);
-        let len = bytes[start.min(bytes.len())..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-            .count();
-        if len > 0 {
-            out.push(&value[start..start + len]);
-        }
-        i = start + len.max(1);
-    }
-    out
+        None
+    })
 }
 
 /// A variable a client sets to anything it likes (the request line, a header, a cookie, the query).
@@ -350,28 +351,41 @@ fn class_matches(chars: &[char], start: usize, ch: char) -> (bool, usize) {
 }
 
 /// Variables whose value always starts with `/`: where one follows the host, the path begins.
-const PATH_VARIABLES: &[&str] = &["$request_uri", "$document_uri", "$uri"];
+const PATH_VARIABLES: &[&[u8]] = &[b"$request_uri", b"$document_uri", b"$uri"];
 
 /// The scheme-and-host part of a URL as written in a `*_pass` directive (`$scheme://$host:8080`
 /// of `$scheme://$host:8080/path`), and the rest starting at the path (possibly empty). A value
 /// with no `://` is taken to be a host (or a variable holding the whole URL) up to the first `/`.
 /// `$request_uri`, `$uri` and `$document_uri` start the path too (`http://api$request_uri`).
+///
+/// One byte scan (every `*_pass` of a bundle comes through here, several times for some rules):
+/// all the markers are ASCII, so byte offsets are character boundaries.
 pub fn split_url(value: &str) -> (&str, &str) {
-    let after = value.find("://").map(|p| p + 3).unwrap_or(0);
-    let rest = &value[after..];
-    let mut end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    for var in PATH_VARIABLES {
-        let mut from = 0;
-        while let Some(p) = rest[from..end].find(var).map(|p| p + from) {
-            let next = rest.as_bytes().get(p + var.len());
-            if !next.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
-                end = p;
-                break;
-            }
-            from = p + var.len();
+    let bytes = value.as_bytes();
+    let after = bytes
+        .windows(3)
+        .position(|w| w == b"://")
+        .map(|p| p + 3)
+        .unwrap_or(0);
+    let rest = &bytes[after..];
+    let mut end = 0;
+    while end < rest.len() && !matches!(rest[end], b'/' | b'?' | b'#') {
+        if rest[end] == b'$' && starts_path_variable(&rest[end..]) {
+            break;
         }
+        end += 1;
     }
-    (&value[..after + end], &value[after + end..])
+    value.split_at(after + end)
+}
+
+/// Whether `text` starts with one of [`PATH_VARIABLES`] as a whole name (`$uri`, not `$uri_x`).
+fn starts_path_variable(text: &[u8]) -> bool {
+    PATH_VARIABLES.iter().any(|var| {
+        text.starts_with(var)
+            && !text
+                .get(var.len())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    })
 }
 
 #[cfg(test)]
@@ -381,7 +395,7 @@ mod tests {
     #[test]
     fn variable_names_are_found_plain_and_braced() {
         assert_eq!(
-            names("http://${host}$uri?x=$arg_a$"),
+            names("http://${host}$uri?x=$arg_a$").collect::<Vec<_>>(),
             vec!["host", "uri", "arg_a"]
         );
     }
@@ -425,5 +439,27 @@ mod tests {
             split_url("http://$uri_host$uri"),
             ("http://$uri_host", "$uri")
         );
+    }
+
+    #[test]
+    fn urls_split_at_the_first_path_marker_of_any_kind() {
+        // The earliest of `/`, `?`, `#` and a whole path variable wins, whichever comes first.
+        assert_eq!(
+            split_url("http://h$document_urix$uri/a"),
+            ("http://h$document_urix", "$uri/a")
+        );
+        assert_eq!(
+            split_url("http://h?q=$request_uri"),
+            ("http://h", "?q=$request_uri")
+        );
+        assert_eq!(split_url("http://h#x$uri"), ("http://h", "#x$uri"));
+        assert_eq!(
+            split_url("grpc://é$request_uri"),
+            ("grpc://é", "$request_uri")
+        );
+        assert_eq!(split_url("$uri://h/p"), ("$uri://h", "/p"));
+        assert_eq!(split_url("unix:/run/a.sock"), ("unix:", "/run/a.sock"));
+        assert_eq!(split_url("http://"), ("http://", ""));
+        assert_eq!(split_url(""), ("", ""));
     }
 }

@@ -78,9 +78,27 @@ fn crossplane_comment(text: &[u8]) -> String {
     String::from_utf8_lossy(&text[..end.min(text.len())]).into_owned()
 }
 
+/// The text of `bytes` as a `String`: one copy when it is UTF-8 (nearly always), else decoded
+/// lossily as before.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// Whether a byte of a bare word needs none of [`Lexer::bare`]'s special handling: ASCII (one
+/// byte, one column) and not a separator, `;`, `{`, `$` or a backslash.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii() && !matches!(b, b'{' | b';' | b'$' | b'\\') && !is_space(b)
+}
+
 /// Reads tokens from one file's bytes.
 pub(super) struct Lexer<'a> {
     src: &'a [u8],
+    /// `src` as text when it is all UTF-8 (checked once here, so a word is copied without
+    /// checking it again).
+    text: Option<&'a str>,
     at: usize,
     line: u32,
     col: u32,
@@ -99,6 +117,7 @@ impl<'a> Lexer<'a> {
         };
         Lexer {
             src,
+            text: std::str::from_utf8(src).ok(),
             at: 0,
             line: 1,
             col: 1,
@@ -156,9 +175,7 @@ impl<'a> Lexer<'a> {
     /// The next token, skipping whitespace and comments that crossplane would not report.
     pub(super) fn next_token(&mut self) -> LexResult<Tok> {
         loop {
-            while self.peek().is_some_and(is_space) {
-                self.bump();
-            }
+            self.skip_space();
             let start = self.pos();
             let Some(b) = self.peek() else {
                 return Ok(Tok::Eof(start));
@@ -186,10 +203,39 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// Skips spaces, tabs, CRs and LFs (what `bump` does for each, in one loop).
+    fn skip_space(&mut self) {
+        while let Some(&b) = self.src.get(self.at) {
+            match b {
+                b'\n' => {
+                    self.line = self.line.saturating_add(1);
+                    self.col = 1;
+                }
+                b' ' | b'\t' | b'\r' => self.col = self.col.saturating_add(1),
+                _ => return,
+            }
+            self.at += 1;
+        }
+    }
+
     /// An unquoted word: up to whitespace, `;` or a `{` that does not follow a `$`.
     fn bare(&mut self, start: Pos) -> Word {
         let mut variable = false;
         while let Some(b) = self.peek() {
+            // Most of a word is plain ASCII: skip that run at once (no newline in it, one column
+            // per byte), then handle the byte that ended it below.
+            let plain = self.src[self.at..]
+                .iter()
+                .take_while(|&&c| is_plain(c))
+                .count();
+            if plain > 0 {
+                self.at += plain;
+                self.col = self
+                    .col
+                    .saturating_add(u32::try_from(plain).unwrap_or(u32::MAX));
+                variable = false;
+                continue;
+            }
             match b {
                 b'{' if variable => {
                     self.bump();
@@ -207,7 +253,11 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        let value = String::from_utf8_lossy(&self.src[start.offset..self.at]).into_owned();
+        // A bare word starts and ends at ASCII bytes or the end, so at character boundaries.
+        let value = match self.text.and_then(|t| t.get(start.offset..self.at)) {
+            Some(word) => word.to_owned(),
+            None => text(&self.src[start.offset..self.at]),
+        };
         self.after_last = self.pos();
         Word {
             value,
@@ -244,7 +294,8 @@ impl<'a> Lexer<'a> {
             }
         }
         Ok(Word {
-            value: String::from_utf8_lossy(&value).into_owned(),
+            value: String::from_utf8(value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             quote: Some(char::from(q)),
             span,
         })

@@ -6,10 +6,36 @@ use super::lexer::{LexResult, Lexer, Tok, Word};
 use super::{COMMENT, MAX_DEPTH, Pos, SyntaxError};
 use crate::validate::ast::{Arg, Directive, Span};
 
-/// A block being read: its directive and the children read so far.
+/// A block being read: its directive and where its children start in the pending list.
 struct Frame {
     dir: Directive,
-    children: Vec<Directive>,
+    start: usize,
+}
+
+/// What has been read: every directive not yet placed in a closed block, in order (the top level
+/// first, then the children of each open block), and the open blocks. One list for all levels,
+/// so a block's children are moved once, into a vector of their exact number, when it closes.
+struct Tree {
+    pending: Vec<Directive>,
+    stack: Vec<Frame>,
+}
+
+impl Tree {
+    /// Adds a finished directive to the innermost open block (or the top level).
+    fn push(&mut self, dir: Directive) {
+        self.pending.push(dir);
+    }
+
+    /// Closes the innermost open block, if any, with the children read since it opened.
+    fn close(&mut self) -> bool {
+        let Some(frame) = self.stack.pop() else {
+            return false;
+        };
+        let mut dir = frame.dir;
+        dir.block = Some(self.pending.split_off(frame.start));
+        self.push(dir);
+        true
+    }
 }
 
 /// The directives of one file and, when it is not valid, the first syntax error.
@@ -18,51 +44,34 @@ struct Frame {
 /// it is written (crossplane's `--include-comments`); without it (validation) they cost nothing.
 pub(super) fn build(src: &[u8], comments: bool) -> (Vec<Directive>, Option<(SyntaxError, Pos)>) {
     let mut lexer = Lexer::new(src);
-    let mut top = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let error = read(&mut lexer, &mut top, &mut stack, comments).err();
+    let mut tree = Tree {
+        pending: Vec::new(),
+        stack: Vec::new(),
+    };
+    let error = read(&mut lexer, &mut tree, comments).err();
     // On an error keep what was read: close every open block around its partial children.
-    while let Some(frame) = stack.pop() {
-        let mut dir = frame.dir;
-        dir.block = Some(frame.children);
-        push(&mut stack, &mut top, dir);
-    }
-    (top, error)
+    while tree.close() {}
+    (tree.pending, error)
 }
 
-fn push(stack: &mut [Frame], top: &mut Vec<Directive>, dir: Directive) {
-    match stack.last_mut() {
-        Some(frame) => frame.children.push(dir),
-        None => top.push(dir),
-    }
-}
-
-fn read(
-    lexer: &mut Lexer<'_>,
-    top: &mut Vec<Directive>,
-    stack: &mut Vec<Frame>,
-    comments: bool,
-) -> LexResult<()> {
+fn read(lexer: &mut Lexer<'_>, tree: &mut Tree, comments: bool) -> LexResult<()> {
     loop {
         match lexer.next_token()? {
-            Tok::Word(name) => directive(lexer, name, top, stack)?,
+            Tok::Word(name) => directive(lexer, name, tree)?,
             Tok::Comment(span) if comments => {
                 let text = lexer.comment_text(span);
-                push(stack, top, comment(span, text));
+                tree.push(comment(span, text));
             }
             Tok::Comment(_) => {}
             Tok::Semi(span) => return Err(unexpected(";", span)),
             Tok::Open(span) => return Err(unexpected("{", span)),
             Tok::Close(span) => {
-                let Some(frame) = stack.pop() else {
+                if !tree.close() {
                     return Err(unexpected("}", span));
-                };
-                let mut dir = frame.dir;
-                dir.block = Some(frame.children);
-                push(stack, top, dir);
+                }
             }
             Tok::Eof(_) => {
-                return match stack.last() {
+                return match tree.stack.last() {
                     None => Ok(()),
                     Some(frame) => Err((
                         SyntaxError::EofInBlock {
@@ -78,12 +87,7 @@ fn read(
 }
 
 /// Reads one directive whose name has been read, up to its `;` or `{`.
-fn directive(
-    lexer: &mut Lexer<'_>,
-    name: Word,
-    top: &mut Vec<Directive>,
-    stack: &mut Vec<Frame>,
-) -> LexResult<()> {
+fn directive(lexer: &mut Lexer<'_>, name: Word, tree: &mut Tree) -> LexResult<()> {
     let mut dir = Directive {
         name: name.value,
         span: name.span,
@@ -105,7 +109,7 @@ fn directive(
             }
             Tok::Semi(_) => {
                 finish(&mut dir);
-                push(stack, top, dir);
+                tree.push(dir);
                 return Ok(());
             }
             Tok::Open(span) if is_lua_block(&dir.name) => {
@@ -115,18 +119,16 @@ fn directive(
                     quote: None,
                     span: body.span,
                 });
-                push(stack, top, dir);
+                tree.push(dir);
                 return Ok(());
             }
             Tok::Open(span) => {
-                if stack.len() >= MAX_DEPTH {
+                if tree.stack.len() >= MAX_DEPTH {
                     return Err((SyntaxError::TooDeep(MAX_DEPTH), start(span)));
                 }
                 finish(&mut dir);
-                stack.push(Frame {
-                    dir,
-                    children: Vec::new(),
-                });
+                let start = tree.pending.len();
+                tree.stack.push(Frame { dir, start });
                 return Ok(());
             }
             Tok::Close(span) => return Err(unexpected("}", span)),
