@@ -136,7 +136,8 @@ pub(crate) struct Mirror {
 
 impl Mirror {
     pub(crate) fn follow(server: &KubeServer, group: &'static str, plural: &'static str) -> Mirror {
-        let (initial, mut rx) = server.list_and_subscribe(group, plural);
+        let follower = server.follower();
+        let (initial, mut rx) = follower.list_and_subscribe(group, plural);
         let objects: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
         let name = |o: &Value| {
             o["metadata"]["name"]
@@ -144,12 +145,13 @@ impl Mirror {
                 .unwrap_or_default()
                 .to_string()
         };
-        {
-            let mut map = objects.lock().expect("mirror lock");
-            for o in initial {
+        let fill = move |map: &mut HashMap<String, Value>, list: Vec<Value>| {
+            map.clear();
+            for o in list {
                 map.insert(name(&o), o);
             }
-        }
+        };
+        fill(&mut objects.lock().expect("mirror lock"), initial);
         let map = Arc::clone(&objects);
         let task = tokio::spawn(async move {
             loop {
@@ -164,8 +166,13 @@ impl Mirror {
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
-                        // Missed changes; the next change of each object brings it up to date.
-                        eprintln!("  (mirror of {plural} lagged by {n} events)");
+                        // Changes were dropped, perhaps an object's last one: a mirror that
+                        // waited for "the next change" could wait forever (the stuck full-size
+                        // runs of issue 15). List again, as a watch client relists on 410.
+                        eprintln!("  (mirror of {plural} lagged by {n} events: listed again)");
+                        let (list, fresh) = follower.list_and_subscribe(group, plural);
+                        rx = fresh;
+                        fill(&mut map.lock().expect("mirror lock"), list);
                     }
                     Err(RecvError::Closed) => return,
                 }

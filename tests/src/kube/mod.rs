@@ -123,6 +123,27 @@ fn kubeconfig_text(url: &str, token: &str) -> String {
     )
 }
 
+/// See [`KubeServer::follower`].
+#[derive(Clone)]
+pub struct Follower {
+    shared: Arc<Shared>,
+}
+
+impl Follower {
+    /// The objects of a resource now and a subscription to every change after them.
+    pub fn list_and_subscribe(
+        &self,
+        group: &str,
+        plural: &str,
+    ) -> (
+        Vec<serde_json::Value>,
+        tokio::sync::broadcast::Receiver<Arc<store::Event>>,
+    ) {
+        let store = self.shared.lock();
+        (store.list(group, plural, None), store.subscribe())
+    }
+}
+
 /// A running test API server on `127.0.0.1`; stops when dropped or on [`KubeServer::stop`].
 pub struct KubeServer {
     addr: SocketAddr,
@@ -258,6 +279,15 @@ impl KubeServer {
     ) {
         let store = self.shared.lock();
         (store.list(group, plural, None), store.subscribe())
+    }
+
+    /// A handle that can list and subscribe again from another task: a follower whose
+    /// subscription lagged (the change stream is a bounded broadcast) lists again instead of
+    /// keeping a stale copy.
+    pub fn follower(&self) -> Follower {
+        Follower {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Every request answered so far, oldest first.
