@@ -12,17 +12,32 @@ use kube::runtime::reflector::Store;
 #[derive(Clone)]
 pub struct PodCache {
     store: Store<Pod>,
+    /// Turns true once the first full list has arrived.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PodCache {
-    /// Wraps a reflector's store.
+    /// Wraps a reflector's store. Spawns the one task that waits for the store's first list:
+    /// kube-runtime's `Store::wait_until_ready` wakes only the last of several concurrent
+    /// waiters (its shared oneshot receiver keeps one waker), which left one reconcile in ten
+    /// waiting forever when a hundred rollouts started together (issue 15's stuck runs). A
+    /// `watch` channel wakes every waiter.
     pub fn new(store: Store<Pod>) -> Self {
-        PodCache { store }
+        let (tx, ready) = tokio::sync::watch::channel(false);
+        let waiting = store.clone();
+        tokio::spawn(async move {
+            if waiting.wait_until_ready().await.is_ok() {
+                tx.send_replace(true);
+            }
+        });
+        PodCache { store, ready }
     }
 
     /// Waits until the first full list has arrived, so an empty cache never reads as "no pods".
+    /// Any number of tasks may wait at once.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Pods in `namespace` whose labels include every `selector` pair, not being deleted.
@@ -51,4 +66,45 @@ pub fn matches(pod: &Pod, selector: &BTreeMap<String, String>) -> bool {
     selector
         .iter()
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    /// The reproduction of issue 15's stuck full-size runs at unit size: a hundred reconciles
+    /// wait for the pod cache before its first list arrives; every one of them must go on once
+    /// it does. Through `Store::wait_until_ready` directly, all but the last waiter hang.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_concurrent_waiter_goes_on_once_the_first_list_arrives() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let cache = PodCache::new(store);
+        let mut waiters = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let cache = cache.clone();
+            waiters.spawn(async move { cache.ready().await });
+        }
+        // Every waiter (and the cache's own task) runs until it waits, before the list lands.
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let all = async {
+            let mut done = 0;
+            while let Some(joined) = waiters.join_next().await {
+                joined.expect("a waiter panicked");
+                done += 1;
+            }
+            done
+        };
+        let done = tokio::time::timeout(Duration::from_secs(30), all).await;
+        assert_eq!(
+            done.ok(),
+            Some(100),
+            "waiters left waiting for a ready cache"
+        );
+    }
 }

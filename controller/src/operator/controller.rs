@@ -350,6 +350,11 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = key_of(&object);
     let started = std::time::Instant::now();
+    tracing::debug!(
+        finalizers = ?object.metadata.finalizers,
+        resource_version = ?object.metadata.resource_version,
+        "reconcile"
+    );
     let action = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => ensure_worker(&ctx, object).await,

@@ -199,16 +199,97 @@ impl Mirror {
 }
 
 /// Polls `done` every 10 ms until it holds; panics with `what` after [`PATIENCE`].
-pub(crate) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Instant {
+pub(crate) async fn wait_until(what: &str, done: impl FnMut() -> bool) -> Instant {
+    wait_until_explained(what, done, String::new).await
+}
+
+/// [`wait_until`], whose panic also says what `explain` finds (what is not done yet, where the
+/// controller's log was kept), so a run that does not converge can be diagnosed afterwards.
+pub(crate) async fn wait_until_explained(
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) -> Instant {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if done() {
             return Instant::now();
         }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {PATIENCE:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "gave up after {PATIENCE:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// What a wait for "every rollout stable on `commit`, every pod on `digest`" still lacks: the
+/// rollouts that are not (their status as the mirror and as the server hold it), the pods that
+/// have not applied it, and the controller's log copied to `/tmp/operator-scale-<pid>.log`.
+pub(crate) fn explain_unconverged(
+    server: &KubeServer,
+    mirror: &Mirror,
+    farm: &FakeAgents,
+    commit: &str,
+    digest: &Digest,
+    log: &Path,
+) -> String {
+    let stable = |o: &Value| status_str(o, &["stable", "commit"]) == Some(commit);
+    let mut out = String::new();
+    let (listed, _) = server.list_and_subscribe("switchback.dev", "proxyrollouts");
+    let in_server: HashMap<String, Value> = listed
+        .into_iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o,
+            )
+        })
+        .collect();
+    let mirrored = mirror.objects.lock().expect("mirror lock").clone();
+    let behind: Vec<&String> = in_server
+        .iter()
+        .filter(|(_, o)| !stable(o))
+        .map(|(n, _)| n)
+        .collect();
+    out.push_str(&format!(
+        "rollouts not stable on {commit}: {} in the server, {} in the mirror ({} mirrored of {})\n",
+        behind.len(),
+        mirrored.values().filter(|o| !stable(o)).count(),
+        mirrored.len(),
+        in_server.len()
+    ));
+    for name in behind.iter().take(3) {
+        let o = &in_server[*name];
+        out.push_str(&format!(
+            "  {name}: resourceVersion {}, finalizers {}, status {}\n",
+            o["metadata"]["resourceVersion"], o["metadata"]["finalizers"], o["status"]
+        ));
+    }
+    // The controller's requests about these objects and its watches of them: a change the
+    // watch never delivered shows as a write with no reconcile after it.
+    for r in server.requests().iter().filter(|r| {
+        r.uri.contains("proxyrollouts")
+            && (r.uri.contains("watch")
+                || behind.iter().take(3).any(|n| r.uri.contains(n.as_str())))
+    }) {
+        out.push_str(&format!("  {} {} -> {}\n", r.method, r.uri, r.status));
+    }
+    out.push_str(&format!(
+        "pods on {}: {} of {}\n",
+        digest.short(),
+        farm.count_applied(digest),
+        farm.addresses().len()
+    ));
+    let keep = PathBuf::from(format!("/tmp/operator-scale-{}.log", std::process::id()));
+    match std::fs::copy(log, &keep) {
+        Ok(_) => out.push_str(&format!("the controller's log: {}\n", keep.display())),
+        Err(e) => out.push_str(&format!("the controller's log could not be kept: {e}\n")),
+    }
+    out
 }

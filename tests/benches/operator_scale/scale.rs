@@ -61,9 +61,11 @@ pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
     let started = Instant::now();
     let controller = Controller::start(bin, &server, "scale", dir.path()).await;
     let ready = started.elapsed();
-    wait_until(&format!("{groups} rollouts stable on v0"), || {
-        mirror.all(stable_is(v0.clone())) && farm.all_applied_at(&d0).is_some()
-    })
+    wait_until_explained(
+        &format!("{groups} rollouts stable on v0"),
+        || mirror.all(stable_is(v0.clone())) && farm.all_applied_at(&d0).is_some(),
+        || explain_unconverged(&server, &mirror, &farm, &v0, &d0, &controller.log),
+    )
     .await;
     let adopted = started.elapsed();
     println!(
