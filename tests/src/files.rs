@@ -25,3 +25,20 @@ pub fn searchable_tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// `examples/official-layout` copied to `repo` listens on port 80 (`conf.d/default.conf`, as the
+/// official image does), which needs root: elsewhere this copy listens on 8082 instead, and says
+/// so. The layout is what the tests are about, not the port.
+pub fn official_layout_port_unless_root(repo: &Path) {
+    if nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let default = repo.join("conf.d/default.conf");
+    let text = std::fs::read_to_string(&default).expect("read");
+    std::fs::write(
+        &default,
+        text.replace(":80;", ":8082;").replace(" 80;", " 8082;"),
+    )
+    .expect("write");
+    eprintln!("not root: conf.d/default.conf listens on 8082 instead of 80");
+}

@@ -13,6 +13,7 @@ pub mod http_recorder;
 pub mod json_diff;
 pub mod kube;
 pub mod load;
+pub mod local_run;
 pub mod manifests;
 pub mod operator_fixture;
 pub mod pod_process;

@@ -4,63 +4,19 @@
 //! harmless commit through every step, the 100% step included, rolls back one whose upstream is
 //! dead, reports one JSON object per line, and stops every process on Ctrl-C (SIGINT).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::load::{Load, LoadSpec, PER_POD_RPS};
+use switchback_tests::local_run::{Running, wait_for};
 
 fn site(body: &str) -> String {
     format!(
         "events {{}}\nhttp {{\n    upstream app {{ server 127.0.21.2:9001; }}\n    server {{\n        listen 8080;\n        location / {{ {body} }}\n    }}\n}}\n"
     )
-}
-
-/// Reads event lines until one contains `want`; fails at `deadline` or when the process ends.
-fn wait_for(lines: &mpsc::Receiver<String>, want: &str, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let hit = line.contains(want);
-                seen.push(line);
-                if hit {
-                    return;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    panic!("no event with {want:?}; saw:\n{}", seen.join("\n"));
-}
-
-/// Stops `switchback local` with SIGINT (as Ctrl-C would) when the test ends, also on failure.
-struct Running(std::process::Child);
-
-impl Running {
-    fn interrupt(&mut self) {
-        let Ok(pid) = i32::try_from(self.0.id()) else {
-            return;
-        };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGINT,
-        );
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.interrupt();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[test]
@@ -104,15 +60,7 @@ fn local_follows_the_branch_and_rolls_back_a_dead_upstream() {
         .spawn()
         .expect("start switchback local");
     let mut child = Running(child);
-    let stdout = child.0.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = child.lines();
     let mut seen = Vec::new();
     wait_for(&lines, "\"adopted\"", &mut seen);
     // The users: 50 requests/s to each pod (127.0.21.10 and up, as --subnet says).

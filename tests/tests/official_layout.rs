@@ -5,18 +5,18 @@
 //! runs `nginx -t` or from a named directory, and rolls out through `switchback local` on the
 //! default strategy (only the bake shortened) with users on every pod.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use switchback_tests::agent_harness::nginx_available;
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::load::{Load, LoadSpec, PER_POD_RPS};
+use switchback_tests::local_run::{Running, wait_for};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/official-layout")
@@ -171,25 +171,6 @@ fn paths_outside_the_config_root_are_still_refused() {
     );
 }
 
-/// Reads event lines until one contains `want`; fails at the deadline or when the process ends.
-fn wait_for(lines: &mpsc::Receiver<String>, want: &str, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let hit = line.contains(want);
-                seen.push(line);
-                if hit {
-                    return;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    panic!("no event with {want:?}; saw:\n{}", seen.join("\n"));
-}
-
 /// The response head of `GET /` from `addr`.
 fn head_of(addr: SocketAddr) -> String {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
@@ -207,21 +188,6 @@ fn head_of(addr: SocketAddr) -> String {
         .to_string()
 }
 
-/// Stops `switchback local` with SIGINT when the test ends, also on failure.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn switchback_local_rolls_the_official_layout_out_and_promotes_a_site_edit() {
     if !nginx_available() {
@@ -230,17 +196,7 @@ fn switchback_local_rolls_the_official_layout_out_and_promotes_a_site_edit() {
     let tmp = switchback_tests::files::searchable_tempdir();
     let repo = tmp.path().join("repo");
     switchback_tests::files::copy_tree(&example(), &repo);
-    if !nix::unistd::geteuid().is_root() {
-        // Port 80 needs root; the layout is what is under test, not the port.
-        let default = repo.join("conf.d/default.conf");
-        let text = std::fs::read_to_string(&default).expect("read");
-        std::fs::write(
-            &default,
-            text.replace(":80;", ":8082;").replace(" 80;", " 8082;"),
-        )
-        .expect("write");
-        eprintln!("not root: conf.d/default.conf listens on 8082 instead of 80");
-    }
+    switchback_tests::files::official_layout_port_unless_root(&repo);
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
     git(
@@ -273,15 +229,7 @@ fn switchback_local_rolls_the_official_layout_out_and_promotes_a_site_edit() {
         .spawn()
         .expect("start switchback local");
     let mut child = Running(child);
-    let stdout = child.0.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = child.lines();
     let mut seen = Vec::new();
     wait_for(&lines, "\"adopted\"", &mut seen);
     let pods: Vec<SocketAddr> = (10..13)

@@ -40,16 +40,7 @@ async fn the_operator_promotes_the_official_layout_through_every_default_step() 
         text.replace("127.0.22.2:9001", &app.addr().to_string()),
     )
     .expect("write");
-    if !nix::unistd::geteuid().is_root() {
-        let default = c.repo.join("conf.d/default.conf");
-        let text = std::fs::read_to_string(&default).expect("read");
-        std::fs::write(
-            &default,
-            text.replace(":80;", ":8082;").replace(" 80;", " 8082;"),
-        )
-        .expect("write");
-        eprintln!("not root: conf.d/default.conf listens on 8082 instead of 80");
-    }
+    switchback_tests::files::official_layout_port_unless_root(&c.repo);
     git(&c.repo, &["add", "-A"]);
     git(
         &c.repo,

@@ -277,8 +277,7 @@ impl KubeServer {
         Vec<serde_json::Value>,
         tokio::sync::broadcast::Receiver<Arc<store::Event>>,
     ) {
-        let store = self.shared.lock();
-        (store.list(group, plural, None), store.subscribe())
+        self.follower().list_and_subscribe(group, plural)
     }
 
     /// A handle that can list and subscribe again from another task: a follower whose
