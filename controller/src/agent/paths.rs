@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::validate::ast::{Config, Directive};
 use crate::validate::parser::{ParseOptions, parse_bundle_with};
-use crate::validate::paths::{ConfigRoot, bundle_has_dir, glob_base, is_image_glob};
+use crate::validate::paths::{ConfigRoot, bundle_has_dir, bundle_path, glob_base, is_image_glob};
 use crate::validate::sandbox::edit::{Edit, token};
 use crate::validate::sandbox::{is_opaque, placeholder_kind};
 
@@ -118,15 +118,10 @@ impl Walker<'_> {
 
     /// Whether `rel` (relative to the prefix, no `..`) names bundle files.
     fn in_bundle(&self, rel: &str) -> bool {
-        let path = |p: &str| {
-            let mut parts = self.dir.clone();
-            parts.extend(p.split('/').filter(|c| !c.is_empty() && *c != "."));
-            parts.join("/")
-        };
         if rel.contains(['*', '?', '[']) {
-            bundle_has_dir(self.files, &path(&glob_base(rel)))
+            bundle_path(&self.dir, &glob_base(rel)).is_some_and(|d| bundle_has_dir(self.files, &d))
         } else {
-            self.files.contains_key(&path(rel))
+            bundle_path(&self.dir, rel).is_some_and(|p| self.files.contains_key(&p))
         }
     }
 }

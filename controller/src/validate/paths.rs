@@ -132,6 +132,23 @@ pub struct ProxyLayout {
     pub image: ImageFiles,
 }
 
+/// The bundle path a relative config path names from the directory `dir` (the entry's, as path
+/// components), normalized as nginx's open and glob see it; `None` when `..` climbs above the
+/// bundle.
+pub fn bundle_path(dir: &[&str], rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.to_vec();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            _ => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// The directory part of a glob before its first component with a magic character, as a bundle
 /// path ("" for the bundle root): the directory nginx lists to expand it.
 pub fn glob_base(pattern: &str) -> String {

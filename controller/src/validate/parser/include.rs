@@ -13,7 +13,9 @@ use super::{
 };
 use crate::validate::ast::{Config, Directive, ParsedFile, Span};
 use crate::validate::diagnostic::{self, Diagnostic};
-use crate::validate::paths::{ConfigRoot, ImageFiles, bundle_has_dir, glob_base, is_image_glob};
+use crate::validate::paths::{
+    ConfigRoot, ImageFiles, bundle_has_dir, bundle_path, glob_base, is_image_glob,
+};
 
 /// Why an include argument resolves to no file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,25 +188,9 @@ impl Resolver<'_> {
         }
     }
 
-    /// The bundle path of `rel` (relative to the entry's directory, which stands for the config
-    /// root), normalized; `None` when `..` climbs above the bundle.
-    fn bundle_path(&self, rel: &str) -> Option<String> {
-        let mut parts: Vec<&str> = self.root.clone();
-        for part in rel.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    parts.pop()?;
-                }
-                _ => parts.push(part),
-            }
-        }
-        Some(parts.join("/"))
-    }
-
     /// The bundle files a relative include names.
     fn resolve_in_bundle(&mut self, rel: &str) -> Result<Vec<String>, Problem> {
-        let pattern = self.bundle_path(rel).ok_or(Problem::Outside)?;
+        let pattern = bundle_path(&self.root, rel).ok_or(Problem::Outside)?;
         if let Some(hit) = self.cache.get(&pattern) {
             return hit.clone();
         }
@@ -242,8 +228,7 @@ impl Resolver<'_> {
         };
         let magic = has_magic(&under_root);
         if magic {
-            let in_bundle = self
-                .bundle_path(&glob_base(rel))
+            let in_bundle = bundle_path(&self.root, &glob_base(rel))
                 .is_some_and(|dir| bundle_has_dir(self.files, &dir));
             if in_bundle || !is_image_glob(&under_root) {
                 return Err(problem);

@@ -12,7 +12,7 @@ use super::directive_kinds::{CODE_MODULES, PASS_DIRECTIVES, WRITE_DIRS, is_opaqu
 pub use super::directive_kinds::{Placeholder, placeholder_kind};
 use super::edit::{Edit, find_brace, token};
 use crate::validate::ast::{Arg, Config, Directive};
-use crate::validate::paths::ConfigRoot;
+use crate::validate::paths::{ConfigRoot, bundle_path};
 
 /// Include nesting deeper than this is refused (the parser refuses it too, and cycles): a file
 /// left unplanned would reach nginx unrewritten.
@@ -535,18 +535,9 @@ impl<'a> Planner<'a> {
         if value.starts_with('/') {
             return None;
         }
-        let mut parts: Vec<&str> = self.opts.entry.split('/').collect();
-        parts.pop();
-        for c in value.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    parts.pop()?;
-                }
-                c => parts.push(c),
-            }
-        }
-        Some(parts.join("/"))
+        let mut dir: Vec<&str> = self.opts.entry.split('/').collect();
+        dir.pop();
+        bundle_path(&dir, value)
     }
 
     /// Where a path of the config lands in the sandbox mirror. `..` becomes `__`, so nothing
