@@ -49,6 +49,20 @@ impl Cluster {
     /// [`Cluster::up`] with every pod's agent probing `GET /` at `rate` per second instead of 20
     /// (the example proxy Deployment probes at 2), for tests about a fleet with little traffic.
     pub async fn up_with_probe_rate(subnet: u8, pods: &[&str], rate: f64) -> Option<Cluster> {
+        Cluster::up_with_agents(subnet, pods, rate, None).await
+    }
+
+    /// [`Cluster::up`] with every agent reporting its changes to `report_to` (`--report-to`).
+    pub async fn up_reporting_to(subnet: u8, pods: &[&str], report_to: &str) -> Option<Cluster> {
+        Cluster::up_with_agents(subnet, pods, 20.0, Some(report_to.to_string())).await
+    }
+
+    async fn up_with_agents(
+        subnet: u8,
+        pods: &[&str],
+        rate: f64,
+        report_to: Option<String>,
+    ) -> Option<Cluster> {
         if !nginx_available() {
             return None;
         }
@@ -64,6 +78,7 @@ impl Cluster {
                 status: 200,
                 rate,
             }],
+            report_to,
             ..KubeletOptions::new([0, subnet])
         };
         let kubelet = ProcessKubelet::start(&k.server, options).expect("kubelet");

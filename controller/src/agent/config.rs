@@ -110,6 +110,12 @@ pub struct AgentArgs {
     /// the controller from `spec.drift.policy`) overrides it.
     #[arg(long, value_enum, default_value_t = DriftPolicy::Report)]
     pub drift_policy: DriftPolicy,
+    /// Kubernetes mode: tell the controller at this URL
+    /// (`http://<controller service>:<metrics port>/v1/agents/changed`) the moment the applied
+    /// config, a drift or the agent's start changes what it would read here, so it need not poll
+    /// idle pods often (`docs/agent-kubernetes.md`).
+    #[arg(long, env = "SWITCHBACK_REPORT_TO")]
+    pub report_to: Option<String>,
 }
 
 /// Default seconds between drift re-hashes; inotify catches most changes long before.
@@ -180,6 +186,42 @@ pub struct KubeSettings {
     pub token: Token,
     /// The main file of the bundles fetched (nginx's `-c`).
     pub entry: String,
+    /// Where changes are reported (`--report-to`), when anywhere.
+    pub report_to: Option<ReportTo>,
+}
+
+/// The controller's report endpoint (`--report-to`): plain `http://host:port/path`, reached at
+/// every address the host resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTo {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path, from `/`.
+    pub path: String,
+}
+
+impl ReportTo {
+    /// Parses `http://host[:port]/path`; the controller's health port speaks plain HTTP.
+    pub fn parse(url: &str) -> Result<ReportTo, String> {
+        let bad = |why: &str| format!("--report-to {url:?}: {why}");
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if parsed.scheme() != "http" {
+            return Err(bad(
+                "only http:// (the controller's health and metrics port)",
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad("no credentials in the URL: the agent sends its token"));
+        }
+        let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
+        Ok(ReportTo {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: parsed.port().unwrap_or(80),
+            path: parsed.path().to_string(),
+        })
+    }
 }
 
 /// One active health check.
@@ -390,7 +432,10 @@ impl AgentConfig {
                 namespace: need(args.pod_namespace, "--pod-namespace", "POD_NAMESPACE")?,
                 token: Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?,
                 entry: args.entry.clone(),
+                report_to: args.report_to.as_deref().map(ReportTo::parse).transpose()?,
             })
+        } else if args.report_to.is_some() {
+            return Err("--report-to needs --kubernetes: a report names this Pod".to_string());
         } else {
             None
         };

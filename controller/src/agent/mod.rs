@@ -39,6 +39,7 @@ pub mod nginx;
 mod paths;
 pub mod privileges;
 mod probe;
+mod report;
 mod state;
 mod supervise;
 pub mod token;
@@ -277,6 +278,16 @@ async fn run_inner(
     if let Some(every) = shared.cfg.drift.interval {
         let watch = drift::watch(Arc::clone(&shared), every, stop_rx.clone());
         tasks.spawn(watch.in_current_span());
+    }
+
+    if let Some((pod, to)) = shared
+        .cfg
+        .kubernetes
+        .as_ref()
+        .and_then(|k| Some((k.clone(), k.report_to.clone()?)))
+    {
+        let reports = report::run(Arc::clone(&shared), to, pod, stop_rx.clone());
+        tasks.spawn(reports.in_current_span());
     }
 
     if let Some(source) = shared.pod_source.clone() {

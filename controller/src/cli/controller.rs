@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
+use switchback::operator::agent_reports::AgentReports;
 use switchback::operator::controller::{self, ControllerOptions};
 use switchback::operator::health::{self, HealthState, Readiness};
 use switchback::operator::leader::{self, LeaseSettings};
@@ -57,6 +58,21 @@ pub(crate) struct ControllerArgs {
     /// files beside the nginx.conf of the nginx that runs `nginx -t`.
     #[arg(long, value_name = "DIR")]
     image_files: Option<PathBuf>,
+    /// How often an agent no decision waits on is read, e.g. `10s`. Canary pods, a baseline
+    /// sample and pods changing config are read four times a second; a Pod that changes, or an
+    /// agent that reports a change (`--report-to` on the agent), is read at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_heartbeat)]
+    agent_heartbeat: std::time::Duration,
+}
+
+fn parse_heartbeat(text: &str) -> Result<std::time::Duration, String> {
+    let d = switchback::operator::spec::go_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{text}: at least 1s (idle agents need not be read more often)"
+        ));
+    }
+    Ok(d)
 }
 
 /// The agents' token from the file or the environment; none at all is allowed (agents in local
@@ -87,10 +103,17 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
     }
     let metrics = Metrics::new();
     let readiness = Readiness::not_ready("connecting to the Kubernetes API");
+    let agent_token = agent_token(args.agent_token_file.as_deref())?;
+    // Agents report changes on the health port, so there is nowhere to take them without it.
+    let agent_reports = args
+        .metrics_addr
+        .and(agent_token.clone())
+        .map(AgentReports::new);
     if let Some(addr) = args.metrics_addr {
         let state = HealthState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            reports: agent_reports.clone(),
         };
         let server = health::serve(addr, state, stopped(stop.clone()));
         tokio::spawn(async move {
@@ -106,7 +129,9 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         .context("asking the Kubernetes API for its version")?;
     let options = ControllerOptions {
         namespace: args.namespace.clone(),
-        agent_token: agent_token(args.agent_token_file.as_deref())?,
+        agent_token,
+        agent_reports,
+        heartbeat: args.agent_heartbeat,
         instance: std::env::var("POD_NAME").ok(),
         metrics: metrics.clone(),
         webhook_addr: args.webhook_addr,

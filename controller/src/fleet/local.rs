@@ -170,6 +170,7 @@ impl LocalFleet {
                 max_connections: crate::http_server::DEFAULT_MAX_CONNECTIONS,
                 drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
                 drift_policy: options.drift_policy,
+                report_to: None,
                 config_root: options.config_root.clone(),
                 // The pods share this machine: its accounts, not the image's.
                 replace_bundle_user: true,

@@ -140,10 +140,17 @@ pub struct ControllerOptions {
     /// The proxy image's files below the config root (`--image-files`), read once at start;
     /// `None`: the packaged files of the nginx that runs `nginx -t`.
     pub image_files: Option<crate::validate::ImageFiles>,
+    /// How often an agent nobody is deciding about is read (`runner::reads`); its Pod object and
+    /// its reports say when it changed meanwhile.
+    pub heartbeat: Duration,
+    /// Agents' change reports, received on the health port: each makes the worker driving the
+    /// pod read it now.
+    pub agent_reports: Option<super::agent_reports::AgentReports>,
 }
 
 impl ControllerOptions {
-    /// Defaults: all namespaces, a five-minute resync, no agent token, https and ssh sources only.
+    /// Defaults: all namespaces, a five-minute resync, no agent token, https and ssh sources only,
+    /// idle agents read every ten seconds.
     pub fn new(cache_dir: PathBuf) -> Self {
         ControllerOptions {
             namespace: None,
@@ -156,6 +163,8 @@ impl ControllerOptions {
             webhook_addr: None,
             allow_insecure_sources: false,
             image_files: None,
+            agent_reports: None,
+            heartbeat: crate::runner::RunnerConfig::default().heartbeat,
         }
     }
 }
@@ -229,6 +238,13 @@ pub async fn run(
         Some(addr) => Some(start_webhooks(addr, Arc::clone(&context)).await?),
         None => None,
     };
+    let reports = context.options.agent_reports.clone().map(|reports| {
+        tokio::spawn(read_reported_pods(
+            reports,
+            rollout_store.clone(),
+            Arc::clone(&context),
+        ))
+    });
     let poker = tokio::spawn(poke_on_pod_changes(
         pod_events,
         rollout_store,
@@ -254,6 +270,9 @@ pub async fn run(
     }
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
+    if let Some(task) = reports {
+        task.abort();
+    }
     if let Some(tasks) = webhooks {
         for task in tasks {
             task.abort();
@@ -310,7 +329,7 @@ async fn start_webhooks(
     Ok(vec![server, consumer])
 }
 
-/// Pokes the worker of every rollout selecting a pod that changed.
+/// Tells the worker of every rollout selecting a pod that changed to read it.
 async fn poke_on_pod_changes(
     events: impl futures_util::Stream<Item = Result<Pod, watcher::Error>>,
     rollouts: reflector::Store<ProxyRollout>,
@@ -318,28 +337,44 @@ async fn poke_on_pod_changes(
 ) {
     futures_util::pin_mut!(events);
     while let Some(event) = events.next().await {
-        let pod = match event {
-            Ok(pod) => pod,
-            Err(e) => {
-                tracing::warn!(error = %e, "pod watch");
-                continue;
-            }
-        };
-        let namespace = pod.namespace();
-        let keys: Vec<Key> = rollouts
-            .state()
-            .iter()
-            .filter(|r| r.namespace() == namespace && matches(&pod, &r.spec.target.selector))
-            .map(|r| key_of(r))
-            .collect();
-        if keys.is_empty() {
-            continue;
+        match event {
+            Ok(pod) => pod_changed(&pod, &rollouts, &ctx).await,
+            Err(e) => tracing::warn!(error = %e, "pod watch"),
         }
-        let workers = ctx.workers.lock().await;
-        for key in keys {
-            if let Some(worker) = workers.get(&key) {
-                worker.poke();
-            }
+    }
+}
+
+/// Tells the worker of every rollout selecting a pod whose agent reported a change to read it.
+async fn read_reported_pods(
+    reports: super::agent_reports::AgentReports,
+    rollouts: reflector::Store<ProxyRollout>,
+    ctx: Arc<Context>,
+) {
+    while let Some(report) = reports.next().await {
+        // Only a pod the watch knows: a report names a pod, it does not make one.
+        if let Some(pod) = ctx.pods.get(&report.namespace, &report.pod) {
+            pod_changed(&pod, &rollouts, &ctx).await;
+        }
+    }
+}
+
+/// Makes the workers of the rollouts selecting `pod` read it at their next poll.
+async fn pod_changed(pod: &Pod, rollouts: &reflector::Store<ProxyRollout>, ctx: &Context) {
+    let namespace = pod.namespace();
+    let keys: Vec<Key> = rollouts
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == namespace && matches(pod, &r.spec.target.selector))
+        .map(|r| key_of(r))
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    let name = pod.name_any();
+    let workers = ctx.workers.lock().await;
+    for key in keys {
+        if let Some(worker) = workers.get(&key) {
+            worker.pod_changed(&name);
         }
     }
 }

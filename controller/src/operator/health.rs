@@ -1,6 +1,7 @@
 //! The controller's HTTP side for the kubelet and Prometheus: `/healthz` (the process answers),
 //! `/readyz` (the controller's caches are synced; a standby replica is ready too, since it is
-//! ready to take over) and `/metrics` ([`Metrics`] in the OpenMetrics text format).
+//! ready to take over) and `/metrics` ([`Metrics`] in the OpenMetrics text format); and, on the
+//! same port, the agents' change reports ([`super::agent_reports`]).
 //!
 //! Readiness is a flag the controller flips ([`Readiness::set_ready`]); until then `/readyz`
 //! answers 503 with the reason, so a rolling update waits for a replica that can work.
@@ -62,6 +63,9 @@ pub struct HealthState {
     pub metrics: Metrics,
     /// Served by `/readyz`.
     pub readiness: Readiness,
+    /// Agents' change reports ([`super::agent_reports`]), taken when the controller has the
+    /// agents' token master.
+    pub reports: Option<super::agent_reports::AgentReports>,
 }
 
 /// Why the health server stopped.
@@ -80,13 +84,19 @@ pub enum HealthError {
     Serve(std::io::Error),
 }
 
-/// The three endpoints, for serving on a listener of one's own.
+/// The three endpoints (and the agents' reports when taken), for serving on a listener of
+/// one's own.
 pub fn router(state: HealthState) -> Router {
-    Router::new()
+    let reports = state.reports.as_ref().map(|r| r.router());
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match reports {
+        Some(reports) => router.merge(reports),
+        None => router,
+    }
 }
 
 /// Binds `addr` and serves until `shutdown` resolves.
@@ -155,6 +165,7 @@ mod tests {
         let state = HealthState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            reports: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_on(listener, state, async {

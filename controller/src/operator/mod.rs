@@ -3,6 +3,7 @@
 //! keeps running, the request annotation through which `kubectl switchback` asks for verbs, leader
 //! election on a Lease, and the health and metrics endpoints.
 
+pub mod agent_reports;
 pub mod bundle_store;
 pub mod controller;
 pub mod crd;

@@ -36,6 +36,7 @@ pub(super) async fn setup(
     if let Some(image) = &ctx.options.image_files {
         config.layout.image = image.clone();
     }
+    config.heartbeat = ctx.options.heartbeat;
     config.check().map_err(|e| SpecError(e.to_string()))?;
     let interval = go_duration(&spec.source.interval)?;
     let write_back = super::writeback::settings(spec.rollback.write_back.as_ref())?;

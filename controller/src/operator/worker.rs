@@ -78,6 +78,7 @@ pub struct WorkerHandle {
     /// The spec generation it runs.
     pub generation: i64,
     poke: Arc<Notify>,
+    changed: ChangedPods,
     fetch: Arc<Notify>,
     /// The source it follows (URL, ref) and its webhook id, for matching pushes.
     pub follows: (String, String, Option<String>),
@@ -100,14 +101,17 @@ impl WorkerHandle {
             source.git_ref.clone(),
             setup.hook.clone(),
         );
+        let changed = ChangedPods::default();
         let signals = Signals {
             poke: Arc::clone(&poke),
+            changed: changed.clone(),
             fetch: Arc::clone(&fetch),
         };
         let task = tokio::spawn(run(setup, signals, seen, stopped));
         WorkerHandle {
             generation,
             poke,
+            changed,
             fetch,
             follows,
             latest,
@@ -122,8 +126,16 @@ impl WorkerHandle {
         self.latest.send_replace(object);
     }
 
-    /// Something it watches changed (a pod, the object): read the pods now.
+    /// The object changed: look at the pods that are due now rather than at the next poll.
     pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// One of its pods changed (its Pod object, or its agent said so): read that pod now.
+    pub fn pod_changed(&self, pod: &str) {
+        if let Ok(mut pods) = self.changed.0.lock() {
+            pods.insert(pod.to_string());
+        }
         self.poke.notify_one();
     }
 
@@ -152,7 +164,21 @@ impl WorkerHandle {
 /// What wakes a worker early.
 struct Signals {
     poke: Arc<Notify>,
+    changed: ChangedPods,
     fetch: Arc<Notify>,
+}
+
+/// Pods that changed since the worker last looked, to be read at its next poll.
+#[derive(Clone, Default)]
+struct ChangedPods(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl ChangedPods {
+    fn take(&self) -> std::collections::BTreeSet<String> {
+        self.0
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
 }
 
 #[tracing::instrument(name = "worker", skip_all, fields(rollout = %key(&setup.rollout)))]
@@ -176,7 +202,11 @@ async fn run(
         write_back,
         hook: _,
     } = setup;
-    let Signals { poke, fetch } = signals;
+    let Signals {
+        poke,
+        changed,
+        fetch,
+    } = signals;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
     let name = object.metadata.name.clone().unwrap_or_default();
     let generation = object.metadata.generation.unwrap_or(0);
@@ -268,7 +298,12 @@ async fn run(
         }
         tokio::select! {
             () = runner.run_for(TURN) => {}
-            () = poke.notified() => runner.poll_soon(),
+            () = poke.notified() => {
+                runner.poll_soon();
+                for pod in changed.take() {
+                    runner.read_soon(&pod);
+                }
+            }
             () = fetch.notified() => next_fetch = tokio::time::Instant::now(),
             _ = stop.changed() => {
                 write_back.abort();

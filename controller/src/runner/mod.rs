@@ -29,6 +29,10 @@ use lanes::PodLanes;
 
 mod lanes;
 mod poll;
+mod reads;
+mod tally;
+
+pub use reads::BASELINE_SAMPLE;
 
 /// How the runner runs a rollout.
 #[derive(Debug, Clone)]
@@ -37,8 +41,12 @@ pub struct RunnerConfig {
     pub rollout: RolloutConfig,
     /// How canaries are judged.
     pub analysis: AnalysisConfig,
-    /// How often pods are read and the analysis fed. Detection can be no faster than this.
+    /// How often the pods a decision waits on are read and the analysis fed (`reads`): the
+    /// canary, a baseline sample, pods changing config. Detection can be no faster than this.
     pub poll_every: Duration,
+    /// How often every other pod is read: a pod nobody is deciding about only needs to be seen
+    /// now and then, and its Pod object and its agent say when it changed meanwhile.
+    pub heartbeat: Duration,
     /// The bundle's entry file.
     pub entry: String,
     /// The nginx for the `nginx -t` gate (the agents run their own before every reload).
@@ -67,6 +75,7 @@ impl Default for RunnerConfig {
             rollout: RolloutConfig::default(),
             analysis: AnalysisConfig::default(),
             poll_every: Duration::from_millis(250),
+            heartbeat: Duration::from_secs(10),
             entry: validate::DEFAULT_ENTRY.to_string(),
             nginx: None,
             layout: validate::ProxyLayout::default(),
@@ -126,9 +135,12 @@ struct WindowRun {
     baseline: Digest,
     analysis: Box<dyn Analysis + Send>,
     last: Option<Verdict>,
-    /// The canary's user traffic and probe traffic when the window's first sample was taken,
-    /// so a window whose only traffic is the agents' probes can say so.
-    first: Option<(u64, u64)>,
+    /// The pods serving the canary, sorted; read every round.
+    canary_pods: Vec<String>,
+    /// The baseline sample ([`reads::baseline_sample`]), sorted; read every round.
+    baseline_pods: Vec<String>,
+    canary_tally: tally::Tally,
+    baseline_tally: tally::Tally,
 }
 
 /// Drives one rollout against a fleet.
@@ -145,6 +157,7 @@ pub struct Runner<F: Fleet> {
     status: Option<Status>,
     next_poll: Instant,
     lanes: PodLanes,
+    reads: reads::ReadSchedule,
     drift: BTreeMap<String, DriftStatus>,
     /// The traffic of the stable and target revisions, recorded as pods serve them: the
     /// baseline of a step that leaves no pod on the stable revision.
@@ -165,6 +178,7 @@ impl<F: Fleet> Runner<F> {
             release
         });
         let rollout = Rollout::new(config.rollout.clone(), stable)?;
+        let reads = reads::ReadSchedule::new(config.heartbeat, Instant::now());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (notes, notes_rx) = mpsc::unbounded_channel();
         Ok((
@@ -181,6 +195,7 @@ impl<F: Fleet> Runner<F> {
                 status: None,
                 next_poll: Instant::now(),
                 lanes: PodLanes::default(),
+                reads,
                 drift: BTreeMap::new(),
                 records: BTreeMap::new(),
             },
@@ -238,8 +253,15 @@ impl<F: Fleet> Runner<F> {
         )
     }
 
-    /// Reads the pods at the next step instead of waiting for the poll interval (a pod changed).
+    /// Polls at the next step instead of waiting for the poll interval (something changed).
     pub fn poll_soon(&mut self) {
+        self.next_poll = Instant::now();
+    }
+
+    /// Reads `pod` at the next step whatever its schedule (its Pod object or its agent said it
+    /// changed).
+    pub fn read_soon(&mut self, pod: &str) {
+        self.reads.read_soon(pod);
         self.next_poll = Instant::now();
     }
 
@@ -351,6 +373,10 @@ impl<F: Fleet> Runner<F> {
     }
 
     fn handle(&mut self, event: Event) {
+        if let Event::PodApplied { pod, .. } | Event::PodApplyFailed { pod, .. } = &event {
+            // What it serves now is read once, for the notes and the drift it reports.
+            self.reads.read_soon(pod);
+        }
         let now = Timestamp::now();
         let commands = self.rollout.handle(event, now);
         for command in commands {
@@ -436,7 +462,10 @@ impl<F: Fleet> Runner<F> {
                         baseline,
                         analysis,
                         last: None,
-                        first: None,
+                        canary_pods: Vec::new(),
+                        baseline_pods: Vec::new(),
+                        canary_tally: tally::Tally::default(),
+                        baseline_tally: tally::Tally::default(),
                     },
                 );
             }

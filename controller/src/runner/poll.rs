@@ -1,21 +1,23 @@
-//! One round of the runner's look at the fleet: read every pod at once (a hung agent is skipped,
-//! never waited for), feed the machine what each serves, record the stable and target revisions'
-//! traffic for steps without baseline pods, and give every open analysis window its sample.
+//! One round of the runner's look at the fleet: read the pods that are due (`reads`) at once (a
+//! hung agent is skipped, never waited for), feed the machine what each serves, record the stable
+//! and target revisions' traffic for steps without baseline pods, and give every open analysis
+//! window its sample.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Note, Runner};
+use super::{Note, Runner, reads};
 use crate::analysis::{Counters, Sample, Verdict};
 use crate::fleet::{Fleet, PodObservation};
 use crate::render::Digest;
 use crate::rollout::{Event, ListedPod};
 
 impl<F: Fleet> Runner<F> {
-    /// Reads every pod, feeds the machine what they serve, feeds each open analysis window a
-    /// sample, then ticks the clock.
+    /// Reads the pods that are due, feeds the machine what they serve, feeds each open analysis
+    /// window a sample, then ticks the clock.
     pub(super) async fn poll(&mut self) {
         let names = match self.fleet.pods().await {
             Ok(names) => names,
@@ -27,8 +29,10 @@ impl<F: Fleet> Runner<F> {
             }
         };
         self.lanes.retain(&names);
+        let fast = self.fast_reads();
+        let due = self.reads.due(&names, &fast, tokio::time::Instant::now());
         let mut reads = tokio::task::JoinSet::new();
-        for name in names.iter().cloned() {
+        for name in due {
             let fleet = Arc::clone(&self.fleet);
             let patience = self.config.poll_every.max(Duration::from_secs(2));
             reads.spawn(async move {
@@ -76,37 +80,31 @@ impl<F: Fleet> Runner<F> {
         });
 
         self.record(now, &observed);
-        let sum = |digest: &Digest| {
-            let mut total = Counters::default();
-            let (mut user, mut probes) = (0, 0);
-            for (_, obs) in &observed {
-                if let Some(c) = obs.traffic.get(digest) {
-                    total.merge(c);
-                    user += c.total();
-                }
-                if let Some(c) = obs.probes.get(digest) {
-                    probes += c.total();
-                    if self.config.count_probes {
-                        total.merge(c);
+        let count_probes = self.config.count_probes;
+        let mut verdicts = Vec::new();
+        for (&window, run) in &mut self.windows {
+            let none = Counters::default();
+            for (name, obs) in &observed {
+                for (digest, members, tally) in [
+                    (run.canary, &run.canary_pods, &mut run.canary_tally),
+                    (run.baseline, &run.baseline_pods, &mut run.baseline_tally),
+                ] {
+                    if members.binary_search(name).is_ok() {
+                        tally.observe(
+                            name,
+                            obs.traffic.get(&digest).unwrap_or(&none),
+                            obs.probes.get(&digest).unwrap_or(&none),
+                        );
                     }
                 }
             }
-            (total, (user, probes))
-        };
-        let mut verdicts = Vec::new();
-        for (&window, run) in &mut self.windows {
-            let (canary, seen) = sum(&run.canary);
             let sample = Sample {
                 at: now,
-                canary,
-                baseline: sum(&run.baseline).0,
+                canary: run.canary_tally.counted(count_probes),
+                baseline: run.baseline_tally.counted(count_probes),
             };
-            let first = *run.first.get_or_insert(seen);
-            let verdict = probes_only(
-                run.analysis.observe(&sample),
-                seen.0.saturating_sub(first.0),
-                seen.1.saturating_sub(first.1),
-            );
+            let (user, probes) = run.canary_tally.seen();
+            let verdict = probes_only(run.analysis.observe(&sample), user, probes);
             if run.last.as_ref() != Some(&verdict) {
                 run.last = Some(verdict.clone());
                 let _ = self.notes.send(Note::Verdict {
@@ -125,6 +123,38 @@ impl<F: Fleet> Runner<F> {
             self.handle(event);
         }
         self.handle(Event::Tick);
+    }
+
+    /// The pods read every round: those changing config or failed (so the machine sees them
+    /// land), and each open window's canary pods and baseline sample, which this sets.
+    fn fast_reads(&mut self) -> BTreeSet<String> {
+        let fleet = self.rollout.fleet();
+        let mut fast: BTreeSet<String> = fleet
+            .iter()
+            .filter(|(_, p)| p.in_flight() || p.error.is_some())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for (&window, run) in &mut self.windows {
+            let on = |p: &crate::rollout::PodView, d: Digest| {
+                p.applied == Some(d) || p.desired == Some(d)
+            };
+            run.canary_pods = fleet
+                .iter()
+                .filter(|(_, p)| on(p, run.canary))
+                .map(|(name, _)| name.to_string())
+                .collect();
+            let candidates = fleet
+                .iter()
+                .filter(|(_, p)| p.applied == Some(run.baseline) && !on(p, run.canary))
+                .map(|(name, _)| name);
+            run.baseline_pods = reads::baseline_sample(window, candidates);
+            run.baseline_pods.sort_unstable();
+            run.canary_tally.retain(&run.canary_pods);
+            run.baseline_tally.retain(&run.baseline_pods);
+            fast.extend(run.canary_pods.iter().cloned());
+            fast.extend(run.baseline_pods.iter().cloned());
+        }
+        fast
     }
 
     /// Records what the stable and target revisions served this round (the target too, so a

@@ -24,6 +24,8 @@ struct FakeFleet {
     per_read: u32,
     /// Count them as the agents' own health probes, not user traffic.
     probes_only: bool,
+    /// Reads per pod.
+    reads: Mutex<BTreeMap<String, usize>>,
 }
 
 impl FakeFleet {
@@ -44,7 +46,13 @@ impl FakeFleet {
             slow: None,
             per_read: 50,
             probes_only: false,
+            reads: Mutex::default(),
         }
+    }
+
+    /// Reads per pod since the last call.
+    fn take_reads(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut *self.reads.lock().expect("lock"))
     }
 
     fn applied(&self) -> Vec<Option<Digest>> {
@@ -83,6 +91,12 @@ impl Fleet for FakeFleet {
     }
 
     async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
+        *self
+            .reads
+            .lock()
+            .expect("lock")
+            .entry(pod.to_string())
+            .or_default() += 1;
         let mut pods = self.pods.lock().expect("lock");
         let obs = pods
             .get_mut(pod)
@@ -204,6 +218,53 @@ async fn a_good_revision_is_promoted_and_a_502ing_one_rolled_back_everywhere() {
         told_bad, 1,
         "only the canary pod may ever get the bad digest"
     );
+}
+
+/// 300 pods polled every 10 ms: once adopted, idle pods are read at their heartbeat (not 30
+/// times in 300 ms); in a bake only the canary pods and the bounded baseline sample are read at
+/// the poll rate; and the rollout still promotes.
+#[tokio::test]
+async fn a_large_fleet_reads_only_what_a_decision_needs() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let fleet = Arc::new(FakeFleet::new(300, r0.digest, BTreeSet::new()));
+    let (mut runner, _notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0, b0))).expect("runner");
+    runner.run_for(Duration::from_millis(300)).await;
+    let adopting = fleet.take_reads();
+    assert_eq!(adopting.len(), 300, "every pod is read at start");
+    runner.run_for(Duration::from_millis(300)).await;
+    let total: usize = fleet.take_reads().values().sum();
+    assert!(
+        total < 100,
+        "idle pods wait for their heartbeat: {total} reads"
+    );
+
+    runner.submit(r1.clone(), b1);
+    runner
+        .run_until("open the first bake", LIMIT, |r| {
+            r.state().canary().is_some_and(|c| c.bake.is_some())
+        })
+        .await
+        .expect("first bake");
+    fleet.take_reads();
+    runner.run_for(Duration::from_millis(150)).await;
+    let canary = runner
+        .rollout()
+        .fleet()
+        .iter()
+        .filter(|(_, p)| p.desired == Some(r1.digest))
+        .count();
+    assert!(canary > 0 && canary < 300);
+    let hot = fleet.take_reads().into_values().filter(|&n| n >= 5).count();
+    assert!(
+        hot >= canary && hot <= canary + BASELINE_SAMPLE,
+        "{hot} pods read at the poll rate for {canary} canary pods"
+    );
+    runner
+        .run_until("promote commit 1", LIMIT, idle_on(r1.digest))
+        .await
+        .expect("commit 1 promoted with a baseline sample");
 }
 
 /// The machine tells every pod stable, then the canary pod the target, each tell its own task:

@@ -71,6 +71,8 @@ pub struct KubeletOptions {
     /// RBAC decides what the agent may read, as on a real cluster. Off by default: most tests
     /// create no RBAC for their pods.
     pub service_account_tokens: bool,
+    /// Every agent's `--report-to` (the controller's report URL), when set.
+    pub report_to: Option<String>,
 }
 
 impl KubeletOptions {
@@ -86,6 +88,7 @@ impl KubeletOptions {
             labels: Vec::new(),
             kubernetes: true,
             service_account_tokens: false,
+            report_to: None,
         }
     }
 
@@ -365,6 +368,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         max_connections: switchback::http_server::DEFAULT_MAX_CONNECTIONS,
         drift_interval: agent::config::DEFAULT_DRIFT_INTERVAL_SECS,
         drift_policy: agent::DriftPolicy::Report,
+        report_to: ctx.options.report_to.clone(),
         config_root: switchback::validate::paths::DEFAULT_CONFIG_ROOT.to_string(),
         // Process pods share this machine: its accounts, not the image's.
         replace_bundle_user: true,
