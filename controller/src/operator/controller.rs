@@ -140,6 +140,9 @@ pub struct ControllerOptions {
     /// The proxy image's files below the config root (`--image-files`), read once at start;
     /// `None`: the packaged files of the nginx that runs `nginx -t`.
     pub image_files: Option<crate::validate::ImageFiles>,
+    /// With `--shards N`: drive only the rollouts of the shards this replica holds (`None`:
+    /// every rollout).
+    pub shards: Option<super::shard::Shards>,
 }
 
 impl ControllerOptions {
@@ -156,6 +159,7 @@ impl ControllerOptions {
             webhook_addr: None,
             allow_insecure_sources: false,
             image_files: None,
+            shards: None,
         }
     }
 }
@@ -170,6 +174,11 @@ pub(super) struct Context {
     pub(super) options: ControllerOptions,
     pub(super) workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
     failures: Mutex<HashMap<Key, usize>>,
+}
+
+/// Whether this replica drives `object`: always without shards, else while holding its shard.
+fn owns(ctx: &Context, object: &ProxyRollout) -> bool {
+    ctx.options.shards.as_ref().is_none_or(|s| s.holds(object))
 }
 
 pub(super) fn key_of(object: &ProxyRollout) -> Key {
@@ -206,8 +215,19 @@ pub async fn run(
         workers: tokio::sync::Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
-    let controller = Controller::new(rollouts, watcher::Config::default());
+    let mut controller = Controller::new(rollouts, watcher::Config::default());
     let rollout_store = controller.store();
+    // Shards: a lost shard's workers stop at once; any change reconciles every rollout, so the
+    // rollouts of a shard just acquired start.
+    let mut shard_stopper = None;
+    if let Some(shards) = context.options.shards.clone() {
+        controller = controller.reconcile_all_on(super::shard::changes(shards.held.clone()));
+        shard_stopper = Some(tokio::spawn(super::shard::stop_workers_of_lost_shards(
+            shards,
+            rollout_store.clone(),
+            Arc::clone(&context),
+        )));
+    }
     let pod_events = reflector::reflector(
         pod_writer,
         watcher(
@@ -254,6 +274,9 @@ pub async fn run(
     }
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
+    if let Some(task) = shard_stopper {
+        task.abort();
+    }
     if let Some(tasks) = webhooks {
         for task in tasks {
             task.abort();
@@ -350,6 +373,13 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = key_of(&object);
     let started = std::time::Instant::now();
+    if !owns(&ctx, &object) {
+        // Another replica's shard: stop a worker left from when it was ours, nothing else.
+        if let Some(worker) = ctx.workers.lock().await.remove(&key) {
+            worker.abort();
+        }
+        return Ok(Action::await_change());
+    }
     tracing::debug!(
         finalizers = ?object.metadata.finalizers,
         resource_version = ?object.metadata.resource_version,
@@ -464,11 +494,13 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
     if let Some(old) = old {
         setup.resume = old.stop().await;
     }
+    let mut workers = ctx.workers.lock().await;
+    // Under the lock the shard stopper takes too: a shard lost meanwhile starts nothing.
+    if !owns(ctx, &object) {
+        return Ok(Action::await_change());
+    }
     tracing::info!(generation, "starting the rollout's worker");
-    ctx.workers
-        .lock()
-        .await
-        .insert(key, WorkerHandle::start(setup));
+    workers.insert(key, WorkerHandle::start(setup));
     Ok(Action::requeue(ctx.options.resync))
 }
 
