@@ -1,0 +1,276 @@
+//! Three `switchback controller --leader-elect --shards 3` processes against the test API server,
+//! real pods (the process kubelet) and a real git repository, with three ProxyRollouts: one in the
+//! shard its name hashes to, two put in the other shards by the `switchback.dev/shard` label.
+//! Each shard is held by exactly one replica (one each), and every rollout is driven. Then the
+//! replica holding the shard of a rollout mid-canary is SIGKILLed: another replica takes the shard
+//! over, the canary resumes from the checkpoint in status (no earlier step is seen again) and is
+//! promoted, and no pod is told anything twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use switchback::operator::shard::assign;
+use switchback_tests::bin::switchback_bin;
+use switchback_tests::git_fixture::git_cli as git;
+use switchback_tests::load::PER_POD_RPS;
+use switchback_tests::operator_fixture::{Cluster, PATIENCE};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const SHARDS: u32 = 3;
+const REPLICAS: [&str; 3] = ["replica-a", "replica-b", "replica-c"];
+
+fn replica(c: &Cluster, identity: &str) -> Child {
+    Command::new(switchback_bin())
+        .args(["controller", "--leader-elect", "--shards", "3"])
+        .args(["--lease-identity", identity, "--lease-namespace", "edge"])
+        .args(["--namespace", "edge", "--allow-insecure-sources"])
+        .arg("--cache-dir")
+        .arg(c.tmp.path().join(identity))
+        .env("KUBECONFIG", c.k.server.kubeconfig_path())
+        // Its own Pod, as the downward API gives it: a replica holding a shard labels it.
+        .env("POD_NAME", identity)
+        .env("POD_NAMESPACE", "replicas")
+        .args(["--webhook-addr", "127.0.131.200:0"])
+        .envs(c.controller_env())
+        .env("SWITCHBACK_LOG", "switchback=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchback controller")
+}
+
+/// The holder of each shard's Lease (`None`: no Lease yet or nobody holds it).
+async fn holders(client: &kube::Client) -> Vec<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "edge");
+    let mut out = Vec::new();
+    for k in 0..SHARDS {
+        let holder = api
+            .get_opt(&format!("switchback-controller-shard-{k}"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty());
+        out.push(holder);
+    }
+    out
+}
+
+/// Waits until `done` holds of the shard holders; fails with the last ones after `patience`.
+async fn wait_holders(
+    client: &kube::Client,
+    patience: Duration,
+    done: impl Fn(&[Option<String>]) -> bool,
+) -> Vec<Option<String>> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let now = holders(client).await;
+        if done(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "shard holders stuck at {now:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A proxy pod of the rollout `app` (the kubelet runs it as nginx + agent).
+async fn add_pod(c: &Cluster, name: &str, app: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: edge\n  labels:\n    app: {app}\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n"
+    );
+    let file = c.k.file(&format!("{name}.yaml"), &text);
+    c.k.ok(&["apply", "-f", &file]).await;
+}
+
+/// A ProxyRollout `name` in shard `shard` by label, following the branch `others`.
+async fn labelled_rollout(c: &Cluster, name: &str, shard: u32) {
+    let text = format!(
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: {name}\n  namespace: edge\n  labels:\n    switchback.dev/shard: \"{shard}\"\nspec:\n  source:\n    url: file://{}\n    ref: others\n    interval: 1s\n  target:\n    selector:\n      app: {name}\n  strategy:\n    bake: 8s\n",
+        c.repo.display()
+    );
+    let file = c.k.file(&format!("{name}-rollout.yaml"), &text);
+    c.k.ok(&["apply", "-f", &file]).await;
+}
+
+async fn wait_ready(c: &Cluster, what: &str) {
+    c.k.ok(&[
+        "wait",
+        "-n",
+        "edge",
+        "--for=condition=Ready",
+        what,
+        "--timeout=60s",
+    ])
+    .await;
+}
+
+/// `k` of a step `k/n`.
+fn step_index(step: &str) -> u32 {
+    step.split('/')
+        .next()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("a step like 2/4, got {step:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
+    let Some(c) = Cluster::up(131, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    // `edge` goes where its name hashes; the other two are labelled into the other shards.
+    let edge_shard = assign("edge", "edge", None, SHARDS).shard;
+    let others: Vec<u32> = (0..SHARDS).filter(|k| *k != edge_shard).collect();
+    // Per pod, every distinct desired digest it was told, in order, from the API server's own
+    // change stream: a pod told one decision twice would show the same digest in two runs.
+    let told: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let (_, mut changes) = c.k.server.list_and_subscribe("", "pods");
+    let seen = Arc::clone(&told);
+    let recorder = tokio::spawn(async move {
+        while let Ok(change) = changes.recv().await {
+            let Some(d) =
+                change.object["metadata"]["annotations"]["switchback.dev/desired-digest"].as_str()
+            else {
+                continue;
+            };
+            if let Ok(mut told) = seen.lock() {
+                let runs = told.entry(change.key.name.clone()).or_default();
+                if runs.last().map(String::as_str) != Some(d) {
+                    runs.push(d.to_string());
+                }
+            }
+        }
+    });
+    let trail = c.follow_status();
+
+    git(&c.repo, &["branch", "others"]);
+    for (name, shard) in [("api", others[0]), ("shop", others[1])] {
+        add_pod(&c, &format!("{name}-0"), name).await;
+        labelled_rollout(&c, name, shard).await;
+    }
+    // The default strategy, bake shortened from 3m to 8s (see operator_failover.rs).
+    c.apply_rollout("    bake: 8s\n").await;
+    c.k.ok(&["create", "namespace", "replicas"]).await;
+    for name in REPLICAS {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: replicas\nspec:\n  nodeName: elsewhere\n  containers:\n  - name: controller\n    image: switchback\n"
+        );
+        let file = c.k.file(&format!("{name}.yaml"), &pod);
+        c.k.ok(&["apply", "-f", &file]).await;
+    }
+    let mut replicas: BTreeMap<String, Child> = REPLICAS
+        .iter()
+        .map(|id| (id.to_string(), replica(&c, id)))
+        .collect();
+    let client = c.k.server.client().await;
+
+    // One shard each: three replicas started together share three shards fairly.
+    let held = wait_holders(&client, PATIENCE, |h| {
+        let set: BTreeSet<_> = h.iter().flatten().collect();
+        h.iter().all(Option::is_some) && set.len() == 3
+    })
+    .await;
+    // Every rollout is driven by its shard's holder.
+    for what in ["proxyrollout/api", "proxyrollout/shop", "proxyrollout/edge"] {
+        wait_ready(&c, what).await;
+    }
+    c.wait_pods_ready().await;
+    let labelled =
+        c.k.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "replicas",
+            "-l",
+            "switchback.dev/leader=true",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert_eq!(
+        labelled.split_whitespace().count(),
+        3,
+        "every replica holding a shard is labelled for the webhook Service: {labelled}"
+    );
+    let v0 = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+
+    let users = c.start_traffic(PER_POD_RPS).await;
+    users.wait_flowing(3, 150, PATIENCE).await;
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    // Mid-canary: a step is baking.
+    let step = c
+        .wait_for("proxyrollout/edge", "{.status.analysis.step}", |s| {
+            !s.is_empty()
+        })
+        .await;
+    let killed = held[edge_shard as usize].clone().expect("edge's shard held");
+    let seen_before_kill = trail.statuses().len();
+    let mut child = replicas.remove(&killed).expect("the holder is one of ours");
+    child.start_kill().expect("SIGKILL the holder of edge's shard");
+    let _ = child.wait().await;
+
+    // Lease expiry, the survivor's fair-share delay, then the remaining steps of 8 s.
+    c.wait_for_within(
+        "proxyrollout/edge",
+        "{.status.stable.commit}",
+        Duration::from_secs(240),
+        |s| s == v1,
+    )
+    .await;
+    let after = holders(&client).await;
+    let new_holder = after[edge_shard as usize].clone().expect("edge's shard held again");
+    assert_ne!(new_holder, killed, "a survivor holds edge's shard");
+    assert!(
+        after
+            .iter()
+            .all(|h| h.as_ref().is_some_and(|h| replicas.contains_key(h))),
+        "every shard is held by a live replica: {after:?}"
+    );
+    for (k, h) in after.iter().enumerate() {
+        if k != edge_shard as usize {
+            assert_eq!(h, &held[k], "shard {k} stayed with its holder");
+        }
+    }
+
+    // Resumed, not restarted: no step before the one baking at the kill came back.
+    let resumed: Vec<String> = trail.statuses()[seen_before_kill..]
+        .iter()
+        .filter_map(|s| s["analysis"]["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        resumed.iter().all(|s| step_index(s) >= step_index(&step)),
+        "the canary went back before step {step} after the takeover: {resumed:?}"
+    );
+    let v1_digest = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+    c.assert_all_told(&v1_digest, "every pod on the promoted commit")
+        .await;
+    users.stop().await;
+    recorder.abort();
+    let told = told.lock().map(|t| t.clone()).unwrap_or_default();
+    for pod in ["edge-0", "edge-1", "edge-2"] {
+        assert_eq!(
+            told.get(pod),
+            Some(&vec![v0.clone(), v1_digest.clone()]),
+            "{pod} told v0 once, then v1 once: {told:?}"
+        );
+    }
+    for pod in ["api-0", "shop-0"] {
+        assert_eq!(
+            told.get(pod).map(Vec::len),
+            Some(1),
+            "{pod} told its stable digest once: {told:?}"
+        );
+    }
+    drop(replicas);
+    c.down().await;
+}
