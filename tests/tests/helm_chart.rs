@@ -128,9 +128,16 @@ fn shards_need_leader_election_and_replicas_overrides_replica_count() {
         return;
     };
     assert!(!ok, "shards without leader election were accepted");
-    assert!(stderr.contains("controller.shards > 1 needs leaderElection.enabled"), "{stderr}");
-    let Some(objects) = render(&["--set", "controller.replicas=4", "--set", "controller.shards=4"])
-    else {
+    assert!(
+        stderr.contains("controller.shards > 1 needs leaderElection.enabled"),
+        "{stderr}"
+    );
+    let Some(objects) = render(&[
+        "--set",
+        "controller.replicas=4",
+        "--set",
+        "controller.shards=4",
+    ]) else {
         return;
     };
     let deploy = find(&objects, "Deployment")[0];
@@ -145,9 +152,11 @@ fn shards_need_leader_election_and_replicas_overrides_replica_count() {
         .expect("the leader-election Role");
     let rules = role["rules"].as_array().expect("rules");
     assert!(
-        rules.iter().any(|r| r["resources"] == serde_json::json!(["leases"])
-            && r["resourceNames"].is_null()
-            && r["verbs"] == serde_json::json!(["get", "create", "update"])),
+        rules
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["leases"])
+                && r["resourceNames"].is_null()
+                && r["verbs"] == serde_json::json!(["get", "create", "update"])),
         "{role}"
     );
 }
@@ -248,10 +257,7 @@ fn default_values_render_a_restricted_two_replica_controller_with_the_documented
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
     // One shard by default: the single Lease, named as before sharding existed.
-    assert!(
-        !args.iter().any(|a| a.starts_with("--shards")),
-        "{args:?}"
-    );
+    assert!(!args.iter().any(|a| a.starts_with("--shards")), "{args:?}");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());

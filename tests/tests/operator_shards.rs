@@ -205,16 +205,24 @@ async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
     let users = c.start_traffic(PER_POD_RPS).await;
     users.wait_flowing(3, 150, PATIENCE).await;
     let v1 = c.commit("return 200 \"v1\\n\";", "v1");
-    // Mid-canary: a step is baking.
+    // Mid-canary, past the first step, so that a canary restarted from scratch (step 1 again)
+    // would show.
     let step = c
-        .wait_for("proxyrollout/edge", "{.status.analysis.step}", |s| {
-            !s.is_empty()
-        })
+        .wait_for_within(
+            "proxyrollout/edge",
+            "{.status.analysis.step}",
+            Duration::from_secs(120),
+            |s| !s.is_empty() && step_index(s) >= 2,
+        )
         .await;
-    let killed = held[edge_shard as usize].clone().expect("edge's shard held");
+    let killed = held[edge_shard as usize]
+        .clone()
+        .expect("edge's shard held");
     let seen_before_kill = trail.statuses().len();
     let mut child = replicas.remove(&killed).expect("the holder is one of ours");
-    child.start_kill().expect("SIGKILL the holder of edge's shard");
+    child
+        .start_kill()
+        .expect("SIGKILL the holder of edge's shard");
     let _ = child.wait().await;
 
     // Lease expiry, the survivor's fair-share delay, then the remaining steps of 8 s.
@@ -226,7 +234,9 @@ async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
     )
     .await;
     let after = holders(&client).await;
-    let new_holder = after[edge_shard as usize].clone().expect("edge's shard held again");
+    let new_holder = after[edge_shard as usize]
+        .clone()
+        .expect("edge's shard held again");
     assert_ne!(new_holder, killed, "a survivor holds edge's shard");
     assert!(
         after

@@ -87,7 +87,9 @@ pub struct Shards {
 impl Shards {
     /// Whether this replica holds the shard of `object` at this moment.
     pub fn holds(&self, object: &ProxyRollout) -> bool {
-        self.held.borrow().contains(&shard_of(object, self.count).shard)
+        self.held
+            .borrow()
+            .contains(&shard_of(object, self.count).shard)
     }
 }
 
