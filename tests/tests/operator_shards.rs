@@ -4,7 +4,8 @@
 //! Each shard is held by exactly one replica (one each), and every rollout is driven. Then the
 //! replica holding the shard of a rollout mid-canary is SIGKILLed: another replica takes the shard
 //! over, the canary resumes from the checkpoint in status (no earlier step is seen again) and is
-//! promoted, and no pod is told anything twice.
+//! promoted, and no pod is told anything twice. A second test, with the elections only: SIGTERM
+//! releases a replica's shard, a survivor takes it, and `switchback_shards_held` follows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -16,6 +17,7 @@ use kube::api::Api;
 use switchback::operator::shard::assign;
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
+use switchback_tests::kube::KubeServer;
 use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
 use tokio::process::{Child, Command};
@@ -299,4 +301,127 @@ async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
     }
     drop(replicas);
     c.down().await;
+}
+
+/// A replica started for the gauge test: no pods, no rollouts, only the elections.
+struct Bare {
+    identity: &'static str,
+    metrics: std::net::SocketAddr,
+    child: Child,
+}
+
+async fn bare(server: &KubeServer, identity: &'static str, ip: &str) -> Bare {
+    let metrics = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port");
+    let child = Command::new(switchback_bin())
+        .args(["controller", "--leader-elect", "--shards", "3"])
+        .args(["--lease-identity", identity, "--lease-namespace", "edge"])
+        .arg("--metrics-addr")
+        .arg(metrics.to_string())
+        .arg("--cache-dir")
+        .arg(server.dir().join(identity))
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("SWITCHBACK_LOG", "switchback::operator::leader=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchback controller");
+    Bare {
+        identity,
+        metrics,
+        child,
+    }
+}
+
+/// `switchback_shards_held` as the replica serves it.
+async fn shards_held(r: &Bare) -> Option<u32> {
+    let text = reqwest::get(format!("http://{}/metrics", r.metrics))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchback_shards_held "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_a_replicas_shard_and_the_gauges_follow() {
+    let server = KubeServer::start().await.expect("test API server");
+    let client = server.client().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let edge: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "edge"}}))
+            .expect("a Namespace");
+    namespaces
+        .create(&kube::api::PostParams::default(), &edge)
+        .await
+        .expect("create namespace edge");
+    let mut replicas = Vec::new();
+    for (identity, ip) in REPLICAS
+        .into_iter()
+        .zip(["127.0.133.11", "127.0.133.12", "127.0.133.13"])
+    {
+        replicas.push(bare(&server, identity, ip).await);
+    }
+    let held = wait_holders(&client, PATIENCE, |h| {
+        let set: BTreeSet<_> = h.iter().flatten().collect();
+        h.iter().all(Option::is_some) && set.len() == 3
+    })
+    .await;
+    // The metric says what the Leases say: one shard each.
+    let deadline = Instant::now() + PATIENCE;
+    for r in &replicas {
+        while shards_held(r).await != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never reported 1 shard",
+                r.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let mut stopped = replicas.remove(0);
+    let shard = held
+        .iter()
+        .position(|h| h.as_deref() == Some(stopped.identity))
+        .expect("the stopped replica's shard");
+    let pid = stopped.child.id().expect("a pid");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = stopped.child.wait().await.expect("wait for the replica");
+    assert!(status.success(), "the replica exited with {status}");
+    // Released on the way out (an expired Lease would still name it).
+    assert_ne!(
+        holders(&client).await[shard].as_deref(),
+        Some(stopped.identity),
+        "the stopped replica still holds shard {shard}"
+    );
+    let after = wait_holders(&client, PATIENCE, |h| h[shard].is_some()).await;
+    let taker = after[shard].clone().expect("a new holder");
+    assert_ne!(taker, stopped.identity);
+    for (k, h) in after.iter().enumerate() {
+        if k != shard {
+            assert_eq!(h, &held[k], "shard {k} stayed with its holder");
+        }
+    }
+    let taker = replicas
+        .iter()
+        .find(|r| r.identity == taker)
+        .expect("a survivor took it");
+    let deadline = Instant::now() + PATIENCE;
+    while shards_held(taker).await != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reported 2 shards",
+            taker.identity
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
