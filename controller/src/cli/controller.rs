@@ -240,13 +240,14 @@ async fn sharded(
             let mut labelled = false;
             loop {
                 let now = held.borrow_and_update().clone();
+                let holding = !now.is_empty();
                 tracing::info!(held = ?now, "shards held");
                 metrics.set_shards_held(now.len());
-                metrics.set_leader(!now.is_empty());
+                metrics.set_leader(holding);
                 if let Some(pod) = &pod
-                    && labelled != !now.is_empty()
+                    && labelled != holding
                 {
-                    labelled = !now.is_empty();
+                    labelled = holding;
                     pod.mark(&client, labelled).await;
                 }
                 if held.changed().await.is_err() {
