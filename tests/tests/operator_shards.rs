@@ -5,7 +5,9 @@
 //! replica holding the shard of a rollout mid-canary is SIGKILLed: another replica takes the shard
 //! over, the canary resumes from the checkpoint in status (no earlier step is seen again) and is
 //! promoted, and no pod is told anything twice. A second test, with the elections only: SIGTERM
-//! releases a replica's shard, a survivor takes it, and `switchback_shards_held` follows.
+//! releases a replica's shard, a survivor takes it, and `switchback_shards_held` follows. A third,
+//! with an in-process controller whose held set the test flips: a lost shard's worker stops at
+//! once and a regained shard's rollout resumes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -14,7 +16,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use switchback::operator::shard::assign;
+use switchback::operator::controller::ControllerOptions;
+use switchback::operator::shard::{Shards, assign};
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::kube::KubeServer;
@@ -113,25 +116,12 @@ async fn wait_ready(c: &Cluster, what: &str) {
     .await;
 }
 
-/// `k` of a step `k/n`.
-fn step_index(step: &str) -> u32 {
-    step.split('/')
-        .next()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("a step like 2/4, got {step:?}"))
-}
+/// Per pod, every distinct desired digest it was told, in order, from the API server's own
+/// change stream: a pod told one decision twice would show the same digest in two runs.
+type Told = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
-    let Some(c) = Cluster::up(131, &["edge-0", "edge-1", "edge-2"]).await else {
-        return;
-    };
-    // `edge` goes where its name hashes; the other two are labelled into the other shards.
-    let edge_shard = assign("edge", "edge", None, SHARDS).shard;
-    let others: Vec<u32> = (0..SHARDS).filter(|k| *k != edge_shard).collect();
-    // Per pod, every distinct desired digest it was told, in order, from the API server's own
-    // change stream: a pod told one decision twice would show the same digest in two runs.
-    let told: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+fn record_told(c: &Cluster) -> (Told, tokio::task::JoinHandle<()>) {
+    let told: Told = Arc::default();
     let (_, mut changes) = c.k.server.list_and_subscribe("", "pods");
     let seen = Arc::clone(&told);
     let recorder = tokio::spawn(async move {
@@ -149,6 +139,26 @@ async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
             }
         }
     });
+    (told, recorder)
+}
+
+/// `k` of a step `k/n`.
+fn step_index(step: &str) -> u32 {
+    step.split('/')
+        .next()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("a step like 2/4, got {step:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_shard_is_taken_over_and_its_canary_resumed() {
+    let Some(c) = Cluster::up(131, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    // `edge` goes where its name hashes; the other two are labelled into the other shards.
+    let edge_shard = assign("edge", "edge", None, SHARDS).shard;
+    let others: Vec<u32> = (0..SHARDS).filter(|k| *k != edge_shard).collect();
+    let (told, recorder) = record_told(&c);
     let trail = c.follow_status();
 
     git(&c.repo, &["branch", "others"]);
@@ -424,4 +434,90 @@ async fn sigterm_releases_a_replicas_shard_and_the_gauges_follow() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// In-process controller given a held set the test flips: losing the shard mid-canary stops the
+/// rollout's worker at once (no step advances and no pod is told anything while it is lost,
+/// though the bake ends meanwhile), and regaining it resumes the canary from the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shard_stops_its_worker_at_once_and_a_regained_one_resumes() {
+    let Some(mut c) = Cluster::up(134, &["edge-0", "edge-1", "edge-2"]).await else {
+        return;
+    };
+    let shard = assign("edge", "edge", None, SHARDS).shard;
+    let (held_tx, held) = tokio::sync::watch::channel(BTreeSet::from([shard]));
+    let options = ControllerOptions {
+        shards: Some(Shards {
+            count: SHARDS,
+            held,
+        }),
+        ..c.controller_options()
+    };
+    let (told, recorder) = record_told(&c);
+    c.apply_rollout("    bake: 8s\n").await;
+    c.start_controller_with(options).await;
+    c.wait_condition("Ready").await;
+    let v0 = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+    let users = c.start_traffic(PER_POD_RPS).await;
+    users.wait_flowing(3, 150, PATIENCE).await;
+    let trail = c.follow_status();
+    let v1 = c.commit("return 200 \"v1\\n\";", "v1");
+    let step = c
+        .wait_for("proxyrollout/edge", "{.status.analysis.step}", |s| {
+            !s.is_empty()
+        })
+        .await;
+
+    held_tx.send_replace(BTreeSet::new());
+    let lost_at = trail.statuses().len();
+    let told_at_loss = told.lock().map(|t| t.clone()).unwrap_or_default();
+    // An observation window, not a synchronisation: two bakes, in which a live worker would
+    // have ended this step's bake and moved on.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let while_lost: Vec<String> = trail.statuses()[lost_at..]
+        .iter()
+        .filter_map(|s| s["analysis"]["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        while_lost.iter().all(|s| *s == step),
+        "the rollout moved on from {step} while its shard was lost: {while_lost:?}"
+    );
+    assert_eq!(
+        told.lock().map(|t| t.clone()).unwrap_or_default(),
+        told_at_loss,
+        "a pod was told something while the shard was lost"
+    );
+
+    held_tx.send_replace(BTreeSet::from([shard]));
+    c.wait_for_within(
+        "proxyrollout/edge",
+        "{.status.stable.commit}",
+        Duration::from_secs(240),
+        |s| s == v1,
+    )
+    .await;
+    let resumed: Vec<String> = trail.statuses()[lost_at..]
+        .iter()
+        .filter_map(|s| s["analysis"]["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        resumed.iter().all(|s| step_index(s) >= step_index(&step)),
+        "the canary went back before step {step}: {resumed:?}"
+    );
+    let v1_digest = c
+        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+        .await;
+    users.stop().await;
+    recorder.abort();
+    let told = told.lock().map(|t| t.clone()).unwrap_or_default();
+    for pod in ["edge-0", "edge-1", "edge-2"] {
+        assert_eq!(
+            told.get(pod),
+            Some(&vec![v0.clone(), v1_digest.clone()]),
+            "{pod} told v0 once, then v1 once: {told:?}"
+        );
+    }
+    c.down().await;
 }
