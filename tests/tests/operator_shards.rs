@@ -521,3 +521,19 @@ async fn a_lost_shard_stops_its_worker_at_once_and_a_regained_one_resumes() {
     }
     c.down().await;
 }
+
+#[test]
+fn shards_without_leader_election_are_refused_with_what_to_do() {
+    let out = std::process::Command::new(switchback_bin())
+        .args(["controller", "--shards", "2"])
+        // Refused before any API call: no server is needed.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run switchback controller");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--shards 2 needs --leader-elect"),
+        "{stderr}"
+    );
+}
