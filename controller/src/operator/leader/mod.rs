@@ -32,6 +32,11 @@
 //!
 //! A graceful [`LeaderHandle::step_down`] reports `false` first, then clears `holderIdentity`;
 //! a standby acquires an empty Lease at its next poll, without waiting out the duration.
+//!
+//! With `--shards N` a replica runs one election per shard ([`spawn_gated`],
+//! `crate::operator::shard::election`); the [`share`] gate only delays when a free or expired
+//! Lease is taken (a replica holding more shards waits longer), after the same expiry rules and
+//! with the same optimistic write, so the argument above holds for each shard's Lease unchanged.
 
 use std::time::Duration;
 
