@@ -225,3 +225,103 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
     drop(denials);
     c.down().await;
 }
+
+/// The chart with `controller.shards: 2`: its pod, under the chart's RBAC, holds both shard
+/// Leases (`switchback-controller-shard-<k>`) under its pod name, no `switchback-controller`
+/// Lease is made, and the rollout is driven to Ready; no request of it is denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_with_two_shards_holds_both_shard_leases_under_its_rbac() {
+    let Some(c) = Cluster::up(132, &["edge-0"]).await else {
+        return;
+    };
+    let Some(helm) = tool_bin("helm") else { return };
+    c.k.ok(&["create", "namespace", "switchback"]).await;
+    let token = c
+        .controller_env()
+        .into_iter()
+        .find(|(k, _)| k == "SWITCHBACK_AGENT_TOKEN")
+        .map(|(_, v)| v)
+        .expect("the kubelet's agent token");
+    c.k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "agents-token",
+        "-n",
+        "switchback",
+        &format!("--from-literal=token={token}"),
+    ])
+    .await;
+    let chart = chart();
+    c.k.helm(
+        &helm,
+        &[
+            "install",
+            "sb",
+            &chart,
+            "-n",
+            "switchback",
+            "--skip-crds",
+            "--set",
+            "agentToken.existingSecret=agents-token",
+            "--set",
+            "git.allowInsecureSources=true",
+            "--set",
+            "controller.shards=2",
+        ],
+    )
+    .await;
+    let ip: std::net::IpAddr = "127.0.132.250".parse().expect("an address");
+    let scratch = c.tmp.path().join("controller-pod");
+    let mut pod = PodProcess::start_deployment(
+        &c.k,
+        "switchback",
+        "sb-switchback",
+        &switchback_bin(),
+        ip,
+        &scratch,
+    )
+    .await
+    .expect("start the chart's controller pod");
+    let denials = DenialsOnPanic::new(&c.k.server, &pod.user);
+    pod.wait_ready("/readyz", PATIENCE).await;
+    c.apply_rollout(DEFAULTS).await;
+    c.wait_condition("Ready").await;
+    // The second shard comes after the fair-share delay of a replica holding one (4 s).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let holders = loop {
+        let holders =
+            c.k.ok(&[
+                "get",
+                "-n",
+                "switchback",
+                "leases",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity} {end}",
+            ])
+            .await;
+        let want = format!(
+            "switchback-controller-shard-0={0} switchback-controller-shard-1={0}",
+            pod.name
+        );
+        if holders.trim() == want {
+            break holders;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chart's pod does not hold both shards: {holders}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert!(!holders.contains("switchback-controller="), "{holders}");
+    let user = pod.user.clone();
+    pod.stop().await;
+    let audit = c.k.server.audit();
+    let denied: Vec<_> = audit
+        .iter()
+        .filter(|r| r.user == user && !r.allowed)
+        .collect();
+    assert!(denied.is_empty(), "denied by the chart's RBAC: {denied:#?}");
+    drop(denials);
+    c.down().await;
+}

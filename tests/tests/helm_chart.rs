@@ -111,6 +111,56 @@ fn helm(args: &[&str]) -> Option<(bool, String, String)> {
 }
 
 /// `helm template` of the chart with `extra` arguments, parsed; `None` for a requested skip.
+#[test]
+fn shards_need_leader_election_and_replicas_overrides_replica_count() {
+    let chart = chart();
+    let Some((ok, _, stderr)) = helm(&[
+        "template",
+        "r1",
+        &chart,
+        "--set",
+        "controller.shards=2",
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ]) else {
+        return;
+    };
+    assert!(!ok, "shards without leader election were accepted");
+    assert!(
+        stderr.contains("controller.shards > 1 needs leaderElection.enabled"),
+        "{stderr}"
+    );
+    let Some(objects) = render(&[
+        "--set",
+        "controller.replicas=4",
+        "--set",
+        "controller.shards=4",
+    ]) else {
+        return;
+    };
+    let deploy = find(&objects, "Deployment")[0];
+    assert_eq!(deploy["spec"]["replicas"], 4);
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--shards=4"), "{args}");
+    // The shard Leases are ordinary Leases in the release namespace: the Role grants leases
+    // without resourceNames, so `<leaseName>-shard-<k>` is covered.
+    let role = find(&objects, "Role")
+        .into_iter()
+        .find(|r| name(r).ends_with("-leader-election"))
+        .expect("the leader-election Role");
+    let rules = role["rules"].as_array().expect("rules");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["leases"])
+                && r["resourceNames"].is_null()
+                && r["verbs"] == serde_json::json!(["get", "create", "update"])),
+        "{role}"
+    );
+}
+
 fn render(extra: &[&str]) -> Option<Vec<Value>> {
     let chart = chart();
     let mut args = vec!["template", "r1", chart.as_str(), "-n", "switchback"];
@@ -206,6 +256,8 @@ fn default_values_render_a_restricted_two_replica_controller_with_the_documented
     ] {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
+    // One shard by default: the single Lease, named as before sharding existed.
+    assert!(!args.iter().any(|a| a.starts_with("--shards")), "{args:?}");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());
@@ -312,6 +364,8 @@ fn full_values_render_every_option_and_a_namespaced_role() {
     let args = c["args"].to_string();
     assert!(args.contains("--namespace=proxies"), "{args}");
     assert!(args.contains("--allow-insecure-sources"), "{args}");
+    assert!(args.contains("--shards=3"), "{args}");
+    assert_eq!(find(&objects, "Deployment")[0]["spec"]["replicas"], 3);
     assert!(c["image"].as_str().is_some_and(|i| i.contains("@sha256:")));
     // The master stays in the release namespace; each proxies' namespace gets its own token,
     // the one the controller derives from the master (issue 13: a token read in one namespace
@@ -359,6 +413,9 @@ fn the_schema_refuses_unknown_keys_root_and_unelected_replicas() {
         ("podSecurityContext.runAsUser=0", "runAsUser"),
         ("leaderElection.enabled=false", "leaderElection.enabled"),
         ("image.digest=latest", "digest"),
+        ("controller.shards=0", "minimum"),
+        ("controller.shardCount=2", "additional properties"),
+        ("controller.replicas=0", "minimum"),
     ] {
         let Some((ok, _, stderr)) = helm(&["template", "r1", &chart, "--set", set]) else {
             return;

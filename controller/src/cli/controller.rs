@@ -15,6 +15,8 @@ use switchback::operator::controller::{self, ControllerOptions};
 use switchback::operator::health::{self, HealthState, Readiness};
 use switchback::operator::leader::{self, LeaseSettings};
 use switchback::operator::metrics::Metrics;
+use switchback::operator::shard::Shards;
+use switchback::operator::shard::election::ShardElection;
 
 #[derive(Args)]
 pub(crate) struct ControllerArgs {
@@ -27,6 +29,11 @@ pub(crate) struct ControllerArgs {
     /// Run as one of several replicas: drive rollouts only while holding the Lease.
     #[arg(long)]
     leader_elect: bool,
+    /// Split the ProxyRollouts into this many shards, each held through its own Lease
+    /// (`<lease-name>-shard-<k>`) by one replica: needs --leader-elect when above 1. A rollout's
+    /// shard is FNV-1a of namespace/name mod N, or its `switchback.dev/shard` label.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
     /// The Lease's namespace (default: $POD_NAMESPACE, then --namespace, then `default`).
     #[arg(long)]
     lease_namespace: Option<String>,
@@ -101,6 +108,12 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
             "--allow-insecure-sources: following http://, git://, file:// and local-path sources too; for tests only"
         );
     }
+    if args.shards > 1 && !args.leader_elect {
+        anyhow::bail!(
+            "--shards {} needs --leader-elect: each shard is held through a Lease (or drop --shards to run one replica for every rollout)",
+            args.shards
+        );
+    }
     let metrics = Metrics::new();
     let readiness = Readiness::not_ready("connecting to the Kubernetes API");
     let agent_token = agent_token(args.agent_token_file.as_deref())?;
@@ -153,6 +166,9 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     readiness.set_ready();
+    if args.shards > 1 {
+        return sharded(args, client, options, metrics, stop).await;
+    }
     // With webhooks, the leader's Pod is labelled so the webhook Service reaches only it; a
     // restarted container first clears what its predecessor in this Pod may have left.
     let own_pod = args
@@ -211,6 +227,72 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
     }
     gauge.abort();
     result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--shards N`: elect on every shard's Lease and run one controller for the whole life of the
+/// process, driving only the rollouts of the shards held (docs/operations.md, "Sharding").
+async fn sharded(
+    args: ControllerArgs,
+    client: kube::Client,
+    mut options: ControllerOptions,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<ExitCode> {
+    // With webhooks, every replica holding a shard is labelled (the webhook Service reaches
+    // those); each acts on a push for its own rollouts only, the others poll.
+    let own_pod = args
+        .webhook_addr
+        .and_then(|_| switchback::operator::leader_label::OwnPod::from_env());
+    if let Some(pod) = &own_pod {
+        pod.mark(&client, false).await;
+    }
+    let settings = lease_settings(&args);
+    tracing::info!(lease = %format!("{}/{}-shard-*", settings.namespace, settings.name), shards = args.shards, identity = %settings.identity, "electing shard holders");
+    let election = ShardElection::spawn(client.clone(), &settings, args.shards)?;
+    options.shards = Some(Shards {
+        count: args.shards,
+        held: election.subscribe(),
+    });
+    let follower = {
+        let (metrics, mut held, pod, client) = (
+            metrics.clone(),
+            election.subscribe(),
+            own_pod.clone(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            let mut labelled = false;
+            loop {
+                let now = held.borrow_and_update().clone();
+                let holding = !now.is_empty();
+                tracing::info!(held = ?now, "shards held");
+                metrics.set_shards_held(now.len());
+                metrics.set_leader(holding);
+                if let Some(pod) = &pod
+                    && labelled != holding
+                {
+                    labelled = holding;
+                    pod.mark(&client, labelled).await;
+                }
+                if held.changed().await.is_err() {
+                    break;
+                }
+            }
+            metrics.set_shards_held(0);
+            metrics.set_leader(false);
+        })
+    };
+    let ran = controller::run(client.clone(), options, stopped(stop)).await;
+    tracing::debug!("stepping down from every shard");
+    if let Err(e) = election.step_down().await {
+        tracing::warn!(error = %e, "could not release every shard's lease; others take them over when they expire");
+    }
+    follower.abort();
+    if let Some(pod) = &own_pod {
+        pod.mark(&client, false).await;
+    }
+    ran?;
     Ok(ExitCode::SUCCESS)
 }
 

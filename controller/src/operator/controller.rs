@@ -146,6 +146,9 @@ pub struct ControllerOptions {
     /// Agents' change reports, received on the health port: each makes the worker driving the
     /// pod read it now.
     pub agent_reports: Option<super::agent_reports::AgentReports>,
+    /// With `--shards N`: drive only the rollouts of the shards this replica holds (`None`:
+    /// every rollout).
+    pub shards: Option<super::shard::Shards>,
 }
 
 impl ControllerOptions {
@@ -165,6 +168,7 @@ impl ControllerOptions {
             image_files: None,
             agent_reports: None,
             heartbeat: crate::runner::RunnerConfig::default().heartbeat,
+            shards: None,
         }
     }
 }
@@ -179,6 +183,11 @@ pub(super) struct Context {
     pub(super) options: ControllerOptions,
     pub(super) workers: tokio::sync::Mutex<HashMap<Key, WorkerHandle>>,
     failures: Mutex<HashMap<Key, usize>>,
+}
+
+/// Whether this replica drives `object`: always without shards, else while holding its shard.
+fn owns(ctx: &Context, object: &ProxyRollout) -> bool {
+    ctx.options.shards.as_ref().is_none_or(|s| s.holds(object))
 }
 
 pub(super) fn key_of(object: &ProxyRollout) -> Key {
@@ -215,8 +224,19 @@ pub async fn run(
         workers: tokio::sync::Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
-    let controller = Controller::new(rollouts, watcher::Config::default());
+    let mut controller = Controller::new(rollouts, watcher::Config::default());
     let rollout_store = controller.store();
+    // Shards: a lost shard's workers stop at once; any change reconciles every rollout, so the
+    // rollouts of a shard just acquired start.
+    let mut shard_stopper = None;
+    if let Some(shards) = context.options.shards.clone() {
+        controller = controller.reconcile_all_on(super::shard::changes(shards.held.clone()));
+        shard_stopper = Some(tokio::spawn(super::shard::stop_workers_of_lost_shards(
+            shards,
+            rollout_store.clone(),
+            Arc::clone(&context),
+        )));
+    }
     let pod_events = reflector::reflector(
         pod_writer,
         watcher(
@@ -271,6 +291,9 @@ pub async fn run(
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
     if let Some(task) = reports {
+        task.abort();
+    }
+    if let Some(task) = shard_stopper {
         task.abort();
     }
     if let Some(tasks) = webhooks {
@@ -385,6 +408,13 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = key_of(&object);
     let started = std::time::Instant::now();
+    if !owns(&ctx, &object) {
+        // Another replica's shard: stop a worker left from when it was ours, nothing else.
+        if let Some(worker) = ctx.workers.lock().await.remove(&key) {
+            worker.abort();
+        }
+        return Ok(Action::await_change());
+    }
     tracing::debug!(
         finalizers = ?object.metadata.finalizers,
         resource_version = ?object.metadata.resource_version,
@@ -499,11 +529,13 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
     if let Some(old) = old {
         setup.resume = old.stop().await;
     }
+    let mut workers = ctx.workers.lock().await;
+    // Under the lock the shard stopper takes too: a shard lost meanwhile starts nothing.
+    if !owns(ctx, &object) {
+        return Ok(Action::await_change());
+    }
     tracing::info!(generation, "starting the rollout's worker");
-    ctx.workers
-        .lock()
-        .await
-        .insert(key, WorkerHandle::start(setup));
+    workers.insert(key, WorkerHandle::start(setup));
     Ok(Action::requeue(ctx.options.resync))
 }
 

@@ -4,6 +4,10 @@
 //! A replica clears its own label when it starts and when it stops leading; a killed leader's
 //! stale label is cleared by its restarted container, and meanwhile the push it misses is caught
 //! by the poll.
+//!
+//! With `--shards N` the label marks every replica holding at least one shard; a push reaching
+//! one of them fetches now for that replica's own rollouts, and the rollouts of other shards
+//! pick the commit up at their next poll.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};

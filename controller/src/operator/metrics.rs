@@ -134,6 +134,7 @@ struct Inner {
     rollouts: Family<Label, Gauge>,
     phases: Mutex<BTreeMap<(String, String), Phase>>,
     is_leader: Gauge,
+    shards_held: Gauge,
     git_fetch: Histogram,
     webhook: crate::source::webhook::WebhookMetrics,
     samples: Option<Mutex<Samples>>,
@@ -202,6 +203,13 @@ impl Metrics {
             "1 while this replica holds the leader Lease and drives rollouts, else 0",
             is_leader.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "switchback_shards_held",
+            "Shards whose Lease this replica holds and whose rollouts it drives (--shards; 0 \
+             without)",
+            shards_held.clone(),
+        );
         let git_fetch = latency_histogram();
         registry.register(
             "switchback_git_fetch_duration_seconds",
@@ -230,6 +238,7 @@ impl Metrics {
                 rollouts,
                 phases: Mutex::new(BTreeMap::new()),
                 is_leader,
+                shards_held,
                 git_fetch,
                 webhook,
                 samples: samples.map(Mutex::new),
@@ -296,6 +305,13 @@ impl Metrics {
         self.inner
             .rollouts
             .get_or_create_owned(&[("phase", phase_label(phase))])
+    }
+
+    /// Records how many shards this replica holds now (follow the shard election's receiver).
+    pub fn set_shards_held(&self, held: usize) {
+        self.inner
+            .shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Records whether this replica leads now (follow the leader election's receiver).
@@ -404,6 +420,7 @@ mod tests {
             "# TYPE switchback_steps_held counter",
             "# TYPE switchback_rollouts gauge",
             "# TYPE switchback_is_leader gauge",
+            "# TYPE switchback_shards_held gauge",
             "# TYPE switchback_git_fetch_duration_seconds histogram",
             "# TYPE switchback_webhook_requests counter",
             "# TYPE switchback_webhook_triggers_dropped counter",
@@ -416,6 +433,7 @@ mod tests {
             "switchback_rollbacks_total 0",
             "switchback_rollouts{phase=\"rolling_back\"} 0",
             "switchback_is_leader 0",
+            "switchback_shards_held 0",
             "switchback_reconcile_duration_seconds_count{result=\"error\"} 0",
             "switchback_reconcile_duration_seconds_bucket{le=\"0.0005\",result=\"ok\"} 0",
             "switchback_reconcile_duration_seconds_bucket{le=\"5.0\",result=\"ok\"} 0",
@@ -433,6 +451,7 @@ mod tests {
         m.count_error(ErrorCategory::Source);
         m.count_rollback();
         m.set_leader(true);
+        m.set_shards_held(2);
         m.observe_git_fetch(Duration::from_millis(40));
         let text = m.encode().unwrap();
         for series in [
@@ -444,6 +463,7 @@ mod tests {
             "switchback_errors_total{category=\"render\"} 0",
             "switchback_rollbacks_total 1",
             "switchback_is_leader 1",
+            "switchback_shards_held 2",
             "switchback_git_fetch_duration_seconds_bucket{le=\"0.03\"} 0",
             "switchback_git_fetch_duration_seconds_bucket{le=\"0.05\"} 1",
         ] {

@@ -21,6 +21,7 @@ pub mod reference;
 pub mod request;
 mod resume;
 mod setup;
+pub mod shard;
 mod source_policy;
 pub mod spec;
 pub mod status;

@@ -14,6 +14,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::share::ShareGate;
 use super::{LeaderError, LeaseSettings};
 
 /// The sending side of "am I the leader", which says `false` when the task owning it ends,
@@ -41,6 +42,16 @@ enum Attempt {
     Held { holder: String, expires: Instant },
 }
 
+impl Attempt {
+    /// Free, but this replica waits for its fair share until `ready`.
+    fn held_for_share(ready: Instant) -> Attempt {
+        Attempt::Held {
+            holder: "(nobody; waiting for this replica's fair share)".to_string(),
+            expires: ready,
+        }
+    }
+}
+
 /// The last Lease record a standby saw and when it first saw it.
 struct Observed {
     resource_version: String,
@@ -58,14 +69,20 @@ pub(super) struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
     observed: Mutex<Option<Observed>>,
+    /// With several shards: this replica's fair share, consulted before taking a free Lease.
+    gate: Option<ShareGate>,
+    /// Since when (our clock) the Lease has been seen empty or missing, for the fair share.
+    free_since: Mutex<Option<Instant>>,
 }
 
 impl Elector {
-    pub(super) fn new(api: Api<Lease>, settings: LeaseSettings) -> Self {
+    pub(super) fn new(api: Api<Lease>, settings: LeaseSettings, gate: Option<ShareGate>) -> Self {
         Elector {
             api,
             settings,
             observed: Mutex::new(None),
+            gate,
+            free_since: Mutex::new(None),
         }
     }
 
@@ -81,7 +98,14 @@ impl Elector {
             let wait = match self.bounded(self.attempt()).await {
                 Ok(Attempt::Leading) => {
                     backoff = self.backoff().build();
-                    match self.lead(&leading, &mut stop, start).await {
+                    if let Some(gate) = &self.gate {
+                        gate.share.holding(gate.shard).await;
+                    }
+                    let ended = self.lead(&leading, &mut stop, start).await;
+                    if let Some(gate) = &self.gate {
+                        gate.share.released(gate.shard).await;
+                    }
+                    match ended {
                         Ended::Stopped => return self.release().await,
                         Ended::Lost => s.retry_period,
                     }
@@ -222,6 +246,18 @@ impl Elector {
         let seen = Instant::now();
         let now = Timestamp::now();
         let Some(current) = current else {
+            let free_at = self.free_since(seen);
+            let turn = match &self.gate {
+                Some(gate) => {
+                    let turn = gate.share.turn().await;
+                    let ready = turn.ready_at(gate.shard, free_at);
+                    if Instant::now() < ready {
+                        return Ok(Attempt::held_for_share(ready));
+                    }
+                    Some((turn, gate.shard))
+                }
+                None => None,
+            };
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(s.name.clone()),
@@ -231,14 +267,20 @@ impl Elector {
                 spec: Some(self.next_spec(None, now)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Attempt::Leading),
+                Ok(_) => {
+                    self.clear_free_since();
+                    if let Some((turn, shard)) = turn {
+                        turn.acquired(shard);
+                    }
+                    Ok(Attempt::Leading)
+                }
                 Err(e) if status_code(&e) == Some(409) => Err(self.conflict()),
                 Err(e) => Err(api_error("creating", e)),
             };
         };
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
-        if let Some(holder) = holder.filter(|h| *h != s.identity) {
+        let free_at = if let Some(holder) = holder.filter(|h| *h != s.identity) {
             let resource_version = current
                 .metadata
                 .resource_version
@@ -264,12 +306,32 @@ impl Elector {
                 .map_or(s.lease_duration, Duration::from_secs);
             let expires = first_seen + duration;
             if seen < expires {
+                self.clear_free_since();
                 return Ok(Attempt::Held {
                     holder: holder.to_string(),
                     expires,
                 });
             }
-            tracing::info!(lease = %s.lease(), previous = %holder, "the lease expired; taking it over");
+            Some(expires)
+        } else if holder.is_none() {
+            Some(self.free_since(seen))
+        } else {
+            None
+        };
+        // A Lease that is not ours (empty or expired): with shards, wait for our fair share.
+        let turn = match (&self.gate, free_at) {
+            (Some(gate), Some(free_at)) => {
+                let turn = gate.share.turn().await;
+                let ready = turn.ready_at(gate.shard, free_at);
+                if Instant::now() < ready {
+                    return Ok(Attempt::held_for_share(ready));
+                }
+                Some((turn, gate.shard))
+            }
+            _ => None,
+        };
+        if let Some(previous) = holder.filter(|h| *h != s.identity) {
+            tracing::info!(lease = %s.lease(), %previous, "the lease expired; taking it over");
         }
         let mut next = current.clone();
         next.spec = Some(self.next_spec(Some(&spec), now));
@@ -278,10 +340,26 @@ impl Elector {
             .replace(&s.name, &PostParams::default(), &next)
             .await
         {
-            Ok(_) => Ok(Attempt::Leading),
+            Ok(_) => {
+                self.clear_free_since();
+                if let Some((turn, shard)) = turn {
+                    turn.acquired(shard);
+                }
+                Ok(Attempt::Leading)
+            }
             Err(e) if status_code(&e) == Some(409) => Err(self.conflict()),
             Err(e) => Err(api_error("updating", e)),
         }
+    }
+
+    /// Since when the Lease has been seen free: the first of our looks that found it so.
+    fn free_since(&self, seen: Instant) -> Instant {
+        let mut free = self.free_since.lock().unwrap_or_else(|p| p.into_inner());
+        *free.get_or_insert(seen)
+    }
+
+    fn clear_free_since(&self) {
+        *self.free_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The spec we write when we create, renew or take over the Lease.

@@ -32,6 +32,11 @@
 //!
 //! A graceful [`LeaderHandle::step_down`] reports `false` first, then clears `holderIdentity`;
 //! a standby acquires an empty Lease at its next poll, without waiting out the duration.
+//!
+//! With `--shards N` a replica runs one election per shard ([`spawn_gated`],
+//! `crate::operator::shard::election`); the [`share`] gate only delays when a free or expired
+//! Lease is taken (a replica holding more shards waits longer), after the same expiry rules and
+//! with the same optimistic write, so the argument above holds for each shard's Lease unchanged.
 
 use std::time::Duration;
 
@@ -40,8 +45,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod elector;
+pub mod share;
 
 use elector::{Elector, FalseOnDrop};
+use share::ShareGate;
 
 /// Where the Lease lives, who we are, and the timing; see the module doc for how the three
 /// durations relate.
@@ -206,10 +213,21 @@ impl Drop for LeaderHandle {
 /// Starts electing in a task of its own. The receiver from [`LeaderHandle::subscribe`] starts
 /// `false`.
 pub fn spawn(client: kube::Client, settings: LeaseSettings) -> Result<LeaderHandle, LeaderError> {
+    spawn_gated(client, settings, None)
+}
+
+/// [`spawn`] for one shard's Lease among several: with a `gate`, a free or expired Lease is
+/// taken only when this replica's fair share allows (see [`share`]); holding and renewing it
+/// follow the same rules as a single Lease.
+pub fn spawn_gated(
+    client: kube::Client,
+    settings: LeaseSettings,
+    gate: Option<ShareGate>,
+) -> Result<LeaderHandle, LeaderError> {
     settings.check()?;
     let (tx, leading) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
-    let elector = Elector::new(Api::namespaced(client, &settings.namespace), settings);
+    let elector = Elector::new(Api::namespaced(client, &settings.namespace), settings, gate);
     let task = tokio::spawn(elector.run(FalseOnDrop(tx), stop_rx));
     Ok(LeaderHandle {
         leading,
