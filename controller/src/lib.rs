@@ -21,4 +21,5 @@ pub mod rollout;
 pub mod runner;
 pub mod signals;
 pub mod source;
+pub mod stable_hash;
 pub mod validate;

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::stable_hash::fnv1a64;
+
 /// How many baseline pods an analysis window reads. The comparison's power is bounded by its
 /// smaller group, and its rates are rates: 32 pods of a uniform fleet estimate the baseline's
 /// error rate as well as all of them, at a bounded cost however large the fleet.
@@ -76,7 +78,7 @@ impl ReadSchedule {
     /// Whether `pod`'s heartbeat moment fell in `(last, now]`: the periods are offset per pod.
     fn beat(&self, pod: &str, last: Instant, now: Instant) -> bool {
         let period = self.heartbeat.as_millis().max(1);
-        let phase = u128::from(stable_hash(pod.as_bytes())) % period;
+        let phase = u128::from(fnv1a64(pod.as_bytes())) % period;
         let slot =
             |t: Instant| (t.saturating_duration_since(self.started).as_millis() + phase) / period;
         slot(now) > slot(last)
@@ -94,7 +96,7 @@ pub(crate) fn baseline_sample<'a>(
         .map(|pod| {
             let mut key = window.to_le_bytes().to_vec();
             key.extend_from_slice(pod.as_bytes());
-            (stable_hash(&key), pod)
+            (fnv1a64(&key), pod)
         })
         .collect();
     ranked.sort_unstable();
@@ -103,13 +105,6 @@ pub(crate) fn baseline_sample<'a>(
         .take(BASELINE_SAMPLE)
         .map(|(_, pod)| pod.to_string())
         .collect()
-}
-
-/// FNV-1a, 64 bits: the same on every build and platform, unlike std's hasher.
-fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -21,20 +21,12 @@ use tokio::sync::watch;
 
 use super::controller::{Context, key_of};
 use super::crd::ProxyRollout;
+use crate::stable_hash::fnv1a64;
 
 pub mod election;
 
 /// The label that puts a ProxyRollout in a given shard, overriding the hash.
 pub const SHARD_LABEL: &str = "switchback.dev/shard";
-
-/// FNV-1a, 64 bits: stable across Rust releases and platforms, unlike std's `DefaultHasher`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
-}
 
 /// Where one rollout goes, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,14 +130,6 @@ pub(super) async fn stop_workers_of_lost_shards(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a64_matches_the_reference_vectors() {
-        // From the FNV reference (http://www.isthe.com/chongo/tech/comp/fnv/).
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn the_hash_is_stable_and_spreads_rollouts() {
