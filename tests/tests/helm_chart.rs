@@ -331,8 +331,15 @@ fn default_values_render_a_restricted_two_replica_controller_with_the_documented
     }
 
     let svc = find(&objects, "Service");
-    assert_eq!(svc.len(), 1);
+    assert_eq!(svc.len(), 2, "metrics and the agents' reports");
     assert_eq!(svc[0]["spec"]["ports"][0]["port"], 8080);
+    // Headless: an agent's report reaches every replica, whichever drives its pod.
+    let reports = svc
+        .iter()
+        .find(|s| name(s).ends_with("-agent-reports"))
+        .expect("the agents' report Service");
+    assert_eq!(reports["spec"]["clusterIP"], "None");
+    assert_eq!(reports["spec"]["ports"][0]["targetPort"], "metrics");
     for off in ["ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget"] {
         assert!(find(&objects, off).is_empty(), "{off} is off by default");
     }
@@ -528,6 +535,12 @@ fn the_proxy_example_is_restricted_with_a_read_only_agent() {
     assert_eq!(c["args"][1], "--kubernetes");
     let args = c["args"].to_string();
     assert!(args.contains("--token-file=/var/run/secrets/switchback/token"));
+    assert!(
+        args.contains(
+            "--report-to=http://switchback-agent-reports.switchback.svc:8080/v1/agents/changed"
+        ),
+        "the agent reports its changes to the chart's headless Service: {args}"
+    );
     let volumes = pod["volumes"].to_string();
     assert!(volumes.contains("\"emptyDir\"") && volumes.contains("switchback-agent-token"));
     let rollout = find(&objects, "ProxyRollout")[0];
