@@ -13,13 +13,16 @@ use crate::source::git::{Credentials, GitSource};
 use crate::source::verify::TrustedKeys;
 
 /// Fetches the ref and renders its tree. A commit that does not render never reaches the engine;
-/// it is reported (Event, log) with the template, line and variable the renderer named.
+/// it is reported (Event, log) with the template, line and variable the renderer named. `None`:
+/// the head is the one last rendered and handed on, with the same path and values, so there is
+/// nothing new (rendering runs in a confined child process: once per fetch per rollout was most
+/// of an idle controller's CPU).
 pub(super) async fn read(
     source: &GitSource,
     object: &ProxyRollout,
     keys: Option<Arc<TrustedKeys>>,
     memo: &mut RenderMemo,
-) -> Result<(Release, Bundle), (ErrorCategory, &'static str, String)> {
+) -> Result<Option<(Release, Bundle)>, (ErrorCategory, &'static str, String)> {
     let revision = source
         .fetch(&object.spec.source.git_ref)
         .await
@@ -39,6 +42,9 @@ pub(super) async fn read(
         (ErrorCategory::Render, "SourceFailed", message)
     };
     let key = memo_key(object, &revision.commit);
+    if memo.rendered.as_ref() == Some(&key) {
+        return Ok(None);
+    }
     if let Some(known) = memo.known_failure(&key) {
         tracing::debug!(commit = %revision.commit, "not rendering a commit known not to render");
         return Err(fail(known));
@@ -52,13 +58,14 @@ pub(super) async fn read(
             return Err(fail(&e.message));
         }
     };
-    Ok((
+    memo.rendered = Some(key);
+    Ok(Some((
         Release {
             digest: bundle.digest(),
             revision,
         },
         bundle,
-    ))
+    )))
 }
 
 /// The rollout's own cache directory (git cache, ssh key).
@@ -145,12 +152,15 @@ async fn render_tree(
     }
 }
 
-/// The last commit (with the rollout's path and values) that failed to render for a reason that
-/// would repeat, so the worker does not render a known-bad head again at every poll or push. A
-/// new commit, path or values renders again; a restarted controller renders it once more.
+/// The last commit (with the rollout's path and values) rendered and handed on, and the last one
+/// that failed to render for a reason that would repeat, so the worker renders neither again at
+/// every poll or push. A new commit, path or values renders again; a restarted worker renders
+/// it once more.
 #[derive(Debug, Default)]
 pub(super) struct RenderMemo {
     failed: Option<(String, String)>,
+    /// The key of the last commit rendered and handed to the engine.
+    rendered: Option<String>,
 }
 
 impl RenderMemo {
@@ -209,6 +219,51 @@ mod tests {
         assert!(bundle.is_ok(), "{:?}", bundle.err());
         // On this one-thread runtime another task only runs if rendering awaited.
         assert!(during > 0, "the render held the async thread");
+    }
+
+    /// Commits `nginx.conf` with `text` on `main` of the bare `repo`.
+    fn commit(repo: &git2::Repository, text: &str) {
+        let blob = repo.blob(text.as_bytes()).expect("blob");
+        let mut tree = repo.treebuilder(None).expect("tree");
+        tree.insert("nginx.conf", blob, 0o100644).expect("insert");
+        let tree = repo.find_tree(tree.write().expect("write")).expect("tree");
+        let who = git2::Signature::now("Dev", "dev@example.invalid").expect("signature");
+        let parent = repo
+            .refname_to_id("refs/heads/main")
+            .ok()
+            .and_then(|id| repo.find_commit(id).ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(Some("refs/heads/main"), &who, &who, "c", &tree, &parents)
+            .expect("commit");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_head_is_not_rendered_or_handed_on_again() {
+        let remote = tempfile::tempdir().expect("tempdir");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let repo = git2::Repository::init_bare(remote.path()).expect("init");
+        repo.set_head("refs/heads/main").expect("head");
+        commit(&repo, "events {}\n");
+        let url = remote.path().to_str().expect("utf-8");
+        let object: ProxyRollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchback.dev/v1alpha1",
+            "kind": "ProxyRollout",
+            "metadata": {"name": "edge", "namespace": "prod"},
+            "spec": {
+                "source": {"url": url, "path": ""},
+                "target": {"selector": {"app": "edge"}},
+            }
+        }))
+        .expect("a ProxyRollout");
+        let source = GitSource::new(url, Credentials::None, cache.path()).expect("source");
+        let mut memo = RenderMemo::default();
+        let first = read(&source, &object, None, &mut memo).await.expect("read");
+        assert!(first.is_some(), "a new head is rendered");
+        let again = read(&source, &object, None, &mut memo).await.expect("read");
+        assert!(again.is_none(), "the same head is nothing new");
+        commit(&repo, "events {}\nhttp {}\n");
+        let next = read(&source, &object, None, &mut memo).await.expect("read");
+        assert!(next.is_some(), "a new commit is rendered");
     }
 
     #[test]

@@ -282,9 +282,11 @@ async fn run(
             let read = read(&source, &object, keys.clone(), &mut render_memo).await;
             metrics.observe_git_fetch(fetching.elapsed());
             match read {
-                Ok((release, bundle)) => {
+                Ok(read) => {
                     last_source_error = None;
-                    runner.submit(release, bundle);
+                    if let Some((release, bundle)) = read {
+                        runner.submit(release, bundle);
+                    }
                 }
                 Err((category, reason, message)) => {
                     metrics.count_error(category);
