@@ -71,9 +71,19 @@ pub fn runner_config(rollout: &ProxyRollout) -> Result<RunnerConfig, SpecError> 
                 .map_err(|e| spec(format!("render.configRoot: {e}")))?,
             ..ProxyLayout::default()
         },
-        nginx: Nginx::find(None).ok().flatten(),
+        nginx: controller_nginx(),
         ..RunnerConfig::default()
     })
+}
+
+/// The nginx of the `nginx -t` gate, found once per process: finding it runs `nginx -V` and reads
+/// its packaged files, which every worker start did on an async thread (a reconcile's slowest
+/// part at 100 rollouts), and the binary does not change while the controller runs.
+fn controller_nginx() -> Option<Nginx> {
+    static NGINX: std::sync::OnceLock<Option<Nginx>> = std::sync::OnceLock::new();
+    NGINX
+        .get_or_init(|| Nginx::find(None).ok().flatten())
+        .clone()
 }
 
 fn signed(text: &str) -> Result<jiff::SignedDuration, SpecError> {
