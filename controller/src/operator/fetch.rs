@@ -273,6 +273,9 @@ mod tests {
         );
         assert!(memo.known_bundle("b").is_none());
         memo.remember_bundle("b".into(), bundle("two"));
-        assert!(memo.known_bundle("a").is_none(), "only the last render is kept");
+        assert!(
+            memo.known_bundle("a").is_none(),
+            "only the last render is kept"
+        );
     }
 }
