@@ -253,3 +253,29 @@ fn shared_http() -> Option<reqwest::Client> {
     static HTTP: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
     HTTP.get_or_init(|| AgentClient::http().ok()).clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_beyond_the_limit_waits_for_one_to_finish() {
+        let mut held = Vec::new();
+        for _ in 0..MAX_API_WRITES {
+            held.push(api_write_permit().await);
+        }
+        let next = api_write_permit();
+        tokio::pin!(next);
+        let waited = tokio::select! {
+            biased;
+            _ = &mut next => false,
+            () = tokio::task::yield_now() => true,
+        };
+        assert!(waited, "a write went ahead with the limit in flight");
+        drop(held.pop());
+        assert!(
+            next.await.is_some(),
+            "a finished write lets the next one go"
+        );
+    }
+}
