@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::runtime::reflector::Store;
 
 /// A shared, watch-fed store of pods.
@@ -60,6 +60,31 @@ impl PodCache {
     }
 }
 
+/// The annotation `kubectl apply` leaves on objects: a copy of the whole object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a watched pod what no reader of the cache looks at, before it is stored: the
+/// cache holds every pod of the namespace (or cluster) for as long as the controller runs, and
+/// on a real cluster most of a Pod's bytes are `managedFields`, the spec (containers, volumes,
+/// env) and container statuses. What is kept: all of the metadata but `managedFields` and
+/// `kubectl`'s last-applied copy (names, namespace, labels, annotations, owner, deletion
+/// timestamp: selection, the agent annotations, `poke_on_pod_changes`), and of the status the
+/// phase, the pod IPs and the conditions (`KubeFleet` reads `podIP`). The spec is dropped.
+pub fn trim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    pod.spec = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        pod_ip: status.pod_ip,
+        pod_ips: status.pod_ips,
+        conditions: status.conditions,
+        ..PodStatus::default()
+    });
+}
+
 /// Whether the pod's labels include every pair of `selector`.
 pub fn matches(pod: &Pod, selector: &BTreeMap<String, String>) -> bool {
     let labels = pod.metadata.labels.as_ref();
@@ -75,6 +100,42 @@ mod tests {
     use kube::runtime::{reflector, watcher};
 
     use super::*;
+
+    #[test]
+    fn trimming_keeps_what_the_fleet_reads_and_drops_the_rest() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p", "namespace": "ns", "labels": {"app": "edge"},
+                "annotations": {"switchback.dev/desired-digest": "d", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+            "spec": {"containers": [{"name": "nginx", "image": "nginx"}]},
+            "status": {
+                "phase": "Running", "podIP": "127.0.0.9", "podIPs": [{"ip": "127.0.0.9"}],
+                "hostIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "nginx", "image": "nginx", "imageID": "x",
+                    "ready": true, "restartCount": 0}],
+            },
+        }))
+        .expect("a pod");
+        trim(&mut pod);
+        let selector = BTreeMap::from([("app".to_string(), "edge".to_string())]);
+        assert!(matches(&pod, &selector));
+        assert_eq!(pod.metadata.name.as_deref(), Some("p"));
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["switchback.dev/desired-digest"]
+        );
+        assert!(pod.metadata.managed_fields.is_none());
+        assert!(pod.spec.is_none());
+        let status = pod.status.expect("the status is kept");
+        assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.9"));
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+        assert!(status.container_statuses.is_none() && status.host_ip.is_none());
+    }
 
     /// The reproduction of issue 15's stuck full-size runs at unit size: a hundred reconciles
     /// wait for the pod cache before its first list arrives; every one of them must go on once

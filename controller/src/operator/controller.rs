@@ -32,7 +32,7 @@ use crate::agent::kube::{
     CONFIG_ROOT_ANNOTATION, DRIFT_POLICY_ANNOTATION, ENTRY_ANNOTATION, ROLLOUT_ANNOTATION,
 };
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION, FIELD_MANAGER};
-use crate::fleet::pod_cache::{PodCache, matches};
+use crate::fleet::pod_cache::{self, PodCache, matches};
 use crate::source::git::redact_url;
 use crate::source::webhook::{self, HookSecrets, SecretMap, Trigger, WebhookConfig};
 
@@ -239,10 +239,12 @@ pub async fn run(
     }
     let pod_events = reflector::reflector(
         pod_writer,
+        // Stored trimmed: only what the fleets and the poker read (see `pod_cache::trim`).
         watcher(
             api::<Pod>(&client, namespace.as_deref()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(pod_cache::trim),
     )
     .default_backoff()
     .touched_objects();

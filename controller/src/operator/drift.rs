@@ -297,6 +297,7 @@ impl DriftMarks {
 
 /// Writes what changed between `had` and `want` on one pod.
 async fn write(pods: &Api<Pod>, pod: &str, had: &Mark, want: &Mark) -> Result<(), kube::Error> {
+    let _permit = crate::fleet::kube::api_write_permit().await;
     if had.policy != want.policy
         && let Some(policy) = want.policy
     {

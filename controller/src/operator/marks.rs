@@ -74,6 +74,7 @@ async fn mark(
     applied: Digest,
     settled: bool,
 ) -> Result<(), kube::Error> {
+    let _permit = crate::fleet::kube::api_write_permit().await;
     let annotation = serde_json::json!({
         "metadata": {"annotations": {APPLIED_ANNOTATION: applied.to_string()}}
     });

@@ -434,6 +434,7 @@ async fn write_status(
     name: &str,
     status: &ProxyRolloutStatus,
 ) -> Result<(), kube::Error> {
+    let _permit = crate::fleet::kube::api_write_permit().await;
     let patch = serde_json::json!({
         "apiVersion": "switchback.dev/v1alpha1",
         "kind": "ProxyRollout",
