@@ -99,7 +99,8 @@ struct Settings {
     /// The goals the figures are compared with: the 1,000-pod column up to 1,000 pods, the
     /// 10,000-pod one above.
     goals: Goals,
-    /// Which size this is (0, 1, ...): each size's farms take their own loopback /16s.
+    /// Which size this is (0, 1, ...): its scale farm serves `127.<10 + 2 index>.x.y`, its restore
+    /// farm `127.<11 + 2 index>.x.y` (not the `127.1`/`127.2` of older benches and tests).
     index: u8,
 }
 

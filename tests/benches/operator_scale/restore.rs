@@ -14,7 +14,7 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
     let v0 = repo.commit(&site("v0"), "v0");
     let (d0, bad) = (digest_of(&site("v0")), digest_of(&site("bad")));
     install_crd(&client).await;
-    let farm = Farm::start(2 + 2 * s.index, s.restore_pods, AGENT_PORT).await;
+    let farm = Farm::start(11 + 2 * s.index, s.restore_pods, AGENT_PORT).await;
     create_pods(&client, "restore", farm.addresses(), |_| {
         BTreeMap::from([("app".to_string(), "edge".to_string())])
     })

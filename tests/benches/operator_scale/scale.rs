@@ -19,7 +19,7 @@ pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
     let v0 = repo.commit(&site("v0"), "v0");
     let (d0, d1) = (digest_of(&site("v0")), digest_of(&site("v1")));
     install_crd(&client).await;
-    let farm = Farm::start(1 + 2 * s.index, s.pods, AGENT_PORT).await;
+    let farm = Farm::start(10 + 2 * s.index, s.pods, AGENT_PORT).await;
     let per = s.pods.div_ceil(s.rollouts);
     let group = |i: usize| format!("r{:03}", i / per);
     create_pods(&client, "scale", farm.addresses(), |i| {
