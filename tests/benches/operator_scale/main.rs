@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use farm::Farm;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -34,7 +35,6 @@ use switchback::operator::crd::ProxyRollout;
 use switchback::render::{self, ConfigTree, Digest};
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::fake_agents::{FakeAgents, loopback_addresses};
-use farm::Farm;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::kube::KubeServer;
 use tokio::process::{Child, Command};
@@ -119,7 +119,8 @@ impl Settings {
     /// when any of them is set.
     fn from_env() -> Vec<Settings> {
         let restore_step = std::env::var("SCALE_RESTORE_STEP").unwrap_or_else(|_| "50%".into());
-        let idle = Duration::from_secs(u64::try_from(env_usize("SCALE_IDLE_SECS", 10)).unwrap_or(10));
+        let idle =
+            Duration::from_secs(u64::try_from(env_usize("SCALE_IDLE_SECS", 10)).unwrap_or(10));
         let custom = ["SCALE_PODS", "SCALE_ROLLOUTS", "SCALE_RESTORE_PODS"]
             .iter()
             .any(|v| std::env::var_os(v).is_some());

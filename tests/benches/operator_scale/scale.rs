@@ -208,7 +208,12 @@ pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
             None,
         ),
         row("API requests, idle", per_sec(idle_api), "", None),
-        row("API requests, during the rollout", per_sec(rollout_api), "", None),
+        row(
+            "API requests, during the rollout",
+            per_sec(rollout_api),
+            "",
+            None,
+        ),
         row(
             &format!("adopt: start -> {} pods on v0", s.pods),
             secs(adopted),
