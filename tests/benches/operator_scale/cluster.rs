@@ -198,7 +198,7 @@ impl Mirror {
     }
 }
 
-/// Polls `done` every 10 ms until it holds; panics with `what` after [`patience`].
+/// Polls `done` every [`poll_interval`] until it holds; panics with `what` after [`patience`].
 pub(crate) async fn wait_until(what: &str, done: impl FnMut() -> bool) -> Instant {
     wait_until_explained(what, done, String::new).await
 }
@@ -222,7 +222,7 @@ pub(crate) async fn wait_until_explained(
                 explain()
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(poll_interval()).await;
     }
 }
 

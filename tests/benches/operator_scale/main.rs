@@ -50,9 +50,20 @@ pub(crate) fn patience() -> Duration {
     Duration::from_secs(PATIENCE_SECS.load(Ordering::Relaxed))
 }
 
+/// How often a wait looks: 10 ms, or 10 ms per 1,000 pods at larger sizes (each look asks the
+/// farm processes about every pod; at 10,000 pods looking every 10 ms took a core from the
+/// controller being measured).
+static POLL_MS: AtomicU64 = AtomicU64::new(10);
+
+pub(crate) fn poll_interval() -> Duration {
+    Duration::from_millis(POLL_MS.load(Ordering::Relaxed))
+}
+
 fn set_patience(pods: usize) {
     let secs = u64::try_from(pods * 60 / 1000).unwrap_or(u64::MAX).max(120);
     PATIENCE_SECS.store(secs, Ordering::Relaxed);
+    let poll = u64::try_from(pods / 100).unwrap_or(u64::MAX).max(10);
+    POLL_MS.store(poll, Ordering::Relaxed);
 }
 
 /// The goals of issue 15 for one size (its table's two columns).

@@ -231,9 +231,10 @@ fn a_status_apply_removes_the_fields_its_manager_stopped_applying() {
 #[tokio::test]
 async fn request_count_counts_every_answered_request() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let server = super::KubeServer::start().await.expect("the API test server");
-    let configmaps: kube::Api<ConfigMap> =
-        kube::Api::namespaced(server.client().await, "default");
+    let server = super::KubeServer::start()
+        .await
+        .expect("the API test server");
+    let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(server.client().await, "default");
     let before = server.request_count();
     configmaps
         .list(&Default::default())
