@@ -83,7 +83,7 @@ validate-example: tools-apt ## Validate examples/basic (passes) and examples/bro
 bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingestion rate
 	$(CARGO) bench -p switchback
 
-bench-operator: ## Operator scale: controller RSS, reconcile p50/p99 at 1,000 pods, restore time at 500 (SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
+bench-operator: ## Operator scale at 1,000 and 10,000 pods beside issue 15's goals: RSS, reconcile p99, idle CPU, agent reads/s, API requests/s, commit -> applied, restore (SCALE_SIZES=1000|10000, or SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
 	$(CARGO) build --release --bin switchback
 	$(CARGO) bench -p switchback-tests --bench operator_scale
 

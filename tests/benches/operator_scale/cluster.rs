@@ -198,7 +198,7 @@ impl Mirror {
     }
 }
 
-/// Polls `done` every 10 ms until it holds; panics with `what` after [`PATIENCE`].
+/// Polls `done` every [`poll_interval`] until it holds; panics with `what` after [`patience`].
 pub(crate) async fn wait_until(what: &str, done: impl FnMut() -> bool) -> Instant {
     wait_until_explained(what, done, String::new).await
 }
@@ -210,18 +210,19 @@ pub(crate) async fn wait_until_explained(
     mut done: impl FnMut() -> bool,
     explain: impl FnOnce() -> String,
 ) -> Instant {
-    let deadline = Instant::now() + PATIENCE;
+    let patience = patience();
+    let deadline = Instant::now() + patience;
     loop {
         if done() {
             return Instant::now();
         }
         if Instant::now() >= deadline {
             panic!(
-                "gave up after {PATIENCE:?} waiting for {what}\n{}",
+                "gave up after {patience:?} waiting for {what}\n{}",
                 explain()
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(poll_interval()).await;
     }
 }
 
@@ -231,7 +232,7 @@ pub(crate) async fn wait_until_explained(
 pub(crate) fn explain_unconverged(
     server: &KubeServer,
     mirror: &Mirror,
-    farm: &FakeAgents,
+    farm: &Farm,
     commit: &str,
     digest: &Digest,
     log: &Path,

@@ -53,7 +53,7 @@ impl Controller {
             log,
             http,
         };
-        let ready = Instant::now() + PATIENCE;
+        let ready = Instant::now() + patience();
         loop {
             // /healthz, not /readyz: /readyz stayed "connecting to the Kubernetes API" in the
             // restore run while the controller was already driving the rollout (reported).

@@ -22,9 +22,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use farm::Farm;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -38,16 +40,79 @@ use switchback_tests::kube::KubeServer;
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast::error::RecvError;
 
-/// How long any one wait may take before the bench gives up saying what it saw.
-const PATIENCE: Duration = Duration::from_secs(120);
+/// How long any one wait may take before the bench gives up saying what it saw: 120 s, or
+/// 60 ms a pod for the larger sizes (10 minutes at 10,000 pods); set per size by [`set_patience`].
+static PATIENCE_SECS: AtomicU64 = AtomicU64::new(120);
 const AGENT_PORT: u16 = 9180;
 const MIB: f64 = 1024.0 * 1024.0;
 
+pub(crate) fn patience() -> Duration {
+    Duration::from_secs(PATIENCE_SECS.load(Ordering::Relaxed))
+}
+
+/// How often a wait looks: 10 ms, or 10 ms per 1,000 pods at larger sizes (each look asks the
+/// farm processes about every pod; at 10,000 pods looking every 10 ms took a core from the
+/// controller being measured).
+static POLL_MS: AtomicU64 = AtomicU64::new(10);
+
+pub(crate) fn poll_interval() -> Duration {
+    Duration::from_millis(POLL_MS.load(Ordering::Relaxed))
+}
+
+fn set_patience(pods: usize) {
+    let secs = u64::try_from(pods * 60 / 1000).unwrap_or(u64::MAX).max(120);
+    PATIENCE_SECS.store(secs, Ordering::Relaxed);
+    let poll = u64::try_from(pods / 100).unwrap_or(u64::MAX).max(10);
+    POLL_MS.store(poll, Ordering::Relaxed);
+}
+
+/// The goals of issue 15 for one size (its table's two columns).
+#[derive(Clone, Copy)]
+struct Goals {
+    /// Controller RSS (VmRSS and VmHWM), MiB.
+    rss_mib: f64,
+    reconcile_p99: Duration,
+    /// Idle CPU, as a share of one core.
+    idle_cpu: f64,
+    /// Commit → all pods applied, beyond the bakes the steps wait for.
+    applied: Duration,
+    /// Restore: incident decision → all pods on stable.
+    restore: Duration,
+}
+
+/// 1,000 pods / 100 rollouts / 500-pod restore.
+const GOALS_1K: Goals = Goals {
+    rss_mib: 48.0,
+    reconcile_p99: Duration::from_millis(50),
+    idle_cpu: 0.05,
+    applied: Duration::from_secs(3),
+    restore: Duration::from_secs(1),
+};
+
+/// 10,000 pods / 1,000 rollouts / 5,000-pod restore (one replica).
+const GOALS_10K: Goals = Goals {
+    rss_mib: 256.0,
+    reconcile_p99: Duration::from_millis(100),
+    idle_cpu: 0.25,
+    applied: Duration::from_secs(15),
+    restore: Duration::from_secs(5),
+};
+
+/// One size the bench runs: a scale run and a restore run.
+#[derive(Clone)]
 struct Settings {
     pods: usize,
     rollouts: usize,
     restore_pods: usize,
     restore_step: String,
+    /// The quiet window idle figures are measured over.
+    idle: Duration,
+    /// The goals the figures are compared with: the 1,000-pod column up to 1,000 pods, the
+    /// 10,000-pod one above.
+    goals: Goals,
+    /// Which size this is (0, 1, ...): its scale farm serves `127.<10 + 2 index>.x.y`, its restore
+    /// farm `127.<11 + 2 index>.x.y` (not the `127.1`/`127.2` of older benches and tests).
+    index: u8,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -60,22 +125,62 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 impl Settings {
-    fn from_env() -> Settings {
-        let s = Settings {
-            pods: env_usize("SCALE_PODS", 1000),
-            rollouts: env_usize("SCALE_ROLLOUTS", 100),
-            restore_pods: env_usize("SCALE_RESTORE_PODS", 500),
-            restore_step: std::env::var("SCALE_RESTORE_STEP").unwrap_or_else(|_| "50%".into()),
+    /// The sizes to run: `SCALE_SIZES` (default `1000,10000`; N pods in N/10 rollouts and an
+    /// N/2-pod restore), or one size from `SCALE_PODS`, `SCALE_ROLLOUTS`, `SCALE_RESTORE_PODS`
+    /// when any of them is set.
+    fn from_env() -> Vec<Settings> {
+        let restore_step = std::env::var("SCALE_RESTORE_STEP").unwrap_or_else(|_| "50%".into());
+        let idle =
+            Duration::from_secs(u64::try_from(env_usize("SCALE_IDLE_SECS", 10)).unwrap_or(10));
+        let custom = ["SCALE_PODS", "SCALE_ROLLOUTS", "SCALE_RESTORE_PODS"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        let triples: Vec<(usize, usize, usize)> = if custom {
+            vec![(
+                env_usize("SCALE_PODS", 1000),
+                env_usize("SCALE_ROLLOUTS", 100),
+                env_usize("SCALE_RESTORE_PODS", 500),
+            )]
+        } else {
+            let sizes = std::env::var("SCALE_SIZES").unwrap_or_else(|_| "1000,10000".into());
+            sizes
+                .split(',')
+                .map(|n| {
+                    let n: usize = n
+                        .trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("SCALE_SIZES={sizes:?}: {n:?} is not a number"));
+                    (n, n / 10, n / 2)
+                })
+                .collect()
         };
-        assert!(
-            s.pods <= 10_000 && s.restore_pods <= 10_000,
-            "at most 10,000 pods"
-        );
-        assert!(
-            s.rollouts <= s.pods,
-            "SCALE_ROLLOUTS must not exceed SCALE_PODS"
-        );
-        s
+        triples
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pods, rollouts, restore_pods))| {
+                assert!(
+                    pods <= 10_000 && restore_pods <= 10_000,
+                    "at most 10,000 pods"
+                );
+                assert!(
+                    rollouts <= pods,
+                    "SCALE_ROLLOUTS must not exceed SCALE_PODS"
+                );
+                Settings {
+                    pods,
+                    rollouts,
+                    restore_pods,
+                    restore_step: restore_step.clone(),
+                    idle,
+                    goals: if pods.max(restore_pods * 2) <= 1000 {
+                        GOALS_1K
+                    } else {
+                        GOALS_10K
+                    },
+                    index: u8::try_from(i).expect("at most a few sizes"),
+                }
+            })
+            .collect()
     }
 }
 
@@ -102,17 +207,61 @@ fn secs(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let settings = Settings::from_env();
+    let nofile = farm::raise_nofile();
+    if let Ok(spec) = std::env::var(farm::FARM_ENV) {
+        farm::serve_child(&spec).await;
+        return;
+    }
     let bin = switchback_bin();
-    println!("operator scale bench: controller {}", bin.display());
-    let mut rows = Vec::new();
-    if settings.rollouts > 0 && settings.pods > 0 {
-        rows.extend(scale(&settings, &bin).await);
+    println!(
+        "operator scale bench: controller {} (open files limit {nofile})",
+        bin.display()
+    );
+    let mut tables = Vec::new();
+    for s in Settings::from_env() {
+        set_patience(s.pods.max(s.restore_pods));
+        let mut rows = Vec::new();
+        if s.rollouts > 0 && s.pods > 0 {
+            // A run that does not converge panics (saying why); it is a row of the table, and
+            // the next size still runs.
+            let (settings, path) = (s.clone(), bin.clone());
+            match tokio::spawn(async move { scale(&settings, &path).await }).await {
+                Ok(r) => rows.extend(r),
+                Err(_) => rows.push(row(
+                    &format!("scale run ({} pods) converged", s.pods),
+                    "no".into(),
+                    "yes",
+                    Some(false),
+                )),
+            }
+        }
+        if s.restore_pods > 0 {
+            let (settings, path) = (s.clone(), bin.clone());
+            match tokio::spawn(async move { restore(&settings, &path).await }).await {
+                Ok(r) => rows.extend(r),
+                Err(_) => rows.push(row(
+                    &format!("restore run ({} pods) converged", s.restore_pods),
+                    "no".into(),
+                    "yes",
+                    Some(false),
+                )),
+            }
+        }
+        tables.push((
+            format!(
+                "{} pods / {} rollouts, {}-pod restore",
+                s.pods, s.rollouts, s.restore_pods
+            ),
+            rows,
+        ));
     }
-    if settings.restore_pods > 0 {
-        rows.extend(restore(&settings, &bin).await);
+    for (title, rows) in &tables {
+        print_table(title, rows);
     }
-    println!();
+}
+
+fn print_table(title: &str, rows: &[Row]) {
+    println!("\n{title}");
     let w = rows
         .iter()
         .map(|r| r.figure.len())
@@ -120,19 +269,21 @@ async fn main() {
         .unwrap_or(6)
         .max(6);
     let v = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
-    println!("{:<w$}  {:>v$}  {:<10}  met?", "figure", "value", "goal");
-    for r in &rows {
+    let g = rows.iter().map(|r| r.goal.len()).max().unwrap_or(4).max(4);
+    println!("{:<w$}  {:>v$}  {:<g$}  met?", "figure", "value", "goal");
+    for r in rows {
         let met = match r.met {
             Some(true) => "yes",
             Some(false) => "NO",
             None => "-",
         };
-        println!("{:<w$}  {:>v$}  {:<10}  {met}", r.figure, r.value, r.goal);
+        println!("{:<w$}  {:>v$}  {:<g$}  {met}", r.figure, r.value, r.goal);
     }
 }
 
 mod cluster;
 mod controller;
+mod farm;
 mod restore;
 mod scale;
 

@@ -14,9 +14,7 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
     let v0 = repo.commit(&site("v0"), "v0");
     let (d0, bad) = (digest_of(&site("v0")), digest_of(&site("bad")));
     install_crd(&client).await;
-    let farm = FakeAgents::start(loopback_addresses(2, s.restore_pods, AGENT_PORT))
-        .await
-        .expect("the fake agents (127.2.x.y:9180)");
+    let farm = Farm::start(11 + 2 * s.index, s.restore_pods, AGENT_PORT).await;
     create_pods(&client, "restore", farm.addresses(), |_| {
         BTreeMap::from([("app".to_string(), "edge".to_string())])
     })
@@ -132,8 +130,8 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
         row(
             &format!("decision -> all {} pods annotated stable", s.restore_pods),
             secs(restore_marks),
-            "< 5 s",
-            Some(restore_marks < Duration::from_secs(5)),
+            &format!("< {}", secs(s.goals.restore)),
+            Some(restore_marks < s.goals.restore),
         ),
     ];
     if let Some(d) = restore_agents {

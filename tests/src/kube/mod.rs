@@ -298,6 +298,16 @@ impl KubeServer {
             .clone()
     }
 
+    /// How many requests were answered so far: what [`KubeServer::requests`] would list,
+    /// without copying the list, so a bench can sample the request rate cheaply.
+    pub fn request_count(&self) -> usize {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Stops serving: ends open watches and closes the listener.
     pub fn stop(&self) {
         let _ = self.stop.send(true);

@@ -225,3 +225,23 @@ fn a_status_apply_removes_the_fields_its_manager_stopped_applying() {
     let second = apply(&mut store, json!({"last": {"id": 2}}));
     assert_eq!(second["status"], json!({"last": {"id": 2}}), "{second:#}");
 }
+
+/// The bench samples the request rate through `request_count`: it must count what `requests`
+/// records, one per answered request (errors included), not only successes.
+#[tokio::test]
+async fn request_count_counts_every_answered_request() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let server = super::KubeServer::start()
+        .await
+        .expect("the API test server");
+    let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(server.client().await, "default");
+    let before = server.request_count();
+    configmaps
+        .list(&Default::default())
+        .await
+        .expect("list configmaps");
+    let missing = configmaps.get("no-such-configmap").await;
+    assert!(missing.is_err(), "a missing ConfigMap is a 404");
+    assert_eq!(server.request_count(), before + 2);
+    assert_eq!(server.request_count(), server.requests().len());
+}
