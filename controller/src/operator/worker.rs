@@ -32,6 +32,9 @@ use crate::source::verify::TrustedKeys;
 
 /// How long the worker lets the runner go between writes of status and pod marks.
 const TURN: Duration = Duration::from_millis(500);
+/// The same while the runner is quiet (nothing in flight, no bake, no validation): a poke, a
+/// push or the next fetch still ends the turn at once.
+const QUIET_TURN: Duration = Duration::from_secs(2);
 
 /// What a stopped worker hands to its successor: the machine and the bundles it knows.
 pub struct Checkpoint {
@@ -299,7 +302,7 @@ async fn run(
             }
         }
         tokio::select! {
-            () = runner.run_for(TURN) => {}
+            () = runner.run_for(turn_length(&runner, next_fetch)) => {}
             () = poke.notified() => {
                 runner.poll_soon();
                 for pod in changed.take() {
@@ -451,6 +454,18 @@ async fn write_status(
 
 /// The interval with up to 10% taken off at random, so rollouts created together do not fetch
 /// together forever.
+/// A turn: [`TURN`], or [`QUIET_TURN`] while the runner is quiet, ending by the next fetch.
+fn turn_length<F: crate::fleet::Fleet>(
+    runner: &Runner<F>,
+    next_fetch: tokio::time::Instant,
+) -> Duration {
+    if !runner.is_quiet() {
+        return TURN;
+    }
+    let until_fetch = next_fetch.saturating_duration_since(tokio::time::Instant::now());
+    QUIET_TURN.min(until_fetch).max(TURN)
+}
+
 fn jittered(interval: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -34,6 +34,9 @@ mod tally;
 
 pub use reads::BASELINE_SAMPLE;
 
+/// How often a quiet runner ([`Runner::is_quiet`]) polls: for the heartbeats due and the clock.
+pub const QUIET_POLL: Duration = Duration::from_secs(1);
+
 /// How the runner runs a rollout.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -365,11 +368,31 @@ impl<F: Fleet> Runner<F> {
             Some(event) = self.events_rx.recv() => self.handle(event),
             () = tokio::time::sleep_until(wake) => {
                 if Instant::now() >= self.next_poll {
-                    self.next_poll = Instant::now() + self.config.poll_every;
                     self.poll().await;
+                    // Nothing to watch closely: the heartbeats are spread over their period and
+                    // every change (a poke, a finished apply, a new revision) polls at once, so
+                    // an idle rollout need not wake four times a second.
+                    let every = if self.is_quiet() {
+                        self.config.poll_every.max(QUIET_POLL.min(self.config.heartbeat))
+                    } else {
+                        self.config.poll_every
+                    };
+                    self.next_poll = Instant::now() + every;
                 }
             }
         }
+    }
+
+    /// No pod is changing config or failed to, no analysis window is open and no validation
+    /// runs: nothing waits on a fast look at the pods.
+    pub fn is_quiet(&self) -> bool {
+        self.windows.is_empty()
+            && matches!(self.rollout.state(), State::Idle { .. })
+            && self
+                .rollout
+                .fleet()
+                .iter()
+                .all(|(_, p)| !p.in_flight() && p.error.is_none())
     }
 
     fn handle(&mut self, event: Event) {
@@ -379,6 +402,10 @@ impl<F: Fleet> Runner<F> {
         }
         let now = Timestamp::now();
         let commands = self.rollout.handle(event, now);
+        if !commands.is_empty() {
+            // Something moved: back to the poll rate if a quiet wait was scheduled.
+            self.next_poll = self.next_poll.min(Instant::now() + self.config.poll_every);
+        }
         for command in commands {
             let _ = self.notes.send(Note::Command {
                 at: now,

@@ -26,6 +26,8 @@ struct FakeFleet {
     probes_only: bool,
     /// Reads per pod.
     reads: Mutex<BTreeMap<String, usize>>,
+    /// Times the pods were listed (once per poll).
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeFleet {
@@ -47,6 +49,7 @@ impl FakeFleet {
             per_read: 50,
             probes_only: false,
             reads: Mutex::default(),
+            lists: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -63,6 +66,8 @@ impl FakeFleet {
 
 impl Fleet for FakeFleet {
     async fn pods(&self) -> Result<Vec<String>, FleetError> {
+        self.lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.pods.lock().expect("lock").keys().cloned().collect())
     }
 
@@ -220,8 +225,8 @@ async fn a_good_revision_is_promoted_and_a_502ing_one_rolled_back_everywhere() {
     );
 }
 
-/// 300 pods polled every 10 ms: once adopted, idle pods are read at their heartbeat (not 30
-/// times in 300 ms); in a bake only the canary pods and the bounded baseline sample are read at
+/// 300 pods polled every 10 ms: once adopted, the quiet runner polls once a second and idle
+/// pods are read at their heartbeat (not 30 times in 300 ms); in a bake only the canary pods and the bounded baseline sample are read at
 /// the poll rate; and the rollout still promotes.
 #[tokio::test]
 async fn a_large_fleet_reads_only_what_a_decision_needs() {
@@ -233,11 +238,17 @@ async fn a_large_fleet_reads_only_what_a_decision_needs() {
     runner.run_for(Duration::from_millis(300)).await;
     let adopting = fleet.take_reads();
     assert_eq!(adopting.len(), 300, "every pod is read at start");
+    let polls_before = fleet.lists.load(std::sync::atomic::Ordering::Relaxed);
     runner.run_for(Duration::from_millis(300)).await;
     let total: usize = fleet.take_reads().values().sum();
     assert!(
         total < 100,
         "idle pods wait for their heartbeat: {total} reads"
+    );
+    let polls = fleet.lists.load(std::sync::atomic::Ordering::Relaxed) - polls_before;
+    assert!(
+        polls <= 2,
+        "a quiet runner polls once a second, not every 10 ms: {polls}"
     );
 
     runner.submit(r1.clone(), b1);
