@@ -4,11 +4,10 @@
 //! the server's audit shows that the chart grants exactly what the controller used, apart from a
 //! short list of grants this run cannot reach, each saying why (issue 7: least privilege).
 
-use std::path::Path;
-
 use serde_json::Value;
 use switchback::operator::bundle_store::rollout_selector;
 use switchback_tests::bin::switchback_bin;
+use switchback_tests::chart::{chart_dir, find, helm, name, render};
 use switchback_tests::kube::identity::User;
 use switchback_tests::kube::kubectl::tool_bin;
 use switchback_tests::kube::rbac::{self, Policy};
@@ -32,13 +31,6 @@ const UNREACHED: &[Unreached] = &[Unreached {
           Secrets named by spec.source.secretRef, spec.source.verify and webhooks; this rollout \
           follows a file:// repository with none of them",
 }];
-
-fn chart() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/switchback")
-        .display()
-        .to_string()
-}
 
 /// The chart's Deployment, run as its pod would run (its args, env from the downward API and the
 /// token Secret, emptyDirs, its ServiceAccount's token) by [`PodProcess`], drives a ProxyRollout
@@ -72,7 +64,7 @@ async fn the_chart_controller_pod_drives_a_proxyrollout_to_ready_and_rolls_back_
     ])
     .await;
     // Cluster::up applied the CRD already.
-    let chart = chart();
+    let chart = chart_dir();
     c.k.helm(
         &helm,
         &[
@@ -252,7 +244,7 @@ async fn the_chart_with_two_shards_holds_both_shard_leases_under_its_rbac() {
         &format!("--from-literal=token={token}"),
     ])
     .await;
-    let chart = chart();
+    let chart = chart_dir();
     c.k.helm(
         &helm,
         &[
@@ -324,4 +316,56 @@ async fn the_chart_with_two_shards_holds_both_shard_leases_under_its_rbac() {
     assert!(denied.is_empty(), "denied by the chart's RBAC: {denied:#?}");
     drop(denials);
     c.down().await;
+}
+
+/// `controller.shards` renders `--shards` and needs leader election; `controller.replicas`
+/// overrides `replicaCount`; the Role's leases rule covers the shard Leases.
+#[test]
+fn shards_need_leader_election_and_replicas_overrides_replica_count() {
+    let chart = chart_dir();
+    let Some((ok, _, stderr)) = helm(&[
+        "template",
+        "r1",
+        &chart,
+        "--set",
+        "controller.shards=2",
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ]) else {
+        return;
+    };
+    assert!(!ok, "shards without leader election were accepted");
+    assert!(
+        stderr.contains("controller.shards > 1 needs leaderElection.enabled"),
+        "{stderr}"
+    );
+    let Some(objects) = render(&[
+        "--set",
+        "controller.replicas=4",
+        "--set",
+        "controller.shards=4",
+    ]) else {
+        return;
+    };
+    let deploy = find(&objects, "Deployment")[0];
+    assert_eq!(deploy["spec"]["replicas"], 4);
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--shards=4"), "{args}");
+    // The shard Leases are ordinary Leases in the release namespace: the Role grants leases
+    // without resourceNames, so `<leaseName>-shard-<k>` is covered.
+    let role = find(&objects, "Role")
+        .into_iter()
+        .find(|r| name(r).ends_with("-leader-election"))
+        .expect("the leader-election Role");
+    let rules = role["rules"].as_array().expect("rules");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["leases"])
+                && r["resourceNames"].is_null()
+                && r["verbs"] == serde_json::json!(["get", "create", "update"])),
+        "{role}"
+    );
 }

@@ -6,28 +6,15 @@
 //! process under the chart's RBAC, is in `chart_controller.rs`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 
 use serde_json::Value;
+use switchback_tests::chart::{
+    chart_dir as chart, find, full_values, helm, name, render, repo_root as root,
+};
 use switchback_tests::kube::kubectl::{Kubectl, tool_bin};
 use switchback_tests::manifests::{Permission, parse_stream, rbac_permissions};
 use switchback_tests::pod_security::{pod_spec, restricted_violations};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chart() -> String {
-    root().join("charts/switchback").display().to_string()
-}
-
-fn full_values() -> String {
-    root()
-        .join("charts/switchback/ci/full-values.yaml")
-        .display()
-        .to_string()
-}
 
 /// What the controller needs, as docs/operator.md ("RBAC the controller needs") lists it; the
 /// chart must grant exactly this, no more (chart_controller.rs checks it against the API calls
@@ -91,96 +78,6 @@ fn permissions(list: &[(&str, &str, &[&str])]) -> BTreeSet<Permission> {
 
 fn without_leases(all: BTreeSet<Permission>) -> BTreeSet<Permission> {
     all.into_iter().filter(|(_, r, _)| r != "leases").collect()
-}
-
-/// Runs helm without a cluster (lint, template), HOME in a temp dir; returns (ok, stdout, stderr).
-fn helm(args: &[&str]) -> Option<(bool, String, String)> {
-    let bin = tool_bin("helm")?;
-    let home = tempfile::tempdir().expect("helm home");
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .env("HOME", home.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run helm");
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-/// `helm template` of the chart with `extra` arguments, parsed; `None` for a requested skip.
-#[test]
-fn shards_need_leader_election_and_replicas_overrides_replica_count() {
-    let chart = chart();
-    let Some((ok, _, stderr)) = helm(&[
-        "template",
-        "r1",
-        &chart,
-        "--set",
-        "controller.shards=2",
-        "--set",
-        "replicaCount=1",
-        "--set",
-        "leaderElection.enabled=false",
-    ]) else {
-        return;
-    };
-    assert!(!ok, "shards without leader election were accepted");
-    assert!(
-        stderr.contains("controller.shards > 1 needs leaderElection.enabled"),
-        "{stderr}"
-    );
-    let Some(objects) = render(&[
-        "--set",
-        "controller.replicas=4",
-        "--set",
-        "controller.shards=4",
-    ]) else {
-        return;
-    };
-    let deploy = find(&objects, "Deployment")[0];
-    assert_eq!(deploy["spec"]["replicas"], 4);
-    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    assert!(args.contains("--shards=4"), "{args}");
-    // The shard Leases are ordinary Leases in the release namespace: the Role grants leases
-    // without resourceNames, so `<leaseName>-shard-<k>` is covered.
-    let role = find(&objects, "Role")
-        .into_iter()
-        .find(|r| name(r).ends_with("-leader-election"))
-        .expect("the leader-election Role");
-    let rules = role["rules"].as_array().expect("rules");
-    assert!(
-        rules
-            .iter()
-            .any(|r| r["resources"] == serde_json::json!(["leases"])
-                && r["resourceNames"].is_null()
-                && r["verbs"] == serde_json::json!(["get", "create", "update"])),
-        "{role}"
-    );
-}
-
-fn render(extra: &[&str]) -> Option<Vec<Value>> {
-    let chart = chart();
-    let mut args = vec!["template", "r1", chart.as_str(), "-n", "switchback"];
-    args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = helm(&args)?;
-    assert!(ok, "helm {args:?} failed: {stderr}");
-    Some(parse_stream(&stdout).unwrap_or_else(|e| panic!("helm {args:?} printed bad YAML: {e}")))
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-fn name(obj: &Value) -> String {
-    format!(
-        "{} {}/{}",
-        obj["kind"].as_str().unwrap_or("?"),
-        obj["metadata"]["namespace"].as_str().unwrap_or(""),
-        obj["metadata"]["name"].as_str().unwrap_or("?")
-    )
 }
 
 /// The checks every rendering must pass: known kinds, every pod template restricted.
