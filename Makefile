@@ -83,7 +83,7 @@ validate-example: tools-apt ## Validate examples/basic (passes) and examples/bro
 bench: tools-apt ## Figures: validate timings, analysis replay, agent log ingestion rate
 	$(CARGO) bench -p switchback
 
-bench-operator: ## Operator scale at 1,000 and 10,000 pods beside issue 15's goals: RSS, reconcile p99, idle CPU, agent reads/s, API requests/s, commit -> applied, restore (SCALE_SIZES=1000|10000, or SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
+bench-operator: ## Operator scale at 1,000 and 10,000 pods beside issue 15's goals: RSS, reconcile p99, idle CPU, agent reads/s, API requests/s, commit -> applied, restore, 3 sharded replicas and the takeover after a SIGKILL (SCALE_SHARDS=3, 0 skips; SCALE_SIZES=1000|10000, or SCALE_PODS, SCALE_ROLLOUTS, SCALE_RESTORE_PODS)
 	$(CARGO) build --release --bin switchback
 	$(CARGO) bench -p switchback-tests --bench operator_scale
 

@@ -16,6 +16,18 @@ impl Controller {
         namespace: &str,
         dir: &Path,
     ) -> Controller {
+        Controller::start_with(bin, server, namespace, dir, &[]).await
+    }
+
+    /// [`Controller::start`] with more arguments (a replica's `--leader-elect --shards`); `dir`
+    /// holds its cache and log.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        server: &KubeServer,
+        namespace: &str,
+        dir: &Path,
+        extra: &[String],
+    ) -> Controller {
         let metrics = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("its address")
@@ -34,6 +46,7 @@ impl Controller {
             .arg(dir.join("cache"))
             .arg("--metrics-addr")
             .arg(metrics.to_string())
+            .args(extra)
             .env("KUBECONFIG", server.kubeconfig_path())
             // The fake agents take any bearer token, as real ones take the Secret's.
             .env("SWITCHBACK_AGENT_TOKEN", "bench-agent-token")
@@ -116,6 +129,11 @@ impl Controller {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// SIGKILL: no step-down, its Leases expire.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     pub(crate) async fn stop(mut self) {

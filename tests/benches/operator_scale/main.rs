@@ -4,7 +4,7 @@
 //! agents ([`switchback_tests::fake_agents`]) on loopback, so the controller does all of its real
 //! work (watches, git, render, `nginx -t`, tells, reads, status, pod marks) without a thousand nginx.
 //!
-//! Two runs, each with its own API server, farm and controller:
+//! Three runs, each with its own API server, farm and controller(s):
 //! 1. scale: `SCALE_PODS` pods (1,000) in `SCALE_ROLLOUTS` ProxyRollouts (100), one git repository;
 //!    the controller adopts v0, then one commit rolls out everywhere. Prints the controller's RSS
 //!    (VmRSS, VmHWM) after adoption and after the rollout, reconcile p50/p99 estimated from the
@@ -13,6 +13,9 @@
 //!    fake agents answer with 85% 502 is pushed; prints the time from the incident decision
 //!    (`status.lastIncident.decidedAt`) to every pod's `switchback.dev/applied-digest` being the
 //!    stable digest again.
+//! 3. sharded (the largest size, `SCALE_SHARDS` replicas, default 3, `0` skips it): the scale
+//!    run's pods and rollouts under `--leader-elect --shards`; each replica's memory, their idle
+//!    CPU, and the takeover time after a SIGKILL of the holder of shard 0.
 //!
 //! It prints figures and asserts no times. Run: `make bench-operator` (builds the release binary
 //! first; `cargo bench -p switchback-tests --bench operator_scale` needs `target/release/switchback`
@@ -110,6 +113,9 @@ struct Settings {
     /// The goals the figures are compared with: the 1,000-pod column up to 1,000 pods, the
     /// 10,000-pod one above.
     goals: Goals,
+    /// Controller replicas of the sharded run (`SCALE_SHARDS`, default 3; 0: none): the largest
+    /// size only.
+    shards: u32,
     /// Which size this is (0, 1, ...): its scale farm serves `127.<10 + 2 index>.x.y`, its restore
     /// farm `127.<11 + 2 index>.x.y` (not the `127.1`/`127.2` of older benches and tests).
     index: u8,
@@ -154,6 +160,8 @@ impl Settings {
                 })
                 .collect()
         };
+        let shards = u32::try_from(env_usize("SCALE_SHARDS", 3)).unwrap_or(3);
+        let last = triples.len().saturating_sub(1);
         triples
             .into_iter()
             .enumerate()
@@ -177,6 +185,7 @@ impl Settings {
                     } else {
                         GOALS_10K
                     },
+                    shards: if i == last { shards } else { 0 },
                     index: u8::try_from(i).expect("at most a few sizes"),
                 }
             })
@@ -247,6 +256,19 @@ async fn main() {
                 )),
             }
         }
+        if s.shards > 0 && s.rollouts > 0 {
+            let (settings, path) = (s.clone(), bin.clone());
+            let shards = s.shards;
+            match tokio::spawn(async move { sharded(&settings, &path, shards).await }).await {
+                Ok(r) => rows.extend(r),
+                Err(_) => rows.push(row(
+                    &format!("sharded run ({} replicas) converged", s.shards),
+                    "no".into(),
+                    "yes",
+                    Some(false),
+                )),
+            }
+        }
         tables.push((
             format!(
                 "{} pods / {} rollouts, {}-pod restore",
@@ -286,8 +308,10 @@ mod controller;
 mod farm;
 mod restore;
 mod scale;
+mod sharded;
 
 use cluster::*;
 use controller::*;
 use restore::restore;
 use scale::scale;
+use sharded::sharded;

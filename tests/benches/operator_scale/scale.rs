@@ -3,7 +3,7 @@
 use super::*;
 
 /// The bake of every step in the scale run (the default is 3 minutes).
-const BAKE_SECS: u64 = 8;
+pub(crate) const BAKE_SECS: u64 = 8;
 
 pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
     println!(
@@ -20,37 +20,7 @@ pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
     let (d0, d1) = (digest_of(&site("v0")), digest_of(&site("v1")));
     install_crd(&client).await;
     let farm = Farm::start(10 + 2 * s.index, s.pods, AGENT_PORT).await;
-    let per = s.pods.div_ceil(s.rollouts);
-    let group = |i: usize| format!("r{:03}", i / per);
-    create_pods(&client, "scale", farm.addresses(), |i| {
-        BTreeMap::from([
-            ("app".to_string(), "edge".to_string()),
-            ("rollout".to_string(), group(i)),
-        ])
-    })
-    .await;
-    let rollouts: Api<ProxyRollout> = Api::namespaced(client.clone(), "scale");
-    // The default steps and policy (hold when inconclusive): each fake pod serves 50 requests/s,
-    // so a step's canary is called healthy at its bake's end. The bake shortened from 3m to
-    // BAKE_SECS (step 1's one canary pod serves 400 requests in it, more than the ~330 a
-    // verdict needs); maxSurge 100% so the figures are the controller's, not a surge schedule.
-    let bake = format!("{BAKE_SECS}s");
-    let strategy = json!({"bake": bake, "maxSurge": "100%"});
-    let groups = s.pods.div_ceil(per);
-    for r in 0..groups {
-        let name = format!("r{r:03}");
-        let object = rollout(
-            &name,
-            "scale",
-            &repo.path,
-            json!({"app": "edge", "rollout": name}),
-            strategy.clone(),
-        );
-        rollouts
-            .create(&PostParams::default(), &object)
-            .await
-            .expect("create a ProxyRollout");
-    }
+    let groups = populate(&client, s, &repo, &farm).await;
     let mirror = Mirror::follow(&server, "switchback.dev", "proxyrollouts");
     let stable_is = |commit: String| {
         move |o: &Value| status_str(o, &["stable", "commit"]) == Some(commit.as_str())
@@ -245,6 +215,48 @@ pub(crate) async fn scale(s: &Settings, bin: &Path) -> Vec<Row> {
             None,
         ),
     ]
+}
+
+/// Creates the run's pods (on `farm`'s addresses) and its `s.rollouts` ProxyRollouts of ten pods
+/// each, following `repo`; returns how many rollouts.
+pub(crate) async fn populate(
+    client: &kube::Client,
+    s: &Settings,
+    repo: &Repo,
+    farm: &Farm,
+) -> usize {
+    let per = s.pods.div_ceil(s.rollouts);
+    let group = |i: usize| format!("r{:03}", i / per);
+    create_pods(client, "scale", farm.addresses(), |i| {
+        BTreeMap::from([
+            ("app".to_string(), "edge".to_string()),
+            ("rollout".to_string(), group(i)),
+        ])
+    })
+    .await;
+    let rollouts: Api<ProxyRollout> = Api::namespaced(client.clone(), "scale");
+    // The default steps and policy (hold when inconclusive): each fake pod serves 50 requests/s,
+    // so a step's canary is called healthy at its bake's end. The bake shortened from 3m to
+    // BAKE_SECS (step 1's one canary pod serves 400 requests in it, more than the ~330 a
+    // verdict needs); maxSurge 100% so the figures are the controller's, not a surge schedule.
+    let bake = format!("{BAKE_SECS}s");
+    let strategy = json!({"bake": bake, "maxSurge": "100%"});
+    let groups = s.pods.div_ceil(per);
+    for r in 0..groups {
+        let name = format!("r{r:03}");
+        let object = rollout(
+            &name,
+            "scale",
+            &repo.path,
+            json!({"app": "edge", "rollout": name}),
+            strategy.clone(),
+        );
+        rollouts
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create a ProxyRollout");
+    }
+    groups
 }
 
 /// Requests the API server answered, by method and resource, most first: what the controller
