@@ -256,6 +256,10 @@ async fn run(
     let mut written: Option<ProxyRolloutStatus> = object.status.clone();
     let mut written_at = std::time::Instant::now();
     let mut next_fetch = tokio::time::Instant::now();
+    // Whether the runner was quiet when the last turn's writes were made: only a turn that
+    // follows a quiet one may be long, so what an active turn changed is written a short turn
+    // later, not a quiet one.
+    let mut was_quiet = false;
     // (reason, message) of the last source failure, until a read succeeds.
     let mut last_source_error: Option<(&'static str, String)> = None;
     // A head that does not render (deterministically) is not rendered again until it changes.
@@ -302,7 +306,7 @@ async fn run(
             }
         }
         tokio::select! {
-            () = runner.run_for(turn_length(&runner, next_fetch)) => {}
+            () = runner.run_for(turn_length(&runner, was_quiet, next_fetch)) => {}
             () = poke.notified() => {
                 runner.poll_soon();
                 for pod in changed.take() {
@@ -358,6 +362,7 @@ async fn run(
             }
         }
         marks.sync(runner.rollout().fleet()).await;
+        was_quiet = runner.is_quiet();
         let policy = current.spec.drift.policy;
         drift_marks
             .sync(runner.drift(), policy, &recorder, &reference)
@@ -454,12 +459,14 @@ async fn write_status(
 
 /// The interval with up to 10% taken off at random, so rollouts created together do not fetch
 /// together forever.
-/// A turn: [`TURN`], or [`QUIET_TURN`] while the runner is quiet, ending by the next fetch.
+/// A turn: [`TURN`], or [`QUIET_TURN`] while the runner is quiet and was at the last writes,
+/// ending by the next fetch.
 fn turn_length<F: crate::fleet::Fleet>(
     runner: &Runner<F>,
+    was_quiet: bool,
     next_fetch: tokio::time::Instant,
 ) -> Duration {
-    if !runner.is_quiet() {
+    if !(was_quiet && runner.is_quiet()) {
         return TURN;
     }
     let until_fetch = next_fetch.saturating_duration_since(tokio::time::Instant::now());

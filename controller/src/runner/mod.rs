@@ -396,13 +396,18 @@ impl<F: Fleet> Runner<F> {
     }
 
     fn handle(&mut self, event: Event) {
+        let finished_tell = matches!(
+            event,
+            Event::PodApplied { .. } | Event::PodApplyFailed { .. }
+        );
         if let Event::PodApplied { pod, .. } | Event::PodApplyFailed { pod, .. } = &event {
-            // What it serves now is read once, for the notes and the drift it reports.
+            // What it serves now is read at the next poll, for the machine, the notes and the
+            // drift it reports.
             self.reads.read_soon(pod);
         }
         let now = Timestamp::now();
         let commands = self.rollout.handle(event, now);
-        if !commands.is_empty() {
+        if finished_tell || !commands.is_empty() {
             // Something moved: back to the poll rate if a quiet wait was scheduled.
             self.next_poll = self.next_poll.min(Instant::now() + self.config.poll_every);
         }
