@@ -72,6 +72,19 @@ pub(crate) struct ControllerArgs {
     agent_heartbeat: std::time::Duration,
 }
 
+/// With webhooks, this replica's own Pod (for the leader label), its label cleared first: a
+/// restarted container clears what its predecessor in this Pod may have left.
+async fn own_pod_unmarked(
+    args: &ControllerArgs,
+    client: &kube::Client,
+) -> Option<switchback::operator::leader_label::OwnPod> {
+    let pod = args
+        .webhook_addr
+        .and_then(|_| switchback::operator::leader_label::OwnPod::from_env())?;
+    pod.mark(client, false).await;
+    Some(pod)
+}
+
 fn parse_heartbeat(text: &str) -> Result<std::time::Duration, String> {
     let d = switchback::operator::spec::go_duration(text).map_err(|e| e.to_string())?;
     if d < std::time::Duration::from_secs(1) {
@@ -169,14 +182,8 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
     if args.shards > 1 {
         return sharded(args, client, options, metrics, stop).await;
     }
-    // With webhooks, the leader's Pod is labelled so the webhook Service reaches only it; a
-    // restarted container first clears what its predecessor in this Pod may have left.
-    let own_pod = args
-        .webhook_addr
-        .and_then(|_| switchback::operator::leader_label::OwnPod::from_env());
-    if let Some(pod) = &own_pod {
-        pod.mark(&client, false).await;
-    }
+    // With webhooks, the leader's Pod is labelled so the webhook Service reaches only it.
+    let own_pod = own_pod_unmarked(&args, &client).await;
     let settings = lease_settings(&args);
     tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "electing a leader");
     let election = leader::spawn(client.clone(), settings)?;
@@ -241,12 +248,7 @@ async fn sharded(
 ) -> anyhow::Result<ExitCode> {
     // With webhooks, every replica holding a shard is labelled (the webhook Service reaches
     // those); each acts on a push for its own rollouts only, the others poll.
-    let own_pod = args
-        .webhook_addr
-        .and_then(|_| switchback::operator::leader_label::OwnPod::from_env());
-    if let Some(pod) = &own_pod {
-        pod.mark(&client, false).await;
-    }
+    let own_pod = own_pod_unmarked(&args, &client).await;
     let settings = lease_settings(&args);
     tracing::info!(lease = %format!("{}/{}-shard-*", settings.namespace, settings.name), shards = args.shards, identity = %settings.identity, "electing shard holders");
     let election = ShardElection::spawn(client.clone(), &settings, args.shards)?;
