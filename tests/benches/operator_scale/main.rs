@@ -231,43 +231,20 @@ async fn main() {
         set_patience(s.pods.max(s.restore_pods));
         let mut rows = Vec::new();
         if s.rollouts > 0 && s.pods > 0 {
-            // A run that does not converge panics (saying why); it is a row of the table, and
-            // the next size still runs.
             let (settings, path) = (s.clone(), bin.clone());
-            match tokio::spawn(async move { scale(&settings, &path).await }).await {
-                Ok(r) => rows.extend(r),
-                Err(_) => rows.push(row(
-                    &format!("scale run ({} pods) converged", s.pods),
-                    "no".into(),
-                    "yes",
-                    Some(false),
-                )),
-            }
+            let what = format!("scale run ({} pods)", s.pods);
+            rows.extend(run_or_no(what, async move { scale(&settings, &path).await }).await);
         }
         if s.restore_pods > 0 {
             let (settings, path) = (s.clone(), bin.clone());
-            match tokio::spawn(async move { restore(&settings, &path).await }).await {
-                Ok(r) => rows.extend(r),
-                Err(_) => rows.push(row(
-                    &format!("restore run ({} pods) converged", s.restore_pods),
-                    "no".into(),
-                    "yes",
-                    Some(false),
-                )),
-            }
+            let what = format!("restore run ({} pods)", s.restore_pods);
+            rows.extend(run_or_no(what, async move { restore(&settings, &path).await }).await);
         }
         if s.shards > 0 && s.rollouts > 0 {
-            let (settings, path) = (s.clone(), bin.clone());
-            let shards = s.shards;
-            match tokio::spawn(async move { sharded(&settings, &path, shards).await }).await {
-                Ok(r) => rows.extend(r),
-                Err(_) => rows.push(row(
-                    &format!("sharded run ({} replicas) converged", s.shards),
-                    "no".into(),
-                    "yes",
-                    Some(false),
-                )),
-            }
+            let (settings, path, shards) = (s.clone(), bin.clone(), s.shards);
+            let what = format!("sharded run ({shards} replicas)");
+            let run = async move { sharded(&settings, &path, shards).await };
+            rows.extend(run_or_no(what, run).await);
         }
         tables.push((
             format!(
@@ -279,6 +256,23 @@ async fn main() {
     }
     for (title, rows) in &tables {
         print_table(title, rows);
+    }
+}
+
+/// A run's rows; a run that does not converge panics (saying why) and is one "converged: no"
+/// row instead, so the next run still goes.
+async fn run_or_no(
+    what: String,
+    run: impl std::future::Future<Output = Vec<Row>> + Send + 'static,
+) -> Vec<Row> {
+    match tokio::spawn(run).await {
+        Ok(rows) => rows,
+        Err(_) => vec![row(
+            &format!("{what} converged"),
+            "no".into(),
+            "yes",
+            Some(false),
+        )],
     }
 }
 
