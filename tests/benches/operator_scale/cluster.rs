@@ -39,6 +39,34 @@ impl Repo {
     }
 }
 
+/// What every run starts from: the API test server with the CRD installed, a client, a temp dir
+/// and a git repository whose first commit (v0) is made.
+pub(crate) struct Stage {
+    pub(crate) server: KubeServer,
+    pub(crate) client: kube::Client,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) repo: Repo,
+    pub(crate) v0: String,
+}
+
+impl Stage {
+    pub(crate) async fn set() -> Stage {
+        let server = KubeServer::start().await.expect("the API test server");
+        let client = server.client().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::new(dir.path());
+        let v0 = repo.commit(&site("v0"), "v0");
+        install_crd(&client).await;
+        Stage {
+            server,
+            client,
+            dir,
+            repo,
+            v0,
+        }
+    }
+}
+
 pub(crate) async fn install_crd(client: &kube::Client) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/proxyrollout.yaml");
     let text = std::fs::read_to_string(&path).expect("read crds/proxyrollout.yaml");

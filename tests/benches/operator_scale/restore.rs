@@ -7,13 +7,14 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
         "\n== restore: one ProxyRollout over {} pods, canary step {}, a commit answered with 85% 502",
         s.restore_pods, s.restore_step
     );
-    let server = KubeServer::start().await.expect("the API test server");
-    let client = server.client().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = Repo::new(dir.path());
-    let v0 = repo.commit(&site("v0"), "v0");
+    let Stage {
+        server,
+        client,
+        dir,
+        repo,
+        v0,
+    } = Stage::set().await;
     let (d0, bad) = (digest_of(&site("v0")), digest_of(&site("bad")));
-    install_crd(&client).await;
     let farm = Farm::start(11 + 2 * s.index, s.restore_pods, AGENT_PORT).await;
     create_pods(&client, "restore", farm.addresses(), |_| {
         BTreeMap::from([("app".to_string(), "edge".to_string())])

@@ -28,13 +28,14 @@ pub(crate) async fn sharded(s: &Settings, bin: &Path, shards: u32) -> Vec<Row> {
         "\n== sharded: {} pods in {} ProxyRollouts, {shards} replicas with --shards {shards}",
         s.pods, s.rollouts
     );
-    let server = KubeServer::start().await.expect("the API test server");
-    let client = server.client().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = Repo::new(dir.path());
-    let v0 = repo.commit(&site("v0"), "v0");
+    let Stage {
+        server,
+        client,
+        dir,
+        repo,
+        v0,
+    } = Stage::set().await;
     let (d0, d1) = (digest_of(&site("v0")), digest_of(&site("v1")));
-    install_crd(&client).await;
     let farm = Farm::start(30 + s.index, s.pods, AGENT_PORT).await;
     let groups = populate(&client, s, &repo, &farm).await;
     let mirror = Mirror::follow(&server, "switchback.dev", "proxyrollouts");
