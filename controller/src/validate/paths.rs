@@ -118,8 +118,9 @@ impl std::fmt::Display for ConfigRoot {
 pub struct ImageFiles {
     /// Where they were read, for the report (e.g. `/etc/nginx (the conf dir of nginx/1.22.1)`).
     pub source: String,
-    /// Path relative to the config root -> contents.
-    pub files: BTreeMap<String, Vec<u8>>,
+    /// Path relative to the config root -> contents. Shared: every worker's validation layout
+    /// holds the same packaged files (tens of KiB), which were cloned per rollout.
+    pub files: std::sync::Arc<BTreeMap<String, Vec<u8>>>,
 }
 
 /// What validation needs to know about the proxy besides the bundle: where the bundle is served

@@ -25,7 +25,8 @@ fn image() -> ImageFiles {
                 "load_module modules/echo.so;\n",
             ),
             ("conf.d/default.conf", "server { listen 80; }\n"),
-        ]),
+        ])
+        .into(),
     }
 }
 

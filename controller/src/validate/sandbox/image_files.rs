@@ -62,7 +62,7 @@ pub fn packaged(conf_dir: &Path, version: &str) -> ImageFiles {
     }
     ImageFiles {
         source: format!("{}, the conf dir of {version}", conf_dir.display()),
-        files,
+        files: files.into(),
     }
 }
 
@@ -109,7 +109,7 @@ pub fn named(dir: &Path) -> Result<ImageFiles, ImageFilesError> {
     }
     Ok(ImageFiles {
         source: dir.display().to_string(),
-        files,
+        files: files.into(),
     })
 }
 
