@@ -17,6 +17,7 @@ pub mod leader;
 pub mod leader_label;
 pub mod marks;
 pub mod metrics;
+mod options;
 pub mod reference;
 pub mod request;
 mod resume;
