@@ -56,6 +56,10 @@ pub struct KubeFleet {
     agent_token: Option<crate::agent::Token>,
     /// One HTTP client (and connection pool) for every agent of the fleet.
     http: Option<reqwest::Client>,
+    /// The last selection from the cache and the cache's version then: a quiet fleet asks for
+    /// its pods every poll, and selecting walks every pod of the cache (a fifth of an idle
+    /// controller's CPU at 1,000 pods and 100 rollouts).
+    selected: Arc<std::sync::Mutex<Option<(u64, Vec<String>)>>>,
 }
 
 impl KubeFleet {
@@ -86,6 +90,7 @@ impl KubeFleet {
             selector_map: selector.clone(),
             cache: None,
             http: shared_http(),
+            selected: Arc::default(),
         }
     }
 
@@ -165,14 +170,35 @@ impl KubeFleet {
     }
 }
 
+impl KubeFleet {
+    /// The usable pods of the cache's selection, sorted; selected again only when the cache
+    /// changed since the last call.
+    fn select_from(&self, cache: &PodCache) -> Vec<String> {
+        let version = cache.version();
+        let mut selected = self
+            .selected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(v), Some((at, names))) = (version, selected.as_ref())
+            && v == *at
+        {
+            return names.clone();
+        }
+        let mut names: Vec<String> = cache
+            .select(&self.namespace, &self.selector_map)
+            .iter()
+            .filter_map(|p| usable(p))
+            .collect();
+        names.sort();
+        *selected = version.map(|v| (v, names.clone()));
+        names
+    }
+}
+
 impl Fleet for KubeFleet {
     async fn pods(&self) -> Result<Vec<String>, FleetError> {
         let mut names: Vec<String> = match &self.cache {
-            Some(cache) => cache
-                .select(&self.namespace, &self.selector_map)
-                .iter()
-                .filter_map(|p| usable(p))
-                .collect(),
+            Some(cache) => return Ok(self.select_from(cache)),
             None => {
                 let params = ListParams::default().labels(&self.selector);
                 self.pods
@@ -257,6 +283,55 @@ fn shared_http() -> Option<reqwest::Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {"app": "edge"}},
+            "status": {"podIP": "127.0.0.9"},
+        }))
+        .expect("a pod")
+    }
+
+    /// A quiet fleet reuses its selection, but never past a change the watch brought: a pod
+    /// added after the first selection is in the next one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_selection_is_reused_until_the_pod_watch_changes_the_cache() {
+        use futures_util::StreamExt;
+        use kube::runtime::{reflector, watcher};
+        let (store, writer) = reflector::store::<Pod>();
+        let cache = PodCache::new(store);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        });
+        let mut events = Box::pin(cache.counting(reflector::reflector(writer, rx)));
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client, never used");
+        let selector = BTreeMap::from([("app".to_string(), "edge".to_string())]);
+        let fleet = KubeFleet::new(client, "ns", "edge", &selector, 8080, "nginx.conf")
+            .with_cache(cache.clone());
+        let send = |event: watcher::Event<Pod>| {
+            tx.send(Ok(event)).expect("the stream is open");
+        };
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(pod("a")));
+        send(watcher::Event::InitDone);
+        for _ in 0..3 {
+            events.next().await;
+        }
+        assert_eq!(fleet.pods().await.expect("pods"), ["a"]);
+        let before = cache.version();
+        assert_eq!(fleet.pods().await.expect("pods"), ["a"], "reused");
+        assert_eq!(cache.version(), before);
+        send(watcher::Event::Apply(pod("b")));
+        events.next().await;
+        assert_ne!(
+            cache.version(),
+            before,
+            "the watch's change moved the version"
+        );
+        assert_eq!(fleet.pods().await.expect("pods"), ["a", "b"]);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_write_beyond_the_limit_waits_for_one_to_finish() {

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{Stream, StreamExt};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::runtime::reflector::Store;
@@ -14,6 +17,9 @@ pub struct PodCache {
     store: Store<Pod>,
     /// Turns true once the first full list has arrived.
     ready: tokio::sync::watch::Receiver<bool>,
+    /// How many watch events the store has taken (see [`PodCache::counting`]); 0 while nobody
+    /// counts, and then no caller may trust an earlier answer.
+    changes: Arc<AtomicU64>,
 }
 
 impl PodCache {
@@ -30,7 +36,29 @@ impl PodCache {
                 tx.send_replace(true);
             }
         });
-        PodCache { store, ready }
+        PodCache {
+            store,
+            ready,
+            changes: Arc::default(),
+        }
+    }
+
+    /// Counts every event of `events`, the reflector stream that fills this cache's store, as it
+    /// passes (after the store took it), so [`PodCache::version`] moves whenever a selection
+    /// could answer differently.
+    pub fn counting<S: Stream>(&self, events: S) -> impl Stream<Item = S::Item> + use<S> {
+        let changes = Arc::clone(&self.changes);
+        events.inspect(move |_| {
+            changes.fetch_add(1, Ordering::Release);
+        })
+    }
+
+    /// Moves with every change to the store, once [`PodCache::counting`] follows its stream:
+    /// a caller that selected at version `v` may reuse its answer while the version is still
+    /// `v`. `None` while nothing counts (then every answer must be computed again). Read it
+    /// before selecting: a change between the two only makes the next call select again.
+    pub fn version(&self) -> Option<u64> {
+        Some(self.changes.load(Ordering::Acquire)).filter(|v| *v > 0)
     }
 
     /// Waits until the first full list has arrived, so an empty cache never reads as "no pods".

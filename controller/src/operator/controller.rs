@@ -177,16 +177,18 @@ pub async fn run(
             Arc::clone(&context),
         )));
     }
-    let pod_events = reflector::reflector(
-        pod_writer,
-        // Stored trimmed: only what the fleets and the poker read (see `pod_cache::trim`).
-        watcher(
-            api::<Pod>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-        )
-        .modify(pod_cache::trim),
-    )
-    .default_backoff()
+    let pod_events = context
+        .pods
+        .counting(reflector::reflector(
+            pod_writer,
+            // Stored trimmed: only what the fleets and the poker read (see `pod_cache::trim`).
+            watcher(
+                api::<Pod>(&client, namespace.as_deref()),
+                watcher::Config::default(),
+            )
+            .modify(pod_cache::trim),
+        ))
+        .default_backoff()
         .touched_objects();
     if let Some(readiness) = context.options.readiness.clone() {
         let (pods, rollouts) = (context.pods.clone(), rollout_store.clone());
