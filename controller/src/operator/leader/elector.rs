@@ -250,7 +250,7 @@ impl Elector {
             let turn = match &self.gate {
                 Some(gate) => {
                     let turn = gate.share.turn().await;
-                    let ready = turn.ready_at(gate.shard, free_at);
+                    let ready = turn.ready_at(gate.shard, free_at, false);
                     if Instant::now() < ready {
                         return Ok(Attempt::held_for_share(ready));
                     }
@@ -307,6 +307,9 @@ impl Elector {
             let expires = first_seen + duration;
             if seen < expires {
                 self.clear_free_since();
+                if let Some(gate) = &self.gate {
+                    gate.share.seen_held(gate.shard, holder, expires);
+                }
                 return Ok(Attempt::Held {
                     holder: holder.to_string(),
                     expires,
@@ -319,10 +322,11 @@ impl Elector {
             None
         };
         // A Lease that is not ours (empty or expired): with shards, wait for our fair share.
+        let takeover = holder.is_some_and(|h| h != s.identity);
         let turn = match (&self.gate, free_at) {
             (Some(gate), Some(free_at)) => {
                 let turn = gate.share.turn().await;
-                let ready = turn.ready_at(gate.shard, free_at);
+                let ready = turn.ready_at(gate.shard, free_at, takeover);
                 if Instant::now() < ready {
                     return Ok(Attempt::held_for_share(ready));
                 }

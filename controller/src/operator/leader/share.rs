@@ -4,11 +4,18 @@
 //! none) gets there first. Acquisitions of one replica are serialised, so it cannot take every
 //! free shard in the same instant before its count says it holds any.
 //!
+//! A takeover (a shard whose holder let its Lease expire: it died or hung) is not delayed for a
+//! replica that holds fewer than its fair share, `ceil(shards / live replicas)`, counting the
+//! holders of the other shards whose Leases it saw unexpired, and itself. Those replicas are
+//! known by then, unlike at start, when every Lease is free and nobody has seen the others: the
+//! step is what spreads the shards then. Without this, a dead replica's shard was taken one
+//! step after its Lease expired (the bench's SIGKILL takeover: 18 s for a 15 s Lease).
+//!
 //! This only orders who acquires; it never lets a replica take a Lease that the election's own
 //! rules (the module doc of `super`) would not let it take. There is no rebalancing: a replica
 //! that holds more than its share keeps it until it dies or steps down.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +26,22 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct FairShare {
     held: Mutex<BTreeSet<u32>>,
+    /// Shards other replicas hold, as this replica's electors last saw them: holder and until
+    /// when its Lease runs.
+    others: std::sync::Mutex<BTreeMap<u32, (String, Instant)>>,
+    shards: u32,
     step: Duration,
 }
 
 impl FairShare {
-    /// A share with `step` of delay per shard already held. Pick a step above the retry period
-    /// (every replica looks at a free Lease within one retry period), e.g. twice it.
-    pub fn new(step: Duration) -> Arc<FairShare> {
+    /// A share of `shards` with `step` of delay per shard already held. Pick a step above the
+    /// retry period (every replica looks at a free Lease within one retry period), e.g. twice
+    /// it.
+    pub fn new(step: Duration, shards: u32) -> Arc<FairShare> {
         Arc::new(FairShare {
             held: Mutex::new(BTreeSet::new()),
+            others: std::sync::Mutex::default(),
+            shards,
             step,
         })
     }
@@ -37,7 +51,7 @@ impl FairShare {
     pub(super) async fn turn(&self) -> Turn<'_> {
         Turn {
             held: self.held.lock().await,
-            step: self.step,
+            share: self,
         }
     }
 
@@ -48,26 +62,56 @@ impl FairShare {
 
     /// Records that the elector of `shard` leads (idempotent).
     pub(super) async fn holding(&self, shard: u32) {
+        self.others().remove(&shard);
         self.held.lock().await.insert(shard);
+    }
+
+    /// Records that `holder`, another replica, holds `shard` until `expires`.
+    pub(super) fn seen_held(&self, shard: u32, holder: &str, expires: Instant) {
+        self.others().insert(shard, (holder.to_string(), expires));
+    }
+
+    fn others(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (String, Instant)>> {
+        self.others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `ceil(shards / live replicas)`: the replicas are the holders of other shards whose Leases
+    /// have not expired, and this one.
+    fn fair_share(&self, now: Instant) -> usize {
+        let others = self.others();
+        let live: BTreeSet<&str> = others
+            .values()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(holder, _)| holder.as_str())
+            .collect();
+        let shards = usize::try_from(self.shards).unwrap_or(usize::MAX);
+        shards.div_ceil(live.len() + 1)
     }
 }
 
 /// One replica's turn to acquire a shard; dropping it lets the next elector try.
 pub(super) struct Turn<'a> {
     held: MutexGuard<'a, BTreeSet<u32>>,
-    step: Duration,
+    share: &'a FairShare,
 }
 
 impl Turn<'_> {
     /// When a shard that is free since `free_at` may be taken, given the shards held now
-    /// (`shard` itself not counted).
-    pub(super) fn ready_at(&self, shard: u32, free_at: Instant) -> Instant {
-        let others = self.held.iter().filter(|s| **s != shard).count();
-        free_at + delay(self.step, others)
+    /// (`shard` itself not counted). `takeover`: its last holder let its Lease expire; then a
+    /// replica below its fair share takes it at once.
+    pub(super) fn ready_at(&self, shard: u32, free_at: Instant, takeover: bool) -> Instant {
+        let mine = self.held.iter().filter(|s| **s != shard).count();
+        if takeover && mine < self.share.fair_share(Instant::now()) {
+            return free_at;
+        }
+        free_at + delay(self.share.step, mine)
     }
 
     /// Records a successful acquisition before the next elector's turn.
     pub(super) fn acquired(mut self, shard: u32) {
+        self.share.others().remove(&shard);
         self.held.insert(shard);
     }
 }
@@ -94,29 +138,29 @@ mod tests {
 
     #[tokio::test]
     async fn each_shard_held_delays_the_next_acquisition_by_a_step() {
-        let share = FairShare::new(Duration::from_secs(4));
+        let share = FairShare::new(Duration::from_secs(4), 3);
         let free = Instant::now();
-        assert_eq!(share.turn().await.ready_at(0, free), free);
+        assert_eq!(share.turn().await.ready_at(0, free, false), free);
         share.turn().await.acquired(0);
         // Shard 0 itself does not count against re-acquiring shard 0.
-        assert_eq!(share.turn().await.ready_at(0, free), free);
+        assert_eq!(share.turn().await.ready_at(0, free, false), free);
         assert_eq!(
-            share.turn().await.ready_at(1, free),
+            share.turn().await.ready_at(1, free, false),
             free + Duration::from_secs(4)
         );
         share.holding(1).await;
         assert_eq!(
-            share.turn().await.ready_at(2, free),
+            share.turn().await.ready_at(2, free, false),
             free + Duration::from_secs(8)
         );
         share.released(0).await;
         share.released(1).await;
-        assert_eq!(share.turn().await.ready_at(2, free), free);
+        assert_eq!(share.turn().await.ready_at(2, free, false), free);
     }
 
     #[tokio::test]
     async fn turns_are_one_at_a_time() {
-        let share = FairShare::new(Duration::from_secs(1));
+        let share = FairShare::new(Duration::from_secs(1), 5);
         let first = share.turn().await;
         assert!(
             share.turn().now_or_never().is_none(),
@@ -125,8 +169,40 @@ mod tests {
         first.acquired(3);
         let free = Instant::now();
         assert_eq!(
-            share.turn().await.ready_at(4, free),
+            share.turn().await.ready_at(4, free, false),
             free + Duration::from_secs(1)
         );
+    }
+
+    /// Three replicas held a shard each; one died. A survivor below its fair share (3 shards
+    /// over 2 live replicas: 2) takes the dead one's shard as soon as its Lease expired; one at
+    /// its fair share still waits its steps, and so does any replica at start, when no other
+    /// holder has been seen.
+    #[tokio::test]
+    async fn a_replica_below_its_fair_share_takes_over_an_expired_shard_at_once() {
+        let step = Duration::from_secs(4);
+        let share = FairShare::new(step, 3);
+        share.holding(1).await;
+        let now = Instant::now();
+        share.seen_held(2, "replica-b", now + Duration::from_secs(10));
+        share.seen_held(0, "replica-dead", now - Duration::from_secs(1));
+        let expired = now;
+        assert_eq!(share.turn().await.ready_at(0, expired, true), expired);
+        assert_eq!(
+            share.turn().await.ready_at(0, expired, false),
+            expired + step,
+            "a shard nobody held: the start's spreading rule"
+        );
+        let alone = FairShare::new(step, 2);
+        alone.holding(1).await;
+        alone.seen_held(0, "replica-dead", now - Duration::from_secs(1));
+        // 2 shards, one live replica (this one): fair share 2, it holds 1: at once.
+        assert_eq!(alone.turn().await.ready_at(0, expired, true), expired);
+        let full = FairShare::new(step, 2);
+        full.holding(1).await;
+        full.seen_held(0, "replica-dead", now - Duration::from_secs(1));
+        full.seen_held(2, "replica-b", now + Duration::from_secs(10));
+        // 2 shards over two live replicas: fair share 1, it holds 1: it waits a step.
+        assert_eq!(full.turn().await.ready_at(0, expired, true), expired + step);
     }
 }

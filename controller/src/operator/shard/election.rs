@@ -33,7 +33,7 @@ impl ShardElection {
         base: &LeaseSettings,
         count: u32,
     ) -> Result<ShardElection, LeaderError> {
-        let share = FairShare::new(base.retry_period.saturating_mul(2));
+        let share = FairShare::new(base.retry_period.saturating_mul(2), count.max(1));
         let (tx, held) = watch::channel(BTreeSet::new());
         let mut handles = Vec::new();
         let mut forwarders = Vec::new();
