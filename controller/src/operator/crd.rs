@@ -373,9 +373,11 @@ pub struct ProxyRolloutStatus {
     pub handled_request: Option<String>,
     /// The engine's own state (machine, fleet view, ledger), so a restarted or newly elected
     /// controller resumes a rollout mid-canary instead of starting over. Not for people.
+    // Shared (`Arc`): the worker builds the status every turn from the last one written, and a
+    // deep copy of the checkpoint per turn was most of an idle controller's status work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_fields")]
-    pub engine: Option<serde_json::Value>,
+    pub engine: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// A status condition, as `kubectl wait --for=condition=…` reads it.

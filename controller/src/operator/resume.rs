@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
+use serde::Deserialize;
 
 use super::bundle_store;
 use super::crd::ProxyRollout;
@@ -23,7 +24,7 @@ pub(super) async fn from_status(
     source: &GitSource,
 ) -> Option<Checkpoint> {
     let engine = object.status.as_ref()?.engine.clone()?;
-    let rollout: Rollout = match serde_json::from_value(engine) {
+    let rollout: Rollout = match Rollout::deserialize(&*engine) {
         Ok(rollout) => rollout,
         Err(e) => {
             tracing::warn!(error = %e, "status.engine is not a checkpoint this version reads; starting afresh");

@@ -263,7 +263,7 @@ pub fn needs_write(
     if steady(next) != steady(written) {
         return true;
     }
-    let material = |s: &ProxyRolloutStatus| s.engine.as_ref().map(without_verdicts);
+    let material = |s: &ProxyRolloutStatus| s.engine.as_deref().map(without_verdicts);
     material(next) != material(written) || since_written >= VOLATILE_REFRESH
 }
 
@@ -287,7 +287,7 @@ mod tests {
 
     fn with_engine(engine: serde_json::Value) -> ProxyRolloutStatus {
         ProxyRolloutStatus {
-            engine: Some(engine),
+            engine: Some(engine.into()),
             ..ProxyRolloutStatus::default()
         }
     }

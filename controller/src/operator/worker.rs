@@ -255,6 +255,7 @@ async fn run(
 
     let mut written: Option<ProxyRolloutStatus> = object.status.clone();
     let mut written_at = std::time::Instant::now();
+    let mut checkpoint = CheckpointMemo::default();
     let mut next_fetch = tokio::time::Instant::now();
     // Whether the runner was quiet when the last turn's writes were made: only a turn that
     // follows a quiet one may be long, so what an active turn changed is written a short turn
@@ -351,7 +352,7 @@ async fn run(
             source_stalled(&mut status, written.as_ref(), reason, message);
         }
         status.drift = status_lines(runner.drift());
-        status.engine = serde_json::to_value(runner.rollout()).ok();
+        status.engine = checkpoint.of(runner.rollout());
         if super::status::needs_write(&status, written.as_ref(), written_at.elapsed()) {
             match write_status(&api, &name, &status).await {
                 Ok(()) => {
@@ -488,4 +489,24 @@ fn key(object: &ProxyRollout) -> String {
         object.metadata.namespace.as_deref().unwrap_or(""),
         object.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// The engine's checkpoint as JSON, serialised again only when the engine changed: a quiet
+/// rollout's turns (every 2 s) left it as it was, and each serialised it anyway.
+#[derive(Default)]
+struct CheckpointMemo {
+    last: Option<(Rollout, Arc<serde_json::Value>)>,
+}
+
+impl CheckpointMemo {
+    fn of(&mut self, rollout: &Rollout) -> Option<Arc<serde_json::Value>> {
+        if let Some((seen, json)) = &self.last
+            && seen == rollout
+        {
+            return Some(Arc::clone(json));
+        }
+        let json = Arc::new(serde_json::to_value(rollout).ok()?);
+        self.last = Some((rollout.clone(), Arc::clone(&json)));
+        Some(json)
+    }
 }

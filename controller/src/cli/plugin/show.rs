@@ -541,7 +541,7 @@ mod tests {
     fn json_leaves_out_the_engine_checkpoint() {
         let mut r = rollout();
         if let Some(s) = r.status.as_mut() {
-            s.engine = Some(serde_json::json!({"state": "x"}));
+            s.engine = Some(serde_json::json!({"state": "x"}).into());
         }
         let v = status_json(&r);
         assert!(v.get("engine").is_none());
