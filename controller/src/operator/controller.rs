@@ -225,12 +225,22 @@ pub async fn run(
                 tracing::debug!(error = %e, "reconcile stream");
             }
         });
+    // As controller-runtime waits for its caches to sync: no reconcile starts before the pod
+    // cache is filled. A hundred first reconciles that each waited for it were timed as slow
+    // reconciles (the bench's reconcile p99).
+    tokio::pin!(shutdown);
+    let synced = tokio::select! {
+        () = context.pods.ready() => true,
+        () = &mut shutdown => false,
+    };
     // Not kube-runtime's graceful shutdown: it waits for its watches, and a watch backing off
     // (the CRD not installed yet, the API down) kept it from ever ending. Reconciles are short
     // and idempotent, so dropping one mid-way only means the next controller does it again.
-    tokio::select! {
-        () = reconciling => {}
-        () = shutdown => {}
+    if synced {
+        tokio::select! {
+            () = reconciling => {}
+            () = shutdown => {}
+        }
     }
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
@@ -381,9 +391,13 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     } else {
         ReconcileResult::Error
     };
-    ctx.options
-        .metrics
-        .observe_reconcile(started.elapsed(), result);
+    let took = started.elapsed();
+    tracing::debug!(
+        took_ms = took.as_millis(),
+        ok = action.is_ok(),
+        "reconciled"
+    );
+    ctx.options.metrics.observe_reconcile(took, result);
     let action = action?;
     if let Ok(mut failures) = ctx.failures.lock() {
         failures.remove(&key);
