@@ -11,6 +11,9 @@ CARGO_FUZZ=${CARGO_FUZZ:-.tools/cargo/bin/cargo-fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
+# Extra cargo fuzz flags, e.g. FUZZ_FLAGS=-a for debug assertions (overflow checks; a full
+# rebuild of every crate with them).
+FUZZ_FLAGS=${FUZZ_FLAGS:-}
 ALL_TARGETS="nginx_parse render webhook agent_apply agent_ingest agent_report"
 FUZZ_TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 export RUSTC_BOOTSTRAP=1
@@ -21,8 +24,8 @@ rows=()
 failed=0
 for target in $FUZZ_TARGETS; do
   log=fuzz/logs/$target.log
-  # -a: debug assertions (overflow checks) on, as in the tests; release optimisations otherwise.
-  if ! "$CARGO_FUZZ" build -a --sanitizer "$FUZZ_SANITIZER" "$target" >"$log" 2>&1; then
+  # shellcheck disable=SC2086
+  if ! "$CARGO_FUZZ" build $FUZZ_FLAGS -O --sanitizer "$FUZZ_SANITIZER" "$target" >"$log" 2>&1; then
     echo "building $target failed; see $log" >&2
     tail -20 "$log" >&2
     exit 2
@@ -30,7 +33,8 @@ for target in $FUZZ_TARGETS; do
   mkdir -p "fuzz/artifacts/$target"
   before=$(ls "fuzz/artifacts/$target" | wc -l)
   start=$(date +%s)
-  "$CARGO_FUZZ" run -a --sanitizer "$FUZZ_SANITIZER" "$target" "fuzz/corpus/$target" -- \
+  # shellcheck disable=SC2086
+  "$CARGO_FUZZ" run $FUZZ_FLAGS -O --sanitizer "$FUZZ_SANITIZER" "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb=2048 \
     -max_len=65536 -print_final_stats=1 -close_fd_mask=1 >>"$log" 2>&1
   rc=$?
@@ -48,6 +52,6 @@ printf '\n%-14s %8s %12s %9s %8s\n' target seconds runs coverage crashes
 printf '%s\n' "${rows[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "crashes: inputs in fuzz/artifacts/<target>/, logs in fuzz/logs/; reproduce with" \
-    "RUSTC_BOOTSTRAP=1 $CARGO_FUZZ run -a <target> <artifact>" >&2
+    "RUSTC_BOOTSTRAP=1 $CARGO_FUZZ run -O <target> <artifact>" >&2
   exit 1
 fi
