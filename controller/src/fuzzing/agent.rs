@@ -38,8 +38,15 @@ pub fn apply(data: &[u8]) {
     let _ = serde_json::from_slice::<NudgeRequest>(data);
     if let Ok(req) = serde_json::from_slice::<ApplyRequest>(data) {
         if let Ok(bundle) = decode(&req) {
-            assert_eq!(bundle.digest(), req.digest, "decoded a bundle of another digest");
-            assert!(bundle.get(&req.entry).is_some(), "decoded without its entry");
+            assert_eq!(
+                bundle.digest(),
+                req.digest,
+                "decoded a bundle of another digest"
+            );
+            assert!(
+                bundle.get(&req.entry).is_some(),
+                "decoded without its entry"
+            );
             edit(&bundle, &req.entry);
         }
         return;
@@ -82,7 +89,10 @@ pub fn apply(data: &[u8]) {
 /// The agent's preparation of a decoded bundle, as root (user inserted, listens pinned) and not.
 fn edit(bundle: &Bundle, entry: &str) {
     let root = ConfigRoot::default();
-    let temp = ["client_body_temp_path".to_string(), "proxy_temp_path".to_string()];
+    let temp = [
+        "client_body_temp_path".to_string(),
+        "proxy_temp_path".to_string(),
+    ];
     let short = "0123456789ab";
     let _ = crate::agent::guard::refuse_code(
         bundle.files(),
@@ -130,7 +140,10 @@ pub fn ingest(data: &[u8]) {
         {
             assert!(latency_ms.is_finite() && latency_ms >= 0.0);
             assert!(
-                !probe || datagram.windows(PROBE_TOKEN.len()).any(|w| w == PROBE_TOKEN),
+                !probe
+                    || datagram
+                        .windows(PROBE_TOKEN.len())
+                        .any(|w| w == PROBE_TOKEN),
                 "a probe without the token"
             );
         }
@@ -148,12 +161,8 @@ const MASTER: &str = "fuzz-master-token-of-enough-length";
 
 fn runtime() -> Option<&'static tokio::runtime::Runtime> {
     static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .ok()
-    })
-    .as_ref()
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().ok())
+        .as_ref()
 }
 
 /// One input: a first line with the `Authorization` header's value, then the report body.
@@ -181,13 +190,7 @@ pub fn report(data: &[u8]) {
     let Ok(request) = request.body(Body::from(body.to_vec())) else {
         return;
     };
-    let status = rt.block_on(async {
-        reports
-            .router()
-            .oneshot(request)
-            .await
-            .map(|r| r.status())
-    });
+    let status = rt.block_on(async { reports.router().oneshot(request).await.map(|r| r.status()) });
     if status.ok() == Some(StatusCode::ACCEPTED) {
         let report: crate::operator::agent_reports::AgentReport = match serde_json::from_slice(body)
         {

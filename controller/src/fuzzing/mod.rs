@@ -36,6 +36,31 @@ pub const TARGETS: &[Target] = &[
 /// Marks the start of a file in a multi-file input.
 pub const FILE_MARKER: &[u8] = b"=== ";
 
+/// Runs `f` with the panic hook silenced, then re-raises a panic that escaped `f` once the hook
+/// is back, so it is reported as usual. Needed where the library catches a dependency's panic
+/// (`render::template`): libFuzzer's panic hook aborts at any panic, caught or not. Only with
+/// the `fuzzing` feature: the hook is global, and tests run in parallel threads.
+pub fn with_caught_panics_quiet<T>(f: impl FnOnce() -> T) -> T {
+    if !cfg!(feature = "fuzzing") {
+        return f();
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(value) => value,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            panic!("{message}")
+        }
+    }
+}
+
 /// Splits a multi-file input (see the module notes) into paths and contents. Bytes before the
 /// first marker go to `default` (dropped when there are none); a later file of the same path
 /// replaces an earlier one. Paths are taken lossily as UTF-8 and trimmed.

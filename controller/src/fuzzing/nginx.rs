@@ -55,7 +55,10 @@ fn check_spans(dirs: &[Directive], len: usize, text: Option<&str>) {
     for d in dirs {
         let spans = std::iter::once(&d.span).chain(d.args.iter().map(|a| &a.span));
         for s in spans {
-            assert!(s.start <= s.end && s.end <= len, "span {s:?} outside 0..{len}");
+            assert!(
+                s.start <= s.end && s.end <= len,
+                "span {s:?} outside 0..{len}"
+            );
             assert!(s.line >= 1 && s.col >= 1, "span {s:?} not 1-based");
             if let Some(text) = text {
                 assert!(
@@ -82,7 +85,11 @@ fn round_trip(dirs: &[Directive], text: &str) {
         error.is_none(),
         "reprinted config does not parse: {error:?}\n{out}"
     );
-    assert_eq!(shape(&again), shape(dirs), "reprinted config differs:\n{out}");
+    assert_eq!(
+        shape(&again),
+        shape(dirs),
+        "reprinted config differs:\n{out}"
+    );
 }
 
 /// Whether the parser stripped parentheses from this `if`: its source has them where the

@@ -46,14 +46,21 @@ pub fn render(data: &[u8]) {
             None => tree.insert_file(path, body),
         }
     }
-    let first = crate::render::render(&tree, &overrides);
-    let second = crate::render::render(&tree, &overrides);
+    let run = || super::with_caught_panics_quiet(|| crate::render::render(&tree, &overrides));
+    let (first, second) = (run(), run());
     match (&first, &second) {
         (Ok(a), Ok(b)) => {
             assert_eq!(a.digest(), b.digest(), "render is not deterministic");
             let again = crate::render::Bundle::new(a.files().clone());
-            assert_eq!(again.digest(), a.digest(), "digest is not that of the files");
-            assert!(a.get(VALUES_FILE).is_none(), "values.yaml leaked into the bundle");
+            assert_eq!(
+                again.digest(),
+                a.digest(),
+                "digest is not that of the files"
+            );
+            assert!(
+                a.get(VALUES_FILE).is_none(),
+                "values.yaml leaked into the bundle"
+            );
         }
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "errors differ"),
         _ => panic!("render is not deterministic: {first:?} then {second:?}"),

@@ -11,7 +11,14 @@ use crate::source::webhook::{DeliveryKeys, MAX_REFS_PER_PUSH, Provider, Trigger,
 /// The hook secret every input is checked against.
 pub const SECRET: &[u8] = b"fuzz-hook-secret";
 
-const PROVIDERS: [&str; 6] = ["github", "gitlab", "gitea", "forgejo", "bitbucket", "generic"];
+const PROVIDERS: [&str; 6] = [
+    "github",
+    "gitlab",
+    "gitea",
+    "forgejo",
+    "bitbucket",
+    "generic",
+];
 
 /// One input: a first line naming the provider (as in `/hooks/<provider>/…`), then header lines
 /// `name: value` up to an empty line, then the body.
@@ -20,7 +27,7 @@ const PROVIDERS: [&str; 6] = ["github", "gitlab", "gitea", "forgejo", "bitbucket
 /// [`SECRET`] (the full HMAC-SHA256 of the body, or the token itself); the same request signed
 /// correctly is accepted, and refused with one body byte changed or under another secret; a
 /// parsed push has between one and [`MAX_REFS_PER_PUSH`] refs and URLs, and matches a spec
-/// naming any of its URLs and its ref.
+/// naming any of its URLs and its (full) ref.
 pub fn webhook(data: &[u8]) {
     let (provider, headers, body) = split(data);
     let Some(provider) = Provider::from_path(provider) else {
@@ -79,7 +86,10 @@ fn credential(provider: Provider, body: &[u8], secret: &[u8]) -> (&'static str, 
         Provider::Generic => ("x-switchback-signature", format!("sha256={hex_mac}")),
         Provider::Gitea => ("x-gitea-signature", hex_mac),
         Provider::Forgejo => ("x-forgejo-signature", hex_mac),
-        Provider::GitLab => ("x-gitlab-token", String::from_utf8_lossy(secret).into_owned()),
+        Provider::GitLab => (
+            "x-gitlab-token",
+            String::from_utf8_lossy(secret).into_owned(),
+        ),
     }
 }
 
@@ -112,7 +122,10 @@ fn check(provider: Provider, headers: &HeaderMap, body: &[u8]) {
             .chain(alternates.iter().copied())
             .filter_map(|n| headers.get(n).and_then(|v| v.to_str().ok()))
             .any(|v| is_right(provider, v, body, SECRET));
-        assert!(right, "{provider:?} accepted a request without the right credential");
+        assert!(
+            right,
+            "{provider:?} accepted a request without the right credential"
+        );
         assert!(provider.has_credentials(headers));
     }
     assert!(
@@ -130,7 +143,10 @@ fn check(provider: Provider, headers: &HeaderMap, body: &[u8]) {
                 signed.remove(other);
             }
         }
-        assert!(provider.authenticate(&signed, body, SECRET), "{provider:?} refused a right signature");
+        assert!(
+            provider.authenticate(&signed, body, SECRET),
+            "{provider:?} refused a right signature"
+        );
         assert!(!provider.authenticate(&signed, body, b"another-secret"));
         if provider != Provider::GitLab {
             let mut changed = body.to_vec();
@@ -160,8 +176,18 @@ fn check(provider: Provider, headers: &HeaderMap, body: &[u8]) {
             };
             for url in &push.repository_urls {
                 if repository_key(url).is_some() {
-                    assert!(trigger.matches(url, ""), "{url} does not match its own push");
-                    assert!(trigger.matches(url, git_ref), "{url} {git_ref} does not match");
+                    assert!(
+                        trigger.matches(url, ""),
+                        "{url} does not match its own push"
+                    );
+                    // Only a full ref names itself: a payload's `ref: main` (no provider sends
+                    // one) is matched by no spec, as `trigger::ref_matches` reads refs.
+                    if git_ref.starts_with("refs/") {
+                        assert!(
+                            trigger.matches(url, git_ref),
+                            "{url} {git_ref} does not match"
+                        );
+                    }
                 }
             }
         }
