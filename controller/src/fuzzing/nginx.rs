@@ -1,8 +1,6 @@
 //! The nginx lexer, parser and include resolution (`validate::parser`), then the pure gates
 //! (`validate::check_static`, parse and lint) over the same bundle.
 
-use std::collections::BTreeMap;
-
 use crate::render::Bundle;
 use crate::validate::ast::Directive;
 use crate::validate::parser::{parse_bundle, parse_file};
@@ -157,9 +155,4 @@ fn flatten(dirs: &[Directive], out: &mut Vec<(String, Vec<String>, Option<usize>
         out.push((d.name.clone(), args, d.block.as_ref().map(Vec::len)));
         flatten(d.children(), out);
     }
-}
-
-/// The seed layout of a config directory: every file, framed, `nginx.conf` first when present.
-pub fn seed_of(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    super::join_files(files)
 }
