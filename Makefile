@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -89,6 +89,15 @@ bench-operator: ## Operator scale at 1,000 and 10,000 pods beside issue 15's goa
 
 bench-push: tools ## Push-to-canary latency, webhook vs polling (PUSH_SAMPLES, PUSH_POLL_INTERVAL)
 	$(CARGO) bench -p switchback-tests --bench push_latency
+
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ := .tools/cargo/bin/cargo-fuzz
+
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools/cargo
+
+fuzz: $(CARGO_FUZZ) ## libFuzzer on every parser of outside input, one target after another, FUZZ_SECONDS each (60; FUZZ_TARGETS to choose), on stable (RUSTC_BOOTSTRAP=1)
+	CARGO_FUZZ=$(CARGO_FUZZ) bash scripts/fuzz.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

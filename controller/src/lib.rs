@@ -11,6 +11,8 @@ pub mod analysis;
 pub mod confine;
 pub mod demo;
 pub mod fleet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http_server;
 pub mod operator;
 #[cfg(test)]

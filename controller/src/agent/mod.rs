@@ -23,7 +23,7 @@
 //! ([`privileges`]).
 
 pub mod api;
-mod apply;
+pub(crate) mod apply;
 pub mod base64;
 pub mod client;
 pub mod config;

@@ -269,3 +269,20 @@ fn an_override_the_check_cannot_replace_is_refused() {
         "{err:?}"
     );
 }
+
+/// Found by the `render` fuzz target: minijinja 3.1.0 panics (`unreachable!` in its code
+/// generator) on an `import` whose alias is not a plain name. A commit's template must get an
+/// error naming it, never take the renderer down.
+#[test]
+fn an_import_aliased_to_a_call_is_a_template_error_not_a_panic() {
+    let t = tree(&[
+        ("nginx.conf.j2", "{% import \"_m.j2\" as m(u) %}events {}\n"),
+        ("_m.j2", "{% macro x() %}{% endmacro %}"),
+    ]);
+    let err = render(&t, &serde_json::Value::Null).unwrap_err();
+    let RenderError::Template { path, message, .. } = &err else {
+        panic!("expected a template error, got {err:?}");
+    };
+    assert_eq!(path, "nginx.conf.j2");
+    assert!(message.contains("import"), "{message}");
+}
