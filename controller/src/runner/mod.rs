@@ -521,7 +521,7 @@ impl<F: Fleet> Runner<F> {
         let layout = self.config.layout.clone().or_packaged(nginx.as_ref());
         tokio::spawn(async move {
             let report = tokio::task::spawn_blocking(move || {
-                validate::validate_with(&bundle, &entry, nginx.as_ref(), &layout)
+                validate::shared::validate_shared(&bundle, &entry, nginx.as_ref(), &layout)
             })
             .await;
             let outcome = match report {

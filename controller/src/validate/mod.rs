@@ -9,6 +9,7 @@ pub mod parser;
 pub mod paths;
 pub mod pipeline;
 pub mod sandbox;
+pub mod shared;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use paths::{ConfigRoot, ImageFiles, ProxyLayout};

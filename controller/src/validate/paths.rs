@@ -125,7 +125,7 @@ pub struct ImageFiles {
 
 /// What validation needs to know about the proxy besides the bundle: where the bundle is served
 /// from and what the image adds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyLayout {
     /// The directory the bundle stands for.
     pub config_root: ConfigRoot,

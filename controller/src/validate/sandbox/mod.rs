@@ -119,7 +119,7 @@ pub enum SandboxError {
 }
 
 /// A usable nginx binary: its path, its version and what its build needs pinned in a sandbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nginx {
     path: PathBuf,
     version: String,
