@@ -41,7 +41,7 @@ pub(super) async fn read(
         );
         (ErrorCategory::Render, "SourceFailed", message)
     };
-    let key = memo_key(object, &revision.commit);
+    let key = super::shared_render::render_key(object, &revision.commit);
     if memo.rendered.as_ref() == Some(&key) {
         return Ok(None);
     }
@@ -49,7 +49,7 @@ pub(super) async fn read(
         tracing::debug!(commit = %revision.commit, "not rendering a commit known not to render");
         return Err(fail(known));
     }
-    let bundle = match render_commit(source, object, &revision.commit).await {
+    let bundle = match super::shared_render::render_shared(source, object, &revision.commit).await {
         Ok(bundle) => bundle,
         Err(e) => {
             if e.deterministic {
@@ -178,18 +178,6 @@ impl RenderMemo {
     }
 }
 
-/// What a render depends on besides the code: commit, path and values.
-fn memo_key(object: &ProxyRollout, commit: &str) -> String {
-    let values = object
-        .spec
-        .render
-        .values
-        .as_ref()
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    format!("{commit}\0{}\0{values}", object.spec.source.path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +252,56 @@ mod tests {
         commit(&repo, "events {}\nhttp {}\n");
         let next = read(&source, &object, None, &mut memo).await.expect("read");
         assert!(next.is_some(), "a new commit is rendered");
+    }
+
+    /// Rollouts following one repository at once (each its own cache, as workers have) get one
+    /// render and the same bundle; a rollout of another namespace renders its own.
+    #[tokio::test]
+    async fn rollouts_of_one_repository_share_one_render_per_namespace() {
+        use super::super::shared_render::{kept, render_key};
+        let remote = tempfile::tempdir().expect("tempdir");
+        let repo = git2::Repository::init_bare(remote.path()).expect("init");
+        repo.set_head("refs/heads/main").expect("head");
+        commit(&repo, "events {}\nhttp {}\n");
+        let url = remote.path().to_str().expect("utf-8");
+        let object = |namespace: &str, name: &str| -> ProxyRollout {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "switchback.dev/v1alpha1",
+                "kind": "ProxyRollout",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "source": {"url": url, "path": ""},
+                    "target": {"selector": {"app": name}},
+                }
+            }))
+            .expect("a ProxyRollout")
+        };
+        let mut workers = tokio::task::JoinSet::new();
+        for (namespace, name) in [("prod", "a"), ("prod", "b"), ("prod", "c"), ("dev", "a")] {
+            let object = object(namespace, name);
+            let url = url.to_string();
+            workers.spawn(async move {
+                let cache = tempfile::tempdir().expect("tempdir");
+                let source = GitSource::new(&url, Credentials::None, cache.path()).expect("source");
+                let read = read(&source, &object, None, &mut RenderMemo::default()).await;
+                let (release, bundle) = read.expect("read").expect("a new head");
+                (
+                    render_key(&object, &release.revision.commit),
+                    bundle.digest(),
+                )
+            });
+        }
+        let mut got = Vec::new();
+        while let Some(done) = workers.join_next().await {
+            got.push(done.expect("a worker"));
+        }
+        let digests: std::collections::BTreeSet<_> = got.iter().map(|(_, d)| *d).collect();
+        assert_eq!(digests.len(), 1, "one bundle for one commit");
+        let keys: std::collections::BTreeSet<_> = got.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 2, "prod and dev each have their own key");
+        for key in &keys {
+            assert_eq!(kept(key), 1, "one render kept per key");
+        }
     }
 
     #[test]

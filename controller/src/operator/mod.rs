@@ -23,6 +23,7 @@ pub mod request;
 mod resume;
 mod setup;
 pub mod shard;
+mod shared_render;
 mod source_policy;
 pub mod spec;
 pub mod status;
