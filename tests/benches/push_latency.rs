@@ -10,11 +10,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hmac::{KeyInit, Mac};
 use switchback::agent::AgentClient;
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::operator_fixture::Cluster;
+use switchback_tests::push_hook::GenericHook;
 
 /// The default strategy. What is measured ends when the first canary pod serves the pushed
 /// commit; the analysis that follows is not what this bench is about, so each push is promoted
@@ -159,9 +159,10 @@ async fn run(mode: Mode, samples: usize, interval: &str, subnet: u8) -> Vec<Samp
                 .with_token(token.clone())
         })
         .collect();
-    let hook = (mode == Mode::Webhook).then(|| Hook::new(hook_addr, &url));
+    let hook =
+        (mode == Mode::Webhook).then(|| GenericHook::new(hook_addr, "edge", "hook", SECRET, &url));
     if let Some(hook) = &hook {
-        hook.wait_registered().await;
+        hook.wait_registered(Duration::from_secs(60)).await;
     }
 
     let mut out = Vec::new();
@@ -243,61 +244,5 @@ async fn first_serving(agents: &[AgentClient], commit: &str, start: Instant) -> 
             "no pod served {commit} within 120 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The generic HMAC webhook, as a git host sends it once a push is in. Each post carries a
-/// delivery id of its own in the signed body, as every real delivery differs (a repeated body is
-/// refused as a replay).
-struct Hook {
-    url: String,
-    repository: String,
-    sent: std::sync::atomic::AtomicU64,
-}
-
-impl Hook {
-    fn new(addr: SocketAddr, repository: &str) -> Hook {
-        Hook {
-            url: format!("http://{addr}/hooks/generic/edge.hook"),
-            repository: repository.to_string(),
-            sent: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    async fn post(&self) -> Option<u16> {
-        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body = serde_json::json!({
-            "repository": self.repository,
-            "ref": "refs/heads/main",
-            "delivery": format!("bench-{}-{n}", std::process::id()),
-        })
-        .to_string();
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        reqwest::Client::new()
-            .post(&self.url)
-            .header("X-Switchback-Signature", signature)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status().as_u16())
-    }
-
-    /// Waits until the receiver knows the hook (404 until the worker registered its secret):
-    /// a push of the current head, which changes nothing.
-    async fn wait_registered(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.post().await != Some(202) {
-            assert!(Instant::now() < deadline, "the webhook never registered");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn send(&self) {
-        let status = self.post().await;
-        assert_eq!(status, Some(202), "the push webhook was not accepted");
     }
 }

@@ -19,6 +19,7 @@ pub mod manifests;
 pub mod operator_fixture;
 pub mod pod_process;
 pub mod pod_security;
+pub mod push_hook;
 pub mod rbac_audit;
 pub mod release;
 pub mod upstream;

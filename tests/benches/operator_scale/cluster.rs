@@ -134,19 +134,70 @@ pub(crate) async fn create_pods(
     );
 }
 
+/// How a run's rollouts learn of a commit.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Source {
+    /// The push webhook ([`PUSH_SECRET`]) and the default interval (1m): what a user who wants
+    /// fast delivery sets up, and what the idle figures are measured with.
+    Push,
+    /// Polling every second, no webhook: the sharded run's, since a push reaches one replica
+    /// and each replica acts only on its own rollouts' pushes (docs/operations.md).
+    Poll,
+}
+
+/// The Secret every rollout's push webhook names, and the key it holds.
+pub(crate) const PUSH_SECRET: &str = "push";
+pub(crate) const PUSH_KEY: &str = "bench-push-key";
+
+/// Creates [`PUSH_SECRET`] in `namespace`, usable by every rollout there.
+pub(crate) async fn create_push_secret(client: &kube::Client, namespace: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": PUSH_SECRET,
+            "namespace": namespace,
+            "annotations": {"switchback.dev/allowed-rollouts": "*"},
+        },
+        "stringData": {"token": PUSH_KEY},
+    }))
+    .expect("a Secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the push Secret");
+}
+
+/// The hook a git host would call for a push to `repo`, on `controller`'s webhook address.
+pub(crate) fn push_hook(controller: &Controller, namespace: &str, repo: &Repo) -> GenericHook {
+    GenericHook::new(
+        controller.webhook,
+        namespace,
+        PUSH_SECRET,
+        PUSH_KEY,
+        &format!("file://{}", repo.path.display()),
+    )
+}
+
 pub(crate) fn rollout(
     name: &str,
     namespace: &str,
     repo: &Path,
     selector: Value,
     strategy: Value,
+    source: Source,
 ) -> ProxyRollout {
+    let url = format!("file://{}", repo.display());
+    let source = match source {
+        Source::Push => {
+            json!({"url": url, "ref": "main", "webhook": {"secretRef": {"name": PUSH_SECRET}}})
+        }
+        Source::Poll => json!({"url": url, "ref": "main", "interval": "1s"}),
+    };
     serde_json::from_value(json!({
         "apiVersion": "switchback.dev/v1alpha1",
         "kind": "ProxyRollout",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "source": {"url": format!("file://{}", repo.display()), "ref": "main", "interval": "1s"},
+            "source": source,
             "target": {"selector": selector},
             "strategy": strategy,
         },

@@ -5,6 +5,8 @@ use super::*;
 pub(crate) struct Controller {
     pub(crate) child: Child,
     pub(crate) metrics: SocketAddr,
+    /// Where it serves push webhooks.
+    pub(crate) webhook: SocketAddr,
     pub(crate) log: PathBuf,
     pub(crate) http: reqwest::Client,
 }
@@ -28,10 +30,14 @@ impl Controller {
         dir: &Path,
         extra: &[String],
     ) -> Controller {
-        let metrics = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("its address")
-        };
+        // Both probes held until both are known, so the two ports differ.
+        let probe = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let (a, b) = (probe(), probe());
+        let (metrics, webhook) = (
+            a.local_addr().expect("its address"),
+            b.local_addr().expect("its address"),
+        );
+        drop((a, b));
         let log = dir.join("controller.log");
         let file = std::fs::File::create(&log).expect("controller log");
         let child = Command::new(bin)
@@ -46,6 +52,8 @@ impl Controller {
             .arg(dir.join("cache"))
             .arg("--metrics-addr")
             .arg(metrics.to_string())
+            .arg("--webhook-addr")
+            .arg(webhook.to_string())
             .args(extra)
             .env("KUBECONFIG", server.kubeconfig_path())
             // The fake agents take any bearer token, as real ones take the Secret's.
@@ -63,6 +71,7 @@ impl Controller {
         let c = Controller {
             child,
             metrics,
+            webhook,
             log,
             http,
         };
@@ -153,8 +162,14 @@ impl Controller {
 /// results summed), interpolating linearly inside the bucket the rank falls in, as PromQL's
 /// `histogram_quantile` does.
 pub(crate) fn reconcile_quantiles(text: &str) -> (u64, Duration, Duration) {
+    quantiles_of(&reconcile_buckets(text))
+}
+
+/// The reconcile histogram's cumulative buckets (both results summed): bound in ns
+/// (`u64::MAX` = +Inf) -> count.
+pub(crate) fn reconcile_buckets(text: &str) -> BTreeMap<u64, u64> {
     let name = "switchback_reconcile_duration_seconds_bucket{";
-    let mut buckets: BTreeMap<u64, u64> = BTreeMap::new(); // le in ns (u64::MAX = +Inf) -> count
+    let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with(name)) {
         let Some((labels, count)) = line[name.len()..].split_once("} ") else {
             continue;
@@ -172,11 +187,27 @@ pub(crate) fn reconcile_quantiles(text: &str) -> (u64, Duration, Duration) {
         let count: u64 = count.trim().parse().expect("a bucket count");
         *buckets.entry(le).or_default() += count;
     }
+    buckets
+}
+
+/// What a histogram gained between two scrapes.
+pub(crate) fn buckets_since(
+    before: &BTreeMap<u64, u64>,
+    after: &BTreeMap<u64, u64>,
+) -> BTreeMap<u64, u64> {
+    after
+        .iter()
+        .map(|(le, n)| (*le, n - before.get(le).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Count, p50 and p99 of cumulative `buckets`.
+pub(crate) fn quantiles_of(buckets: &BTreeMap<u64, u64>) -> (u64, Duration, Duration) {
     let total = buckets.get(&u64::MAX).copied().unwrap_or(0);
     let quantile = |q: f64| {
         let rank = q * total as f64;
         let (mut lower, mut below) = (0u64, 0u64);
-        for (&le, &count) in &buckets {
+        for (&le, &count) in buckets {
             if count as f64 >= rank {
                 if le == u64::MAX {
                     return Duration::from_nanos(lower); // past the last bound: its bound

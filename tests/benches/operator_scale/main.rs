@@ -6,7 +6,10 @@
 //!
 //! Three runs, each with its own API server, farm and controller(s):
 //! 1. scale: `SCALE_PODS` pods (1,000) in `SCALE_ROLLOUTS` ProxyRollouts (100), one git repository;
-//!    the controller adopts v0, then one commit rolls out everywhere. Prints the controller's RSS
+//!    the controller adopts v0, then one commit rolls out everywhere. Rollouts learn of commits as a
+//!    user who wants them fast sets it up: the push webhook (sent once per commit, as a git host
+//!    does) on the default poll interval (1m); the sharded run polls every second instead, since
+//!    a push reaches one replica. Prints the controller's RSS
 //!    (VmRSS, VmHWM) after adoption and after the rollout, reconcile p50/p99 estimated from the
 //!    `switchback_reconcile_duration_seconds` histogram, and commit → every pod applied.
 //! 2. restore: one ProxyRollout over `SCALE_RESTORE_PODS` pods (500); a commit whose digest the
@@ -40,6 +43,7 @@ use switchback_tests::bin::switchback_bin;
 use switchback_tests::fake_agents::{FakeAgents, loopback_addresses};
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::kube::KubeServer;
+use switchback_tests::push_hook::GenericHook;
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast::error::RecvError;
 

@@ -32,6 +32,7 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
                 &repo.path,
                 json!({"app": "edge"}),
                 strategy,
+                Source::Push,
             ),
         )
         .await
@@ -44,7 +45,9 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
                 == Some(digest.as_str())
         }
     };
+    create_push_secret(&client, "restore").await;
     let controller = Controller::start(bin, &server, "restore", dir.path()).await;
+    let hook = push_hook(&controller, "restore", &repo);
     wait_until("the rollout stable on v0 with every pod marked", || {
         rollouts
             .get("edge")
@@ -59,6 +62,7 @@ pub(crate) async fn restore(s: &Settings, bin: &Path) -> Vec<Row> {
     farm.set_bad(bad);
     let committed = Instant::now();
     let commit = repo.commit(&site("bad"), "bad upstream");
+    hook.send().await;
     let mut most_bad = 0;
     wait_until("the incident decision", || {
         most_bad = most_bad.max(farm.count_applied(&bad));

@@ -37,7 +37,7 @@ pub(crate) async fn sharded(s: &Settings, bin: &Path, shards: u32) -> Vec<Row> {
     } = Stage::set().await;
     let (d0, d1) = (digest_of(&site("v0")), digest_of(&site("v1")));
     let farm = Farm::start(30 + s.index, s.pods, AGENT_PORT).await;
-    let groups = populate(&client, s, &repo, &farm).await;
+    let groups = populate(&client, s, &repo, &farm, Source::Poll).await;
     let mirror = Mirror::follow(&server, "switchback.dev", "proxyrollouts");
     let stable_is = |commit: String| {
         move |o: &Value| status_str(o, &["stable", "commit"]) == Some(commit.as_str())
