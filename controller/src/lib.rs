@@ -22,6 +22,7 @@ pub mod report;
 pub mod rollout;
 pub mod runner;
 pub mod signals;
+mod slots;
 pub mod source;
 pub mod stable_hash;
 pub mod validate;

@@ -10,22 +10,18 @@
 //! values: a commit id names the same tree only within one repository, and rollouts of
 //! different namespaces never share what one of them rendered.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use tokio::sync::OnceCell;
 
 use super::crd::ProxyRollout;
 use super::fetch::{RenderFailed, render_commit};
 use crate::render::Bundle;
+use crate::slots::Slots;
 use crate::source::git::GitSource;
 
 /// Renders kept: a few commits of a few repositories.
 const KEPT: usize = 16;
 
-type Slot = Arc<OnceCell<Result<Bundle, RenderFailed>>>;
-
-static RENDERS: Mutex<VecDeque<(String, Slot)>> = Mutex::new(VecDeque::new());
+static RENDERS: Slots<String, OnceCell<Result<Bundle, RenderFailed>>> = Slots::new(KEPT);
 
 /// What a render depends on: namespace, repository, commit, path and values.
 pub(super) fn render_key(object: &ProxyRollout, commit: &str) -> String {
@@ -51,20 +47,7 @@ pub(super) async fn render_shared(
     commit: &str,
 ) -> Result<Bundle, RenderFailed> {
     let key = render_key(object, commit);
-    let slot = {
-        let mut renders = RENDERS.lock().unwrap_or_else(PoisonError::into_inner);
-        match renders.iter().find(|(k, _)| *k == key) {
-            Some((_, slot)) => Arc::clone(slot),
-            None => {
-                let slot = Slot::default();
-                if renders.len() == KEPT {
-                    renders.pop_front();
-                }
-                renders.push_back((key, Arc::clone(&slot)));
-                slot
-            }
-        }
-    };
+    let slot = RENDERS.slot(key);
     let shared = slot
         .get_or_try_init(|| async {
             match render_commit(source, object, commit).await {
@@ -80,6 +63,5 @@ pub(super) async fn render_shared(
 /// How many kept renders have `key` (tests: one per key, however many asked).
 #[cfg(test)]
 pub(super) fn kept(key: &str) -> usize {
-    let renders = RENDERS.lock().unwrap_or_else(PoisonError::into_inner);
-    renders.iter().filter(|(k, _)| k == key).count()
+    RENDERS.count(|k| k == key)
 }

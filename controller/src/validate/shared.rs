@@ -5,13 +5,13 @@
 //! share its report. Only reports are shared: when `nginx -t` could not run, each asker runs it
 //! again, so a passing hiccup is never remembered.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use super::paths::ProxyLayout;
 use super::pipeline::{Report, validate_with};
 use super::sandbox::{Nginx, SandboxError};
 use crate::render::{Bundle, Digest};
+use crate::slots::Slots;
 
 /// Reports kept: a few commits of a few repositories (a report is a few KiB).
 const KEPT: usize = 16;
@@ -25,9 +25,7 @@ struct Inputs {
     layout: ProxyLayout,
 }
 
-type Slot = Arc<OnceLock<Option<Report>>>;
-
-static REPORTS: Mutex<VecDeque<(Inputs, Slot)>> = Mutex::new(VecDeque::new());
+static REPORTS: Slots<Inputs, OnceLock<Option<Report>>> = Slots::new(KEPT);
 
 /// [`validate_with`], shared by every caller in the process with the same inputs.
 pub fn validate_shared(
@@ -42,20 +40,7 @@ pub fn validate_shared(
         nginx: nginx.cloned(),
         layout: layout.clone(),
     };
-    let slot = {
-        let mut reports = REPORTS.lock().unwrap_or_else(PoisonError::into_inner);
-        match reports.iter().find(|(i, _)| *i == inputs) {
-            Some((_, slot)) => Arc::clone(slot),
-            None => {
-                let slot = Slot::default();
-                if reports.len() == KEPT {
-                    reports.pop_front();
-                }
-                reports.push_back((inputs, Arc::clone(&slot)));
-                slot
-            }
-        }
-    };
+    let slot = REPORTS.slot(inputs);
     let mut failed = None;
     let shared = slot.get_or_init(|| match validate_with(bundle, entry, nginx, layout) {
         Ok(report) => Some(report),
@@ -67,17 +52,12 @@ pub fn validate_shared(
     match (shared, failed) {
         (Some(report), _) => Ok(report.clone()),
         (None, Some(e)) => {
-            forget(&slot);
+            REPORTS.forget(&slot);
             Err(e)
         }
         // The one who ran it could not: try for ourselves.
         (None, None) => validate_with(bundle, entry, nginx, layout),
     }
-}
-
-fn forget(slot: &Slot) {
-    let mut reports = REPORTS.lock().unwrap_or_else(PoisonError::into_inner);
-    reports.retain(|(_, s)| !Arc::ptr_eq(s, slot));
 }
 
 #[cfg(test)]
@@ -111,11 +91,7 @@ mod tests {
         assert!(reports.iter().all(|r| r.passed(false)));
         let failing = validate_shared(&bad, "nginx.conf", None, &layout).expect("validated");
         assert!(!failing.passed(false), "a different bundle's own report");
-        let kept = REPORTS.lock().unwrap_or_else(PoisonError::into_inner);
-        let of_good = kept
-            .iter()
-            .filter(|(i, _)| i.digest == good.digest())
-            .count();
+        let of_good = REPORTS.count(|i| i.digest == good.digest());
         assert_eq!(of_good, 1, "one slot for the one bundle");
     }
 }
