@@ -225,22 +225,14 @@ pub async fn run(
                 tracing::debug!(error = %e, "reconcile stream");
             }
         });
-    // As controller-runtime waits for its caches to sync: no reconcile starts before the pod
-    // cache is filled. A hundred first reconciles that each waited for it were timed as slow
-    // reconciles (the bench's reconcile p99).
-    tokio::pin!(shutdown);
-    let synced = tokio::select! {
-        () = context.pods.ready() => true,
-        () = &mut shutdown => false,
-    };
     // Not kube-runtime's graceful shutdown: it waits for its watches, and a watch backing off
     // (the CRD not installed yet, the API down) kept it from ever ending. Reconciles are short
     // and idempotent, so dropping one mid-way only means the next controller does it again.
-    if synced {
-        tokio::select! {
-            () = reconciling => {}
-            () = shutdown => {}
-        }
+    // Reconciles do not wait for the pod cache here: a deletion's cleanup needs no pods from
+    // it, and only starting a worker waits (`ensure_worker`).
+    tokio::select! {
+        () = reconciling => {}
+        () = shutdown => {}
     }
     tracing::debug!("controller stream ended; stopping workers");
     poker.abort();
