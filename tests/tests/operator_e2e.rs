@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
+use switchback_tests::push_hook::GenericHook;
 
 /// The default strategy, untouched: steps `["1", "25%", "50%", "100%"]`, bake 3m,
 /// `onInconclusive: Hold`, sequential analysis. For the tests that never reach a bake's end
@@ -511,7 +512,6 @@ async fn only_commits_signed_by_a_trusted_key_are_rolled_out() {
 /// poll (the interval here is an hour): the canary is under way on the pushed commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_fetches_at_once() {
-    use hmac::{KeyInit, Mac};
     let Some(mut c) = Cluster::up(103, &["edge-0", "edge-1"]).await else {
         return;
     };
@@ -551,34 +551,11 @@ async fn a_signed_push_fetches_at_once() {
     let _users = c.start_traffic(PER_POD_RPS).await;
 
     let v1 = c.commit("return 200 \"v1\\n\";", "v1");
-    let body = serde_json::json!({
-        "repository": format!("file://{}", c.repo.display()),
-        "ref": "refs/heads/main",
-    })
-    .to_string();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").expect("key");
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let url = format!("http://{addr}/hooks/generic/edge.hook");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let sent = reqwest::Client::new()
-            .post(&url)
-            .header("X-Switchback-Signature", &signature)
-            .header("Content-Type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        if sent.as_ref().is_ok_and(|r| r.status().as_u16() == 202) {
-            break;
-        }
-        // 404 until the worker has registered the hook's secret.
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "push refused: {sent:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // 404 until the worker has registered the hook's secret; then one accepted push.
+    let repository = format!("file://{}", c.repo.display());
+    GenericHook::new(addr, "edge", "hook", "s3cret", &repository)
+        .wait_registered(Duration::from_secs(30))
+        .await;
     c.wait_for("proxyrollout/edge", "{.status.target.commit}", |s| s == v1)
         .await;
     // The receiver's counters are on the controller's /metrics.
