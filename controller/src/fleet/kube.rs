@@ -187,12 +187,12 @@ impl KubeFleet {
         {
             return names.clone();
         }
-        let mut names: Vec<String> = cache
-            .select(&self.namespace, &self.selector_map)
-            .iter()
-            .filter_map(|p| usable(p))
-            .collect();
-        names.sort();
+        let names = usable_names(
+            cache
+                .select(&self.namespace, &self.selector_map)
+                .iter()
+                .map(|p| &**p),
+        );
         *selected = version.map(|v| (v, names.clone()));
         names
     }
@@ -200,22 +200,16 @@ impl KubeFleet {
 
 impl Fleet for KubeFleet {
     async fn pods(&self) -> Result<Vec<String>, FleetError> {
-        let mut names: Vec<String> = match &self.cache {
-            Some(cache) => return Ok(self.select_from(cache)),
-            None => {
-                let params = ListParams::default().labels(&self.selector);
-                self.pods
-                    .list(&params)
-                    .await
-                    .map_err(|e| FleetError::List(e.to_string()))?
-                    .items
-                    .iter()
-                    .filter_map(usable)
-                    .collect()
-            }
-        };
-        names.sort();
-        Ok(names)
+        if let Some(cache) = &self.cache {
+            return Ok(self.select_from(cache));
+        }
+        let params = ListParams::default().labels(&self.selector);
+        let listed = self
+            .pods
+            .list(&params)
+            .await
+            .map_err(|e| FleetError::List(e.to_string()))?;
+        Ok(usable_names(&listed.items))
     }
 
     #[tracing::instrument(skip(self, bundle), fields(digest = %bundle.digest().short()))]
@@ -273,6 +267,14 @@ fn usable(pod: &Pod) -> Option<String> {
     (pod.metadata.deletion_timestamp.is_none() && addressed)
         .then(|| pod.metadata.name.clone())
         .flatten()
+}
+
+/// The names of the [`usable`] pods of `pods`, sorted: the fleet's pods as the engine sees them,
+/// from the cache or from a list.
+fn usable_names<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<String> {
+    let mut names: Vec<String> = pods.into_iter().filter_map(usable).collect();
+    names.sort();
+    names
 }
 
 /// One HTTP client for every fleet in the process: each rollout's fleet polls its agents a few
