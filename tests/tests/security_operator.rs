@@ -12,6 +12,7 @@ use switchback::operator::credentials::{ALLOWED_ROLLOUTS_ANNOTATION, GIT_HOST_AN
 use switchback_tests::controller_process::{PATIENCE, World};
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::http_recorder::{Answer, Recorder, TestCa};
+use switchback_tests::push_hook::GenericHook;
 
 /// The namespace the tenant works in.
 const NS: &str = "tenant";
@@ -417,7 +418,6 @@ async fn what_an_internal_server_answers_is_not_shown_to_the_rollouts_author() {
 /// URL as written), an Event or a status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_in_the_spec_url_stays_out_of_logs_events_and_status() {
-    use hmac::{KeyInit, Mac};
     let Some(w) = World::up(NS).await else { return };
     let hook = [(ALLOWED_ROLLOUTS_ANNOTATION, "*")];
     w.secret("hook", &[("token", "hook-s3cret")], &hook).await;
@@ -437,24 +437,13 @@ async fn a_password_in_the_spec_url_stays_out_of_logs_events_and_status() {
     let odd = "https://deploy:pa#ss/w0rd-in-url@127.0.0.1:9/org/config.git";
     w.rollout("odd", odd, json!({})).await;
 
-    let body =
-        json!({"repository": "https://127.0.0.1:9/org/config.git", "ref": "refs/heads/main"})
-            .to_string();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"hook-s3cret").expect("key");
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let url = format!("http://{addr}/hooks/generic/{NS}.hook");
+    let repository = "https://127.0.0.1:9/org/config.git";
+    let push = GenericHook::new(addr, NS, "hook", "hook-s3cret", repository);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !controller.log().contains("push: fetching now") {
         controller.assert_running();
         // 404 until the worker has registered the hook's secret.
-        let _ = reqwest::Client::new()
-            .post(&url)
-            .header("X-Switchback-Signature", &signature)
-            .header("Content-Type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
+        let _ = push.post().await;
         assert!(
             tokio::time::Instant::now() < deadline,
             "the push was never acted on:\n{}",
