@@ -111,8 +111,9 @@ impl AgentClient {
             // bytes stay unacknowledged meanwhile. Each call's own timeout bounds the wait.
             .tcp_user_timeout(None)
             // Pods read at the poll rate (canaries, a baseline sample) keep their connection;
-            // an idle pod, read once per heartbeat, reconnects: a kept-alive connection holds
-            // about 40 KiB of buffers, 40 MiB at 1,000 pods (docs/benchmarks.md).
+            // an idle pod's heartbeat read closes its own (`fleet::Reading::Once`): a kept-alive
+            // connection holds about 35 KiB of buffers, 35 MiB at 1,000 pods
+            // (docs/benchmarks.md). This drops a kept one once its pod is no longer read fast.
             .pool_idle_timeout(Duration::from_secs(3))
             .build()
     }
@@ -178,11 +179,17 @@ impl AgentClient {
 
     /// `GET /v1/state`.
     pub async fn state(&self) -> Result<AgentState, ClientError> {
-        let resp = self
-            .request(reqwest::Method::GET, "/v1/state")
-            .send()
-            .await
-            .map_err(self.http_err())?;
+        self.state_then(true).await
+    }
+
+    /// `GET /v1/state`, closing the connection after the answer unless `keep_alive`: a pod read
+    /// once per heartbeat would otherwise hold an idle connection's buffers until it times out.
+    pub async fn state_then(&self, keep_alive: bool) -> Result<AgentState, ClientError> {
+        let mut req = self.request(reqwest::Method::GET, "/v1/state");
+        if !keep_alive {
+            req = req.header(reqwest::header::CONNECTION, "close");
+        }
+        let resp = req.send().await.map_err(self.http_err())?;
         let resp = self.expect_ok(resp).await?;
         resp.json().await.map_err(self.http_err())
     }
@@ -286,5 +293,53 @@ mod tests {
         write_apply_request(&mut streamed, &bundle, commit, entry).unwrap();
         let whole = serde_json::to_vec(&apply_request(&bundle, commit, entry)).unwrap();
         assert_eq!(streamed, whole);
+    }
+
+    /// A loopback server answering `{}` to every request, counting the connections it accepted.
+    async fn counting_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            seen.clear();
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                            if conn.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_read_once_closes_its_connection_and_a_read_often_keeps_it() {
+        let (addr, accepted) = counting_server().await;
+        let client = AgentClient::new(addr).unwrap();
+        for _ in 0..3 {
+            // `{}` is no agent state: the answer is an error, the connection is what counts.
+            let _ = client.state_then(true).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        for _ in 0..3 {
+            let _ = client.state_then(false).await;
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the first read once closes the kept connection, each later one opens its own"
+        );
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use super::pod_cache::PodCache;
-use super::{ApplyResult, Fleet, FleetError, PodObservation};
+use super::{ApplyResult, Fleet, FleetError, PodObservation, Reading};
 use crate::agent::AgentClient;
 use crate::operator::bundle_store;
 use crate::render::Bundle;
@@ -254,8 +254,8 @@ impl Fleet for KubeFleet {
             })
     }
 
-    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
-        super::observe_via(&self.agent(pod).await?, pod).await
+    async fn observe(&self, pod: &str, reading: Reading) -> Result<PodObservation, FleetError> {
+        super::observe_via(&self.agent(pod).await?, pod, reading).await
     }
 }
 

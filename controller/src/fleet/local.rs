@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{ApplyResult, Fleet, FleetError, PodObservation};
+use super::{ApplyResult, Fleet, FleetError, PodObservation, Reading};
 use crate::agent::{self, AgentArgs, AgentClient, AgentError, ProbeSpec, Token};
 use crate::render::Bundle;
 
@@ -290,7 +290,7 @@ impl Fleet for LocalFleet {
         super::apply_via(&target.client, pod, bundle, commit, &self.entry).await
     }
 
-    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
-        super::observe_via(&self.pod(pod)?.client, pod).await
+    async fn observe(&self, pod: &str, reading: Reading) -> Result<PodObservation, FleetError> {
+        super::observe_via(&self.pod(pod)?.client, pod, reading).await
     }
 }

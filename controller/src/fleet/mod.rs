@@ -72,9 +72,24 @@ pub trait Fleet: Send + Sync + 'static {
         commit: &str,
     ) -> impl Future<Output = Result<ApplyResult, FleetError>> + Send;
 
-    /// Reads what `pod` serves and its counters.
-    fn observe(&self, pod: &str)
-    -> impl Future<Output = Result<PodObservation, FleetError>> + Send;
+    /// Reads what `pod` serves and its counters; `reading` says whether it is read again soon.
+    fn observe(
+        &self,
+        pod: &str,
+        reading: Reading,
+    ) -> impl Future<Output = Result<PodObservation, FleetError>> + Send;
+}
+
+/// Whether a pod is read again at the next poll. A kept-alive agent connection holds about
+/// 35 KiB of buffers; worth it for a pod read every poll, waste for one read once per heartbeat,
+/// whose connection would idle out before its next read anyway (hundreds of them at 1,000 pods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Read at the poll rate (a canary, a baseline sample, a pod changing config): keep the
+    /// connection.
+    Often,
+    /// Read once (a heartbeat, a report): close the connection after the answer.
+    Once,
 }
 
 impl From<crate::agent::AgentState> for PodObservation {
@@ -128,9 +143,10 @@ pub(crate) async fn apply_via(
 pub(crate) async fn observe_via(
     agent: &crate::agent::AgentClient,
     pod: &str,
+    reading: Reading,
 ) -> Result<PodObservation, FleetError> {
     agent
-        .state()
+        .state_then(reading == Reading::Often)
         .await
         .map(PodObservation::from)
         .map_err(|e| FleetError::Unreachable {

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::{Note, Runner, reads};
 use crate::analysis::{Counters, Sample, Verdict};
-use crate::fleet::{Fleet, PodObservation};
+use crate::fleet::{Fleet, PodObservation, Reading};
 use crate::render::Digest;
 use crate::rollout::{Event, ListedPod};
 
@@ -34,11 +34,16 @@ impl<F: Fleet> Runner<F> {
         let mut reads = tokio::task::JoinSet::new();
         for name in due {
             let fleet = Arc::clone(&self.fleet);
+            let reading = if fast.contains(&name) {
+                Reading::Often
+            } else {
+                Reading::Once
+            };
             let patience = self.config.poll_every.max(Duration::from_secs(2));
             reads.spawn(async move {
                 // A pod that does not answer in time is simply not read this round: one hung
                 // agent must never stall the decisions about every other pod.
-                let seen = tokio::time::timeout(patience, fleet.observe(&name)).await;
+                let seen = tokio::time::timeout(patience, fleet.observe(&name, reading)).await;
                 (name, seen)
             });
         }

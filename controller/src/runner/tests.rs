@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::fleet::{FleetError, PodObservation};
+use crate::fleet::{FleetError, PodObservation, Reading};
 use crate::rollout::{Phase, State};
 use crate::source::git::Revision;
 
@@ -26,6 +26,8 @@ struct FakeFleet {
     probes_only: bool,
     /// Reads per pod.
     reads: Mutex<BTreeMap<String, usize>>,
+    /// Reads per pod that keep the connection ([`Reading::Often`]).
+    kept: Mutex<BTreeMap<String, usize>>,
     /// Times the pods were listed (once per poll).
     lists: std::sync::atomic::AtomicUsize,
 }
@@ -49,6 +51,7 @@ impl FakeFleet {
             per_read: 50,
             probes_only: false,
             reads: Mutex::default(),
+            kept: Mutex::default(),
             lists: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -56,6 +59,11 @@ impl FakeFleet {
     /// Reads per pod since the last call.
     fn take_reads(&self) -> BTreeMap<String, usize> {
         std::mem::take(&mut *self.reads.lock().expect("lock"))
+    }
+
+    /// Reads per pod that kept their connection, since the last call.
+    fn take_kept(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut *self.kept.lock().expect("lock"))
     }
 
     fn applied(&self) -> Vec<Option<Digest>> {
@@ -95,7 +103,15 @@ impl Fleet for FakeFleet {
         Ok(ApplyResult::Applied)
     }
 
-    async fn observe(&self, pod: &str) -> Result<PodObservation, FleetError> {
+    async fn observe(&self, pod: &str, reading: Reading) -> Result<PodObservation, FleetError> {
+        if reading == Reading::Often {
+            *self
+                .kept
+                .lock()
+                .expect("lock")
+                .entry(pod.to_string())
+                .or_default() += 1;
+        }
         *self
             .reads
             .lock()
@@ -239,11 +255,17 @@ async fn a_large_fleet_reads_only_what_a_decision_needs() {
     let adopting = fleet.take_reads();
     assert_eq!(adopting.len(), 300, "every pod is read at start");
     let polls_before = fleet.lists.load(std::sync::atomic::Ordering::Relaxed);
+    fleet.take_kept();
     runner.run_for(Duration::from_millis(300)).await;
     let total: usize = fleet.take_reads().values().sum();
     assert!(
         total < 100,
         "idle pods wait for their heartbeat: {total} reads"
+    );
+    let kept = fleet.take_kept();
+    assert!(
+        kept.is_empty(),
+        "a heartbeat read closes its connection, none kept: {kept:?}"
     );
     let polls = fleet.lists.load(std::sync::atomic::Ordering::Relaxed) - polls_before;
     assert!(
@@ -259,6 +281,7 @@ async fn a_large_fleet_reads_only_what_a_decision_needs() {
         .await
         .expect("first bake");
     fleet.take_reads();
+    fleet.take_kept();
     runner.run_for(Duration::from_millis(150)).await;
     let canary = runner
         .rollout()
@@ -271,6 +294,11 @@ async fn a_large_fleet_reads_only_what_a_decision_needs() {
     assert!(
         hot >= canary && hot <= canary + BASELINE_SAMPLE,
         "{hot} pods read at the poll rate for {canary} canary pods"
+    );
+    let kept = fleet.take_kept().into_values().filter(|&n| n >= 5).count();
+    assert_eq!(
+        kept, hot,
+        "the pods read at the poll rate keep their connection"
     );
     runner
         .run_until("promote commit 1", LIMIT, idle_on(r1.digest))
