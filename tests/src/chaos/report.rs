@@ -71,8 +71,10 @@ impl Row {
 
     /// Prints the row (and, once per process, the header) and appends it to `CHAOS_REPORT`.
     pub fn print(&self) {
+        static HEADER: std::sync::Once = std::sync::Once::new();
+        HEADER.call_once(|| println!("{}", Row::header()));
         let line = self.markdown();
-        println!("{}\n{line}", Row::header());
+        println!("{line}");
         if let Some(path) = std::env::var_os(REPORT_ENV) {
             let written = std::fs::OpenOptions::new()
                 .create(true)

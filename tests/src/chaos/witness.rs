@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -111,6 +111,40 @@ impl Witness {
             })
             .filter(|t| !t.digest.is_empty())
             .collect()
+    }
+
+    /// The latest status of the rollout, `Null` before the first.
+    pub fn status(&self) -> Value {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .statuses
+            .last()
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until a status satisfying `done` is recorded (checking every status recorded
+    /// since the call, so a short-lived phase is not missed) and returns it; panics with the
+    /// latest status after `patience`. For injecting a fault at a moment of the rollout.
+    pub async fn wait_status(&self, patience: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut from = 0;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(s) = seen.statuses.iter().skip(from).find(|s| done(s)) {
+                    return s.clone();
+                }
+                from = seen.statuses.len();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no status as wanted within {patience:?}; latest: {}",
+                self.status()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Each quarantined digest with when status first named it.
