@@ -244,7 +244,7 @@ fn controller_process(c: &Cluster, generation: u32) -> Child {
         .expect("spawn switchback controller (cargo build --bin switchback first)")
 }
 
-/// Whether a descendant of `pid` (two levels) is an nginx process.
+/// Whether a descendant of `pid` (two levels) is a running nginx process.
 fn runs_nginx(pid: u32) -> bool {
     let children = |pid: u32| -> Vec<u32> {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -260,9 +260,17 @@ fn runs_nginx(pid: u32) -> bool {
             })
             .collect()
     };
+    // Running, not a zombie waiting to be reaped (a finished `nginx -t` stays a child until
+    // then, and its cmdline is gone).
     let is_nginx = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("nginx"))
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        });
+        running
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("nginx"))
     };
     children(pid)
         .into_iter()

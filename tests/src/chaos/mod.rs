@@ -5,4 +5,6 @@
 
 pub mod invariants;
 pub mod report;
+#[cfg(test)]
+mod tests;
 pub mod witness;
