@@ -6,7 +6,7 @@
 //! roll back the bad one), keep every invariant of `switchback_tests::chaos::invariants`, and
 //! prints one row of the fault table (`make chaos` collects them; see docs/reliability.md).
 //!
-//! Loopback subnets taken here: 127.0.161.x to 127.0.165.x, one per test.
+//! Loopback subnets taken here: 127.0.161.x to 127.0.166.x, one per test.
 //! `CHAOS_REPETITIONS` (default 1) repeats each fault; `CHAOS_OUTAGE_SECS` (default 10, 30 in
 //! `make chaos`) is how long the API server stays down.
 
@@ -555,6 +555,57 @@ async fn a_controller_killed_mid_rollback_or_mid_write_back_finishes_the_rollbac
         row.print_and_assert();
         assert_eq!(revert, "Pushed", "the revert is pushed after the restart");
         assert!(pushed.contains(&branch), "{pushed}");
+    }
+    b.down().await;
+}
+
+/// Fails today (issue 16's "never tells a pod twice for one decision after a restart"): when
+/// the kill lands after the canary pod's tell but before the controller wrote the Canary
+/// checkpoint to status, the new controller resumes from the Idle checkpoint, validates and
+/// starts the same canary again and writes the same digest to the same pod a second time. The
+/// rollout still finishes and every other invariant holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 16: a controller killed between a canary tell and its status checkpoint is resumed from Idle and tells the pod the same digest again (told-once broken)"]
+async fn a_controller_killed_right_after_telling_the_canary_pod_resumes_the_canary() {
+    let Some(mut b) = Bench::up(166, "", true).await else {
+        return;
+    };
+    let mut generation = 0;
+    for _ in 0..repetitions() {
+        let stable =
+            b.c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+                .await;
+        let v = b.commit_good();
+        // The first write of a digest other than the stable one: the canary pod's tell.
+        let deadline = tokio::time::Instant::now() + ROLLOUT_PATIENCE;
+        let told = loop {
+            if let Some(t) = b.witness.tells().into_iter().find(|t| t.digest != stable) {
+                break t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no pod was told {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        // Killed first, the window opened after: opening it takes a moment the controller
+        // would use to nudge the pod.
+        generation += 1;
+        let phase = b.kill_controller(generation).await;
+        let window = FaultWindow::open(&b.c).await;
+        b.wait_promoted(&v).await;
+        let row = b
+            .row(
+                "controller SIGKILL right after telling the canary pod",
+                format!(
+                    "on the first tell of the target ({}), status phase {phase}",
+                    told.pod
+                ),
+                did(&b.c, &v).await,
+                window,
+            )
+            .await;
+        row.print_and_assert();
     }
     b.down().await;
 }
