@@ -11,7 +11,7 @@ CROSSPLANE_VERSION := 0.5.8
 APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt fuzz
+.PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt fuzz chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -98,6 +98,16 @@ $(CARGO_FUZZ):
 
 fuzz: $(CARGO_FUZZ) ## libFuzzer on every parser of outside input, one target after another, FUZZ_SECONDS each (60; FUZZ_TARGETS to choose), on stable (RUSTC_BOOTSTRAP=1)
 	CARGO_FUZZ=$(CARGO_FUZZ) bash scripts/fuzz.sh
+
+CHAOS_FILES ?= chaos_api
+CHAOS_REPORT ?= target/chaos-report.md
+chaos: tools ## Issue 16's fault matrix, full size: each fault 10 times (CHAOS_REPETITIONS), the API server down 30 s (CHAOS_OUTAGE_SECS); rows in CHAOS_REPORT (target/chaos-report.md)
+	$(CARGO) build --bin switchback
+	@mkdir -p $(dir $(CHAOS_REPORT))
+	@printf '| fault | injected | Switchback did | recovery | requests failed | invariants |\n|---|---|---|---|---|---|\n' > $(CHAOS_REPORT)
+	CHAOS_REPETITIONS=$${CHAOS_REPETITIONS:-10} CHAOS_OUTAGE_SECS=$${CHAOS_OUTAGE_SECS:-30} CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+		$(CARGO) test -p switchback-tests $(addprefix --test ,$(CHAOS_FILES)) -- --nocapture --test-threads=1
+	@echo "fault table: $(CHAOS_REPORT)"; cat $(CHAOS_REPORT)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

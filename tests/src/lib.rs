@@ -3,6 +3,7 @@
 pub mod agent_harness;
 pub mod agent_process;
 pub mod bin;
+pub mod chaos;
 pub mod chart;
 pub mod cluster_ext;
 pub mod controller_process;

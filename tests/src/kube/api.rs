@@ -42,6 +42,10 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(injected) = shared.faults.answer(&method) {
+        record(&shared, &method, &uri, &headers, &injected);
+        return injected;
+    }
     // No token (kubectl over plain HTTP) and the admin token are the admin; an issued
     // ServiceAccount token is checked against RBAC; any other token is 401, unrecorded, so
     // tests notice a mix-up of servers.
@@ -62,10 +66,18 @@ pub async fn handle(
         Ok(()) => route(&shared, &method, &uri, &headers, &body)
             .unwrap_or_else(IntoResponse::into_response),
     };
+    shared
+        .faults
+        .tap(&method, uri.path(), response.status(), &body);
+    record(&shared, &method, &uri, &headers, &response);
+    response
+}
+
+fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, response: &Response) {
     let recorded = super::RecordedRequest {
         method: method.to_string(),
         uri: uri.to_string(),
-        content_type: header_str(&headers, header::CONTENT_TYPE).to_string(),
+        content_type: header_str(headers, header::CONTENT_TYPE).to_string(),
         status: response.status().as_u16(),
     };
     shared
@@ -73,7 +85,6 @@ pub async fn handle(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(recorded);
-    response
 }
 
 /// A ServiceAccount's server-side apply of an object that does not exist yet also needs `create`

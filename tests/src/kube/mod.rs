@@ -7,6 +7,9 @@ mod api;
 pub mod authz;
 pub mod error;
 pub mod events;
+pub mod faults;
+#[cfg(test)]
+mod faults_tests;
 pub mod fixtures;
 pub mod identity;
 pub mod kubectl;
@@ -71,6 +74,7 @@ pub struct Shared {
     token: String,
     gate: Mutex<Gate>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    faults: Arc<faults::Faults>,
 }
 
 impl Shared {
@@ -170,6 +174,7 @@ impl KubeServer {
             gate: Mutex::new(Gate::new(token.clone())),
             token,
             shutdown: shutdown.clone(),
+            faults: Arc::default(),
         });
         {
             let mut store = shared.lock();
@@ -308,6 +313,12 @@ impl KubeServer {
             .len()
     }
 
+    /// The fault switch (issue 16's chaos suite): take the server down, answer errors, cut
+    /// watches, answer resumes `410 Gone`; and the tap of annotation writes.
+    pub fn faults(&self) -> Arc<faults::Faults> {
+        Arc::clone(&self.shared.faults)
+    }
+
     /// Stops serving: ends open watches and closes the listener.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -326,12 +337,17 @@ async fn serve(
     shared: Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let faults = Arc::clone(&shared.faults);
     // Helm release Secrets and big CRDs exceed axum's 2 MiB default; real servers take 3 MiB+.
     let app = axum::Router::new()
         .fallback(move |method, uri, headers, body| {
             api::handle(Arc::clone(&shared), method, uri, headers, body)
         })
         .layer(axum::extract::DefaultBodyLimit::max(32 << 20));
+    let listener = faults::FaultyListener {
+        inner: listener,
+        faults: Arc::clone(&faults),
+    };
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

@@ -109,7 +109,10 @@ pub fn watch(
                 lines.push(filter.bookmark(store.rv(), true));
             }
             rx = Some(store.subscribe());
-        } else if let Some((past, live)) = since.and_then(|s| store.watch_from(s)) {
+        } else if let Some((past, live)) = since
+            .filter(|_| !shared.faults.take_gone())
+            .and_then(|s| store.watch_from(s))
+        {
             lines.extend(
                 past.iter()
                     .filter(|e| filter.matches(e))
@@ -130,6 +133,7 @@ pub fn watch(
         .map(Duration::from_secs);
     let (tx, out) = mpsc::channel::<Bytes>(64);
     let mut shutdown = shared.shutdown.clone();
+    let mut cut = shared.faults.cut_receiver();
     tokio::spawn(async move {
         for line in lines {
             if tx.send(line).await.is_err() {
@@ -147,6 +151,7 @@ pub fn watch(
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = cut.changed() => return,
                 _ = tx.closed() => return,
                 got = next => match got {
                     Some(Ok(e)) if filter.matches(&e) => {

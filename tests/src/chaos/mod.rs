@@ -1,0 +1,10 @@
+//! The chaos harness of issue 16's fault matrix: a [`witness::Witness`] recording what every
+//! pod was told and applied, the [`invariants`] checked after each fault, and the
+//! [`report::Row`] each fault prints. The faults themselves live where they are injected: the
+//! API server's in [`crate::kube::faults`], the others in the test files that use them.
+
+pub mod invariants;
+pub mod report;
+#[cfg(test)]
+mod tests;
+pub mod witness;
