@@ -5,6 +5,7 @@
 
 pub mod invariants;
 pub mod report;
+pub mod rig;
 #[cfg(test)]
 mod tests;
 pub mod witness;

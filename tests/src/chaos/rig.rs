@@ -1,0 +1,338 @@
+//! The rig every chaos test runs on: three real nginx pods (the process kubelet), the rollout
+//! `edge` of the default strategy with the bake shortened to 8 s (every policy at its default),
+//! a controller (in-process, or a process the kill tests SIGKILL), users at [`PER_POD_RPS`], a
+//! [`Witness`], and the waits, the commits and the [`Row`] each fault needs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use super::invariants::check_all;
+use super::report::{FaultWindow, Row, outage};
+use super::witness::Witness;
+use crate::bin::switchback_bin;
+use crate::git_fixture::git_cli as git;
+use crate::load::{Load, PER_POD_RPS};
+use crate::operator_fixture::{Cluster, PATIENCE};
+
+pub const PODS: [&str; 3] = ["edge-0", "edge-1", "edge-2"];
+
+/// The default strategy with the bake shortened from 3m to 8s (as operator_e2e's promote tests):
+/// at [`PER_POD_RPS`] a step's canary pod serves enough in one bake for a healthy verdict.
+pub const SHORT_BAKE: &str = "    bake: 8s\n";
+
+/// Four steps of 8 s plus a fault's outage and the controller's backoff after it, on a loaded
+/// 2-core machine.
+pub const ROLLOUT_PATIENCE: Duration = Duration::from_secs(300);
+
+/// A cluster under test: pods, the witness, the analysis' users and the stable digest.
+pub struct Rig {
+    pub c: Cluster,
+    pub witness: Witness,
+    pub users: Load,
+    /// The controller process, for the kill tests (`None`: in-process).
+    pub controller: Option<Child>,
+    pub runs: u32,
+}
+
+impl Rig {
+    /// Pods on `subnet`, the rollout `edge` (default strategy, 8 s bake, `rollback` lines if
+    /// any), a controller (a process when `process`), users flowing, the first commit adopted.
+    pub async fn up(subnet: u8, rollback: &str, process: bool) -> Option<Rig> {
+        let mut c = Cluster::up(subnet, &PODS).await?;
+        let witness = Witness::start(&c.k.server);
+        if rollback.is_empty() {
+            c.apply_rollout(SHORT_BAKE).await;
+        } else {
+            let bare = origin(&c);
+            apply_with_writeback(&c, &bare, rollback).await;
+        }
+        let controller = if process {
+            Some(controller_process(&c, 0))
+        } else {
+            c.start_controller().await;
+            None
+        };
+        c.wait_condition("Ready").await;
+        let users = c.start_traffic(PER_POD_RPS).await;
+        users.wait_flowing(PODS.len(), 150, PATIENCE).await;
+        Some(Rig {
+            c,
+            witness,
+            users,
+            controller,
+            runs: 0,
+        })
+    }
+
+    /// Commits a good change (pushed to origin when there is one) and returns its id.
+    pub fn commit_good(&mut self) -> String {
+        self.runs += 1;
+        let id = self.c.commit(
+            &format!("return 200 \"v{}\\n\";", self.runs),
+            &format!("v{}", self.runs),
+        );
+        self.push();
+        id
+    }
+
+    /// Commits a change whose upstream is dead (every request 502) and returns its id.
+    pub fn commit_bad(&mut self) -> String {
+        self.runs += 1;
+        let id = self.c.commit(
+            &format!("proxy_pass http://app/{};", self.runs),
+            &format!("move app {}", self.runs),
+        );
+        self.push();
+        id
+    }
+
+    /// Pushes `main` to the origin, when the rig has one (the write-back tests).
+    pub fn push(&self) {
+        if self.c.tmp.path().join("origin.git").exists() {
+            git(&self.c.repo, &["push", "-q", "origin", "main"]);
+        }
+    }
+
+    /// Waits for the status where `commit` is the target in `phase`, from the witness (so a
+    /// short phase is caught the moment it is written).
+    pub async fn wait_phase(&self, commit: &str, phases: &[&str]) -> Value {
+        self.witness
+            .wait_status(ROLLOUT_PATIENCE, |s| {
+                s["target"]["commit"] == commit
+                    && s["phase"].as_str().is_some_and(|p| phases.contains(&p))
+            })
+            .await
+    }
+
+    /// Waits until the controller process runs `nginx` (its validation sandbox) for `commit`
+    /// (true), or status names `commit` as the target (false: validation was over before the
+    /// poll saw it).
+    pub async fn wait_validating(&self, commit: &str) -> bool {
+        let pid = self
+            .controller
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a controller process");
+        let deadline = tokio::time::Instant::now() + ROLLOUT_PATIENCE;
+        loop {
+            if runs_nginx(pid) {
+                return true;
+            }
+            if self.witness.status()["target"]["commit"] == commit {
+                return false;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the controller never validated {commit}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until `commit` is stable (promoted) and every pod applied it.
+    pub async fn wait_promoted(&self, commit: &str) {
+        self.c
+            .wait_for_within(
+                "proxyrollout/edge",
+                "{.status.phase} {.status.stable.commit}",
+                ROLLOUT_PATIENCE,
+                |s| s == format!("Idle {commit}"),
+            )
+            .await;
+        self.wait_applied().await;
+    }
+
+    /// Waits until `commit` is quarantined, the rollout Idle and every pod applied stable.
+    pub async fn wait_rolled_back(&self, commit: &str) {
+        self.c
+            .wait_for_within(
+                "proxyrollout/edge",
+                "{.status.phase} {.status.quarantined[*].commit}",
+                ROLLOUT_PATIENCE,
+                |s| s.starts_with("Idle") && s.contains(commit),
+            )
+            .await;
+        self.wait_applied().await;
+    }
+
+    /// Waits until every pod's applied digest is the stable one.
+    pub async fn wait_applied(&self) {
+        let stable = self
+            .c
+            .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+            .await;
+        self.c
+            .wait_for_within(
+                "pods",
+                "{.items[*].metadata.annotations.switchback\\.dev/applied-digest}",
+                ROLLOUT_PATIENCE,
+                |s| s.split_whitespace().filter(|d| *d == stable).count() == PODS.len(),
+            )
+            .await;
+    }
+
+    /// The row of one run, invariants checked now.
+    pub async fn row(
+        &self,
+        fault: &str,
+        injected: String,
+        did: String,
+        window: FaultWindow,
+    ) -> Row {
+        let (recovery, requests_failed) = window.close().await;
+        Row {
+            fault: fault.to_string(),
+            injected,
+            did,
+            recovery,
+            requests_failed,
+            invariants: check_all(&self.c, &self.witness, &PODS).await,
+        }
+    }
+
+    /// SIGKILLs the controller process and starts another; returns the phase status had when
+    /// the kill landed.
+    pub async fn kill_controller(&mut self, generation: u32) -> String {
+        if let Some(mut child) = self.controller.take() {
+            child.start_kill().expect("SIGKILL the controller");
+            let _ = child.wait().await;
+        }
+        let phase = self.witness.status()["phase"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        self.controller = Some(controller_process(&self.c, generation));
+        phase
+    }
+
+    /// Kills the controller process if any, stops the users and the witness, and takes the
+    /// cluster down (failing if a process is left).
+    pub async fn down(mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        drop(self.users);
+        drop(self.witness);
+        self.c.down().await;
+    }
+}
+
+/// `switchback controller` as a process against the cluster (one replica, no leader
+/// election); `generation` names its cache directory, as a restarted pod gets a fresh one.
+pub fn controller_process(c: &Cluster, generation: u32) -> Child {
+    Command::new(switchback_bin())
+        .args([
+            "controller",
+            "--namespace",
+            "edge",
+            // The repository is a local one.
+            "--allow-insecure-sources",
+        ])
+        .arg("--cache-dir")
+        .arg(c.tmp.path().join(format!("cache-{generation}")))
+        .env("KUBECONFIG", c.k.server.kubeconfig_path())
+        .envs(c.controller_env())
+        .env("SWITCHBACK_LOG", "switchback=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchback controller (cargo build --bin switchback first)")
+}
+
+/// Whether a descendant of `pid` (two levels) is a running nginx process.
+pub fn runs_nginx(pid: u32) -> bool {
+    let children = |pid: u32| -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    };
+    // Running, not a zombie waiting to be reaped (a finished `nginx -t` stays a child until
+    // then, and its cmdline is gone).
+    let is_nginx = |pid: u32| {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        });
+        running
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("nginx"))
+    };
+    children(pid)
+        .into_iter()
+        .any(|c| is_nginx(c) || children(c).into_iter().any(is_nginx))
+}
+
+/// A bare `origin.git` holding the cluster's repository (as operator_writeback.rs).
+pub fn origin(c: &Cluster) -> PathBuf {
+    git(
+        c.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "origin.git"],
+    );
+    let bare = c.tmp.path().join("origin.git");
+    git(
+        &c.repo,
+        &["remote", "add", "origin", &bare.display().to_string()],
+    );
+    git(&c.repo, &["push", "-q", "origin", "main"]);
+    bare
+}
+
+/// The rollout following `origin` with the short bake and these `rollback:` lines.
+pub async fn apply_with_writeback(c: &Cluster, bare: &Path, rollback: &str) {
+    let text = format!(
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n{SHORT_BAKE}  rollback:\n{rollback}",
+        bare.display()
+    );
+    let file = c.k.file("rollout.yaml", &text);
+    c.k.ok(&["apply", "-f", &file]).await;
+}
+
+/// What the controller did, in the row's words, from status now.
+pub async fn did(c: &Cluster, commit: &str) -> String {
+    let status = c.k.json(&["get", "-n", "edge", "proxyrollout/edge"]).await["status"].clone();
+    let short = commit.get(..8).unwrap_or(commit);
+    if status["stable"]["commit"] == commit {
+        format!("promoted {short} on every pod")
+    } else if status["quarantined"]
+        .as_array()
+        .is_some_and(|q| q.iter().any(|e| e["commit"] == commit))
+    {
+        let revert = status["lastIncident"]["revert"]["result"]
+            .as_str()
+            .map(|r| format!(", write-back {r}"))
+            .unwrap_or_default();
+        format!("rolled back {short}, quarantined{revert}")
+    } else {
+        format!("phase {}", status["phase"])
+    }
+}
+
+/// Waits (bounded) until the server is serving again.
+pub async fn wait_up(c: &Cluster) {
+    let faults = c.k.server.faults();
+    let deadline = tokio::time::Instant::now() + outage() + PATIENCE;
+    while faults.is_down() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server stayed down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
