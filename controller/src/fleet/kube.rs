@@ -223,25 +223,45 @@ impl Fleet for KubeFleet {
         if let Err(e) = self.store(bundle).await {
             return Ok(ApplyResult::Failed(format!("storing the bundle: {e}")));
         }
-        // The annotation is the durable record (a restarted agent or controller reads it back);
-        // the nudge only makes the agent act now. The agent fetches and verifies the bundle
-        // itself: no config travels to the pod IP.
-        let patch = serde_json::json!({
-            "metadata": {"annotations": {
-                DESIRED_ANNOTATION: bundle.digest().to_string(),
-                COMMIT_ANNOTATION: commit,
-                crate::agent::kube::ROLLOUT_ANNOTATION: self.rollout,
-                crate::agent::kube::ENTRY_ANNOTATION: self.entry,
-                crate::agent::kube::CONFIG_ROOT_ANNOTATION: self.config_root,
-            }}
-        });
-        self.pods
-            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| FleetError::Unreachable {
+        // The annotations are the durable record (a restarted agent or controller reads them
+        // back); the nudge only makes the agent act now. The agent fetches and verifies the
+        // bundle itself: no config travels to the pod IP.
+        let digest = bundle.digest().to_string();
+        let tell = [
+            (DESIRED_ANNOTATION, digest.as_str()),
+            (COMMIT_ANNOTATION, commit),
+            (
+                crate::agent::kube::ROLLOUT_ANNOTATION,
+                self.rollout.as_str(),
+            ),
+            (crate::agent::kube::ENTRY_ANNOTATION, self.entry.as_str()),
+            (
+                crate::agent::kube::CONFIG_ROOT_ANNOTATION,
+                self.config_root.as_str(),
+            ),
+        ];
+        let told = self
+            .cache
+            .as_ref()
+            .filter(|c| c.already_told(&self.namespace, pod, &tell));
+        if told.is_none() {
+            let annotations: serde_json::Map<String, serde_json::Value> = tell
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+                .collect();
+            let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+            let written = self
+                .pods
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            if let Some(cache) = &self.cache {
+                cache.record_told(&self.namespace, pod, &tell, written.is_ok());
+            }
+            written.map_err(|e| FleetError::Unreachable {
                 pod: pod.to_string(),
                 message: e.to_string(),
             })?;
+        }
         drop(permit);
         let agent = self.agent(pod).await?;
         agent

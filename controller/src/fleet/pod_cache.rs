@@ -2,9 +2,9 @@
 //! addresses from this cache instead of asking the API server: with 100 rollouts polling their
 //! pods four times a second, per-poll lists and gets would be thousands of requests a second.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 
@@ -20,6 +20,10 @@ pub struct PodCache {
     /// How many watch events the store has taken (see [`PodCache::counting`]); 0 while nobody
     /// counts, and then no caller may trust an earlier answer.
     changes: Arc<AtomicU64>,
+    /// What this process last wrote to each pod's tell annotations (a hash of them, by
+    /// `namespace/name`), `None` after a write whose outcome is unknown. See
+    /// [`PodCache::already_told`].
+    told: Arc<Mutex<HashMap<String, Option<u64>>>>,
 }
 
 impl PodCache {
@@ -40,6 +44,7 @@ impl PodCache {
             store,
             ready,
             changes: Arc::default(),
+            told: Arc::default(),
         }
     }
 
@@ -86,6 +91,51 @@ impl PodCache {
         self.store
             .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
     }
+
+    /// Whether the pod already carries exactly these `tell` annotations, so telling it again
+    /// would write nothing new: a controller restarted between a tell and its checkpoint would
+    /// otherwise tell the pod again what its predecessor had (issue 16's "told once"). This
+    /// process's own last write to the pod decides when there was one (the watch may not have
+    /// brought it back yet, and a stale copy must never hide a newer tell); otherwise the pod as
+    /// the watch saw it, which for a pod this process never wrote is its predecessor's.
+    pub fn already_told(&self, namespace: &str, name: &str, tell: &[(&str, &str)]) -> bool {
+        let key = format!("{namespace}/{name}");
+        if let Some(own) = self.told_lock().get(&key) {
+            return *own == Some(tell_hash(tell));
+        }
+        self.get(namespace, name).is_some_and(|pod| {
+            let annotations = pod.metadata.annotations.as_ref();
+            tell.iter()
+                .all(|(k, v)| annotations.and_then(|a| a.get(*k)).map(String::as_str) == Some(*v))
+        })
+    }
+
+    /// Records this process's write of `tell` to the pod: `written` false when its outcome is
+    /// unknown (a failed request may still have landed), and then the pod is told again next
+    /// time whatever the cache says.
+    pub fn record_told(&self, namespace: &str, name: &str, tell: &[(&str, &str)], written: bool) {
+        let hash = written.then(|| tell_hash(tell));
+        self.told_lock().insert(format!("{namespace}/{name}"), hash);
+    }
+
+    fn told_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<u64>>> {
+        // A panic while holding the map leaves it whole: each insert is one call.
+        self.told
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One hash of a pod's tell annotations, keys and values, in order.
+fn tell_hash(tell: &[(&str, &str)]) -> u64 {
+    let mut bytes = Vec::new();
+    for (k, v) in tell {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0);
+    }
+    crate::stable_hash::fnv1a64(&bytes)
 }
 
 /// The annotation `kubectl apply` leaves on objects: a copy of the whole object as last applied.
@@ -196,4 +246,46 @@ mod tests {
             "waiters left waiting for a ready cache"
         );
     }
+
+    /// A restarted controller does not tell a pod again what its predecessor told it (the pod
+    /// as the watch saw it), but once this process wrote a pod, only its own last write counts:
+    /// a copy the watch has not refreshed yet must never hide a newer tell.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pod_is_already_told_by_its_annotations_or_this_process_last_write() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let cache = PodCache::new(store);
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": "p", "namespace": "ns",
+            "annotations": {"switchback.dev/desired-digest": "d1", "switchback.dev/desired-commit": "c1"},
+        }}))
+        .expect("a pod");
+        writer.apply_watcher_event(&watcher::Event::Apply(pod));
+        let d1 = [(DESIRED, "d1"), (COMMIT, "c1")];
+        let d2 = [(DESIRED, "d2"), (COMMIT, "c2")];
+        assert!(
+            cache.already_told("ns", "p", &d1),
+            "told by its predecessor"
+        );
+        assert!(!cache.already_told("ns", "p", &d2));
+        assert!(
+            !cache.already_told("ns", "q", &d1),
+            "a pod not in the cache"
+        );
+        assert!(!cache.already_told("ns", "p", &[(DESIRED, "d1"), (COMMIT, "c2")]));
+
+        cache.record_told("ns", "p", &d2, true);
+        assert!(cache.already_told("ns", "p", &d2));
+        assert!(
+            !cache.already_told("ns", "p", &d1),
+            "the stale cached copy must not hide the newer tell"
+        );
+        cache.record_told("ns", "p", &d1, false);
+        assert!(
+            !cache.already_told("ns", "p", &d1),
+            "after a write of unknown outcome the pod is told again"
+        );
+    }
+
+    const DESIRED: &str = "switchback.dev/desired-digest";
+    const COMMIT: &str = "switchback.dev/desired-commit";
 }
