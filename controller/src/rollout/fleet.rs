@@ -32,6 +32,12 @@ pub struct PodView {
     pub failed_at: Option<Timestamp>,
     /// Appeared during a canary: it gets stable and is not chosen for the target until promotion.
     pub late: bool,
+    /// Serves a digest it was not told after it had settled on what it was told (a predecessor
+    /// controller's tell that its checkpoint never recorded, an agent put back by hand): nobody
+    /// is bringing it back, so it is told again at once rather than an apply timeout after the
+    /// old tell. Cleared by the next tell.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strayed: bool,
 }
 
 impl PodView {
@@ -45,16 +51,32 @@ impl PodView {
         self.desired == Some(digest) && self.applied == Some(digest)
     }
 
+    /// Learns that the pod serves `digest`: a success for what it was told clears its error; a
+    /// move away from what it had settled on marks it strayed.
+    fn learn_applied(&mut self, digest: Digest) {
+        if self.desired.is_some() && self.applied == self.desired && self.desired != Some(digest) {
+            self.strayed = true;
+        }
+        self.applied = Some(digest);
+        if self.desired == Some(digest) {
+            self.error = None;
+            self.failed_at = None;
+            self.strayed = false;
+        }
+    }
+
     /// Told something at least `timeout` ago.
     pub(crate) fn told_before(&self, now: Timestamp, timeout: SignedDuration) -> bool {
         self.told_at
             .is_some_and(|t| now.duration_since(t) >= timeout)
     }
 
-    /// Not serving what it was told, and due to be told again: it failed (an agent not up yet,
-    /// a pod without its address) at least [`RETRY_FAILED`] ago, or said nothing for `timeout`.
+    /// Not serving what it was told, and due to be told again: it strayed from it, it failed (an
+    /// agent not up yet, a pod without its address) at least [`RETRY_FAILED`] ago, or said
+    /// nothing for `timeout`.
     pub(crate) fn due_again(&self, now: Timestamp, timeout: SignedDuration) -> bool {
-        self.told_before(now, timeout)
+        self.strayed
+            || self.told_before(now, timeout)
             || (self.error.is_some()
                 && self
                     .failed_at
@@ -150,6 +172,7 @@ impl Fleet {
                     error: None,
                     failed_at: None,
                     late,
+                    strayed: false,
                 },
             ),
         }
@@ -173,11 +196,7 @@ impl Fleet {
                     keep[i] = true;
                     i += 1;
                     if let Some(d) = applied {
-                        p.applied = Some(d);
-                        if p.desired == Some(d) {
-                            p.error = None;
-                            p.failed_at = None;
-                        }
+                        p.learn_applied(d);
                     }
                 }
                 None => added.push(PodView {
@@ -188,6 +207,7 @@ impl Fleet {
                     error: None,
                     failed_at: None,
                     late,
+                    strayed: false,
                 }),
             }
         }
@@ -209,11 +229,7 @@ impl Fleet {
     /// Records what a pod serves; a success for what it was told clears its error.
     pub(crate) fn applied(&mut self, pod: &str, digest: Digest) {
         if let Some(p) = self.get_mut(pod) {
-            p.applied = Some(digest);
-            if p.desired == Some(digest) {
-                p.error = None;
-                p.failed_at = None;
-            }
+            p.learn_applied(digest);
         }
     }
 
@@ -254,6 +270,7 @@ impl Fleet {
                 p.told_at = Some(now);
                 p.error = None;
                 p.failed_at = None;
+                p.strayed = false;
             }
         }
         out.push(Command::Tell {

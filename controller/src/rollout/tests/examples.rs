@@ -4,7 +4,7 @@
 use super::support::*;
 use crate::analysis::Verdict;
 use crate::rollout::{
-    Command, Event, InconclusivePolicy, Outcome, Phase, Reason, RollbackReason, Rollout,
+    Command, Event, InconclusivePolicy, ListedPod, Outcome, Phase, Reason, RollbackReason, Rollout,
     RolloutConfig, State, Verb,
 };
 
@@ -498,4 +498,31 @@ fn a_pod_that_failed_to_take_stable_is_told_again_soon() {
         vec![(stable.digest, vec!["pod-new".to_string()])],
         "told again a few seconds later, not after the two-minute apply timeout"
     );
+}
+
+/// A controller killed after telling a pod but before its checkpoint recorded the tell is
+/// followed by one that believes the pod settled on stable; the pod, serving what nobody now
+/// stands behind, is told stable again at once, not an apply timeout after its old stable tell
+/// (which kept a restarted controller's canary waiting two minutes, issue 16's fault matrix).
+#[test]
+fn a_pod_that_strays_from_what_it_settled_on_is_told_again_at_once() {
+    let mut h = Harness::new(RolloutConfig::default(), 3);
+    h.apply_all();
+    assert!(h.is_idle_on(digest(1)));
+    let out = h.send(Event::PodsListed {
+        pods: (0..3)
+            .map(|i| ListedPod {
+                name: pod(i),
+                applied: Some(if i == 0 { digest(9) } else { digest(1) }),
+            })
+            .collect(),
+    });
+    assert_eq!(
+        tells(&out),
+        vec![(digest(1), vec![pod(0)])],
+        "the strayed pod is told stable at once"
+    );
+    h.apply_all();
+    let out = h.tick(mins(5));
+    assert!(tells(&out).is_empty(), "once back, nothing more: {out:?}");
 }
