@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use switchback_tests::chaos::report::{FaultWindow, outage, repetitions};
-use switchback_tests::chaos::rig::{Rig, did, wait_up};
+use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did, wait_up};
 use switchback_tests::kube::faults::ErrorSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,34 +43,50 @@ async fn the_api_server_down_mid_canary_delays_but_does_not_break_the_rollout() 
     b.down().await;
 }
 
+/// One rollout carries the three error answers, one per canary step (500 at step 1, 503 at
+/// step 2, 429 at step 3, 5 s each): one rollout's time instead of three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_answers_mid_canary_delay_but_do_not_break_the_rollout() {
     let Some(mut b) = Rig::up(162, "", false).await else {
         return;
     };
     for _ in 0..repetitions() {
-        for status in [500, 503, 429] {
-            let v = b.commit_good();
-            let at = b.wait_phase(&v, &["Canary"]).await;
-            let window = FaultWindow::open(&b.c).await;
-            let faults = b.c.k.server.faults();
+        let v = b.commit_good();
+        b.wait_phase(&v, &["Canary"]).await;
+        let window = FaultWindow::open(&b.c).await;
+        let faults = b.c.k.server.faults();
+        let mut injected = Vec::new();
+        for (step, status) in [(1, 500), (2, 503), (3, 429)] {
+            let prefix = format!("{step}/");
+            b.witness
+                .wait_status(ROLLOUT_PATIENCE, |s| {
+                    s["target"]["commit"] == v.as_str()
+                        && s["phase"] == "Canary"
+                        && s["analysis"]["step"]
+                            .as_str()
+                            .is_some_and(|st| st.starts_with(&prefix))
+                })
+                .await;
             let before = faults.injected();
             faults.fail_for(ErrorSpec::all(status), Duration::from_secs(5));
-            b.wait_promoted(&v).await;
-            let row = b
-                .row(
-                    &format!("API server answers {status} for 5 s"),
-                    format!(
-                        "canary step {}; {} requests answered {status}",
-                        at["analysis"]["step"].as_str().unwrap_or("?"),
-                        faults.injected() - before
-                    ),
-                    did(&b.c, &v).await,
-                    window,
-                )
-                .await;
-            row.print_and_assert();
+            while faults.is_failing() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            injected.push(format!(
+                "step {step}: {} answered {status}",
+                faults.injected() - before
+            ));
         }
+        b.wait_promoted(&v).await;
+        let row = b
+            .row(
+                "API server answers 500, 503, 429 for 5 s each",
+                injected.join("; "),
+                did(&b.c, &v).await,
+                window,
+            )
+            .await;
+        row.print_and_assert();
     }
     b.down().await;
 }

@@ -143,6 +143,14 @@ impl Faults {
         state.eligible = 0;
     }
 
+    /// Whether requests are still answered with an injected error (see [`Faults::fail_for`]).
+    pub fn is_failing(&self) -> bool {
+        self.state()
+            .errors
+            .as_ref()
+            .is_some_and(|(_, until)| Instant::now() < *until)
+    }
+
     /// Ends every open watch stream now (cleanly, as a server restart or a load balancer
     /// timeout does); clients watch again.
     pub fn cut_watches(&self) {
