@@ -58,6 +58,8 @@ impl Controller {
             .env("KUBECONFIG", server.kubeconfig_path())
             // The fake agents take any bearer token, as real ones take the Secret's.
             .env("SWITCHBACK_AGENT_TOKEN", "bench-agent-token")
+            // As the chart's Deployment sets it.
+            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
