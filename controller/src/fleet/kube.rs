@@ -171,6 +171,26 @@ impl KubeFleet {
         }
         Ok(())
     }
+
+    /// Deletes the bundle's ConfigMaps and creates them afresh from `bundle`: what a hand edit
+    /// changed is put back (a merge patch would keep keys the edit added).
+    async fn store_again(&self, bundle: &Bundle) -> Result<(), String> {
+        let permit = api_write_permit().await;
+        let maps =
+            bundle_store::to_configmaps(&self.rollout, &self.namespace, self.owner.clone(), bundle)
+                .map_err(|e| e.to_string())?;
+        for cm in &maps {
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            match self.configmaps.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let stored = self.store(bundle).await;
+        drop(permit);
+        stored
+    }
 }
 
 impl KubeFleet {
@@ -264,14 +284,39 @@ impl Fleet for KubeFleet {
         }
         drop(permit);
         let agent = self.agent(pod).await?;
+        let unreachable = |e: crate::agent::ClientError| FleetError::Unreachable {
+            pod: pod.to_string(),
+            message: e.to_string(),
+        };
+        let outcome = agent
+            .nudge(bundle.digest(), commit)
+            .await
+            .map_err(unreachable)?;
+        let refused = matches!(
+            &outcome,
+            crate::agent::ApplyOutcome::ApplyFailed {
+                step: crate::agent::ApplyStep::Verify,
+                ..
+            }
+        );
+        if !refused {
+            return Ok(ApplyResult::from(outcome));
+        }
+        // The stored ConfigMaps do not hash to the digest: edited (or half deleted) by hand
+        // since they were stored, since this controller validated those very files. The commit
+        // is not at fault; write them again from the bundle and ask once more, and only a
+        // second refusal is the pod's failure.
+        tracing::warn!(pod, digest = %bundle.digest().short(), "the agent refused the stored bundle; storing it again");
+        if let Err(e) = self.store_again(bundle).await {
+            return Ok(ApplyResult::Failed(format!(
+                "storing the bundle again: {e}"
+            )));
+        }
         agent
             .nudge(bundle.digest(), commit)
             .await
             .map(ApplyResult::from)
-            .map_err(|e| FleetError::Unreachable {
-                pod: pod.to_string(),
-                message: e.to_string(),
-            })
+            .map_err(unreachable)
     }
 
     async fn observe(&self, pod: &str, reading: Reading) -> Result<PodObservation, FleetError> {
