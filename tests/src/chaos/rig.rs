@@ -215,12 +215,14 @@ impl Rig {
         }
     }
 
-    /// Waits for the first tell of a digest other than `stable` (the canary pod's tell of the
-    /// target `commit`, from the server's tap, so it is seen the moment it is written).
-    pub async fn wait_first_tell(&self, stable: &str, commit: &str) -> Tell {
+    /// Waits for the first tell, among those after the first `from` ([`Witness::tells`]'s
+    /// length before `commit` was made), of a digest other than `stable`: the canary pod's tell
+    /// of the target `commit`, from the server's tap, so it is seen the moment it is written.
+    pub async fn wait_first_tell(&self, from: usize, stable: &str, commit: &str) -> Tell {
         let deadline = tokio::time::Instant::now() + ROLLOUT_PATIENCE;
         loop {
-            if let Some(t) = self.witness.tells().into_iter().find(|t| t.digest != stable) {
+            let tells = self.witness.tells().into_iter().skip(from);
+            if let Some(t) = tells.into_iter().find(|t| t.digest != stable) {
                 return t;
             }
             assert!(
