@@ -362,8 +362,8 @@ async fn a_reload_that_fails_on_the_canary_pod_rolls_back_and_every_pod_serves_s
         // Every pod's nginx master stopped before the commit: the canary pod's agent tests the
         // bundle and swaps it in, but its SIGHUP finds a master that forks no new workers, so
         // its reload fails (the stopped master's workers go on serving the old config). Only
-        // the canary pod is asked to reload before the verdict. Woken once the rollout is
-        // rolling back, the masters take the pending SIGHUP and read `current` again.
+        // the canary pod is asked to reload before the verdict. Woken once the commit is
+        // quarantined, the masters take the pending SIGHUP and read `current` again.
         let before = bodies(&b).await;
         let masters: Vec<i32> = PODS
             .iter()
@@ -378,8 +378,10 @@ async fn a_reload_that_fails_on_the_canary_pod_rolls_back_and_every_pod_serves_s
         let verdict = b
             .witness
             .wait_status(ROLLOUT_PATIENCE, |s| {
-                s["target"]["commit"] == v.as_str() && s["phase"] == "RollingBack"
-                    || s["stable"]["commit"] == v.as_str()
+                s["stable"]["commit"] == v.as_str()
+                    || s["quarantined"]
+                        .as_array()
+                        .is_some_and(|q| q.iter().any(|e| e["commit"] == v.as_str()))
             })
             .await;
         signal_all(&masters, nix::sys::signal::Signal::SIGCONT);
@@ -405,7 +407,8 @@ async fn a_reload_that_fails_on_the_canary_pod_rolls_back_and_every_pod_serves_s
             )
             .await;
         row.print_and_assert();
-        assert_eq!(verdict["phase"], "RollingBack", "{verdict}");
+        let reason = verdict["lastIncident"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("Reload"), "rolled back for the reload: {verdict}");
         assert_eq!(after, before, "what each pod serves after the failed reload");
     }
     b.down().await;
