@@ -112,9 +112,8 @@ async fn an_agent_killed_mid_apply_or_an_nginx_master_killed_mid_canary_recovers
         let killed = b.c.kubelet().kill_agent("edge", &tell.pod, true).await;
         let after = tell.at.elapsed();
         assert!(killed, "{} had no agent to kill", tell.pod);
-        let applied = b
-            .c
-            .jsonpath(
+        let applied =
+            b.c.jsonpath(
                 &format!("pod/{}", tell.pod),
                 "{.metadata.annotations.switchback\\.dev/applied-digest}",
             )
@@ -263,9 +262,7 @@ async fn a_bundle_configmap_deleted_mid_canary_is_stored_again_and_the_commit_pr
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
         let map = bundle_map(&tell.digest);
-        b.c.k
-            .ok(&["delete", "configmap", "-n", "edge", &map])
-            .await;
+        b.c.k.ok(&["delete", "configmap", "-n", "edge", &map]).await;
         b.wait_promoted(&v).await;
         let row = b
             .row(
@@ -315,18 +312,20 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
         )
         .await;
         b.wait_applied().await;
-        let promoted = b.c.jsonpath("proxyrollout/edge", "{.status.stable.commit}").await == v;
-        let served: Vec<String> = b
-            .c
-            .k
-            .json(&["get", "pods", "-n", "edge", "-l", "app=edge"])
-            .await["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-            .filter(|p| live_mentions(&b, p, FORGED))
-            .collect();
+        let promoted =
+            b.c.jsonpath("proxyrollout/edge", "{.status.stable.commit}")
+                .await
+                == v;
+        let served: Vec<String> =
+            b.c.k
+                .json(&["get", "pods", "-n", "edge", "-l", "app=edge"])
+                .await["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+                .filter(|p| live_mentions(&b, p, FORGED))
+                .collect();
         let row = b
             .row(
                 "bundle ConfigMap forged by hand mid-canary",
@@ -348,7 +347,10 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
             .await;
         row.print_and_assert();
         assert!(served.is_empty(), "the forged bundle is live on {served:?}");
-        assert!(promoted, "the good commit was rolled back for a forged ConfigMap");
+        assert!(
+            promoted,
+            "the good commit was rolled back for a forged ConfigMap"
+        );
     }
     b.down().await;
 }
@@ -407,9 +409,17 @@ async fn a_reload_that_fails_on_the_canary_pod_rolls_back_and_every_pod_serves_s
             )
             .await;
         row.print_and_assert();
-        let reason = verdict["lastIncident"]["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains("Reload"), "rolled back for the reload: {verdict}");
-        assert_eq!(after, before, "what each pod serves after the failed reload");
+        let reason = verdict["lastIncident"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("Reload"),
+            "rolled back for the reload: {verdict}"
+        );
+        assert_eq!(
+            after, before,
+            "what each pod serves after the failed reload"
+        );
     }
     b.down().await;
 }
@@ -426,7 +436,10 @@ async fn bodies(b: &Rig) -> Vec<String> {
     let mut out = Vec::new();
     for pod in PODS {
         let ip = b.c.jsonpath(&format!("pod/{pod}"), "{.status.podIP}").await;
-        let url = format!("http://{ip}:{}/", switchback_tests::kube::kubelet::NGINX_PORT);
+        let url = format!(
+            "http://{ip}:{}/",
+            switchback_tests::kube::kubelet::NGINX_PORT
+        );
         let body = match reqwest::get(&url).await {
             Ok(r) => r.text().await.unwrap_or_else(|e| e.to_string()),
             Err(e) => e.to_string(),
@@ -442,10 +455,7 @@ const FORGED: &str = "forged by hand";
 /// Replaces ConfigMap `map`'s files with ones answering [`FORGED`], keeping its name, labels
 /// and manifest.
 async fn forge(b: &Rig, map: &str) {
-    let mut object =
-        b.c.k
-            .json(&["get", "configmap", "-n", "edge", map])
-            .await;
+    let mut object = b.c.k.json(&["get", "configmap", "-n", "edge", map]).await;
     let forged = b.c.site(&format!("return 200 \"{FORGED}\\n\";"));
     let data = object["data"].as_object_mut().expect("the bundle's data");
     for (key, value) in data.iter_mut() {
@@ -453,15 +463,18 @@ async fn forge(b: &Rig, map: &str) {
             *value = serde_json::Value::String(forged.clone());
         }
     }
-    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
         if let Some(meta) = object["metadata"].as_object_mut() {
             meta.remove(field);
         }
     }
     let file = b.c.k.file("forged.json", &object.to_string());
-    b.c.k
-        .ok(&["delete", "configmap", "-n", "edge", map])
-        .await;
+    b.c.k.ok(&["delete", "configmap", "-n", "edge", map]).await;
     b.c.k.ok(&["create", "-f", &file]).await;
 }
 
@@ -511,4 +524,3 @@ async fn wait_new_master(b: &Rig, pod: &str, old: i32) -> bool {
     }
     false
 }
-

@@ -31,11 +31,11 @@ impl Relays {
         let mut frozen = Vec::new();
         let mut tasks = JoinSet::new();
         for pod in pods {
-            let ip: std::net::IpAddr =
-                c.jsonpath(&format!("pod/{pod}"), "{.status.podIP}")
-                    .await
-                    .parse()
-                    .expect("a pod IP");
+            let ip: std::net::IpAddr = c
+                .jsonpath(&format!("pod/{pod}"), "{.status.podIP}")
+                .await
+                .parse()
+                .expect("a pod IP");
             let listener = TcpListener::bind(SocketAddr::new(ip, Relays::PORT))
                 .await
                 .expect("bind the relay");
