@@ -268,6 +268,12 @@ impl Cluster {
         dir.path().join("current")
     }
 
+    /// The process kubelet running the pods, for tests that fault a pod's agent
+    /// ([`ProcessKubelet::kill_agent`]).
+    pub fn kubelet(&self) -> &ProcessKubelet {
+        self.kubelet.as_ref().expect("the kubelet runs")
+    }
+
     /// Stops the controller and the pods; fails if a process is left behind.
     pub async fn down(mut self) {
         self.stop_controller().await;

@@ -4,6 +4,7 @@
 //! API server's in [`crate::kube::faults`], the others in the test files that use them.
 
 pub mod invariants;
+pub mod relay;
 pub mod report;
 pub mod rig;
 #[cfg(test)]

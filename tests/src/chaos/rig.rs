@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::invariants::check_all;
 use super::report::{FaultWindow, Row, outage};
-use super::witness::Witness;
+use super::witness::{Tell, Witness};
 use crate::bin::switchback_bin;
 use crate::git_fixture::git_cli as git;
 use crate::load::{Load, PER_POD_RPS};
@@ -194,6 +194,57 @@ impl Rig {
         }
     }
 
+    /// The row of one run whose fleet is `pods` now (pods replaced, added or removed by the
+    /// fault), invariants checked now.
+    pub async fn row_with_pods(
+        &self,
+        pods: &[&str],
+        fault: &str,
+        injected: String,
+        did: String,
+        window: FaultWindow,
+    ) -> Row {
+        let (recovery, requests_failed) = window.close().await;
+        Row {
+            fault: fault.to_string(),
+            injected,
+            did,
+            recovery,
+            requests_failed,
+            invariants: check_all(&self.c, &self.witness, pods).await,
+        }
+    }
+
+    /// Waits for the first tell, among those after the first `from` ([`Witness::tells`]'s
+    /// length before `commit` was made), of a digest other than `stable`: the canary pod's tell
+    /// of the target `commit`, from the server's tap, so it is seen the moment it is written.
+    pub async fn wait_first_tell(&self, from: usize, stable: &str, commit: &str) -> Tell {
+        let deadline = tokio::time::Instant::now() + ROLLOUT_PATIENCE;
+        loop {
+            let tells = self.witness.tells().into_iter().skip(from);
+            if let Some(t) = tells.into_iter().find(|t| t.digest != stable) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no pod was told {commit}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Waits until `pod` reports (its applied-digest annotation) `digest` applied.
+    pub async fn wait_pod_applied(&self, pod: &str, digest: &str) {
+        self.c
+            .wait_for_within(
+                &format!("pod/{pod}"),
+                "{.metadata.annotations.switchback\\.dev/applied-digest}",
+                ROLLOUT_PATIENCE,
+                |d| d == digest,
+            )
+            .await;
+    }
+
     /// SIGKILLs the controller process and starts another; returns the phase status had when
     /// the kill landed.
     pub async fn kill_controller(&mut self, generation: u32) -> String {
@@ -335,4 +386,17 @@ pub async fn wait_up(c: &Cluster) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The pid of the nginx master serving `pod` (the process whose title says `master process`
+/// and names the pod's state directory), if one runs.
+pub fn nginx_master(c: &Cluster, pod: &str) -> Option<i32> {
+    let current = c.live_config(pod);
+    let dir = current.parent()?.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        (cmd.contains("master process") && cmd.contains(&dir)).then_some(pid)
+    })
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use switchback::agent::{self, AgentArgs, AgentConfig, AgentError, ProbeSpec, Token};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::mounts::secret_token;
@@ -112,6 +112,16 @@ pub struct ProcessKubelet {
     task: Option<JoinHandle<Vec<String>>>,
     dir: tempfile::TempDir,
     token: Token,
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+/// What a test asks of one Pod's agent, handled by the follow loop that owns the agents.
+struct Request {
+    key: PodKey,
+    /// Start the agent again after the kill (a kubelet restarting the container).
+    restart: bool,
+    /// Whether the Pod had an agent to kill.
+    done: oneshot::Sender<bool>,
 }
 
 impl ProcessKubelet {
@@ -135,6 +145,7 @@ impl ProcessKubelet {
             Token::new(&text, "process kubelet").map_err(|e| KubeletError::Token(e.to_string()))?;
         let (initial, rx) = server.list_and_subscribe("", "pods");
         let (stop, stopped) = watch::channel(false);
+        let (requests, asked) = mpsc::unbounded_channel();
         let ctx = Ctx {
             options,
             url: server.url(),
@@ -146,12 +157,13 @@ impl ProcessKubelet {
             kube: None,
             issuer: server.token_issuer(),
         };
-        let task = tokio::spawn(follow(ctx, initial, rx, stopped));
+        let task = tokio::spawn(follow(ctx, initial, rx, stopped, asked));
         Ok(ProcessKubelet {
             stop,
             task: Some(task),
             dir,
             token,
+            requests,
         })
     }
 
@@ -172,6 +184,24 @@ impl ProcessKubelet {
     /// command lines mention it, so tests can check that no nginx outlives the kubelet.
     pub fn state_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Kills the agent of Pod `namespace/name` as SIGKILL would kill an agent process: no
+    /// graceful stop, so its nginx (a process group of its own, as in the agent's container)
+    /// keeps serving; the agent's tasks are dropped where they stand, mid-apply or not. With
+    /// `restart`, starts it again on the same address and state directory, as a kubelet
+    /// restarts a crashed container (the agent then adopts the running nginx). Without a
+    /// restart the Pod keeps no agent until it is deleted and created again (this kubelet never
+    /// restarts an agent that ended by itself: the Pod is reported Failed instead). Returns
+    /// whether the Pod had an agent.
+    pub async fn kill_agent(&self, namespace: &str, name: &str, restart: bool) -> bool {
+        let (done, answer) = oneshot::channel();
+        let request = Request {
+            key: (namespace.to_string(), name.to_string()),
+            restart,
+            done,
+        };
+        self.requests.send(request).is_ok() && answer.await.unwrap_or(false)
     }
 
     /// Stops every agent (each stops its nginx) and waits for all of them; returns the errors
@@ -245,6 +275,9 @@ pub(super) struct Ctx {
 /// One Pod's agent.
 struct PodAgent {
     octet: u8,
+    /// The ServiceAccount and the Pod as launched, to launch its agent again.
+    account: String,
+    pod: Value,
     stop: Option<oneshot::Sender<()>>,
     agent: JoinHandle<Result<(), AgentError>>,
     ready: JoinHandle<()>,
@@ -258,6 +291,7 @@ async fn follow(
     initial: Vec<Value>,
     mut rx: broadcast::Receiver<Arc<Event>>,
     mut stopped: watch::Receiver<bool>,
+    mut asked: mpsc::UnboundedReceiver<Request>,
 ) -> Vec<String> {
     let mut ctx = ctx;
     let mut errors = Vec::new();
@@ -275,6 +309,10 @@ async fn follow(
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
+            Some(request) = asked.recv() => {
+                let killed = kill(&ctx, &mut pods, &request.key, request.restart).await;
+                let _ = request.done.send(killed);
+            }
             got = rx.recv() => match got {
                 Ok(e) if e.key.group.is_empty() && e.key.plural == "pods" => {
                     let key = (e.key.namespace.clone(), e.key.name.clone());
@@ -427,6 +465,8 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
     let ready = tokio::spawn(report(Arc::clone(ctx), key.clone(), ip, gated, ended));
     PodAgent {
         octet,
+        account: account.to_string(),
+        pod: pod.clone(),
         stop: Some(stop),
         agent,
         ready,
@@ -464,6 +504,47 @@ async fn halt(key: &PodKey, mut pod: PodAgent) -> Option<String> {
         Ok(Err(e)) => Some(format!("{}/{}: {e}", key.0, key.1)),
         Err(e) => Some(format!("{}/{}: {e}", key.0, key.1)),
     }
+}
+
+/// [`ProcessKubelet::kill_agent`]: aborts the agent's task (and its readiness reporter), waits
+/// until its API address can be bound again (the aborted agent's listener is dropped with its
+/// tasks, bounded), and with `restart` launches it again as before.
+async fn kill(
+    ctx: &Arc<Ctx>,
+    pods: &mut HashMap<PodKey, PodAgent>,
+    key: &PodKey,
+    restart: bool,
+) -> bool {
+    let Some(p) = pods.remove(key) else {
+        return false;
+    };
+    p.ready.abort();
+    p.agent.abort();
+    let _ = p.agent.await;
+    let [a, b] = ctx.options.subnet;
+    let api = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, a, b, p.octet)), AGENT_PORT);
+    for _ in 0..200 {
+        if std::net::TcpListener::bind(api).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    if restart {
+        let agent = launch(ctx, key, &p.account, p.octet, &p.pod);
+        pods.insert(key.clone(), agent);
+    } else {
+        // The Pod keeps its address until it is deleted, as a crashed container's Pod does.
+        pods.insert(
+            key.clone(),
+            PodAgent {
+                stop: None,
+                agent: tokio::spawn(async { Ok(()) }),
+                ready: tokio::spawn(async {}),
+                ..p
+            },
+        );
+    }
+    true
 }
 
 /// After missing events, lists Pods through the API and reconciles: starts missing agents,
