@@ -296,13 +296,11 @@ async fn a_bundle_configmap_deleted_mid_canary_is_stored_again_and_the_commit_pr
     b.down().await;
 }
 
-/// Fails today: the forged ConfigMap is refused by the agent (`Verify`: it does not hash to
-/// its digest) and never served, but the controller counts the refusal as the commit's failed
-/// apply: it rolls the good commit back and quarantines it, instead of writing the bundle
-/// again (`KubeFleet::store` takes a `409 AlreadyExists` as "stored", never reading back what
-/// is there). The row still prints, with every invariant checked.
+/// The forged ConfigMap is refused by the agent (`Verify`: it does not hash to its digest) and
+/// never served; the controller, whose copy of the bundle is the validated one, stores it again
+/// and the good commit promotes (it used to be rolled back and quarantined: `KubeFleet::store`
+/// took `409 AlreadyExists` as "stored").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 16: a forged bundle ConfigMap (deleted and re-created by hand) is refused and never served, but the controller rolls back and quarantines the good commit instead of storing its bundle again"]
 async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_promotes() {
     let Some(mut b) = Rig::up(171, "", false).await else {
         return;
