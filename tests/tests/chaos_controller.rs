@@ -7,8 +7,6 @@
 //! Loopback subnets taken here: 127.0.164.x to 127.0.166.x, one per test.
 //! `CHAOS_REPETITIONS` (default 1) repeats each fault.
 
-use std::time::Duration;
-
 use switchback_tests::chaos::report::{FaultWindow, repetitions};
 use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did};
 use switchback_tests::git_fixture::git_cli as git;
@@ -160,19 +158,10 @@ async fn a_controller_killed_right_after_telling_the_canary_pod_resumes_the_cana
         let stable =
             b.c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
                 .await;
+        let from = b.witness.tells().len();
         let v = b.commit_good();
         // The first write of a digest other than the stable one: the canary pod's tell.
-        let deadline = tokio::time::Instant::now() + ROLLOUT_PATIENCE;
-        let told = loop {
-            if let Some(t) = b.witness.tells().into_iter().find(|t| t.digest != stable) {
-                break t;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no pod was told {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let told = b.wait_first_tell(from, &stable, &v).await;
         // Killed first, the window opened after: opening it takes a moment the controller
         // would use to nudge the pod.
         generation += 1;
