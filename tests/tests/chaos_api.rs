@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use switchback_tests::chaos::report::{FaultWindow, outage, repetitions};
-use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did, wait_up};
+use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did, step_of, wait_up};
 use switchback_tests::kube::faults::ErrorSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,19 +26,13 @@ async fn the_api_server_down_mid_canary_delays_but_does_not_break_the_rollout() 
         let window = FaultWindow::open(&b.c).await;
         b.c.k.server.faults().down_for(outage());
         wait_up(&b.c).await;
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                &format!("API server down {} s", outage().as_secs()),
-                format!(
-                    "canary step {}",
-                    at["analysis"]["step"].as_str().unwrap_or("?")
-                ),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            &format!("API server down {} s", outage().as_secs()),
+            format!("canary step {}", step_of(&at)),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }
@@ -77,16 +71,13 @@ async fn error_answers_mid_canary_delay_but_do_not_break_the_rollout() {
                 faults.injected() - before
             ));
         }
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "API server answers 500, 503, 429 for 5 s each",
-                injected.join("; "),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            "API server answers 500, 503, 429 for 5 s each",
+            injected.join("; "),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }
@@ -110,10 +101,7 @@ async fn watches_cut_and_resumes_gone_mid_canary_do_not_break_the_rollout() {
         let row = b
             .row(
                 "watch streams cut, resumes answered 410 Gone",
-                format!(
-                    "canary step {}; {gone} resumes answered 410",
-                    at["analysis"]["step"].as_str().unwrap_or("?")
-                ),
+                format!("canary step {}; {gone} resumes answered 410", step_of(&at)),
                 did(&b.c, &v).await,
                 window,
             )

@@ -8,7 +8,7 @@
 //! `CHAOS_REPETITIONS` (default 1) repeats each fault.
 
 use switchback_tests::chaos::report::{FaultWindow, repetitions};
-use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did};
+use switchback_tests::chaos::rig::{ROLLOUT_PATIENCE, Rig, did, step_of};
 use switchback_tests::git_fixture::git_cli as git;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,16 +32,8 @@ async fn a_controller_killed_during_validation_or_mid_canary_resumes_and_tells_e
         } else {
             format!("`nginx -t` not caught; status phase {phase}")
         };
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "controller SIGKILL during validation",
-                phase,
-                did(&b.c, &v).await,
-                window,
-            )
+        b.assert_promoted_row("controller SIGKILL during validation", phase, &v, window)
             .await;
-        row.print_and_assert();
 
         // Mid-canary.
         let v = b.commit_good();
@@ -49,19 +41,13 @@ async fn a_controller_killed_during_validation_or_mid_canary_resumes_and_tells_e
         let window = FaultWindow::open(&b.c).await;
         generation += 1;
         let phase = b.kill_controller(generation).await;
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "controller SIGKILL mid-canary",
-                format!(
-                    "canary step {} (phase {phase} at the kill)",
-                    at["analysis"]["step"].as_str().unwrap_or("?")
-                ),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            "controller SIGKILL mid-canary",
+            format!("canary step {} (phase {phase} at the kill)", step_of(&at)),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }
@@ -155,31 +141,23 @@ async fn a_controller_killed_right_after_telling_the_canary_pod_resumes_the_cana
     };
     let mut generation = 0;
     for _ in 0..repetitions() {
-        let stable =
-            b.c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
-                .await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        // The first write of a digest other than the stable one: the canary pod's tell.
-        let told = b.wait_first_tell(from, &stable, &v).await;
+        // The canary pod's tell.
+        let (v, told) = b.commit_good_and_wait_tell().await;
         // Killed first, the window opened after: opening it takes a moment the controller
         // would use to nudge the pod.
         generation += 1;
         let phase = b.kill_controller(generation).await;
         let window = FaultWindow::open(&b.c).await;
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "controller SIGKILL right after telling the canary pod",
-                format!(
-                    "on the first tell of the target ({}), status phase {phase}",
-                    told.pod
-                ),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            "controller SIGKILL right after telling the canary pod",
+            format!(
+                "on the first tell of the target ({}), status phase {phase}",
+                told.pod
+            ),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }

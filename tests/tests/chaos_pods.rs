@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use switchback_tests::chaos::relay::Relays;
 use switchback_tests::chaos::report::{FaultWindow, repetitions};
-use switchback_tests::chaos::rig::{PODS, ROLLOUT_PATIENCE, Rig, did, nginx_master};
+use switchback_tests::chaos::rig::{PODS, ROLLOUT_PATIENCE, Rig, did, nginx_master, step_of};
 
 /// How long the canary's agent stays frozen: past the 8 s bake and the controller's reads of
 /// it, so the step's verdict falls due while nothing can be read.
@@ -46,10 +46,7 @@ async fn a_canary_agent_frozen_mid_analysis_holds_the_step_and_promotes_once_it_
         ])
         .await;
     for _ in 0..repetitions() {
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
@@ -79,7 +76,7 @@ async fn a_canary_agent_frozen_mid_analysis_holds_the_step_and_promotes_once_it_
                 "canary agent frozen (SIGSTOP) mid-analysis",
                 format!(
                     "canary step {} ({}), frozen {} s",
-                    at["analysis"]["step"].as_str().unwrap_or("?"),
+                    step_of(&at),
                     tell.pod,
                     FREEZE.as_secs()
                 ),
@@ -112,10 +109,7 @@ async fn an_agent_killed_mid_apply_is_restarted_and_the_commit_promotes() {
     };
     for _ in 0..repetitions() {
         // The agent, right after the canary pod's tell, restarted as a container would be.
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         let killed = b.c.kubelet().kill_agent("edge", &tell.pod, true).await;
         let after = tell.at.elapsed();
         assert!(killed, "{} had no agent to kill", tell.pod);
@@ -126,25 +120,22 @@ async fn an_agent_killed_mid_apply_is_restarted_and_the_commit_promotes() {
             )
             .await;
         let window = FaultWindow::open(&b.c).await;
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "agent SIGKILL mid-apply, restarted",
-                format!(
-                    "{} killed {} ms after its tell ({})",
-                    tell.pod,
-                    after.as_millis(),
-                    if applied == tell.digest {
-                        "it had reported the target applied"
-                    } else {
-                        "before it reported the target applied"
-                    }
-                ),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            "agent SIGKILL mid-apply, restarted",
+            format!(
+                "{} killed {} ms after its tell ({})",
+                tell.pod,
+                after.as_millis(),
+                if applied == tell.digest {
+                    "it had reported the target applied"
+                } else {
+                    "before it reported the target applied"
+                }
+            ),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }
@@ -156,10 +147,7 @@ async fn an_nginx_master_killed_on_the_canary_pod_is_started_again_and_the_commi
     };
     for _ in 0..repetitions() {
         // The canary pod's nginx master, once it serves the target.
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let master = nginx_master(&b.c, &tell.pod).expect("the canary pod's nginx master");
@@ -174,11 +162,7 @@ async fn an_nginx_master_killed_on_the_canary_pod_is_started_again_and_the_commi
         let row = b
             .row(
                 "nginx master SIGKILL on the canary pod",
-                format!(
-                    "canary step {} ({})",
-                    at["analysis"]["step"].as_str().unwrap_or("?"),
-                    tell.pod
-                ),
+                format!("canary step {} ({})", step_of(&at), tell.pod),
                 format!(
                     "{}; {}",
                     if restarted {
@@ -204,10 +188,7 @@ async fn the_canary_pod_replaced_and_pods_added_and_removed_mid_canary_end_on_on
     };
     let mut pods: Vec<String> = PODS.iter().map(|p| p.to_string()).collect();
     for rep in 0..repetitions() {
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
@@ -223,7 +204,7 @@ async fn the_canary_pod_replaced_and_pods_added_and_removed_mid_canary_end_on_on
         b.c.wait_pods_ready().await;
         // During the next step (or, if the restart sent the rollout back to a step it already
         // held, during that step again): one pod added, one pod removed.
-        let step = at["analysis"]["step"].as_str().unwrap_or("?").to_string();
+        let step = step_of(&at).to_string();
         let during = b
             .witness
             .wait_status(ROLLOUT_PATIENCE, |s| {
@@ -270,28 +251,19 @@ async fn a_bundle_configmap_deleted_mid_canary_is_stored_again_and_the_commit_pr
     };
     for _ in 0..repetitions() {
         // Deleted once the canary serves it: the other pods have yet to fetch it.
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
         let map = bundle_map(&tell.digest);
         b.c.k.ok(&["delete", "configmap", "-n", "edge", &map]).await;
-        b.wait_promoted(&v).await;
-        let row = b
-            .row(
-                "bundle ConfigMap deleted by hand mid-canary",
-                format!(
-                    "{map} at canary step {}",
-                    at["analysis"]["step"].as_str().unwrap_or("?")
-                ),
-                did(&b.c, &v).await,
-                window,
-            )
-            .await;
-        row.print_and_assert();
+        b.assert_promoted_row(
+            "bundle ConfigMap deleted by hand mid-canary",
+            format!("{map} at canary step {}", step_of(&at)),
+            &v,
+            window,
+        )
+        .await;
     }
     b.down().await;
 }
@@ -308,10 +280,7 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
     for _ in 0..repetitions() {
         // Forged: deleted and created again with other content under the same name and labels
         // (an immutable ConfigMap cannot be edited in place on a real cluster).
-        let stable = stable_digest(&b).await;
-        let from = b.witness.tells().len();
-        let v = b.commit_good();
-        let tell = b.wait_first_tell(from, &stable, &v).await;
+        let (v, tell) = b.commit_good_and_wait_tell().await;
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
@@ -343,10 +312,7 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
         let row = b
             .row(
                 "bundle ConfigMap forged by hand mid-canary",
-                format!(
-                    "{map} at canary step {}",
-                    at["analysis"]["step"].as_str().unwrap_or("?")
-                ),
+                format!("{map} at canary step {}", step_of(&at)),
                 format!(
                     "{}; forged bundle live on {}",
                     did(&b.c, &v).await,

@@ -175,6 +175,22 @@ impl Rig {
             .await;
     }
 
+    /// Waits until `commit` is promoted on every pod, then prints the fault's row (what the
+    /// controller did from status) and fails the test unless every invariant held.
+    pub async fn assert_promoted_row(
+        &self,
+        fault: &str,
+        injected: String,
+        commit: &str,
+        window: FaultWindow,
+    ) {
+        self.wait_promoted(commit).await;
+        let did = did(&self.c, commit).await;
+        self.row(fault, injected, did, window)
+            .await
+            .print_and_assert();
+    }
+
     /// The row of one run, invariants checked now.
     pub async fn row(
         &self,
@@ -213,6 +229,19 @@ impl Rig {
             requests_failed,
             invariants: check_all(&self.c, &self.witness, pods).await,
         }
+    }
+
+    /// Commits a good change and waits for its first tell (the canary pod's): the commit's id
+    /// and that tell.
+    pub async fn commit_good_and_wait_tell(&mut self) -> (String, Tell) {
+        let stable = self
+            .c
+            .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
+            .await;
+        let from = self.witness.tells().len();
+        let v = self.commit_good();
+        let tell = self.wait_first_tell(from, &stable, &v).await;
+        (v, tell)
     }
 
     /// Waits for the first tell, among those after the first `from` ([`Witness::tells`]'s
@@ -353,6 +382,11 @@ pub async fn apply_with_writeback(c: &Cluster, bare: &Path, rollback: &str) {
     );
     let file = c.k.file("rollout.yaml", &text);
     c.k.ok(&["apply", "-f", &file]).await;
+}
+
+/// The canary step a status names (`2/4`), `?` when it names none.
+pub fn step_of(status: &Value) -> &str {
+    status["analysis"]["step"].as_str().unwrap_or("?")
 }
 
 /// What the controller did, in the row's words, from status now.
