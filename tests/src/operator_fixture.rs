@@ -201,6 +201,33 @@ impl Cluster {
         self.controller = Some(Running { stop, task });
     }
 
+    /// `switchback controller` as a process against this cluster, ready to spawn: namespace
+    /// `edge`, local sources allowed, its own cache directory `cache` under the cluster's temp
+    /// dir, this cluster's agent token, its log (`switchback=info`) to the test's stderr, killed
+    /// when dropped. Callers add their flags (leader election, shards) and spawn it
+    /// (`cargo build --bin switchback` first).
+    pub fn controller_command(&self, cache: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(crate::bin::switchback_bin());
+        command
+            // The repository is a local one.
+            .args([
+                "controller",
+                "--namespace",
+                "edge",
+                "--allow-insecure-sources",
+            ])
+            .arg("--cache-dir")
+            .arg(self.tmp.path().join(cache))
+            .env("KUBECONFIG", self.k.server.kubeconfig_path())
+            .envs(self.controller_env())
+            .env("SWITCHBACK_LOG", "switchback=info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        command
+    }
+
     /// Stops the controller (as SIGTERM would) and waits for it to finish.
     pub async fn stop_controller(&mut self) {
         if let Some(running) = self.controller.take() {

@@ -4,45 +4,24 @@
 //! pod is ever told a digest other than the stable or the target one.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use switchback_tests::bin::switchback_bin;
 use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 fn replica(c: &Cluster, identity: &str) -> Child {
-    Command::new(switchback_bin())
-        .args([
-            "controller",
-            "--leader-elect",
-            "--lease-identity",
-            identity,
-            "--lease-namespace",
-            "edge",
-            "--namespace",
-            "edge",
-            // The repository is a local one.
-            "--allow-insecure-sources",
-        ])
-        .arg("--cache-dir")
-        .arg(c.tmp.path().join(identity))
-        .env("KUBECONFIG", c.k.server.kubeconfig_path())
+    c.controller_command(identity)
+        .args(["--leader-elect", "--lease-identity", identity])
+        .args(["--lease-namespace", "edge"])
         // Its own Pod, as the downward API gives it: the leader labels it for the webhook
         // Service, which is why it serves webhooks here.
         .env("POD_NAME", identity)
         .env("POD_NAMESPACE", "replicas")
         .args(["--webhook-addr", "127.0.101.200:0"])
-        .envs(c.controller_env())
-        .env("SWITCHBACK_LOG", "switchback=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn switchback controller")
 }

@@ -30,23 +30,13 @@ const SHARDS: u32 = 3;
 const REPLICAS: [&str; 3] = ["replica-a", "replica-b", "replica-c"];
 
 fn replica(c: &Cluster, identity: &str) -> Child {
-    Command::new(switchback_bin())
-        .args(["controller", "--leader-elect", "--shards", "3"])
+    c.controller_command(identity)
+        .args(["--leader-elect", "--shards", "3"])
         .args(["--lease-identity", identity, "--lease-namespace", "edge"])
-        .args(["--namespace", "edge", "--allow-insecure-sources"])
-        .arg("--cache-dir")
-        .arg(c.tmp.path().join(identity))
-        .env("KUBECONFIG", c.k.server.kubeconfig_path())
         // Its own Pod, as the downward API gives it: a replica holding a shard labels it.
         .env("POD_NAME", identity)
         .env("POD_NAMESPACE", "replicas")
         .args(["--webhook-addr", "127.0.131.200:0"])
-        .envs(c.controller_env())
-        .env("SWITCHBACK_LOG", "switchback=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn switchback controller")
 }

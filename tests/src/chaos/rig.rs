@@ -4,16 +4,14 @@
 //! [`Witness`], and the waits, the commits and the [`Row`] each fault needs.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::invariants::check_all;
 use super::report::{FaultWindow, Row, outage};
 use super::witness::{Tell, Witness};
-use crate::bin::switchback_bin;
 use crate::git_fixture::git_cli as git;
 use crate::load::{Load, PER_POD_RPS};
 use crate::operator_fixture::{Cluster, PATIENCE};
@@ -305,23 +303,7 @@ impl Rig {
 /// `switchback controller` as a process against the cluster (one replica, no leader
 /// election); `generation` names its cache directory, as a restarted pod gets a fresh one.
 pub fn controller_process(c: &Cluster, generation: u32) -> Child {
-    Command::new(switchback_bin())
-        .args([
-            "controller",
-            "--namespace",
-            "edge",
-            // The repository is a local one.
-            "--allow-insecure-sources",
-        ])
-        .arg("--cache-dir")
-        .arg(c.tmp.path().join(format!("cache-{generation}")))
-        .env("KUBECONFIG", c.k.server.kubeconfig_path())
-        .envs(c.controller_env())
-        .env("SWITCHBACK_LOG", "switchback=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+    c.controller_command(&format!("cache-{generation}"))
         .spawn()
         .expect("spawn switchback controller (cargo build --bin switchback first)")
 }
