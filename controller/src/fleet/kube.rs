@@ -157,13 +157,21 @@ impl KubeFleet {
         Ok(client.with_token(self.agent_token.clone()))
     }
 
+    /// The bundle as this rollout's ConfigMaps.
+    fn configmaps_of(&self, bundle: &Bundle) -> Result<Vec<ConfigMap>, String> {
+        bundle_store::to_configmaps(&self.rollout, &self.namespace, self.owner.clone(), bundle)
+            .map_err(|e| e.to_string())
+    }
+
     /// Stores the bundle's ConfigMaps unless they exist (they are immutable and named by digest).
     async fn store(&self, bundle: &Bundle) -> Result<(), String> {
-        let maps =
-            bundle_store::to_configmaps(&self.rollout, &self.namespace, self.owner.clone(), bundle)
-                .map_err(|e| e.to_string())?;
+        self.create(&self.configmaps_of(bundle)?).await
+    }
+
+    /// Creates `maps`; one that exists already is taken as stored.
+    async fn create(&self, maps: &[ConfigMap]) -> Result<(), String> {
         for cm in maps {
-            match self.configmaps.create(&PostParams::default(), &cm).await {
+            match self.configmaps.create(&PostParams::default(), cm).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(e.to_string()),
@@ -176,9 +184,7 @@ impl KubeFleet {
     /// changed is put back (a merge patch would keep keys the edit added).
     async fn store_again(&self, bundle: &Bundle) -> Result<(), String> {
         let permit = api_write_permit().await;
-        let maps =
-            bundle_store::to_configmaps(&self.rollout, &self.namespace, self.owner.clone(), bundle)
-                .map_err(|e| e.to_string())?;
+        let maps = self.configmaps_of(bundle)?;
         for cm in &maps {
             let name = cm.metadata.name.clone().unwrap_or_default();
             match self.configmaps.delete(&name, &Default::default()).await {
@@ -187,7 +193,7 @@ impl KubeFleet {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let stored = self.store(bundle).await;
+        let stored = self.create(&maps).await;
         drop(permit);
         stored
     }
@@ -260,11 +266,11 @@ impl Fleet for KubeFleet {
                 self.config_root.as_str(),
             ),
         ];
-        let told = self
+        let already_told = self
             .cache
             .as_ref()
-            .filter(|c| c.already_told(&self.namespace, pod, &tell));
-        if told.is_none() {
+            .is_some_and(|c| c.already_told(&self.namespace, pod, &tell));
+        if !already_told {
             let annotations: serde_json::Map<String, serde_json::Value> = tell
                 .iter()
                 .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))

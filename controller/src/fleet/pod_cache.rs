@@ -252,6 +252,7 @@ mod tests {
     /// a copy the watch has not refreshed yet must never hide a newer tell.
     #[tokio::test(flavor = "current_thread")]
     async fn a_pod_is_already_told_by_its_annotations_or_this_process_last_write() {
+        use crate::fleet::kube::{COMMIT_ANNOTATION as COMMIT, DESIRED_ANNOTATION as DESIRED};
         let (store, mut writer) = reflector::store::<Pod>();
         let cache = PodCache::new(store);
         let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {
@@ -285,7 +286,4 @@ mod tests {
             "after a write of unknown outcome the pod is told again"
         );
     }
-
-    const DESIRED: &str = "switchback.dev/desired-digest";
-    const COMMIT: &str = "switchback.dev/desired-commit";
 }
