@@ -95,14 +95,12 @@ async fn a_canary_agent_frozen_mid_analysis_holds_the_step_and_promotes_once_it_
     b.down().await;
 }
 
-/// Fails in about one run of three today: when the kill lands while the controller's nudge
-/// (`POST /v1/nudge`, which waits for the apply's outcome) is in flight, the nudge's broken
-/// connection is taken as the pod's failed apply (`agent unreachable: ... error sending
-/// request`), and with `maxApplyFailures: 0` the good commit is rolled back and quarantined,
-/// although the tell (the pod's annotation) is durable and the restarted agent applies it.
-/// When the kill lands before the nudge connects or after it was answered, it promotes.
+/// The kill lands before the nudge connects, while it is in flight (`POST /v1/nudge` waits for
+/// the apply's outcome), or after it was answered. In flight, the broken connection used to be
+/// taken as the pod's failed apply and, with `maxApplyFailures: 0`, the good commit was rolled
+/// back and quarantined; now a nudge without an answer leaves the durable tell (the pod's
+/// annotation) to the restarted agent, and the engine learns the apply from the pod's reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 16: an agent killed while the controller's nudge is in flight makes the lost nudge count as a failed apply: the good commit is rolled back and quarantined (about one run in three)"]
 async fn an_agent_killed_mid_apply_is_restarted_and_the_commit_promotes() {
     let Some(mut b) = Rig::up(168, "", false).await else {
         return;

@@ -157,7 +157,7 @@ async fn follow(
     };
     let (release, bundle) = read(&source, args).await?;
     for pod in fleet.names() {
-        if let ApplyResult::Failed(why) =
+        if let ApplyResult::Failed(why) | ApplyResult::Unconfirmed(why) =
             fleet.apply(&pod, &bundle, &release.revision.commit).await?
         {
             anyhow::bail!("{pod} refused the head of {}: {why}", args.branch);

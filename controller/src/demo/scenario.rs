@@ -269,7 +269,10 @@ async fn story(
     for pod in fleet.names() {
         match fleet.apply(&pod, &b0, &r0.revision.commit).await {
             Ok(crate::fleet::ApplyResult::Applied) => {}
-            Ok(crate::fleet::ApplyResult::Failed(why)) => {
+            Ok(
+                crate::fleet::ApplyResult::Failed(why)
+                | crate::fleet::ApplyResult::Unconfirmed(why),
+            ) => {
                 return Err(DemoError::Setup(format!("{pod}: initial config: {why}")));
             }
             Err(e) => return Err(DemoError::Setup(format!("{pod}: initial config: {e}"))),

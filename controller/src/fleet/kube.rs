@@ -290,14 +290,10 @@ impl Fleet for KubeFleet {
         }
         drop(permit);
         let agent = self.agent(pod).await?;
-        let unreachable = |e: crate::agent::ClientError| FleetError::Unreachable {
-            pod: pod.to_string(),
-            message: e.to_string(),
+        let outcome = match nudge(&agent, bundle, commit).await {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(unconfirmed(e)),
         };
-        let outcome = agent
-            .nudge(bundle.digest(), commit)
-            .await
-            .map_err(unreachable)?;
         let refused = matches!(
             &outcome,
             crate::agent::ApplyOutcome::ApplyFailed {
@@ -318,16 +314,48 @@ impl Fleet for KubeFleet {
                 "storing the bundle again: {e}"
             )));
         }
-        agent
-            .nudge(bundle.digest(), commit)
+        Ok(nudge(&agent, bundle, commit)
             .await
-            .map(ApplyResult::from)
-            .map_err(unreachable)
+            .map_or_else(unconfirmed, ApplyResult::from))
     }
 
     async fn observe(&self, pod: &str, reading: Reading) -> Result<PodObservation, FleetError> {
         super::observe_via(&self.agent(pod).await?, pod, reading).await
     }
+}
+
+/// How often a nudge that found nobody listening is sent again, and how long apart: an agent
+/// restarting (its process killed mid-apply, the kubelet starting it again) is back within a few
+/// seconds, and a nudge that reaches it saves waiting for its next read. Short, because a newer
+/// tell to the same pod (a rollback) waits for this one.
+const NUDGE_RETRIES: usize = 4;
+
+/// Nudges `agent` to apply `bundle`, again while its port refuses connections (nobody
+/// listening yet). Any other failure to get an answer is returned at once.
+async fn nudge(
+    agent: &AgentClient,
+    bundle: &Bundle,
+    commit: &str,
+) -> Result<crate::agent::ApplyOutcome, crate::agent::ClientError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_times(NUDGE_RETRIES);
+    (|| agent.nudge(bundle.digest(), commit))
+        .retry(backoff)
+        .when(
+            |e| matches!(e, crate::agent::ClientError::Http { source, .. } if source.is_connect()),
+        )
+        .await
+}
+
+/// A nudge that got no answer, after the tell was written to the pod's annotations: the agent
+/// reads those when it starts and applies them itself, so the tell stands. The engine learns
+/// what the pod serves from its reads, and counts it failed only when it has not applied within
+/// the rollout's apply timeout; counting the lost nudge as a failed apply instead rolled back
+/// (and quarantined) a good commit whenever a canary pod's agent restarted mid-apply.
+fn unconfirmed(e: crate::agent::ClientError) -> ApplyResult {
+    ApplyResult::Unconfirmed(e.to_string())
 }
 
 /// The pod's name, if it belongs in the fleet: not being deleted, and with an address. A pod

@@ -41,6 +41,11 @@ pub enum ApplyResult {
     Applied,
     /// The pod refused or failed; it still serves what it served before.
     Failed(String),
+    /// The tell is recorded where the pod's agent reads it when it starts (Kubernetes mode: the
+    /// pod's annotations), but the agent gave no answer (restarting, or out of reach). Not a
+    /// failure of the config: the pod's reads say when it applies, and the rollout's apply
+    /// timeout counts it failed if it never does.
+    Unconfirmed(String),
 }
 
 /// One pod as its agent reports it.

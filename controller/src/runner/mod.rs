@@ -579,6 +579,10 @@ impl<F: Fleet> Runner<F> {
                         digest,
                         message,
                     },
+                    Ok(ApplyResult::Unconfirmed(why)) => {
+                        tracing::info!(pod = %pod, %digest, %why, "told, but the agent did not answer the nudge; its reads will say when it applies");
+                        return;
+                    }
                     Err(e) => Event::PodApplyFailed {
                         pod,
                         digest,

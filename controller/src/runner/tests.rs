@@ -20,6 +20,9 @@ struct FakeFleet {
     told: Mutex<Vec<(String, Digest)>>,
     /// Applies of this digest take this long to land (a slow agent, a big bundle).
     slow: Option<(Digest, Duration)>,
+    /// Applies of this digest land, but the apply answers [`ApplyResult::Unconfirmed`]: an
+    /// agent that restarted mid-apply and applied the tell from its annotations.
+    unconfirmed: Option<Digest>,
     /// Requests served per read (50 unless a test says otherwise).
     per_read: u32,
     /// Count them as the agents' own health probes, not user traffic.
@@ -48,6 +51,7 @@ impl FakeFleet {
             bad,
             told: Mutex::new(Vec::new()),
             slow: None,
+            unconfirmed: None,
             per_read: 50,
             probes_only: false,
             reads: Mutex::default(),
@@ -100,6 +104,11 @@ impl Fleet for FakeFleet {
             .get_mut(pod)
             .ok_or_else(|| FleetError::NoSuchPod(pod.to_string()))?;
         obs.applied = Some(digest);
+        if self.unconfirmed == Some(digest) {
+            return Ok(ApplyResult::Unconfirmed(
+                "connection reset by peer".to_string(),
+            ));
+        }
         Ok(ApplyResult::Applied)
     }
 
@@ -338,6 +347,26 @@ async fn a_tell_overtaken_by_a_newer_one_never_lands_after_it() {
         first_target.is_some_and(|i| told[i + 1..].iter().all(|(_, d)| *d == r1.digest)),
         "no stable tell may reach a pod after the target: {told:?}"
     );
+}
+
+/// A tell whose nudge got no answer (the agent restarted mid-apply) is not a failed apply: the
+/// pods' reads show the target applied and the commit promotes, nothing quarantined. Counted as
+/// a failure, it rolled the good commit back (`maxApplyFailures: 0`).
+#[tokio::test]
+async fn a_tell_the_agent_never_answered_is_judged_by_what_the_pod_serves() {
+    let (r0, b0) = release(0, "v0");
+    let (r1, b1) = release(1, "v1");
+    let mut fleet = FakeFleet::new(3, r0.digest, BTreeSet::new());
+    fleet.unconfirmed = Some(r1.digest);
+    let fleet = Arc::new(fleet);
+    let (mut runner, _notes) =
+        Runner::new(config(), Arc::clone(&fleet), Some((r0, b0))).expect("runner");
+    runner.submit(r1.clone(), b1);
+    runner
+        .run_until("promote commit 1", LIMIT, idle_on(r1.digest))
+        .await
+        .expect("commit 1 promoted although no agent answered its tell");
+    assert!(runner.rollout.ledger().quarantined().is_empty());
 }
 
 #[tokio::test]
