@@ -333,14 +333,14 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
     b.down().await;
 }
 
-/// Fails in one run of two today: the rollback holds (the commit is quarantined, the agent's
-/// `current` and `applied` are stable, every invariant holds), but once the masters wake, the
-/// canary pod's nginx serves the quarantined target (`edge-0: v1`). After a reload with no new
-/// worker generation the agent assumes nginx kept the old config (`apply::restore`: "nginx
-/// itself needs nothing"), but the SIGHUP is still pending and the master, woken, can load the
-/// target before `current` is put back; nothing tells nginx to load the stable config again.
+/// Every nginx master stopped: the canary pod's reload sees no new worker generation and
+/// fails; the commit is rolled back and quarantined, and once the masters wake every pod must
+/// answer with the stable config. The pending SIGHUP reads `current` when the master wakes, so
+/// nothing may put the refused version back there: before `agent::tells`, the Pod watch and the
+/// controller's nudge each applied the target (two reload timeouts), and the second attempt
+/// swapped it in again while the rollback was under way, so a master woken then loaded the
+/// quarantined target (one run in two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 16: after a reload that timed out, the pending SIGHUP can load the quarantined target into nginx while the agent reports stable (one run in two)"]
 async fn a_reload_that_fails_on_the_canary_pod_rolls_back_and_every_pod_serves_stable() {
     let Some(mut b) = Rig::up(172, "", false).await else {
         return;

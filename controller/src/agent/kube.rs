@@ -29,6 +29,7 @@ use tracing::Instrument;
 use super::apply::{self, StepResult};
 use super::config::KubeSettings;
 use super::state::{Shared, lock};
+use super::tells::Tells;
 use super::wire::{ApplyOutcome, ApplyStep};
 use crate::fleet::kube::{COMMIT_ANNOTATION, DESIRED_ANNOTATION};
 use crate::operator::bundle_store::{self, MAX_PARTS, StoreError};
@@ -144,6 +145,8 @@ pub struct PodSource {
     pod: String,
     namespace: String,
     entry: String,
+    /// The watch and the nudges ask for the same digests: one apply per ask that waited.
+    tells: Arc<Tells>,
 }
 
 impl std::fmt::Debug for PodSource {
@@ -165,6 +168,7 @@ impl PodSource {
             pod: settings.pod_name.clone(),
             namespace: settings.namespace.clone(),
             entry: settings.entry.clone(),
+            tells: Arc::default(),
         }
     }
 
@@ -306,32 +310,37 @@ async fn fetch_and_apply(
     commit: &str,
     via: &'static str,
 ) -> (ApplyOutcome, bool) {
-    let mut transient = false;
-    let mut fail = |e: KubeAgentError| {
-        transient = e.is_transient();
-        tracing::warn!(error = %e, "cannot fetch the bundle; nginx keeps what it serves");
-        (e.step(), e.to_string())
-    };
-    let target = source.target().await;
-    let entry = match &target {
-        Ok((_, entry, root)) => {
-            let root = root
-                .clone()
-                .unwrap_or_else(|| shared.cfg.config_root.clone());
-            *lock(&shared.config_root) = root;
-            entry.clone()
-        }
-        Err(_) => source.entry.clone(),
-    };
-    let fetched = async {
-        let result = match target {
-            Ok((rollout, _, _)) => source.fetch_retrying(&rollout, &digest).await,
-            Err(e) => Err(e),
-        };
-        result.map_err(&mut fail) as StepResult<Bundle>
-    };
-    let outcome = apply::apply_checked(shared, digest, commit, &entry, fetched).await;
-    (outcome, transient)
+    source
+        .tells
+        .apply_once(digest, || async {
+            let mut transient = false;
+            let mut fail = |e: KubeAgentError| {
+                transient = e.is_transient();
+                tracing::warn!(error = %e, "cannot fetch the bundle; nginx keeps what it serves");
+                (e.step(), e.to_string())
+            };
+            let target = source.target().await;
+            let entry = match &target {
+                Ok((_, entry, root)) => {
+                    let root = root
+                        .clone()
+                        .unwrap_or_else(|| shared.cfg.config_root.clone());
+                    *lock(&shared.config_root) = root;
+                    entry.clone()
+                }
+                Err(_) => source.entry.clone(),
+            };
+            let fetched = async {
+                let result = match target {
+                    Ok((rollout, _, _)) => source.fetch_retrying(&rollout, &digest).await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(&mut fail) as StepResult<Bundle>
+            };
+            let outcome = apply::apply_checked(shared, digest, commit, &entry, fetched).await;
+            (outcome, transient)
+        })
+        .await
 }
 
 /// Handles a nudge: fetch `digest` and apply it now, whatever the annotation says yet.
@@ -349,11 +358,11 @@ pub async fn nudge(
 /// Follows the Pod's annotation until `stop`: applies what it names at start, then whenever it
 /// names another digest. The watch is only a trigger; each time the Pod is read afresh, so a
 /// late event cannot take the agent back to an older digest than the one the controller wrote
-/// last. A digest is acted on once per change of the annotation (a refused one is not retried
-/// in a loop; a fetch that failed for want of the API server is retried on the next event).
+/// last. A digest is acted on once per change of the annotation, by the watch or a nudge (a
+/// refused one is not retried in a loop; a fetch that failed for want of the API server is
+/// retried on the next event).
 pub async fn follow(shared: Arc<Shared>, source: Arc<PodSource>, mut stop: watch::Receiver<bool>) {
-    let mut acted: Option<Digest> = None;
-    reconcile(&shared, &source, &mut acted, "start").await;
+    reconcile(&shared, &source, "start").await;
     let config = watcher::Config::default().fields(&format!("metadata.name={}", source.pod));
     let backoff = ExponentialBackoff::from(
         ExponentialBuilder::default()
@@ -373,7 +382,7 @@ pub async fn follow(shared: Arc<Shared>, source: Arc<PodSource>, mut stop: watch
         match event {
             None => return,
             Some(Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_))) => {
-                reconcile(&shared, &source, &mut acted, "watch").await;
+                reconcile(&shared, &source, "watch").await;
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!(error = %e, pod = %source.pod, "watching the pod"),
@@ -381,13 +390,9 @@ pub async fn follow(shared: Arc<Shared>, source: Arc<PodSource>, mut stop: watch
     }
 }
 
-/// Reads the Pod and applies its desired digest unless that was acted on already.
-async fn reconcile(
-    shared: &Arc<Shared>,
-    source: &PodSource,
-    acted: &mut Option<Digest>,
-    via: &'static str,
-) {
+/// Reads the Pod and applies its desired digest unless that was settled already (by the watch
+/// or by a nudge).
+async fn reconcile(shared: &Arc<Shared>, source: &PodSource, via: &'static str) {
     let pod = source.get_pod().await;
     if let Ok(p) = &pod {
         follow_policy(shared, p);
@@ -400,21 +405,17 @@ async fn reconcile(
             return;
         }
     };
-    if *acted == Some(desired.digest) {
+    if source.tells.settled(desired.digest) {
         return;
     }
     let applied = lock(&shared.status).applied.as_ref().map(|a| a.digest);
     if applied == Some(desired.digest) {
-        *acted = Some(desired.digest);
+        source.tells.settle(desired.digest);
         return;
     }
-    let (outcome, transient) =
-        fetch_and_apply(shared, source, desired.digest, &desired.commit, via)
-            .in_current_span()
-            .await;
-    if !transient {
-        *acted = Some(desired.digest);
-    }
+    let (outcome, _) = fetch_and_apply(shared, source, desired.digest, &desired.commit, via)
+        .in_current_span()
+        .await;
     tracing::info!(?outcome, via, "desired digest from the pod's annotation");
 }
 

@@ -42,6 +42,7 @@ mod probe;
 mod report;
 mod state;
 mod supervise;
+mod tells;
 pub mod token;
 pub mod tree;
 pub mod wire;
