@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .tools/venv
 CROSSPLANE_VERSION := 0.5.8
-APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client openssl
+APT_PACKAGES := nginx-light pkg-config libssl-dev unzip git gnupg openssh-client openssl nftables
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help tools tools-apt tools-crossplane tools-kubectl build test test-real-cluster lint chart-check docs-check bench-push demo validate-example bench bench-operator fmt fuzz chaos
@@ -99,7 +99,7 @@ $(CARGO_FUZZ):
 fuzz: $(CARGO_FUZZ) ## libFuzzer on every parser of outside input, one target after another, FUZZ_SECONDS each (60; FUZZ_TARGETS to choose), on stable (RUSTC_BOOTSTRAP=1)
 	CARGO_FUZZ=$(CARGO_FUZZ) bash scripts/fuzz.sh
 
-CHAOS_FILES ?= chaos_api chaos_controller chaos_pods
+CHAOS_FILES ?= chaos_api chaos_controller chaos_pods chaos_network
 CHAOS_REPORT ?= target/chaos-report.md
 chaos: tools ## Issue 16's fault matrix, full size: each fault 10 times (CHAOS_REPETITIONS), the API server down 30 s (CHAOS_OUTAGE_SECS); rows in CHAOS_REPORT (target/chaos-report.md)
 	$(CARGO) build --bin switchback

@@ -331,7 +331,8 @@ impl Fleet for KubeFleet {
 const NUDGE_RETRIES: usize = 4;
 
 /// Nudges `agent` to apply `bundle`, again while its port refuses connections (nobody
-/// listening yet). Any other failure to get an answer is returned at once.
+/// listening yet). Any other failure to get an answer is returned at once: a connection that
+/// times out (a blackholed port) would hold the pod's lane for the connect timeout each time.
 async fn nudge(
     agent: &AgentClient,
     bundle: &Bundle,
@@ -343,9 +344,10 @@ async fn nudge(
         .with_max_times(NUDGE_RETRIES);
     (|| agent.nudge(bundle.digest(), commit))
         .retry(backoff)
-        .when(
-            |e| matches!(e, crate::agent::ClientError::Http { source, .. } if source.is_connect()),
-        )
+        .when(|e| {
+            matches!(e, crate::agent::ClientError::Http { source, .. }
+                if source.is_connect() && !source.is_timeout())
+        })
         .await
 }
 
