@@ -39,49 +39,6 @@ async fn blackhole(b: &Rig, pod: &str, name: &str) -> Option<Blackhole> {
     }
 }
 
-/// Watches the rollout for `OUTAGE`: it must neither promote `commit` nor tell another pod
-/// the target `digest`. Returns the last status seen.
-async fn hold_through_outage(b: &Rig, commit: &str, digest: &str) -> serde_json::Value {
-    let told = |b: &Rig| {
-        let mut pods: Vec<String> = b
-            .witness
-            .tells()
-            .into_iter()
-            .filter(|t| t.digest == digest)
-            .map(|t| t.pod)
-            .collect();
-        pods.sort();
-        pods.dedup();
-        pods.len()
-    };
-    let told_before = told(b);
-    // The fault's duration, not a synchronisation: the test watches what the controller does
-    // meanwhile, every 100 ms.
-    let start = tokio::time::Instant::now();
-    let mut last = b.witness.status();
-    while start.elapsed() < OUTAGE {
-        last = b.witness.status();
-        assert_ne!(
-            last["stable"]["commit"], commit,
-            "promoted while the canary's agent could not be reached"
-        );
-        assert_eq!(
-            told(b),
-            told_before,
-            "the step moved on while the canary's agent could not be reached: {last}"
-        );
-        let quarantined = last["quarantined"]
-            .as_array()
-            .is_some_and(|q| q.iter().any(|e| e["commit"] == commit));
-        assert!(
-            !quarantined,
-            "a good commit quarantined for an unreachable agent: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_agent_blackholed_mid_analysis_holds_the_step_and_promotes_once_reachable() {
     let Some(mut b) = Rig::up(188, "", false).await else {
@@ -95,7 +52,7 @@ async fn a_canary_agent_blackholed_mid_analysis_holds_the_step_and_promotes_once
         let Some(hole) = blackhole(&b, &tell.pod, "188").await else {
             return;
         };
-        let last = hold_through_outage(&b, &v, &tell.digest).await;
+        let last = b.assert_held_for(OUTAGE, &v, &tell.digest).await;
         drop(hole);
         b.wait_promoted(&v).await;
         let row = b
@@ -139,7 +96,7 @@ async fn a_canary_agent_blackholed_before_its_tell_is_not_a_failed_apply() {
         };
         let (v, tell) = b.commit_good_and_wait_tell().await;
         assert_eq!(tell.pod, pod, "the canary is the first pod by name");
-        let last = hold_through_outage(&b, &v, &tell.digest).await;
+        let last = b.assert_held_for(OUTAGE, &v, &tell.digest).await;
         drop(hole);
         b.wait_promoted(&v).await;
         let row = b

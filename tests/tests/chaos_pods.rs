@@ -50,25 +50,8 @@ async fn a_canary_agent_frozen_mid_analysis_holds_the_step_and_promotes_once_it_
         b.wait_pod_applied(&tell.pod, &tell.digest).await;
         let at = b.wait_phase(&v, &["Canary"]).await;
         let window = FaultWindow::open(&b.c).await;
-        let told_before = told_target(&b, &tell.digest);
         relays.freeze(&tell.pod, true);
-        // The fault's duration, not a synchronisation: the test watches what the controller
-        // does meanwhile, every 100 ms.
-        let frozen_at = tokio::time::Instant::now();
-        let mut last = b.witness.status();
-        while frozen_at.elapsed() < FREEZE {
-            last = b.witness.status();
-            assert_ne!(
-                last["stable"]["commit"], v,
-                "promoted while the canary's agent could not be read"
-            );
-            assert_eq!(
-                told_target(&b, &tell.digest),
-                told_before,
-                "the step moved on while the canary's agent could not be read: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let last = b.assert_held_for(FREEZE, &v, &tell.digest).await;
         relays.freeze(&tell.pod, false);
         b.wait_promoted(&v).await;
         let row = b
@@ -482,20 +465,6 @@ fn bundle_map(digest: &str) -> String {
 async fn stable_digest(b: &Rig) -> String {
     b.c.jsonpath("proxyrollout/edge", "{.status.stable.digest}")
         .await
-}
-
-/// How many pods have been told `digest`.
-fn told_target(b: &Rig, digest: &str) -> usize {
-    let mut pods: Vec<String> = b
-        .witness
-        .tells()
-        .into_iter()
-        .filter(|t| t.digest == digest)
-        .map(|t| t.pod)
-        .collect();
-    pods.sort();
-    pods.dedup();
-    pods.len()
 }
 
 /// Waits (bounded) until `pod` runs an nginx master other than `old`; false if none came.

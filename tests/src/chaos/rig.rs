@@ -131,6 +131,52 @@ impl Rig {
         }
     }
 
+    /// How many pods were told `digest` so far (the server's tap; each pod once).
+    pub fn pods_told(&self, digest: &str) -> usize {
+        let mut pods: Vec<String> = self
+            .witness
+            .tells()
+            .into_iter()
+            .filter(|t| t.digest == digest)
+            .map(|t| t.pod)
+            .collect();
+        pods.sort();
+        pods.dedup();
+        pods.len()
+    }
+
+    /// Watches the rollout of `commit` (target `digest`) for `fault`, the fault's length,
+    /// while the canary cannot be read: it must not promote, tell another pod the target, or
+    /// quarantine the commit (missing data never decides). Returns the last status seen.
+    pub async fn assert_held_for(&self, fault: Duration, commit: &str, digest: &str) -> Value {
+        let told_before = self.pods_told(digest);
+        // The fault's duration, not a synchronisation: the test watches what the controller
+        // does meanwhile, every 100 ms.
+        let start = tokio::time::Instant::now();
+        let mut last = self.witness.status();
+        while start.elapsed() < fault {
+            last = self.witness.status();
+            assert_ne!(
+                last["stable"]["commit"], commit,
+                "promoted while the canary could not be read"
+            );
+            assert_eq!(
+                self.pods_told(digest),
+                told_before,
+                "the step moved on while the canary could not be read: {last}"
+            );
+            let quarantined = last["quarantined"]
+                .as_array()
+                .is_some_and(|q| q.iter().any(|e| e["commit"] == commit));
+            assert!(
+                !quarantined,
+                "the commit was quarantined while the canary could not be read: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last
+    }
+
     /// Waits until `commit` is stable (promoted) and every pod applied it.
     pub async fn wait_promoted(&self, commit: &str) {
         self.c
