@@ -199,7 +199,9 @@ pub async fn run(
         });
     }
     let webhooks = match context.options.webhook_addr {
-        Some(addr) => Some(start_webhooks(addr, Arc::clone(&context)).await?),
+        Some(addr) => {
+            Some(start_webhooks(addr, Arc::clone(&context), rollout_store.clone()).await?)
+        }
         None => None,
     };
     let reports = context.options.agent_reports.clone().map(|reports| {
@@ -260,10 +262,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves push webhooks on `addr` and makes every worker a push is for fetch at once.
+/// Serves push webhooks on `addr` and makes every worker a push is for fetch at once; a push
+/// for a rollout another replica runs is handed on to it (`push_relay`).
 async fn start_webhooks(
     addr: std::net::SocketAddr,
     ctx: Arc<Context>,
+    rollouts: reflector::Store<ProxyRollout>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, OperatorError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Trigger>(256);
     let secrets: Arc<dyn HookSecrets> = Arc::clone(&ctx.hooks) as Arc<dyn HookSecrets>;
@@ -284,14 +288,25 @@ async fn start_webhooks(
     });
     let consumer = tokio::spawn(async move {
         while let Some(trigger) = rx.recv().await {
-            let workers = ctx.workers.lock().await;
-            for worker in workers.values() {
-                let (url, git_ref, hook) = &worker.follows;
-                if hook.as_deref() == Some(trigger.hook.as_str()) && trigger.matches(url, git_ref) {
-                    // The spec's URL as written may hold a token: logged redacted only.
-                    tracing::info!(hook = %trigger.hook, url = %redact_url(url), "push: fetching now");
-                    worker.fetch_now();
+            let runs: std::collections::HashSet<Key> = {
+                let workers = ctx.workers.lock().await;
+                for worker in workers.values() {
+                    let (url, git_ref, hook) = &worker.follows;
+                    if hook.as_deref() == Some(trigger.hook.as_str())
+                        && trigger.matches(url, git_ref)
+                    {
+                        // The spec's URL as written may hold a token: logged redacted only.
+                        tracing::info!(hook = %trigger.hook, url = %redact_url(url), "push: fetching now");
+                        worker.fetch_now();
+                    }
                 }
+                workers.keys().cloned().collect()
+            };
+            if ctx.options.shards.is_some() {
+                super::push_relay::hand_on(&ctx, &rollouts, &trigger, |o| {
+                    runs.contains(&key_of(o))
+                })
+                .await;
             }
         }
     });
@@ -355,9 +370,15 @@ async fn reconcile(object: Arc<ProxyRollout>, ctx: Arc<Context>) -> Result<Actio
     let key = key_of(&object);
     let started = std::time::Instant::now();
     if !owns(&ctx, &object) {
-        // Another replica's shard: stop a worker left from when it was ours, nothing else.
+        // Another replica's shard: stop a worker left from when it was ours, and know its hook
+        // so a push for it that reaches this replica is accepted and handed on.
         if let Some(worker) = ctx.workers.lock().await.remove(&key) {
             worker.abort();
+        }
+        if ctx.options.webhook_addr.is_some()
+            && let Err(e) = super::push_relay::register_hook(&ctx, &object).await
+        {
+            tracing::debug!(error = %e, "the hook of another replica's rollout is not usable here");
         }
         return Ok(Action::await_change());
     }
@@ -464,6 +485,12 @@ async fn ensure_worker(ctx: &Context, object: Arc<ProxyRollout>) -> Result<Actio
             && worker.generation == generation
             && worker.is_running()
         {
+            // Another replica received a push for this rollout and asked for a fetch.
+            let asked = super::push_relay::fetch_requested(&object);
+            if asked.is_some() && asked != super::push_relay::fetch_requested(&worker.object()) {
+                tracing::info!("a push reached another replica: fetching now");
+                worker.fetch_now();
+            }
             worker.update(Arc::clone(&object));
             worker.poke();
             return Ok(Action::requeue(ctx.options.resync));

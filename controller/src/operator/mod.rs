@@ -18,6 +18,7 @@ pub mod leader_label;
 pub mod marks;
 pub mod metrics;
 mod options;
+pub mod push_relay;
 pub mod reference;
 pub mod request;
 mod resume;

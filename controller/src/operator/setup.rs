@@ -22,7 +22,6 @@ use super::worker::WorkerSetup;
 use crate::fleet::kube::{FIELD_MANAGER, KubeFleet};
 use crate::source::git::Credentials;
 use crate::source::verify::{KeyKind, TrustedKeys};
-use crate::source::webhook::HookSecret;
 
 /// A worker's setup for `object`'s current spec, or why the spec or its Secrets cannot be used.
 pub(super) async fn setup(
@@ -66,29 +65,7 @@ pub(super) async fn setup(
         }
         None => Credentials::None,
     };
-    let hook = match &spec.source.webhook {
-        Some(webhook) => {
-            let id = format!("{namespace}.{}", webhook.secret_ref.name);
-            let secret_name = &webhook.secret_ref.name;
-            let secret = credentials::read(&secrets, &namespace, secret_name).await?;
-            credentials::allowed(&secret, &namespace, secret_name, &name)?;
-            let token = secret
-                .data
-                .unwrap_or_default()
-                .remove("token")
-                .map(|v| v.0)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    ReconcileError::Source(format!(
-                        "webhook secret {namespace}/{} has no `token`",
-                        webhook.secret_ref.name
-                    ))
-                })?;
-            ctx.hooks.set(&id, HookSecret::new(token));
-            Some(id)
-        }
-        None => None,
-    };
+    let hook = super::push_relay::register_hook(ctx, object).await?;
     let keys = match &spec.source.verify {
         Some(verify) => Some(Arc::new(
             trusted_keys(ctx, &namespace, &name, verify).await?,

@@ -129,6 +129,11 @@ impl WorkerHandle {
         self.latest.send_replace(object);
     }
 
+    /// The object it runs, as last updated.
+    pub fn object(&self) -> Arc<ProxyRollout> {
+        Arc::clone(&self.latest.borrow())
+    }
+
     /// The object changed: look at the pods that are due now rather than at the next poll.
     pub fn poke(&self) {
         self.poke.notify_one();
