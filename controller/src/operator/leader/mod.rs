@@ -167,7 +167,9 @@ pub enum LeaderError {
     },
     /// A write was refused because this replica's tenure lapsed (or never started): it may
     /// no longer lead, whether or not its elector has said so yet.
-    #[error("lease {lease}: not leading (past the renew deadline of the last renewal); write refused")]
+    #[error(
+        "lease {lease}: not leading (past the renew deadline of the last renewal); write refused"
+    )]
     NotLeading {
         /// `namespace/name` of the Lease.
         lease: String,

@@ -25,9 +25,9 @@ pub use spec::{
 };
 
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
-use super::leader::Tenure;
 use super::events::publish;
 use super::incident::report_name;
+use super::leader::Tenure;
 use crate::rollout::Incident;
 use crate::rollout::revision::short;
 use crate::source::git::{GitSource, RevertOutcome, RevertRequest, RevertTarget};
