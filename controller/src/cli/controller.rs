@@ -188,6 +188,12 @@ pub(crate) async fn cmd_controller(args: ControllerArgs) -> anyhow::Result<ExitC
     tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "electing a leader");
     let election = leader::spawn(client.clone(), settings)?;
     let mut leading = election.subscribe();
+    // Every write of the rollouts is fenced by the tenure (a replica paused past its Lease must
+    // not write when it wakes); the Lease and the leader label use `client` itself.
+    let options = ControllerOptions {
+        tenure: Some(election.tenure()),
+        ..options
+    };
     let gauge = {
         let (metrics, mut leading) = (metrics.clone(), election.subscribe());
         tokio::spawn(async move {
@@ -256,6 +262,7 @@ async fn sharded(
         count: args.shards,
         held: election.subscribe(),
     });
+    options.shard_tenures = election.tenures();
     let follower = {
         let (metrics, mut held, pod, client) = (
             metrics.clone(),

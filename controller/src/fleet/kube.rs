@@ -60,6 +60,9 @@ pub struct KubeFleet {
     /// its pods every poll, and selecting walks every pod of the cache (a fifth of an idle
     /// controller's CPU at 1,000 pods and 100 rollouts).
     selected: Arc<std::sync::Mutex<Option<Selection>>>,
+    /// When electing: no nudge once this replica's tenure lapsed (a nudge is honoured even for a
+    /// digest the annotation does not name, so a stale leader's would undo the new one's tell).
+    tenure: Option<crate::operator::leader::Tenure>,
 }
 
 /// Pod names as selected at a version of the pod cache ([`PodCache::version`]).
@@ -94,12 +97,21 @@ impl KubeFleet {
             cache: None,
             http: shared_http(),
             selected: Arc::default(),
+            tenure: None,
         }
     }
 
     /// The config root the bundles stand for, told to every agent beside the entry.
     pub fn with_config_root(mut self, root: &str) -> Self {
         self.config_root = root.to_string();
+        self
+    }
+
+    /// Nudges only while `tenure` holds (a leader paused past its Lease must not nudge when it
+    /// wakes); the API writes are fenced by the client's own fence.
+    #[must_use]
+    pub fn with_tenure(mut self, tenure: crate::operator::leader::Tenure) -> Self {
+        self.tenure = Some(tenure);
         self
     }
 
@@ -289,6 +301,10 @@ impl Fleet for KubeFleet {
             })?;
         }
         drop(permit);
+        if let Some(tenure) = self.tenure.as_ref().filter(|t| !t.holds()) {
+            // The leader now tells the pod what it decides; this replica's word is stale.
+            return Ok(ApplyResult::Unconfirmed(tenure.lapsed().to_string()));
+        }
         let agent = self.agent(pod).await?;
         let outcome = match nudge(&agent, bundle, commit).await {
             Ok(outcome) => outcome,

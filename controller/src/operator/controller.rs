@@ -152,6 +152,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), OperatorError> {
     let namespace = options.namespace.clone();
+    // Electing on one Lease: nothing is written once the tenure lapsed (`leader::tenure`).
+    let client = match &options.tenure {
+        Some(tenure) => tenure.fence(client),
+        None => client,
+    };
     let rollouts: Api<ProxyRollout> = api(&client, namespace.as_deref());
     // One watch of pods feeds every rollout's fleet (names, addresses) and pokes the workers whose
     // selector matches a pod that changed, so a new or deleted pod is acted on at once.

@@ -42,6 +42,12 @@ pub struct ControllerOptions {
     /// With `--shards N`: drive only the rollouts of the shards this replica holds (`None`:
     /// every rollout).
     pub shards: Option<super::shard::Shards>,
+    /// With `--leader-elect` (one Lease): until when this replica leads. Every API write, nudge
+    /// and write-back checks it at the moment it is made (`leader::tenure`), so a replica
+    /// paused past its Lease writes nothing once it wakes, whatever task runs first.
+    pub tenure: Option<super::leader::Tenure>,
+    /// With `--shards N`: each shard's tenure, by shard (empty: writes are not fenced).
+    pub shard_tenures: Vec<super::leader::Tenure>,
 }
 
 impl ControllerOptions {
@@ -62,6 +68,8 @@ impl ControllerOptions {
             agent_reports: None,
             heartbeat: crate::runner::RunnerConfig::default().heartbeat,
             shards: None,
+            tenure: None,
+            shard_tenures: Vec::new(),
         }
     }
 }

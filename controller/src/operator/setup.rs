@@ -79,8 +79,21 @@ pub(super) async fn setup(
             .await
             .map_err(|e| ReconcileError::Source(e.to_string()))?
             .map_err(|e| ReconcileError::Source(e.to_string()))?;
+    // The tenure this rollout's writes are fenced by: the Lease's, or (sharded) its shard's,
+    // whose client is fenced here (with one Lease, the context's client already is).
+    let (client, tenure) = match (&ctx.options.tenure, &ctx.options.shards) {
+        (Some(tenure), _) => (ctx.client.clone(), Some(tenure.clone())),
+        (None, Some(shards)) => {
+            let shard = super::shard::shard_of(object, shards.count).shard;
+            match ctx.options.shard_tenures.get(shard as usize) {
+                Some(tenure) => (tenure.fence(ctx.client.clone()), Some(tenure.clone())),
+                None => (ctx.client.clone(), None),
+            }
+        }
+        (None, None) => (ctx.client.clone(), None),
+    };
     let mut fleet = KubeFleet::new(
-        ctx.client.clone(),
+        client.clone(),
         &namespace,
         &name,
         &spec.target.selector,
@@ -92,13 +105,17 @@ pub(super) async fn setup(
         fleet = fleet.with_owner(owner);
     }
     fleet = fleet.with_cache(ctx.pods.clone());
+    if let Some(tenure) = &tenure {
+        fleet = fleet.with_tenure(tenure.clone());
+    }
     if let Some(master) = &ctx.options.agent_token {
         // The agents of this namespace hold only their namespace's token (agent::token).
         fleet = fleet.with_agent_token(master.for_namespace(&namespace));
     }
     Ok(WorkerSetup {
         rollout: Arc::clone(object),
-        client: ctx.client.clone(),
+        client,
+        tenure,
         config,
         source,
         interval,

@@ -52,8 +52,10 @@ pub struct Checkpoint {
 pub struct WorkerSetup {
     /// The object as last seen.
     pub rollout: Arc<ProxyRollout>,
-    /// The API client.
+    /// The API client (fenced by `tenure` when electing).
     pub client: kube::Client,
+    /// When electing: until when this replica leads, checked before a git write-back.
+    pub tenure: Option<super::leader::Tenure>,
     /// Runner settings from the spec.
     pub config: RunnerConfig,
     /// The git source, credentials applied.
@@ -208,6 +210,7 @@ async fn run(
         keys,
         resume,
         write_back,
+        tenure,
         hook: _,
     } = setup;
     let Signals {
@@ -223,7 +226,7 @@ async fn run(
     let recorder = Recorder::new(client.clone(), reporter);
     let reference = object_reference(&object);
     let mut marks = PodMarks::new(client.clone(), &namespace);
-    let mut write_back = WriteBack::new(write_back, source.clone(), &object);
+    let mut write_back = WriteBack::new(write_back, source.clone(), &object).fenced(tenure);
 
     let mut resume = match resume {
         Some(checkpoint) => Some(checkpoint),

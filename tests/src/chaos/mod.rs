@@ -3,6 +3,7 @@
 //! [`report::Row`] each fault prints. The faults themselves live where they are injected: the
 //! API server's in [`crate::kube::faults`], the others in the test files that use them.
 
+pub mod api_tap;
 pub mod blackhole;
 pub mod invariants;
 pub mod relay;

@@ -15,16 +15,26 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::share::ShareGate;
+use super::tenure::Tenure;
 use super::{LeaderError, LeaseSettings};
 
 /// The sending side of "am I the leader", which says `false` when the task owning it ends,
-/// including by abort: the receiver never keeps saying `true` for a dead elector.
-pub(super) struct FalseOnDrop(pub(super) watch::Sender<bool>);
+/// including by abort: the receiver never keeps saying `true` for a dead elector. It also keeps
+/// the [`Tenure`] writers check, ended before `false` is said.
+pub(super) struct FalseOnDrop(pub(super) watch::Sender<bool>, pub(super) Tenure);
 
 impl FalseOnDrop {
     fn set(&self, leading: bool) {
+        if !leading {
+            self.1.end();
+        }
         self.0
             .send_if_modified(|l| std::mem::replace(l, leading) != leading);
+    }
+
+    /// Writers may write until `until` (a renew deadline on this replica's clock).
+    fn hold_until(&self, until: Instant) {
+        self.1.extend(until);
     }
 }
 
@@ -147,6 +157,8 @@ impl Elector {
         acquired_at: Instant,
     ) -> Ended {
         let s = &self.settings;
+        // The tenure first: a writer that sees `true` finds it already set.
+        leading.hold_until(acquired_at + s.renew_deadline);
         leading.set(true);
         tracing::info!("acquired the lease; leading");
         let mut renewed = acquired_at;
@@ -185,6 +197,7 @@ impl Elector {
                 }
                 Some(Ok(Ok(start))) => {
                     renewed = start;
+                    leading.hold_until(start + s.renew_deadline);
                     tracing::trace!("renewed the lease");
                 }
                 Some(Ok(Err(e))) => {

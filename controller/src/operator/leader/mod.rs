@@ -33,6 +33,11 @@
 //! A graceful [`LeaderHandle::step_down`] reports `false` first, then clears `holderIdentity`;
 //! a standby acquires an empty Lease at its next poll, without waiting out the duration.
 //!
+//! The flag turns `false` only when the elector's task runs; a process paused past its Lease
+//! wakes with every timer due at once and may run a writer first. So every writer also checks
+//! the [`Tenure`] (the same renew deadline, on the same clock) at the moment it writes; see
+//! [`tenure`].
+//!
 //! With `--shards N` a replica runs one election per shard ([`spawn_gated`],
 //! `crate::operator::shard::election`); the [`share`] gate only delays when a free or expired
 //! Lease is taken (a replica holding more shards waits longer), after the same expiry rules and
@@ -46,9 +51,11 @@ use tokio::task::JoinHandle;
 
 mod elector;
 pub mod share;
+pub mod tenure;
 
 use elector::{Elector, FalseOnDrop};
 use share::ShareGate;
+pub use tenure::Tenure;
 
 /// Where the Lease lives, who we are, and the timing; see the module doc for how the three
 /// durations relate.
@@ -158,6 +165,15 @@ pub enum LeaderError {
         /// How long we waited.
         after: Duration,
     },
+    /// A write was refused because this replica's tenure lapsed (or never started): it may
+    /// no longer lead, whether or not its elector has said so yet.
+    #[error(
+        "lease {lease}: not leading (past the renew deadline of the last renewal); write refused"
+    )]
+    NotLeading {
+        /// `namespace/name` of the Lease.
+        lease: String,
+    },
     /// The election task panicked.
     #[error("the leader election task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -168,6 +184,7 @@ pub enum LeaderError {
 #[derive(Debug)]
 pub struct LeaderHandle {
     leading: watch::Receiver<bool>,
+    tenure: Tenure,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), LeaderError>>>,
 }
@@ -182,6 +199,12 @@ impl LeaderHandle {
     /// Whether this replica leads at this moment.
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// Until when this replica may write, checked at each write ([`Tenure::fence`]): unlike
+    /// the watch channel, it lapses by the clock alone, without the elector's task running.
+    pub fn tenure(&self) -> Tenure {
+        self.tenure.clone()
     }
 
     /// Stops the election and, if we lead, reports `false` and then releases the Lease so that a
@@ -227,10 +250,12 @@ pub fn spawn_gated(
     settings.check()?;
     let (tx, leading) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
+    let tenure = Tenure::new(&settings.lease());
     let elector = Elector::new(Api::namespaced(client, &settings.namespace), settings, gate);
-    let task = tokio::spawn(elector.run(FalseOnDrop(tx), stop_rx));
+    let task = tokio::spawn(elector.run(FalseOnDrop(tx, tenure.clone()), stop_rx));
     Ok(LeaderHandle {
         leading,
+        tenure,
         stop,
         task: Some(task),
     })

@@ -81,6 +81,11 @@ impl ShardElection {
         self.held.clone()
     }
 
+    /// Each shard's [`leader::Tenure`], by shard, for fencing the writes of its rollouts.
+    pub fn tenures(&self) -> Vec<leader::Tenure> {
+        self.handles.iter().map(LeaderHandle::tenure).collect()
+    }
+
     /// Stops every election and releases the Leases held, so that other replicas take them at
     /// their next poll. Stop driving pods before calling this.
     pub async fn step_down(self) -> Result<(), LeaderError> {

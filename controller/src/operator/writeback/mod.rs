@@ -27,6 +27,7 @@ pub use spec::{
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::events::publish;
 use super::incident::report_name;
+use super::leader::Tenure;
 use crate::rollout::Incident;
 use crate::rollout::revision::short;
 use crate::source::git::{GitSource, RevertOutcome, RevertRequest, RevertTarget};
@@ -49,6 +50,8 @@ pub(super) struct WriteBack {
     running: Option<(u64, JoinHandle<RevertStatus>)>,
     /// The incident last written back and how it ended.
     done: Option<(u64, RevertStatus)>,
+    /// When electing: no push is started, or made, once this replica's tenure lapsed.
+    tenure: Option<Tenure>,
 }
 
 impl WriteBack {
@@ -70,7 +73,14 @@ impl WriteBack {
             path: object.spec.source.path.clone(),
             running: None,
             done: None,
+            tenure: None,
         }
+    }
+
+    /// The same, pushing only while `tenure` holds (`None`: not electing, always).
+    pub(super) fn fenced(mut self, tenure: Option<Tenure>) -> Self {
+        self.tenure = tenure;
+        self
     }
 
     /// Starts writing back `incident` unless write-back is off, it is running or done, or the
@@ -90,6 +100,10 @@ impl WriteBack {
         {
             return;
         }
+        if !self.tenure.as_ref().is_none_or(Tenure::holds) {
+            // Not leading any more: the replica that leads now writes it back.
+            return;
+        }
         if let Some((_, task)) = self.running.take() {
             // A newer incident replaces an older write-back still running.
             task.abort();
@@ -97,10 +111,15 @@ impl WriteBack {
         let request = self.request(spec, incident);
         let mode = spec.mode;
         let source = self.source.clone();
+        let tenure = self.tenure.clone();
         let span = tracing::info_span!("write_back", incident = incident.id, bad = %short(&request.bad), mode = ?mode);
         tracing::info!(parent: &span, "writing the rollback back to git");
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                // Checked again as the push starts: the task may run after a pause.
+                if let Some(tenure) = tenure.filter(|t| !t.holds()) {
+                    return failed(mode, &request, tenure.lapsed().to_string());
+                }
                 let outcome =
                     tokio::time::timeout(TIMEOUT, source.write_back(request.clone())).await;
                 let status = match outcome {
