@@ -75,9 +75,14 @@ async fn a_full_state_disk_on_the_canary_fails_its_apply_keeps_stable_served_and
                 format!("{CANARY}'s versions/ on a {TMPFS_SIZE} tmpfs, filled; a good commit"),
                 format!(
                     "{}: {}; {CANARY} kept serving stable, its agent up ({failed} failed \
-                     apply attempts counted, none left files)",
+                     apply attempts counted, {})",
                     did(&b.c, &v).await,
-                    reason.replace('|', "/")
+                    reason.replace('|', "/"),
+                    if leftovers.is_empty() {
+                        "no file left behind".to_string()
+                    } else {
+                        format!("LEFT {}", leftovers.join(", "))
+                    }
                 ),
                 window,
             )
