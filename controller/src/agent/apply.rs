@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jiff::Timestamp;
-
 use crate::render::{Bundle, Digest};
 
 use super::base64;
@@ -130,7 +128,7 @@ fn record(shared: &Shared, outcome: &ApplyOutcome, started: Instant) {
     }
     s.last_apply = Some(LastApply {
         outcome: outcome.clone(),
-        finished_at: Timestamp::now(),
+        finished_at: shared.clock.now(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
 }
@@ -332,7 +330,7 @@ async fn steps(
         digest,
         commit: commit.to_string(),
         entry: entry.to_string(),
-        applied_at: Timestamp::now(),
+        applied_at: shared.clock.now(),
         tree,
     };
     if let Err(e) = layout.write_applied(&rec) {

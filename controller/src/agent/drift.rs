@@ -163,13 +163,13 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>, pace: &mut P
         finish_check(shared);
         return;
     }
-    let report = compare(&rec, &found, current_ok, Timestamp::now());
+    let report = compare(&rec, &found, current_ok, shared.clock.now());
     let policy = {
         let mut s = lock(&shared.status);
         let d = &mut s.drift;
         if let Some(open) = d.report.as_mut().filter(|r| r.resolved_at.is_none()) {
             if open.digest != rec.digest {
-                open.resolved_at = Some(Timestamp::now());
+                open.resolved_at = Some(shared.clock.now());
                 open.resolution = Some(DriftResolution::Superseded);
             }
         }
@@ -177,7 +177,7 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>, pace: &mut P
             None => {
                 if let Some(open) = d.report.as_mut().filter(|r| r.resolved_at.is_none()) {
                     tracing::info!(digest = %rec.digest.short(), "the live config matches the applied digest again");
-                    open.resolved_at = Some(Timestamp::now());
+                    open.resolved_at = Some(shared.clock.now());
                     open.resolution = Some(DriftResolution::Reverted);
                 }
                 None
@@ -225,7 +225,7 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>, pace: &mut P
                 d.repairs += 1;
                 if let Some(r) = d.report.as_mut() {
                     r.repair_error = None;
-                    r.resolved_at = Some(Timestamp::now());
+                    r.resolved_at = Some(shared.clock.now());
                     r.resolution = Some(DriftResolution::Repaired);
                 }
             }
@@ -245,7 +245,7 @@ async fn check(shared: &Arc<Shared>, watcher: &mut Option<Watcher>, pace: &mut P
 fn finish_check(shared: &Shared) {
     let mut s = lock(&shared.status);
     s.drift.checks += 1;
-    s.drift.last_check = Some(Timestamp::now());
+    s.drift.last_check = Some(shared.clock.now());
 }
 
 /// A record written before drift detection existed has no manifest: the live directory as it is

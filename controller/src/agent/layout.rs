@@ -190,7 +190,29 @@ impl Layout {
         }
         check_paths(bundle.files().keys().map(String::as_str))?;
         fs::create_dir(&stage).map_err(fs_err("create stage", &stage))?;
-        let real_stage = stage.canonicalize().map_err(fs_err("resolve", &stage))?;
+        // A write that fails (the disk full, say) takes its stage with it: a partial copy left
+        // behind would hold the space the next apply needs until the agent restarts.
+        self.fill_stage(&stage, bundle, edited, hook)
+            .inspect_err(|_| {
+                if let Err(e) = fs::remove_dir_all(&stage)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(stage = %stage.display(), error = %e, "cannot remove a failed stage");
+                }
+            })
+    }
+
+    /// [`Layout::write_version`]'s steps once `stage` exists: write, read back, edit, sync,
+    /// rename into place.
+    fn fill_stage(
+        &self,
+        stage: &Path,
+        bundle: &Bundle,
+        edited: &BTreeMap<String, Vec<u8>>,
+        hook: &dyn Fn(&str),
+    ) -> Result<PathBuf, WriteError> {
+        let digest = bundle.digest();
+        let real_stage = stage.canonicalize().map_err(fs_err("resolve", stage))?;
         for (i, (path, bytes)) in bundle.files().iter().enumerate() {
             let dest = stage.join(checked_rel(path)?);
             if let Some(parent) = dest.parent().filter(|p| !p.exists()) {
@@ -198,7 +220,7 @@ impl Layout {
             }
             // The stage is fresh and only this writer makes entries in it, so nothing in it can
             // be a symlink; checked anyway, so that no file is ever written outside it.
-            let parent = dest.parent().unwrap_or(&stage);
+            let parent = dest.parent().unwrap_or(stage);
             let real = parent.canonicalize().map_err(fs_err("resolve", parent))?;
             if !real.starts_with(&real_stage) {
                 return Err(WriteError::BadPath(path.clone()));
@@ -208,7 +230,7 @@ impl Layout {
                 hook("mid_write");
             }
         }
-        let (written, mut dirs) = read_tree(&stage)?;
+        let (written, mut dirs) = read_tree(stage)?;
         let got = Bundle::new(written).digest();
         if got != digest {
             return Err(WriteError::Verify { got, want: digest });
@@ -230,16 +252,16 @@ impl Layout {
             // two atomically, so `current` never points at nothing, then drop the old copy.
             nix::fcntl::renameat2(
                 nix::fcntl::AT_FDCWD,
-                &stage,
+                stage,
                 nix::fcntl::AT_FDCWD,
                 &dest,
                 nix::fcntl::RenameFlags::RENAME_EXCHANGE,
             )
             .map_err(|e| fs_err("exchange stage with", &dest)(e.into()))?;
             sync_dir(&self.versions())?;
-            fs::remove_dir_all(&stage).map_err(fs_err("remove old copy", &stage))?;
+            fs::remove_dir_all(stage).map_err(fs_err("remove old copy", stage))?;
         } else {
-            fs::rename(&stage, &dest).map_err(fs_err("rename stage to", &dest))?;
+            fs::rename(stage, &dest).map_err(fs_err("rename stage to", &dest))?;
             sync_dir(&self.versions())?;
         }
         Ok(dest)
@@ -315,13 +337,20 @@ impl Layout {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(fs_err("create", &tmp))?;
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
-        write(&mut out).map_err(fs_err("write", &tmp))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| fs_err("write", &tmp)(e.into_error()))?;
-        file.sync_all().map_err(fs_err("fsync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))?;
+        let written = (|| {
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+            write(&mut out).map_err(fs_err("write", &tmp))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| fs_err("write", &tmp)(e.into_error()))?;
+            file.sync_all().map_err(fs_err("fsync", &tmp))?;
+            fs::rename(&tmp, &path).map_err(fs_err("rename to", &path))
+        })();
+        if written.is_err() {
+            // Not left holding the space a full disk lacks.
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         sync_dir(&self.bundles())
     }
 

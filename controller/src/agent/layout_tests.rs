@@ -192,3 +192,51 @@ fn kept_bundles_go_with_their_version_and_a_rewrite_replaces_a_drifted_copy() {
         "the bundle goes with its version"
     );
 }
+
+/// A write that fails half-way (ENOSPC on a full disk; here the second file is taken before the
+/// writer gets to it) leaves no stage behind: a partial copy would keep holding the space the
+/// next apply needs until the agent restarts (issue 16, the agent's disk full mid-apply).
+#[test]
+fn a_version_write_that_fails_half_way_leaves_no_stage() {
+    let (_d, l) = layout();
+    let b = bundle(&[("a.conf", "x;\n"), ("nginx.conf", "events {}\n")]);
+    let hook = |at: &str| {
+        if at == "mid_write" {
+            let stage = fs::read_dir(l.versions())
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(".stage-"))
+                .expect("the stage being written");
+            fs::write(stage.path().join("nginx.conf"), "taken").unwrap();
+        }
+    };
+    let r = l.write_version(&b, b.files(), &hook);
+    assert!(matches!(r, Err(WriteError::Fs(_))), "{r:?}");
+    assert_eq!(
+        fs::read_dir(l.versions()).unwrap().count(),
+        0,
+        "no stage left"
+    );
+}
+
+/// Likewise a kept bundle whose write fails leaves no `.new` file.
+#[test]
+fn a_bundle_write_that_fails_leaves_no_temp_file() {
+    let (_d, l) = layout();
+    let d = bundle(&[("nginx.conf", "events {}\n")]).digest();
+    let r = l.write_bundle_with(&d, &mut |w| {
+        w.write_all(b"{\"half\":")?;
+        Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC))
+    });
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.source.raw_os_error() == Some(nix::libc::ENOSPC)),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read_dir(l.bundles()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+    assert_eq!(l.read_bundle(&d), None);
+}

@@ -26,6 +26,7 @@ pub mod api;
 pub(crate) mod apply;
 pub mod base64;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod directives;
 mod drift;
@@ -60,6 +61,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use client::{AgentClient, ClientError};
+pub use clock::Clock;
 pub use config::{AgentArgs, AgentConfig, DriftSettings, KubeSettings, ProbeSpec, Timeouts};
 pub use token::{Token, TokenError};
 pub use wire::{
@@ -141,6 +143,17 @@ pub async fn run_with_client(
     client: Option<::kube::Client>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    run_with_clock(cfg, client, Clock::system(), shutdown).await
+}
+
+/// [`run_with_client`], with the wall clock the agent stamps its reports with (tests skew it,
+/// as on a node whose clock is off; see [`Clock`]).
+pub async fn run_with_clock(
+    cfg: AgentConfig,
+    client: Option<::kube::Client>,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", state = %cfg.state_dir.display(), api = %cfg.listen);
     async move {
         let source = match &cfg.kubernetes {
@@ -155,7 +168,7 @@ pub async fn run_with_client(
                 Some(Arc::new(kube::PodSource::new(client, settings)))
             }
         };
-        run_inner(cfg, source, shutdown).await
+        run_inner(cfg, source, clock, shutdown).await
     }
     .instrument(span)
     .await
@@ -164,6 +177,7 @@ pub async fn run_with_client(
 async fn run_inner(
     cfg: AgentConfig,
     pod_source: Option<Arc<kube::PodSource>>,
+    clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let layout = Layout::new(cfg.state_dir.clone()).map_err(AgentError::Config)?;
@@ -248,7 +262,8 @@ async fn run_inner(
         status: Mutex::new(status),
         core: tokio::sync::Mutex::new(state::Core::default()),
         probe_token: probe_token(),
-        started_at: jiff::Timestamp::now(),
+        started_at: clock.now(),
+        clock,
         pod_source,
         drift_kick: tokio::sync::Notify::new(),
         config_root: Mutex::new(cfg.config_root.clone()),

@@ -152,6 +152,8 @@ pub struct Shared {
     pub probe_token: String,
     /// Counter epoch.
     pub started_at: Timestamp,
+    /// The wall clock every report is stamped with.
+    pub clock: super::clock::Clock,
     /// Kubernetes mode: the agent's read-only view of its Pod and the bundle ConfigMaps.
     pub pod_source: Option<std::sync::Arc<super::kube::PodSource>>,
     /// The config root bundles stand for: `--config-root`, or in Kubernetes mode the Pod's

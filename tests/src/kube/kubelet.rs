@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchback::agent::{self, AgentArgs, AgentConfig, AgentError, ProbeSpec, Token};
+use switchback::agent::{self, AgentArgs, AgentConfig, AgentError, Clock, ProbeSpec, Token};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -120,6 +120,8 @@ struct Request {
     key: PodKey,
     /// Start the agent again after the kill (a kubelet restarting the container).
     restart: bool,
+    /// The wall clock the restarted agent reads, when it changes (`None`: the one it had).
+    clock: Option<Clock>,
     /// Whether the Pod had an agent to kill.
     done: oneshot::Sender<bool>,
 }
@@ -199,6 +201,26 @@ impl ProcessKubelet {
         let request = Request {
             key: (namespace.to_string(), name.to_string()),
             restart,
+            clock: None,
+            done,
+        };
+        self.requests.send(request).is_ok() && answer.await.unwrap_or(false)
+    }
+
+    /// Restarts the agent of Pod `namespace/name` as [`ProcessKubelet::kill_agent`] does, its
+    /// wall clock now `clock` (and in any later restart): a pod whose node's clock is off, for
+    /// the clock-skew fault. Returns whether the Pod had an agent.
+    pub async fn restart_agent_with_clock(
+        &self,
+        namespace: &str,
+        name: &str,
+        clock: Clock,
+    ) -> bool {
+        let (done, answer) = oneshot::channel();
+        let request = Request {
+            key: (namespace.to_string(), name.to_string()),
+            restart: true,
+            clock: Some(clock),
             done,
         };
         self.requests.send(request).is_ok() && answer.await.unwrap_or(false)
@@ -278,6 +300,8 @@ struct PodAgent {
     /// The ServiceAccount and the Pod as launched, to launch its agent again.
     account: String,
     pod: Value,
+    /// The wall clock its agent reads.
+    clock: Clock,
     stop: Option<oneshot::Sender<()>>,
     agent: JoinHandle<Result<(), AgentError>>,
     ready: JoinHandle<()>,
@@ -310,7 +334,7 @@ async fn follow(
         tokio::select! {
             _ = stopped.changed() => break,
             Some(request) = asked.recv() => {
-                let killed = kill(&ctx, &mut pods, &request.key, request.restart).await;
+                let killed = kill(&ctx, &mut pods, &request.key, request.restart, request.clock).await;
                 let _ = request.done.send(killed);
             }
             got = rx.recv() => match got {
@@ -371,14 +395,21 @@ fn observe(ctx: &Arc<Ctx>, pods: &mut HashMap<PodKey, PodAgent>, pod: &Value) {
     let account = pod["spec"]["serviceAccountName"]
         .as_str()
         .unwrap_or("default");
-    let agent = launch(ctx, &key, account, octet, pod);
+    let agent = launch(ctx, &key, account, octet, pod, Clock::system());
     pods.insert(key, agent);
 }
 
 /// Starts one Pod's agent on `127.<subnet>.<octet>` (as ServiceAccount `account` when the
 /// options ask for it) and a task that reports it Ready once its `/healthz` answers (or Failed
 /// if the agent ends first).
-fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -> PodAgent {
+fn launch(
+    ctx: &Arc<Ctx>,
+    key: &PodKey,
+    account: &str,
+    octet: u8,
+    pod: &Value,
+    clock: Clock,
+) -> PodAgent {
     let gated = pod["spec"]["readinessGates"]
         .as_array()
         .is_some_and(|g| !g.is_empty());
@@ -451,7 +482,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
                     "the kubelet has no client to the test server".to_string(),
                 )),
                 Ok(cfg) => {
-                    agent::run_with_client(cfg, client, async move {
+                    agent::run_with_clock(cfg, client, clock, async move {
                         let _ = stopped.await;
                     })
                     .await
@@ -467,6 +498,7 @@ fn launch(ctx: &Arc<Ctx>, key: &PodKey, account: &str, octet: u8, pod: &Value) -
         octet,
         account: account.to_string(),
         pod: pod.clone(),
+        clock,
         stop: Some(stop),
         agent,
         ready,
@@ -514,6 +546,7 @@ async fn kill(
     pods: &mut HashMap<PodKey, PodAgent>,
     key: &PodKey,
     restart: bool,
+    clock: Option<Clock>,
 ) -> bool {
     let Some(p) = pods.remove(key) else {
         return false;
@@ -530,7 +563,14 @@ async fn kill(
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     if restart {
-        let agent = launch(ctx, key, &p.account, p.octet, &p.pod);
+        let agent = launch(
+            ctx,
+            key,
+            &p.account,
+            p.octet,
+            &p.pod,
+            clock.unwrap_or(p.clock),
+        );
         pods.insert(key.clone(), agent);
     } else {
         // The Pod keeps its address until it is deleted, as a crashed container's Pod does.
