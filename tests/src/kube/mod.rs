@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod identity;
 pub mod kubectl;
 pub mod kubelet;
+mod kubelet_launch;
 mod mounts;
 pub mod patch;
 mod pod_status;
