@@ -38,6 +38,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Requests answered.
     served: AtomicU64,
+    /// Fetches begun: ref advertisements (`GET .../info/refs`) asked for.
+    fetches: AtomicU64,
     /// Connections closed unanswered while [`Mode::Down`].
     refused: AtomicU64,
 }
@@ -60,6 +62,7 @@ impl GitHttp {
             mode: Mutex::new(Mode::Up),
             stopping: AtomicBool::new(false),
             served: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
@@ -99,6 +102,11 @@ impl GitHttp {
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
         self.shared.served.load(Ordering::SeqCst)
+    }
+
+    /// Fetches begun so far (ref advertisements asked for, while up or slow).
+    pub fn fetches(&self) -> u64 {
+        self.shared.fetches.load(Ordering::SeqCst)
     }
 
     /// Connections closed unanswered so far (while down).
@@ -177,10 +185,12 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         body
     };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    if let Mode::Slow(hold) = *shared.mode.lock().unwrap_or_else(|e| e.into_inner()) {
-        if path.ends_with("/info/refs") {
-            std::thread::sleep(hold);
-        }
+    if path.ends_with("/info/refs") {
+        shared.fetches.fetch_add(1, Ordering::SeqCst);
+    }
+    let mode = *shared.mode.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Mode::Slow(hold), true) = (mode, path.ends_with("/info/refs")) {
+        std::thread::sleep(hold);
     }
     let mut cgi = Command::new("git");
     cgi.arg("http-backend")
@@ -239,7 +249,13 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut stream = stream;
     stream.write_all(format!("HTTP/1.1 {status}\r\n").as_bytes())?;
     stream.write_all(&response)?;
-    stream.write_all(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", rest.len()).as_bytes())?;
+    stream.write_all(
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            rest.len()
+        )
+        .as_bytes(),
+    )?;
     stream.write_all(rest)?;
     stream.flush()?;
     shared.served.fetch_add(1, Ordering::SeqCst);
