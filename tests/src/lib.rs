@@ -10,6 +10,7 @@ pub mod controller_process;
 pub mod fake_agents;
 pub mod files;
 pub mod git_fixture;
+pub mod git_http;
 pub mod hostile;
 pub mod http_recorder;
 pub mod json_diff;

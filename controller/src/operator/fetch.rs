@@ -12,6 +12,10 @@ use crate::rollout::Release;
 use crate::source::git::{Credentials, GitSource};
 use crate::source::verify::TrustedKeys;
 
+/// Why a read failed: its kind (for the metric), the reason (for the condition and the Event)
+/// and the message.
+pub(super) type ReadFailure = (ErrorCategory, &'static str, String);
+
 /// Fetches the ref and renders its tree. A commit that does not render never reaches the engine;
 /// it is reported (Event, log) with the template, line and variable the renderer named. `None`:
 /// the head is the one last rendered and handed on, with the same path and values, so there is
@@ -22,7 +26,7 @@ pub(super) async fn read(
     object: &ProxyRollout,
     keys: Option<Arc<TrustedKeys>>,
     memo: &mut RenderMemo,
-) -> Result<Option<(Release, Bundle)>, (ErrorCategory, &'static str, String)> {
+) -> Result<Option<(Release, Bundle)>, ReadFailure> {
     let revision = source
         .fetch(&object.spec.source.git_ref)
         .await

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::drift::{DriftMarks, status_lines};
@@ -273,6 +274,9 @@ async fn run(
     let mut last_source_error: Option<(&'static str, String)> = None;
     // A head that does not render (deterministically) is not rendered again until it changes.
     let mut render_memo = RenderMemo::default();
+    // The fetch and render in flight: it runs beside the runner, so a slow or hanging remote
+    // delays new commits, never the decisions on the one being rolled out (issue 16).
+    let mut reading: Option<tokio::task::JoinHandle<ReadOutcome>> = None;
     let mut handled = object
         .status
         .as_ref()
@@ -292,28 +296,16 @@ async fn run(
             }
             handled = Some(id.0);
         }
-        if !current.spec.suspend && tokio::time::Instant::now() >= next_fetch {
+        if reading.is_none() && !current.spec.suspend && tokio::time::Instant::now() >= next_fetch {
             next_fetch = tokio::time::Instant::now() + jittered(interval);
-            let fetching = std::time::Instant::now();
-            let read = read(&source, &object, keys.clone(), &mut render_memo).await;
-            metrics.observe_git_fetch(fetching.elapsed());
-            match read {
-                Ok(read) => {
-                    last_source_error = None;
-                    if let Some((release, bundle)) = read {
-                        runner.submit(release, bundle);
-                    }
-                }
-                Err((category, reason, message)) => {
-                    metrics.count_error(category);
-                    tracing::warn!(error = %message, reason, "reading the source failed");
-                    if last_source_error.as_ref().map(|(_, m)| m) != Some(&message) {
-                        publish(&recorder, &reference, EventType::Warning, reason, &message).await;
-                        last_source_error = Some((reason, message));
-                    }
-                }
-            }
+            reading = Some(spawn_read(
+                source.clone(),
+                Arc::clone(&object),
+                keys.clone(),
+                std::mem::take(&mut render_memo),
+            ));
         }
+        let mut finished = None;
         tokio::select! {
             () = runner.run_for(turn_length(&runner, was_quiet, next_fetch)) => {}
             () = poke.notified() => {
@@ -323,11 +315,49 @@ async fn run(
                 }
             }
             () = fetch.notified() => next_fetch = tokio::time::Instant::now(),
+            joined = async {
+                match reading.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if reading.is_some() => {
+                reading = None;
+                finished = Some(joined);
+            }
             _ = stop.changed() => {
+                if let Some(task) = reading.take() {
+                    task.abort();
+                }
                 write_back.abort();
                 let (rollout, bundles) = runner.checkpoint();
                 return Some(Checkpoint { rollout, bundles, drift: Some(drift_marks) });
             }
+        }
+        match finished {
+            Some(Ok((read, memo, took))) => {
+                render_memo = memo;
+                metrics.observe_git_fetch(took);
+                match read {
+                    Ok(read) => {
+                        last_source_error = None;
+                        if let Some((release, bundle)) = read {
+                            runner.submit(release, bundle);
+                        }
+                    }
+                    Err((category, reason, message)) => {
+                        metrics.count_error(category);
+                        tracing::warn!(error = %message, reason, "reading the source failed");
+                        if last_source_error.as_ref().map(|(_, m)| m) != Some(&message) {
+                            publish(&recorder, &reference, EventType::Warning, reason, &message)
+                                .await;
+                            last_source_error = Some((reason, message));
+                        }
+                    }
+                }
+            }
+            // The read panicked: its memo is lost (the next read renders again).
+            Some(Err(e)) => tracing::error!(error = %e, "reading the source failed unexpectedly"),
+            None => {}
         }
         let incidents = report(&mut notes, &recorder, &reference, &metrics).await;
         let inputs = report_inputs(incidents, &runner, &current);
@@ -468,6 +498,31 @@ async fn write_status(
 
 /// The interval with up to 10% taken off at random, so rollouts created together do not fetch
 /// together forever.
+/// What a read of the source gave, the render memo it carried, and how long the fetch and render
+/// took.
+type ReadOutcome = (
+    Result<Option<(crate::rollout::Release, Bundle)>, super::fetch::ReadFailure>,
+    RenderMemo,
+    Duration,
+);
+
+/// Fetches and renders the source on its own task, carrying the render memo there and back.
+fn spawn_read(
+    source: GitSource,
+    object: Arc<ProxyRollout>,
+    keys: Option<Arc<TrustedKeys>>,
+    mut memo: RenderMemo,
+) -> tokio::task::JoinHandle<ReadOutcome> {
+    tokio::spawn(
+        async move {
+            let fetching = std::time::Instant::now();
+            let read = read(&source, &object, keys, &mut memo).await;
+            (read, memo, fetching.elapsed())
+        }
+        .in_current_span(),
+    )
+}
+
 /// A turn: [`TURN`], or [`QUIET_TURN`] while the runner is quiet and was at the last writes,
 /// ending by the next fetch.
 fn turn_length<F: crate::fleet::Fleet>(
@@ -518,3 +573,7 @@ impl CheckpointMemo {
         Some(json)
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

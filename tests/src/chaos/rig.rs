@@ -13,6 +13,7 @@ use super::invariants::check_all;
 use super::report::{FaultWindow, Row, outage};
 use super::witness::{Tell, Witness};
 use crate::git_fixture::git_cli as git;
+use crate::git_http::GitHttp;
 use crate::load::{Load, PER_POD_RPS};
 use crate::operator_fixture::{Cluster, PATIENCE};
 
@@ -34,6 +35,9 @@ pub struct Rig {
     /// The controller process, for the kill tests (`None`: in-process).
     pub controller: Option<Child>,
     pub runs: u32,
+    /// The smart-HTTP server the rollout fetches from ([`Rig::up_over_http`]; `None`: the
+    /// rollout follows a local repository).
+    pub git: Option<GitHttp>,
 }
 
 impl Rig {
@@ -63,7 +67,37 @@ impl Rig {
             users,
             controller,
             runs: 0,
+            git: None,
         })
+    }
+
+    /// [`Rig::up`] with an in-process controller fetching the rollout's source over
+    /// `http://` from a [`GitHttp`] server on `127.0.<subnet>.250` serving the bare `origin.git`
+    /// every commit is pushed to, so the git faults (remote down, slow) can be injected.
+    pub async fn up_over_http(subnet: u8) -> Option<Rig> {
+        let mut c = Cluster::up(subnet, &PODS).await?;
+        let witness = Witness::start(&c.k.server);
+        origin(&c);
+        let server = GitHttp::start(&format!("127.0.{subnet}.250"), c.tmp.path())
+            .expect("start the git http server");
+        apply_following(&c, &server.url("origin.git")).await;
+        c.start_controller().await;
+        c.wait_condition("Ready").await;
+        let users = c.start_traffic(PER_POD_RPS).await;
+        users.wait_flowing(PODS.len(), 150, PATIENCE).await;
+        Some(Rig {
+            c,
+            witness,
+            users,
+            controller: None,
+            runs: 0,
+            git: Some(server),
+        })
+    }
+
+    /// The git server of a rig [`Rig::up_over_http`] made.
+    pub fn git_http(&self) -> &GitHttp {
+        self.git.as_ref().expect("a rig made by Rig::up_over_http")
     }
 
     /// Commits a good change (pushed to origin when there is one) and returns its id.
@@ -407,6 +441,15 @@ pub async fn apply_with_writeback(c: &Cluster, bare: &Path, rollback: &str) {
     let text = format!(
         "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n{SHORT_BAKE}  rollback:\n{rollback}",
         bare.display()
+    );
+    let file = c.k.file("rollout.yaml", &text);
+    c.k.ok(&["apply", "-f", &file]).await;
+}
+
+/// The rollout following `url` with the short bake, every other policy at its default.
+pub async fn apply_following(c: &Cluster, url: &str) {
+    let text = format!(
+        "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: {url}\n    ref: main\n    interval: 1s\n  target:\n    selector:\n      app: edge\n  strategy:\n{SHORT_BAKE}"
     );
     let file = c.k.file("rollout.yaml", &text);
     c.k.ok(&["apply", "-f", &file]).await;
