@@ -91,6 +91,7 @@ async fn up(subnet: u8, rollback: &str) -> Option<(Rig, Replicas)> {
         users,
         controller: None,
         runs: 0,
+        git: None,
     };
     Some((rig, Replicas { a, b, tap }))
 }

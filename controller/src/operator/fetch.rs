@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument as _;
 
 use super::crd::ProxyRollout;
 use super::metrics::ErrorCategory;
@@ -70,6 +73,52 @@ pub(super) async fn read(
         },
         bundle,
     )))
+}
+
+/// What a read of the source gave, the render memo it carried, and how long the fetch and render
+/// took.
+pub(super) type ReadOutcome = (
+    Result<Option<(Release, Bundle)>, ReadFailure>,
+    RenderMemo,
+    Duration,
+);
+
+/// The read in flight, aborted when dropped: a worker stopped or aborted (its shard lost) leaves
+/// no fetch of its own running behind it.
+pub(super) struct ReadTask(tokio::task::JoinHandle<ReadOutcome>);
+
+impl std::future::Future for ReadTask {
+    type Output = Result<ReadOutcome, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for ReadTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches and renders the source on its own task, carrying the render memo there and back.
+pub(super) fn spawn_read(
+    source: GitSource,
+    object: Arc<ProxyRollout>,
+    keys: Option<Arc<TrustedKeys>>,
+    mut memo: RenderMemo,
+) -> ReadTask {
+    ReadTask(tokio::spawn(
+        async move {
+            let fetching = std::time::Instant::now();
+            let read = read(&source, &object, keys, &mut memo).await;
+            (read, memo, fetching.elapsed())
+        }
+        .in_current_span(),
+    ))
 }
 
 /// The rollout's own cache directory (git cache, ssh key).

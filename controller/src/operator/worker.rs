@@ -11,12 +11,11 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use tokio::sync::{Notify, watch};
-use tracing::Instrument as _;
 
 use super::crd::{ProxyRollout, ProxyRolloutStatus};
 use super::drift::{DriftMarks, status_lines};
 use super::events::{object_reference, publish, report};
-use super::fetch::{RenderMemo, read};
+use super::fetch::{ReadTask, RenderMemo, spawn_read};
 use super::incident::{self, report_inputs, write_reports};
 use super::marks::PodMarks;
 use super::metrics::Metrics;
@@ -276,7 +275,7 @@ async fn run(
     let mut render_memo = RenderMemo::default();
     // The fetch and render in flight: it runs beside the runner, so a slow or hanging remote
     // delays new commits, never the decisions on the one being rolled out (issue 16).
-    let mut reading: Option<tokio::task::JoinHandle<ReadOutcome>> = None;
+    let mut reading: Option<ReadTask> = None;
     let mut handled = object
         .status
         .as_ref()
@@ -325,9 +324,7 @@ async fn run(
                 finished = Some(joined);
             }
             _ = stop.changed() => {
-                if let Some(task) = reading.take() {
-                    task.abort();
-                }
+                drop(reading.take());
                 write_back.abort();
                 let (rollout, bundles) = runner.checkpoint();
                 return Some(Checkpoint { rollout, bundles, drift: Some(drift_marks) });
@@ -496,33 +493,6 @@ async fn write_status(
     .map(|_| ())
 }
 
-/// The interval with up to 10% taken off at random, so rollouts created together do not fetch
-/// together forever.
-/// What a read of the source gave, the render memo it carried, and how long the fetch and render
-/// took.
-type ReadOutcome = (
-    Result<Option<(crate::rollout::Release, Bundle)>, super::fetch::ReadFailure>,
-    RenderMemo,
-    Duration,
-);
-
-/// Fetches and renders the source on its own task, carrying the render memo there and back.
-fn spawn_read(
-    source: GitSource,
-    object: Arc<ProxyRollout>,
-    keys: Option<Arc<TrustedKeys>>,
-    mut memo: RenderMemo,
-) -> tokio::task::JoinHandle<ReadOutcome> {
-    tokio::spawn(
-        async move {
-            let fetching = std::time::Instant::now();
-            let read = read(&source, &object, keys, &mut memo).await;
-            (read, memo, fetching.elapsed())
-        }
-        .in_current_span(),
-    )
-}
-
 /// A turn: [`TURN`], or [`QUIET_TURN`] while the runner is quiet and was at the last writes,
 /// ending by the next fetch.
 fn turn_length<F: crate::fleet::Fleet>(
@@ -537,6 +507,8 @@ fn turn_length<F: crate::fleet::Fleet>(
     QUIET_TURN.min(until_fetch).max(TURN)
 }
 
+/// The interval with up to 10% taken off at random, so rollouts created together do not fetch
+/// together forever.
 fn jittered(interval: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
