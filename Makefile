@@ -99,7 +99,7 @@ $(CARGO_FUZZ):
 fuzz: $(CARGO_FUZZ) ## libFuzzer on every parser of outside input, one target after another, FUZZ_SECONDS each (60; FUZZ_TARGETS to choose), on stable (RUSTC_BOOTSTRAP=1)
 	CARGO_FUZZ=$(CARGO_FUZZ) bash scripts/fuzz.sh
 
-CHAOS_FILES ?= chaos_api chaos_controller chaos_pods chaos_network
+CHAOS_FILES ?= chaos_api chaos_controller chaos_pods chaos_network chaos_agents chaos_git chaos_leaders
 CHAOS_REPORT ?= target/chaos-report.md
 chaos: tools ## Issue 16's fault matrix, full size: each fault 10 times (CHAOS_REPETITIONS), the API server down 30 s (CHAOS_OUTAGE_SECS); rows in CHAOS_REPORT (target/chaos-report.md)
 	$(CARGO) build --bin switchback
