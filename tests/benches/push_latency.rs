@@ -14,7 +14,7 @@ use switchback::agent::AgentClient;
 use switchback_tests::bin::switchback_bin;
 use switchback_tests::git_fixture::git_cli as git;
 use switchback_tests::operator_fixture::Cluster;
-use switchback_tests::push_hook::GenericHook;
+use switchback_tests::push_hook::{GenericHook, create_hook_secret};
 
 /// The default strategy. What is measured ends when the first canary pod serves the pushed
 /// commit; the analysis that follows is not what this bench is about, so each push is promoted
@@ -102,26 +102,7 @@ async fn run(mode: Mode, samples: usize, interval: &str, subnet: u8) -> Vec<Samp
     );
     git(&c.repo, &["push", "-q", "-u", "origin", "main"]);
     let url = format!("file://{}", origin.display());
-    c.k.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "hook",
-        "-n",
-        "edge",
-        &format!("--from-literal=token={SECRET}"),
-    ])
-    .await;
-    // A Secret says which ProxyRollouts may use it (issue 13).
-    c.k.ok(&[
-        "annotate",
-        "secret",
-        "hook",
-        "-n",
-        "edge",
-        "switchback.dev/allowed-rollouts=edge",
-    ])
-    .await;
+    create_hook_secret(&c.k, SECRET).await;
     let webhook = if mode == Mode::Webhook {
         "    webhook:\n      secretRef:\n        name: hook\n"
     } else {

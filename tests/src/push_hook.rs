@@ -80,3 +80,28 @@ impl GenericHook {
         assert_eq!(status, Some(202), "the push webhook was not accepted");
     }
 }
+
+/// Creates the Secret `hook` in `edge` holding `token`, allowed for the rollout `edge` (a Secret
+/// says which ProxyRollouts may use it, issue 13): what a rollout's `webhook.secretRef` names in
+/// the tests and benches that push.
+pub async fn create_hook_secret(k: &crate::kube::kubectl::Kubectl, token: &str) {
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "hook",
+        "-n",
+        "edge",
+        &format!("--from-literal=token={token}"),
+    ])
+    .await;
+    k.ok(&[
+        "annotate",
+        "secret",
+        "hook",
+        "-n",
+        "edge",
+        "switchback.dev/allowed-rollouts=edge",
+    ])
+    .await;
+}

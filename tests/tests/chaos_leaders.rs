@@ -20,12 +20,9 @@ use nix::unistd::Pid;
 use switchback_tests::chaos::api_tap::ApiTap;
 use switchback_tests::chaos::invariants::Outcome;
 use switchback_tests::chaos::report::{FaultWindow, repetitions};
-use switchback_tests::chaos::rig::{
-    PODS, ROLLOUT_PATIENCE, Rig, SHORT_BAKE, apply_with_writeback, did, origin, step_of,
-};
+use switchback_tests::chaos::rig::{PODS, ROLLOUT_PATIENCE, Rig, apply_edge, did, step_of};
 use switchback_tests::chaos::witness::Witness;
-use switchback_tests::load::PER_POD_RPS;
-use switchback_tests::operator_fixture::{Cluster, PATIENCE};
+use switchback_tests::operator_fixture::Cluster;
 use tokio::process::Child;
 
 const LEASE: &str = "switchback-controller";
@@ -71,28 +68,13 @@ async fn wait_holder(client: &kube::Client, who: &str) {
 async fn up(subnet: u8, rollback: &str) -> Option<(Rig, Replicas)> {
     let c = Cluster::up(subnet, &PODS).await?;
     let witness = Witness::start(&c.k.server);
-    if rollback.is_empty() {
-        c.apply_rollout(SHORT_BAKE).await;
-    } else {
-        let bare = origin(&c);
-        apply_with_writeback(&c, &bare, rollback).await;
-    }
+    apply_edge(&c, rollback).await;
     let tap = ApiTap::start(&c.k.server, c.tmp.path(), "replica-a").await;
     let a = replica(&c, "replica-a", Some(tap.kubeconfig()));
     let client = c.k.server.client().await;
     wait_holder(&client, "replica-a").await;
     let b = replica(&c, "replica-b", None);
-    c.wait_condition("Ready").await;
-    let users = c.start_traffic(PER_POD_RPS).await;
-    users.wait_flowing(PODS.len(), 150, PATIENCE).await;
-    let rig = Rig {
-        c,
-        witness,
-        users,
-        controller: None,
-        runs: 0,
-        git: None,
-    };
+    let rig = Rig::started(c, witness, None, None).await;
     Some((rig, Replicas { a, b, tap }))
 }
 
@@ -198,13 +180,7 @@ async fn a_leader_paused_past_its_lease_does_not_retell_a_bad_commit_its_success
     };
     let client = rig.c.k.server.client().await;
     // One run: with the tap on A only, the roles are fixed.
-    let stable = rig
-        .c
-        .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
-        .await;
-    let from = rig.witness.tells().len();
-    let bad = rig.commit_bad();
-    let told = rig.wait_first_tell(from, &stable, &bad).await;
+    let (bad, told) = rig.commit_bad_and_wait_tell().await;
     let window = FaultWindow::open(&rig.c).await;
     signal(&r.a, Signal::SIGSTOP);
     let paused_at = Instant::now();

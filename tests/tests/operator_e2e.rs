@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchback_tests::load::PER_POD_RPS;
 use switchback_tests::operator_fixture::{Cluster, PATIENCE};
-use switchback_tests::push_hook::GenericHook;
+use switchback_tests::push_hook::{GenericHook, create_hook_secret};
 
 /// The default strategy, untouched: steps `["1", "25%", "50%", "100%"]`, bake 3m,
 /// `onInconclusive: Hold`, sequential analysis. For the tests that never reach a bake's end
@@ -515,25 +515,7 @@ async fn a_signed_push_fetches_at_once() {
     let Some(mut c) = Cluster::up(103, &["edge-0", "edge-1"]).await else {
         return;
     };
-    c.k.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "hook",
-        "-n",
-        "edge",
-        "--from-literal=token=s3cret",
-    ])
-    .await;
-    c.k.ok(&[
-        "annotate",
-        "secret",
-        "hook",
-        "-n",
-        "edge",
-        "switchback.dev/allowed-rollouts=edge",
-    ])
-    .await;
+    create_hook_secret(&c.k, "s3cret").await;
     let rollout = format!(
         "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1h\n    webhook:\n      secretRef:\n        name: hook\n  target:\n    selector:\n      app: edge\n  strategy:\n{DEFAULTS}",
         c.repo.display()

@@ -15,7 +15,7 @@ use std::time::Duration;
 use switchback::operator::controller::{self, ControllerOptions};
 use switchback::operator::shard::{Shards, assign};
 use switchback_tests::operator_fixture::Cluster;
-use switchback_tests::push_hook::GenericHook;
+use switchback_tests::push_hook::{GenericHook, create_hook_secret};
 
 const SHARDS: u32 = 3;
 
@@ -24,25 +24,7 @@ async fn a_push_reaching_a_replica_without_the_rollout_is_handed_on_to_its_owner
     let Some(mut c) = Cluster::up(136, &["edge-0", "edge-1"]).await else {
         return;
     };
-    c.k.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "hook",
-        "-n",
-        "edge",
-        "--from-literal=token=s3cret",
-    ])
-    .await;
-    c.k.ok(&[
-        "annotate",
-        "secret",
-        "hook",
-        "-n",
-        "edge",
-        "switchback.dev/allowed-rollouts=edge",
-    ])
-    .await;
+    create_hook_secret(&c.k, "s3cret").await;
     let rollout = format!(
         "apiVersion: switchback.dev/v1alpha1\nkind: ProxyRollout\nmetadata:\n  name: edge\n  namespace: edge\nspec:\n  source:\n    url: file://{}\n    ref: main\n    interval: 1h\n    webhook:\n      secretRef:\n        name: hook\n  target:\n    selector:\n      app: edge\n  strategy:\n    bake: 8s\n",
         c.repo.display()

@@ -46,29 +46,34 @@ impl Rig {
     pub async fn up(subnet: u8, rollback: &str, process: bool) -> Option<Rig> {
         let mut c = Cluster::up(subnet, &PODS).await?;
         let witness = Witness::start(&c.k.server);
-        if rollback.is_empty() {
-            c.apply_rollout(SHORT_BAKE).await;
-        } else {
-            let bare = origin(&c);
-            apply_with_writeback(&c, &bare, rollback).await;
-        }
+        apply_edge(&c, rollback).await;
         let controller = if process {
             Some(controller_process(&c, 0))
         } else {
             c.start_controller().await;
             None
         };
+        Some(Rig::started(c, witness, controller, None).await)
+    }
+
+    /// The rig once its controller runs: the first commit adopted, users flowing.
+    pub async fn started(
+        c: Cluster,
+        witness: Witness,
+        controller: Option<Child>,
+        git: Option<GitHttp>,
+    ) -> Rig {
         c.wait_condition("Ready").await;
         let users = c.start_traffic(PER_POD_RPS).await;
         users.wait_flowing(PODS.len(), 150, PATIENCE).await;
-        Some(Rig {
+        Rig {
             c,
             witness,
             users,
             controller,
             runs: 0,
-            git: None,
-        })
+            git,
+        }
     }
 
     /// [`Rig::up`] with an in-process controller fetching the rollout's source over
@@ -82,17 +87,7 @@ impl Rig {
             .expect("start the git http server");
         apply_following(&c, &server.url("origin.git")).await;
         c.start_controller().await;
-        c.wait_condition("Ready").await;
-        let users = c.start_traffic(PER_POD_RPS).await;
-        users.wait_flowing(PODS.len(), 150, PATIENCE).await;
-        Some(Rig {
-            c,
-            witness,
-            users,
-            controller: None,
-            runs: 0,
-            git: Some(server),
-        })
+        Some(Rig::started(c, witness, None, Some(server)).await)
     }
 
     /// The git server of a rig [`Rig::up_over_http`] made.
@@ -312,12 +307,21 @@ impl Rig {
     /// Commits a good change and waits for its first tell (the canary pod's): the commit's id
     /// and that tell.
     pub async fn commit_good_and_wait_tell(&mut self) -> (String, Tell) {
+        self.commit_and_wait_tell(Rig::commit_good).await
+    }
+
+    /// [`Rig::commit_good_and_wait_tell`] with a change whose upstream is dead.
+    pub async fn commit_bad_and_wait_tell(&mut self) -> (String, Tell) {
+        self.commit_and_wait_tell(Rig::commit_bad).await
+    }
+
+    async fn commit_and_wait_tell(&mut self, commit: fn(&mut Rig) -> String) -> (String, Tell) {
         let stable = self
             .c
             .jsonpath("proxyrollout/edge", "{.status.stable.digest}")
             .await;
         let from = self.witness.tells().len();
-        let v = self.commit_good();
+        let v = commit(self);
         let tell = self.wait_first_tell(from, &stable, &v).await;
         (v, tell)
     }
@@ -377,6 +381,17 @@ impl Rig {
         drop(self.users);
         drop(self.witness);
         self.c.down().await;
+    }
+}
+
+/// The rollout `edge`: the default strategy with the short bake, and, when `rollback` has
+/// lines, writing back to a bare origin every commit is pushed to.
+pub async fn apply_edge(c: &Cluster, rollback: &str) {
+    if rollback.is_empty() {
+        c.apply_rollout(SHORT_BAKE).await;
+    } else {
+        let bare = origin(c);
+        apply_with_writeback(c, &bare, rollback).await;
     }
 }
 
