@@ -28,6 +28,10 @@ pub(crate) const NO_CONNECT: &str =
     "could not connect to the server (refused, unreachable or timed out)";
 /// Any other network failure.
 pub(crate) const NETWORK: &str = "the connection to the server failed";
+/// The server closed the connection before any answer (down, restarting, or a proxy in front
+/// of it giving up): not a wrong URL, which is what [`NOT_GIT`] would send a person to check.
+pub(crate) const HUNG_UP: &str =
+    "the server closed the connection without answering (down or restarting?)";
 
 /// The longest `ERR` line passed on from a git server.
 const MAX_REMOTE_ERROR: usize = 200;
@@ -38,6 +42,9 @@ pub(crate) fn describe(e: &git2::Error, scrubber: &Scrubber) -> String {
     match e.class() {
         // Our own callbacks (credentials refused, ...) say exactly what we wrote.
         ErrorClass::Callback => scrubber.scrub(message),
+        // libgit2's words when `recv` returned 0 before a response: carries nothing the
+        // server sent.
+        ErrorClass::Http if message == "unexpected EOF" => HUNG_UP.to_string(),
         ErrorClass::Http => NOT_GIT.to_string(),
         ErrorClass::Net | ErrorClass::Os => net(message, scrubber),
         // TLS and ssh failures are about certificates, keys and handshakes, which the user
@@ -99,6 +106,7 @@ mod tests {
                 NOT_GIT,
             ),
             (ErrorClass::Http, "redirect without location", NOT_GIT),
+            (ErrorClass::Http, "unexpected EOF", HUNG_UP),
             (
                 ErrorClass::Net,
                 "cannot redirect from 'h' to 'internal.SECRET'",
