@@ -193,8 +193,13 @@ impl DriftMarks {
         recorder: &Recorder,
         reference: &ObjectReference,
     ) {
-        self.written.retain(|pod, _| drift.contains_key(pod));
-        self.announced.retain(|pod, _| drift.contains_key(pod));
+        // A runner that has not read its pods yet (a worker just restarted for a spec change)
+        // knows no pod: forgetting what was announced then would announce every open episode
+        // again once the pods are read.
+        if !drift.is_empty() {
+            self.written.retain(|pod, _| drift.contains_key(pod));
+            self.announced.retain(|pod, _| drift.contains_key(pod));
+        }
         for (pod, d) in drift {
             self.announce(pod, d, recorder, reference).await;
         }
