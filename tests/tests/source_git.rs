@@ -527,3 +527,36 @@ fn basic_helper_matches_rfc_4648() {
         "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
     );
 }
+
+/// A server that reads the request and closes the connection without a word (down behind a
+/// proxy, restarting) is said to have hung up, not to be "no git repository; check the URL",
+/// which sent people to the wrong cause (issue 16's git faults).
+#[test]
+fn a_server_that_hangs_up_is_said_to_have_hung_up() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            // The request line and headers, then nothing: the stream is dropped.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+        }
+    });
+    let cache = tempfile::tempdir()?;
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let source = GitSource::new(&url, Credentials::None, cache.path())?;
+    let err = source
+        .fetch_blocking("main")
+        .err()
+        .context("nobody answers")?;
+    let text = err.to_string();
+    assert!(
+        text.contains("closed the connection without answering"),
+        "{text}"
+    );
+    assert!(!text.contains("check the URL"), "{text}");
+    Ok(())
+}
