@@ -293,25 +293,25 @@ async fn start_webhooks(
     });
     let consumer = tokio::spawn(async move {
         while let Some(trigger) = rx.recv().await {
-            let runs: std::collections::HashSet<Key> = {
+            let mut elsewhere = Vec::new();
+            {
                 let workers = ctx.workers.lock().await;
-                for worker in workers.values() {
-                    let (url, git_ref, hook) = &worker.follows;
-                    if hook.as_deref() == Some(trigger.hook.as_str())
-                        && trigger.matches(url, git_ref)
-                    {
-                        // The spec's URL as written may hold a token: logged redacted only.
-                        tracing::info!(hook = %trigger.hook, url = %redact_url(url), "push: fetching now");
-                        worker.fetch_now();
+                for object in rollouts.state() {
+                    if !super::push_relay::is_for(&trigger, &object) {
+                        continue;
+                    }
+                    match workers.get(&key_of(&object)) {
+                        Some(worker) => {
+                            // The spec's URL as written may hold a token: logged redacted only.
+                            tracing::info!(hook = %trigger.hook, url = %redact_url(&object.spec.source.url), "push: fetching now");
+                            worker.fetch_now();
+                        }
+                        None => elsewhere.push(object),
                     }
                 }
-                workers.keys().cloned().collect()
-            };
+            }
             if ctx.options.shards.is_some() {
-                super::push_relay::hand_on(&ctx, &rollouts, &trigger, |o| {
-                    runs.contains(&key_of(o))
-                })
-                .await;
+                super::push_relay::hand_on(&ctx, &elsewhere, &trigger).await;
             }
         }
     });

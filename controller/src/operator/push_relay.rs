@@ -7,9 +7,10 @@
 //! receivers do with `reconcile.fluxcd.io/requestedAt`: the rollout is annotated with the time
 //! of the request, and the owner, whose watch sees the change, fetches at once.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
 
 use super::controller::{Context, ReconcileError};
@@ -32,13 +33,13 @@ pub fn hook_id(object: &ProxyRollout) -> Option<String> {
 }
 
 /// Reads the webhook Secret `object` names, checks that it allows the rollout, and registers
-/// its token with the receiver. `None` when the spec names no webhook.
+/// its token with the receiver. Nothing to do when the spec names no webhook.
 pub(super) async fn register_hook(
     ctx: &Context,
     object: &ProxyRollout,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<(), ReconcileError> {
     let (Some(id), Some(webhook)) = (hook_id(object), object.spec.source.webhook.as_ref()) else {
-        return Ok(None);
+        return Ok(());
     };
     let namespace = object.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -57,7 +58,7 @@ pub(super) async fn register_hook(
             ))
         })?;
     ctx.hooks.set(&id, HookSecret::new(token));
-    Ok(Some(id))
+    Ok(())
 }
 
 /// The fetch request `object` carries, if any.
@@ -70,24 +71,18 @@ pub fn fetch_requested(object: &ProxyRollout) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Asks the owners of the rollouts `trigger` is for, among those of `rollouts` this replica
-/// does not run (`runs` says which it does), to fetch now. A failed request is logged: the
-/// owner still sees the commit at its next poll.
-pub(super) async fn hand_on(
-    ctx: &Context,
-    rollouts: &reflector::Store<ProxyRollout>,
-    trigger: &Trigger,
-    runs: impl Fn(&ProxyRollout) -> bool,
-) {
+/// Whether `trigger` (a verified push) is for `object`: its hook, its repository and its ref.
+pub fn is_for(trigger: &Trigger, object: &ProxyRollout) -> bool {
+    let source = &object.spec.source;
+    hook_id(object).as_deref() == Some(trigger.hook.as_str())
+        && trigger.matches(&source.url, &source.git_ref)
+}
+
+/// Asks the owners of `elsewhere`, rollouts `trigger` is for that this replica does not run, to
+/// fetch now. A failed request is logged: the owner still sees the commit at its next poll.
+pub(super) async fn hand_on(ctx: &Context, elsewhere: &[Arc<ProxyRollout>], trigger: &Trigger) {
     let now = jiff::Timestamp::now().to_string();
-    for object in rollouts.state() {
-        let source = &object.spec.source;
-        if hook_id(&object).as_deref() != Some(trigger.hook.as_str())
-            || !trigger.matches(&source.url, &source.git_ref)
-            || runs(&object)
-        {
-            continue;
-        }
+    for object in elsewhere {
         let namespace = object.namespace().unwrap_or_default();
         let name = object.name_any();
         let api: Api<ProxyRollout> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -65,7 +65,8 @@ pub(super) async fn setup(
         }
         None => Credentials::None,
     };
-    let hook = super::push_relay::register_hook(ctx, object).await?;
+    // The receiver checks a push for this rollout against its hook Secret.
+    super::push_relay::register_hook(ctx, object).await?;
     let keys = match &spec.source.verify {
         Some(verify) => Some(Arc::new(
             trusted_keys(ctx, &namespace, &name, verify).await?,
@@ -122,7 +123,6 @@ pub(super) async fn setup(
         fleet,
         metrics: ctx.options.metrics.clone(),
         keys,
-        hook,
         reporter: Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: ctx.options.instance.clone(),

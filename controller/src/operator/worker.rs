@@ -70,8 +70,6 @@ pub struct WorkerSetup {
     pub metrics: Metrics,
     /// When the spec asks for signed commits: the keys a head must be signed by.
     pub keys: Option<Arc<TrustedKeys>>,
-    /// The webhook id pushes for this rollout arrive under (`<namespace>.<secret>`).
-    pub hook: Option<String>,
     /// Where to continue from: the previous worker's checkpoint, if any.
     pub resume: Option<Checkpoint>,
     /// The checked `spec.rollback.writeBack`, when git write-back is on.
@@ -85,8 +83,6 @@ pub struct WorkerHandle {
     poke: Arc<Notify>,
     changed: ChangedPods,
     fetch: Arc<Notify>,
-    /// The source it follows (URL, ref) and its webhook id, for matching pushes.
-    pub follows: (String, String, Option<String>),
     latest: watch::Sender<Arc<ProxyRollout>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<Checkpoint>>,
@@ -100,12 +96,6 @@ impl WorkerHandle {
         let fetch = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let (latest, seen) = watch::channel(Arc::clone(&setup.rollout));
-        let source = &setup.rollout.spec.source;
-        let follows = (
-            source.url.clone(),
-            source.git_ref.clone(),
-            setup.hook.clone(),
-        );
         let changed = ChangedPods::default();
         let signals = Signals {
             poke: Arc::clone(&poke),
@@ -118,7 +108,6 @@ impl WorkerHandle {
             poke,
             changed,
             fetch,
-            follows,
             latest,
             stop,
             task,
@@ -211,7 +200,6 @@ async fn run(
         resume,
         write_back,
         tenure,
-        hook: _,
     } = setup;
     let Signals {
         poke,
