@@ -45,9 +45,7 @@ async fn a_canary_agent_blackholed_mid_analysis_holds_the_step_and_promotes_once
         return;
     };
     for _ in 0..repetitions() {
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let window = FaultWindow::open(&b.c).await;
         let Some(hole) = blackhole(&b, &tell.pod, "188").await else {
             return;

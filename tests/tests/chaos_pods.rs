@@ -46,9 +46,7 @@ async fn a_canary_agent_frozen_mid_analysis_holds_the_step_and_promotes_once_it_
         ])
         .await;
     for _ in 0..repetitions() {
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let window = FaultWindow::open(&b.c).await;
         relays.freeze(&tell.pod, true);
         let last = b.assert_held_for(FREEZE, &v, &tell.digest).await;
@@ -128,9 +126,7 @@ async fn an_nginx_master_killed_on_the_canary_pod_is_started_again_and_the_commi
     };
     for _ in 0..repetitions() {
         // The canary pod's nginx master, once it serves the target.
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let master = nginx_master(&b.c, &tell.pod).expect("the canary pod's nginx master");
         let window = FaultWindow::open(&b.c).await;
         nix::sys::signal::kill(
@@ -169,9 +165,7 @@ async fn the_canary_pod_replaced_and_pods_added_and_removed_mid_canary_end_on_on
     };
     let mut pods: Vec<String> = PODS.iter().map(|p| p.to_string()).collect();
     for rep in 0..repetitions() {
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let window = FaultWindow::open(&b.c).await;
         // The canary pod deleted and replaced (a new name, a fresh state directory), as its
         // ReplicaSet would.
@@ -232,9 +226,7 @@ async fn a_bundle_configmap_deleted_mid_canary_is_stored_again_and_the_commit_pr
     };
     for _ in 0..repetitions() {
         // Deleted once the canary serves it: the other pods have yet to fetch it.
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let window = FaultWindow::open(&b.c).await;
         let map = bundle_map(&tell.digest);
         b.c.k.ok(&["delete", "configmap", "-n", "edge", &map]).await;
@@ -261,9 +253,7 @@ async fn a_bundle_configmap_forged_mid_canary_is_never_served_and_the_commit_pro
     for _ in 0..repetitions() {
         // Forged: deleted and created again with other content under the same name and labels
         // (an immutable ConfigMap cannot be edited in place on a real cluster).
-        let (v, tell) = b.commit_good_and_wait_tell().await;
-        b.wait_pod_applied(&tell.pod, &tell.digest).await;
-        let at = b.wait_phase(&v, &["Canary"]).await;
+        let (v, tell, at) = b.commit_good_to_canary().await;
         let window = FaultWindow::open(&b.c).await;
         let map = bundle_map(&tell.digest);
         forge(&b, &map).await;

@@ -262,6 +262,50 @@ mod tests {
         assert!(during > 0, "the render held the async thread");
     }
 
+    /// The rollout `namespace/name` following `main` of the repository at `url`.
+    fn following(url: &str, namespace: &str, name: &str) -> ProxyRollout {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchback.dev/v1alpha1",
+            "kind": "ProxyRollout",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "source": {"url": url, "path": ""},
+                "target": {"selector": {"app": name}},
+            }
+        }))
+        .expect("a ProxyRollout")
+    }
+
+    /// The read runs on its own task and hands its render memo back, so the next read knows the
+    /// head it handed on (else every fetch would hand the engine the same head again).
+    #[tokio::test]
+    async fn a_read_on_its_own_task_hands_its_memo_back() {
+        let remote = tempfile::tempdir().expect("tempdir");
+        let repo = git2::Repository::init_bare(remote.path()).expect("init");
+        repo.set_head("refs/heads/main").expect("head");
+        commit(&repo, "events {}\n");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let url = remote.path().to_str().expect("utf-8");
+        let source = GitSource::new(url, Credentials::None, cache.path()).expect("source");
+        let object = Arc::new(following(url, "prod", "edge"));
+        let (first, memo, _) = spawn_read(
+            source.clone(),
+            Arc::clone(&object),
+            None,
+            RenderMemo::default(),
+        )
+        .await
+        .expect("the read task");
+        assert!(first.expect("read").is_some(), "a new head is handed on");
+        let (again, _, _) = spawn_read(source, object, None, memo)
+            .await
+            .expect("the read task");
+        assert!(
+            again.expect("read").is_none(),
+            "the same head is nothing new"
+        );
+    }
+
     /// Commits `nginx.conf` with `text` on `main` of the bare `repo`.
     fn commit(repo: &git2::Repository, text: &str) {
         let blob = repo.blob(text.as_bytes()).expect("blob");
@@ -286,16 +330,7 @@ mod tests {
         repo.set_head("refs/heads/main").expect("head");
         commit(&repo, "events {}\n");
         let url = remote.path().to_str().expect("utf-8");
-        let object: ProxyRollout = serde_json::from_value(serde_json::json!({
-            "apiVersion": "switchback.dev/v1alpha1",
-            "kind": "ProxyRollout",
-            "metadata": {"name": "edge", "namespace": "prod"},
-            "spec": {
-                "source": {"url": url, "path": ""},
-                "target": {"selector": {"app": "edge"}},
-            }
-        }))
-        .expect("a ProxyRollout");
+        let object = following(url, "prod", "edge");
         let source = GitSource::new(url, Credentials::None, cache.path()).expect("source");
         let mut memo = RenderMemo::default();
         let first = read(&source, &object, None, &mut memo).await.expect("read");
@@ -317,21 +352,9 @@ mod tests {
         repo.set_head("refs/heads/main").expect("head");
         commit(&repo, "events {}\nhttp {}\n");
         let url = remote.path().to_str().expect("utf-8");
-        let object = |namespace: &str, name: &str| -> ProxyRollout {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "switchback.dev/v1alpha1",
-                "kind": "ProxyRollout",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "source": {"url": url, "path": ""},
-                    "target": {"selector": {"app": name}},
-                }
-            }))
-            .expect("a ProxyRollout")
-        };
         let mut workers = tokio::task::JoinSet::new();
         for (namespace, name) in [("prod", "a"), ("prod", "b"), ("prod", "c"), ("dev", "a")] {
-            let object = object(namespace, name);
+            let object = following(url, namespace, name);
             let url = url.to_string();
             workers.spawn(async move {
                 let cache = tempfile::tempdir().expect("tempdir");

@@ -533,7 +533,3 @@ impl CheckpointMemo {
         Some(json)
     }
 }
-
-#[cfg(test)]
-#[path = "worker_tests.rs"]
-mod tests;

@@ -272,15 +272,8 @@ impl Rig {
         did: String,
         window: FaultWindow,
     ) -> Row {
-        let (recovery, requests_failed) = window.close().await;
-        Row {
-            fault: fault.to_string(),
-            injected,
-            did,
-            recovery,
-            requests_failed,
-            invariants: check_all(&self.c, &self.witness, &PODS).await,
-        }
+        self.row_with_pods(&PODS, fault, injected, did, window)
+            .await
     }
 
     /// The row of one run whose fleet is `pods` now (pods replaced, added or removed by the
@@ -308,6 +301,15 @@ impl Rig {
     /// and that tell.
     pub async fn commit_good_and_wait_tell(&mut self) -> (String, Tell) {
         self.commit_and_wait_tell(Rig::commit_good).await
+    }
+
+    /// [`Rig::commit_good_and_wait_tell`], then waits until the canary pod serves the target and
+    /// status says Canary: the commit, the canary pod's tell and that status.
+    pub async fn commit_good_to_canary(&mut self) -> (String, Tell, Value) {
+        let (v, tell) = self.commit_good_and_wait_tell().await;
+        self.wait_pod_applied(&tell.pod, &tell.digest).await;
+        let at = self.wait_phase(&v, &["Canary"]).await;
+        (v, tell, at)
     }
 
     /// [`Rig::commit_good_and_wait_tell`] with a change whose upstream is dead.
